@@ -1,0 +1,100 @@
+"""The campaign's social graph (communities) and its hidden interaction graph (who actually influences whom).
+
+Friendships follow a degree-corrected planted partition: each user draws Poisson(avg_degree/2 * e^{0.4 z - 0.08})
+friendship stubs (z = latent engagement), each landing inside the user's community with probability 1 - mixing and
+on a uniformly random user otherwise. Community sizes are heavy-tailed (Pareto weights).
+
+Interactions (invitations, shares) happen on candidate pairs (friends, friends of friends, a few random pairs) with
+probability sigmoid(affinity), where
+
+    affinity = -2.5 + 1.5 friend + 1.0 same_community + 0.5 (sociability_a + sociability_b)
+               + 0.6 similarity_ab + eta_ab,        eta_ab ~ N(0, 1) persistent per pair,
+
+and sociability follows engagement. Two independent periods are drawn from the same affinity: a past one that is
+observed (edges of kind "invite") and the current one that stays hidden (the ground truth of who interacts).
+Past invitations and features therefore predict the hidden graph, but only partly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.synthetic.world import GRAPH_STREAM, _sigmoid, stream
+
+
+@dataclass(frozen=True)
+class CampaignGraph:
+    """Edges as arrays of user ids (src < dst, unique within each kind)."""
+
+    community: np.ndarray  # (n_users,) community id of each user
+    friend_src: np.ndarray
+    friend_dst: np.ndarray
+    invite_src: np.ndarray  # past-period interactions: observed
+    invite_dst: np.ndarray
+    interaction_src: np.ndarray  # current-period interactions: hidden ground truth
+    interaction_dst: np.ndarray
+    interaction_weight: np.ndarray  # number of interactions in the period (>= 1)
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Sorted unique keys lo * n + hi of undirected pairs, self-pairs dropped."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    keep = lo != hi
+    return np.unique(lo[keep] * np.int64(n) + hi[keep])
+
+
+def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray, *, avg_degree: float,
+                community_size: int, mixing: float) -> CampaignGraph:
+    """Draw communities, friendships and the two interaction periods for users 0..n-1."""
+    rng = stream(seed, GRAPH_STREAM)
+    n = engagement.size
+    n_communities = max(1, int(round(n / community_size)))
+    weights = rng.pareto(2.5, size=n_communities) + 1.0
+    community = rng.choice(n_communities, size=n, p=weights / weights.sum())
+    empty = np.zeros(0, dtype=np.int64)
+    if avg_degree <= 0 or n < 2:
+        return CampaignGraph(community, empty, empty, empty, empty, empty, empty, empty)
+
+    # Friendships: stubs inside the community or, with probability `mixing`, anywhere.
+    members = np.argsort(community, kind="stable")
+    sizes = np.bincount(community, minlength=n_communities)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    stubs = rng.poisson(avg_degree / 2.0 * np.exp(0.4 * engagement - 0.08))
+    src = np.repeat(np.arange(n, dtype=np.int64), stubs)
+    home = community[src]
+    within = members[starts[home] + np.floor(rng.random(src.size) * sizes[home]).astype(np.int64)]
+    dst = np.where(rng.random(src.size) < mixing, rng.integers(0, n, size=src.size), within)
+    friend_keys = _unique_pairs(src, dst, n)
+    friend_src, friend_dst = friend_keys // n, friend_keys % n
+
+    # Candidate pairs: friends, one friend-of-friend pair per user with two or more friends, and random pairs.
+    both = np.concatenate([friend_src, friend_dst])
+    other = np.concatenate([friend_dst, friend_src])
+    order = np.argsort(both, kind="stable")
+    neighbours = other[order]
+    degree = np.bincount(both, minlength=n)
+    offset = np.concatenate([[0], np.cumsum(degree)[:-1]])
+    hubs = np.flatnonzero(degree >= 2)
+    first = np.floor(rng.random(hubs.size) * degree[hubs]).astype(np.int64)
+    second = (first + 1 + np.floor(rng.random(hubs.size) * (degree[hubs] - 1)).astype(np.int64)) % degree[hubs]
+    n_random = max(1, n // 10)
+    candidate_keys = np.unique(np.concatenate([
+        friend_keys,
+        _unique_pairs(neighbours[offset[hubs] + first], neighbours[offset[hubs] + second], n),
+        _unique_pairs(rng.integers(0, n, size=n_random), rng.integers(0, n, size=n_random), n),
+    ]))
+    a, b = candidate_keys // n, candidate_keys % n
+    is_friend = np.isin(candidate_keys, friend_keys, assume_unique=True)
+
+    sociability = 0.7 * engagement + 0.7 * rng.standard_normal(n)
+    similarity = 0.5 - np.abs(similarity_signal[a] - similarity_signal[b])
+    affinity = (-2.5 + 1.5 * is_friend + 1.0 * (community[a] == community[b])
+                + 0.5 * (sociability[a] + sociability[b]) + 0.6 * similarity + rng.standard_normal(a.size))
+    invited = rng.random(a.size) < _sigmoid(affinity - 0.5)
+    probability = _sigmoid(affinity)
+    interacts = rng.random(a.size) < probability
+    weight = 1 + rng.poisson(2.0 * probability[interacts])
+    return CampaignGraph(community, friend_src, friend_dst, a[invited], b[invited],
+                         a[interacts], b[interacts], weight.astype(np.float64))

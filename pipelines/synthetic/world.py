@@ -1,0 +1,296 @@
+"""The true campaign world: who the users are, how each arm changes their response, and how the logs arose.
+
+Response model (per user i, arm k, day t), all effects on the logit scale:
+
+    logit mu_ik(t) = base + sum_p beta_p g_p(x_i) + tau_k(x_i) + habit_effect * h_i(t)
+    tau_k(x)       = arm_base_k + sum_m effect_km s_m(x)          (tau_control = 0)
+
+- *modifier* features enter only through tau_k, with arm-specific signs: they change which arm is best;
+- *prognostic* features shift every arm's logit equally: they predict the reward but never change the best arm;
+- *noise* features enter nowhere.
+
+Multi-day activity with carry-over: user i is active on day t with probability
+sigmoid(activity_logit + 0.8 z_i + habit_effect h_i(t) + carryover_k[arm on the previous active day]),
+where z_i is a latent engagement; the habit stock h_i(t+1) = habit_decay h_i(t) + purchase_i(t) turns a coupon that
+raised today's purchase into more activity and purchases later. A redeemed coupon costs its face value.
+
+Logging policy: a softmax targeting rule over a few features (marketers give coupons to engaged users and members),
+mixed with `logging_epsilon` of uniform; users in the randomized slice get every arm with probability 1/K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.synthetic.config import CampaignConfig
+
+MODIFIER, PROGNOSTIC, NOISE = "modifier", "prognostic", "noise"
+NUMERIC, CATEGORICAL, BINARY = "numeric", "categorical", "binary"
+
+#: Habit is summarized for the decision maker as purchases over this many previous days.
+RECENT_WINDOW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One user feature: its name, its true role, how it is stored, and whether it has missing values."""
+
+    name: str
+    role: str
+    kind: str
+    can_be_missing: bool = False
+    levels: tuple[str, ...] = ()
+    level_probabilities: tuple[float, ...] = ()
+    level_signal: tuple[float, ...] = ()
+
+
+_CATALOG: dict[str, tuple[FeatureSpec, ...]] = {
+    MODIFIER: (
+        FeatureSpec("price_sensitivity", MODIFIER, NUMERIC),
+        FeatureSpec("channel", MODIFIER, CATEGORICAL, levels=("app", "web", "store"),
+                    level_probabilities=(0.5, 0.3, 0.2), level_signal=(1.0, 0.0, -1.0)),
+        FeatureSpec("is_member", MODIFIER, BINARY),
+        FeatureSpec("basket_value", MODIFIER, NUMERIC, can_be_missing=True),
+    ),
+    PROGNOSTIC: (
+        FeatureSpec("sessions_30d", PROGNOSTIC, NUMERIC),
+        FeatureSpec("age_band", PROGNOSTIC, CATEGORICAL, can_be_missing=True,
+                    levels=("18-24", "25-34", "35-44", "45-54", "55+"),
+                    level_probabilities=(0.15, 0.3, 0.25, 0.18, 0.12), level_signal=(-1.0, -0.4, 0.1, 0.6, 1.0)),
+        FeatureSpec("tenure_days", PROGNOSTIC, NUMERIC, can_be_missing=True),
+        FeatureSpec("past_purchases", PROGNOSTIC, NUMERIC),
+    ),
+    NOISE: (
+        FeatureSpec("device", NOISE, CATEGORICAL, levels=("ios", "android", "desktop"),
+                    level_probabilities=(0.45, 0.4, 0.15), level_signal=(0.0, 0.0, 0.0)),
+        FeatureSpec("signup_month", NOISE, NUMERIC),
+        FeatureSpec("noise_0", NOISE, NUMERIC, can_be_missing=True),
+        FeatureSpec("noise_1", NOISE, NUMERIC),
+    ),
+}
+
+
+def feature_specs(config: CampaignConfig) -> tuple[FeatureSpec, ...]:
+    """The campaign's features in column order: the catalog first, then plain Gaussian features named by role."""
+    specs: list[FeatureSpec] = []
+    for role, count in ((MODIFIER, config.n_modifiers), (PROGNOSTIC, config.n_prognostic), (NOISE, config.n_noise)):
+        named = _CATALOG[role][:count]
+        specs.extend(named)
+        prefix = "noise" if role == NOISE else role
+        start = sum(spec.name.startswith(prefix + "_") for spec in named)
+        specs.extend(FeatureSpec(f"{prefix}_{start + j}", role, NUMERIC) for j in range(count - len(named)))
+    return tuple(specs)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def stream(seed: int, *key: int) -> np.random.Generator:
+    """An independent random stream for one purpose (and one chunk): the same (seed, key) gives the same numbers."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
+
+
+# Stream keys: one purpose each, so adding draws to one purpose never shifts another's numbers.
+WORLD_STREAM, USERS_STREAM, ACTIVITY_STREAM, GRAPH_STREAM = 0, 1, 2, 3
+
+
+@dataclass
+class UserBlock:
+    """A contiguous block of users: observed feature columns and the latent quantities that drive them."""
+
+    user_id: np.ndarray
+    columns: dict[str, np.ndarray]
+    modifier_signal: np.ndarray  # (n, n_modifiers), centred and scaled to about unit spread
+    prognostic_signal: np.ndarray  # (n, n_prognostic)
+    engagement: np.ndarray  # latent z_i ~ N(0, 1): drives activity, sessions, purchases and sociability
+    randomized: np.ndarray  # bool: user is in the uniformly randomized slice
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+@dataclass(frozen=True)
+class CampaignWorld:
+    """The hidden parameters of one campaign, drawn once from (config, seed)."""
+
+    config: CampaignConfig
+    seed: int
+    features: tuple[FeatureSpec, ...]
+    arm_base: np.ndarray  # (K,) average logit effect of each arm vs control
+    effects: np.ndarray  # (K, n_modifiers) logit effect of each modifier signal on each arm
+    prognostic_coefs: np.ndarray  # (n_prognostic,)
+    carryover: np.ndarray  # (K,) logit gain in next-day activity after receiving the arm
+    logging_intercepts: np.ndarray  # (K,)
+    logging_weights: np.ndarray  # (K, n_modifiers + n_prognostic) targeting weights on the signals
+    _role_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(cls, config: CampaignConfig, seed: int) -> "CampaignWorld":
+        rng = stream(seed, WORLD_STREAM)
+        n_arms, n_mod, n_prog = len(config.arms), config.n_modifiers, config.n_prognostic
+        # Every modifier moves every treatment arm by a clearly non-zero amount with a random sign,
+        # so each modifier changes which arm is best for some users.
+        magnitude = config.effect_scale * rng.uniform(0.5, 1.0, size=(n_arms, n_mod)) / np.sqrt(n_mod)
+        effects = magnitude * rng.choice([-1.0, 1.0], size=(n_arms, n_mod))
+        effects[0] = 0.0
+        arm_base = rng.normal(0.15, 0.1, size=n_arms)
+        arm_base[0] = 0.0
+        carryover = rng.uniform(0.1, 0.4, size=n_arms)
+        carryover[0] = 0.0
+        prognostic_coefs = config.prognostic_scale * rng.uniform(0.6, 1.0, size=n_prog)
+        logging_weights = rng.normal(0.0, 0.7, size=(n_arms, n_mod + n_prog))
+        logging_weights[0] = 0.0
+        logging_intercepts = np.zeros(n_arms)
+        logging_intercepts[0] = np.log(2.0)  # the control arm is the logging policy's most frequent choice
+        return cls(config, seed, feature_specs(config), arm_base, effects, prognostic_coefs, carryover,
+                   logging_intercepts, logging_weights)
+
+    @property
+    def arm_labels(self) -> list[str]:
+        return self.config.arm_labels
+
+    @property
+    def arm_costs(self) -> np.ndarray:
+        return np.asarray(self.config.arm_costs, dtype=float)
+
+    # ------------------------------------------------------------------ users
+    def draw_users(self, chunk_index: int, first_user_id: int, n: int) -> UserBlock:
+        """Draw the users of one chunk; the chunk's own stream makes it independent of the other chunks."""
+        rng = stream(self.seed, USERS_STREAM, chunk_index)
+        engagement = rng.standard_normal(n)
+        columns: dict[str, np.ndarray] = {}
+        signals: dict[str, np.ndarray] = {}
+        for spec in self.features:
+            raw, signal = _draw_feature(spec, rng, engagement)
+            if spec.can_be_missing and self.config.missing_rate > 0:
+                missing = rng.random(n) < self.config.missing_rate
+                raw = raw.astype(object) if spec.kind == CATEGORICAL else raw.astype(float)
+                raw[missing] = None if spec.kind == CATEGORICAL else np.nan
+            columns[spec.name] = raw
+            signals[spec.name] = signal
+        by_role = {role: [spec.name for spec in self.features if spec.role == role] for role in (MODIFIER, PROGNOSTIC)}
+        randomized = rng.random(n) < self.config.randomized_share
+        return UserBlock(
+            user_id=np.arange(first_user_id, first_user_id + n, dtype=np.int64),
+            columns=columns,
+            modifier_signal=np.column_stack([signals[name] for name in by_role[MODIFIER]]),
+            prognostic_signal=(np.column_stack([signals[name] for name in by_role[PROGNOSTIC]])
+                               if by_role[PROGNOSTIC] else np.zeros((n, 0))),
+            engagement=engagement,
+            randomized=randomized,
+        )
+
+    # ------------------------------------------------------------------ truth
+    def arm_effects(self, users: UserBlock) -> np.ndarray:
+        """tau_k(x_i): per-user logit effect of each arm against control, shape (n, K)."""
+        return self.arm_base[None, :] + users.modifier_signal @ self.effects.T
+
+    def baseline_logit(self, users: UserBlock) -> np.ndarray:
+        """Control-arm logit of each user at zero habit: base plus the prognostic part, shape (n,)."""
+        return self.config.base_response_logit + users.prognostic_signal @ self.prognostic_coefs
+
+    def response_probability(self, users: UserBlock, habit: np.ndarray | float = 0.0) -> np.ndarray:
+        """mu_ik: probability that user i purchases today if given arm k, shape (n, K)."""
+        logit = self.baseline_logit(users)[:, None] + self.arm_effects(users)
+        return _sigmoid(logit + self.config.habit_effect * np.asarray(habit, dtype=float).reshape(-1, 1))
+
+    def best_arm(self, users: UserBlock) -> np.ndarray:
+        """Index of the arm with the highest purchase probability for each user (independent of habit)."""
+        return np.argmax(self.arm_effects(users), axis=1)
+
+    def logging_probabilities(self, users: UserBlock) -> np.ndarray:
+        """The logging policy's arm probabilities per user, shape (n, K); uniform for the randomized slice."""
+        signal = np.hstack([users.modifier_signal, users.prognostic_signal])
+        logits = self.logging_intercepts[None, :] + self.config.logging_bias * signal @ self.logging_weights.T
+        logits -= logits.max(axis=1, keepdims=True)
+        softmax = np.exp(logits)
+        softmax /= softmax.sum(axis=1, keepdims=True)
+        n_arms = len(self.arm_base)
+        probabilities = (1.0 - self.config.logging_epsilon) * softmax + self.config.logging_epsilon / n_arms
+        probabilities[users.randomized] = 1.0 / n_arms
+        return probabilities
+
+    def activity_logit(self, users: UserBlock, habit: np.ndarray, previous_arm: np.ndarray) -> np.ndarray:
+        """Logit of being active today; previous_arm is -1 for users who got no arm yet."""
+        carry = np.where(previous_arm >= 0, self.carryover[np.maximum(previous_arm, 0)], 0.0)
+        return self.config.activity_logit + 0.8 * users.engagement + self.config.habit_effect * habit + carry
+
+    # ------------------------------------------------------------------ activity
+    def simulate(self, users: UserBlock, chunk_index: int) -> dict[str, np.ndarray]:
+        """Run the campaign's days for a block of users under the logging policy.
+
+        Returns one entry per decision (active user-day), in (day, user) order: the logged columns
+        (user_id, day, arm index, propensity, reward, cost, randomized, recent_purchases) and the truth
+        (habit, expected reward of every arm `mu` (rows, K), logging probabilities `logging_p` (rows, K)).
+        """
+        rng = stream(self.seed, ACTIVITY_STREAM, chunk_index)
+        n, n_arms = len(users), len(self.arm_base)
+        baseline = self.baseline_logit(users)
+        effects = self.arm_effects(users)
+        logging_p = self.logging_probabilities(users)
+        cumulative = np.cumsum(logging_p, axis=1)
+        costs = self.arm_costs
+        habit = np.zeros(n)
+        previous_arm = np.full(n, -1, dtype=np.int64)
+        purchases_by_day = np.zeros((RECENT_WINDOW_DAYS, n), dtype=np.int16)
+        days: list[dict[str, np.ndarray]] = []
+        for day in range(self.config.n_days):
+            active = np.flatnonzero(rng.random(n) < _sigmoid(self.activity_logit(users, habit, previous_arm)))
+            draw = rng.random(active.size)
+            arm = np.minimum((draw[:, None] > cumulative[active]).sum(axis=1), n_arms - 1)
+            mu = _sigmoid(baseline[active, None] + effects[active] + self.config.habit_effect * habit[active, None])
+            reward = (rng.random(active.size) < mu[np.arange(active.size), arm]).astype(np.float64)
+            days.append({
+                "user_id": users.user_id[active],
+                "day": np.full(active.size, day, dtype=np.int32),
+                "arm": arm,
+                "propensity": logging_p[active, arm],
+                "reward": reward,
+                "cost": costs[arm] * reward,
+                "randomized": users.randomized[active],
+                "recent_purchases": purchases_by_day.sum(axis=0)[active].astype(np.int32),
+                "habit": habit[active],
+                "mu": mu,
+                "logging_p": logging_p[active],
+            })
+            purchased = np.zeros(n)
+            purchased[active] = reward
+            habit = self.config.habit_decay * habit + purchased
+            previous_arm[active] = arm
+            purchases_by_day[day % RECENT_WINDOW_DAYS] = purchased
+        return {key: np.concatenate([d[key] for d in days]) for key in days[0]}
+
+
+def _draw_feature(spec: FeatureSpec, rng: np.random.Generator, engagement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one feature's observed values and its centred signal (what enters the response model)."""
+    n = engagement.size
+    if spec.kind == CATEGORICAL:
+        codes = rng.choice(len(spec.levels), size=n, p=spec.level_probabilities)
+        return np.asarray(spec.levels, dtype=object)[codes], np.asarray(spec.level_signal)[codes]
+    if spec.kind == BINARY:
+        raw = (rng.random(n) < 0.35).astype(np.int8)
+        return raw, 2.0 * raw - 1.0
+    match spec.name:
+        case "price_sensitivity":
+            raw = rng.beta(2.0, 2.0, size=n)
+            return raw, (raw - 0.5) / 0.2236
+        case "basket_value":
+            log_value = rng.normal(3.5, 0.6, size=n)
+            return np.round(np.exp(log_value), 2), (log_value - 3.5) / 0.6
+        case "sessions_30d":
+            raw = rng.poisson(np.exp(1.5 + 0.5 * engagement)).astype(np.float64)
+            return raw, (np.log1p(raw) - 1.65) / 0.6
+        case "tenure_days":
+            raw = np.floor(rng.exponential(400.0, size=n))
+            return raw, (np.log1p(raw) - 5.4) / 1.25
+        case "past_purchases":
+            raw = rng.poisson(np.exp(0.5 + 0.6 * engagement)).astype(np.float64)
+            return raw, (np.log1p(raw) - 0.85) / 0.6
+        case "signup_month":
+            raw = rng.integers(1, 13, size=n).astype(np.float64)
+            return raw, np.zeros(n)
+    raw = rng.standard_normal(n)
+    return raw, raw if spec.role != NOISE else np.zeros(n)
