@@ -91,6 +91,7 @@ class CampaignTruth:
     users: pd.DataFrame
     interactions: pd.DataFrame
     n_log_rows: int
+    n_edges: int
     paths: CampaignPaths | None = None
 
     def features_with_role(self, role: str) -> list[str]:
@@ -216,8 +217,9 @@ def _truth_tables(world: CampaignWorld, chunks: list[_ChunkTruth],
     interactions = pd.DataFrame({"src": graph.interaction_src, "dst": graph.interaction_dst,
                                  "weight": graph.interaction_weight})
     n_log_rows = sum(c.n_log_rows for c in chunks)
-    truth = CampaignTruth(world, features, arms, truth_users, interactions, n_log_rows, paths)
-    return truth, _edge_frame(graph)
+    edges = _edge_frame(graph)
+    truth = CampaignTruth(world, features, arms, truth_users, interactions, n_log_rows, len(edges), paths)
+    return truth, edges
 
 
 def simulate_campaign(config: CampaignConfig | None = None, seed: int = 0) -> Campaign:
@@ -272,4 +274,4 @@ def load_truth(root: Path | str) -> CampaignTruth:
     world = CampaignWorld.from_config(CampaignConfig(**manifest["config"]), manifest["seed"])
     return CampaignTruth(world, pd.read_parquet(paths.features), pd.read_parquet(paths.arms),
                          pd.read_parquet(paths.truth_users), pd.read_parquet(paths.interactions),
-                         manifest["n_log_rows"], paths)
+                         manifest["n_log_rows"], manifest["n_edges"], paths)

@@ -1,0 +1,226 @@
+"""The `campaign` command: batch jobs, the demo, one command per registered stage, and run comparison.
+
+Exit codes: 0 ok; 2 bad input or config (one line on stderr, no traceback); 1 internal error (traceback).
+Set CAMPAIGN_DEBUG=1 to get tracebacks for input errors too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+import pydantic
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.config import format_validation_error
+from pipelines.errors import InputError
+from pipelines.job import JobReport, build_job, load_job, run_job
+from pipelines.stages.registry import DemoInputs, Stage, registered_stages
+from pipelines.tracking import DEFAULT_TRACKING_URI, package_version
+
+DEMO_USERS = 200_000
+DEMO_EXPERIMENT = "campaign-demo"
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+_scheduler_option = click.option("--scheduler", default=None, metavar="ADDRESS",
+                                 help="Dask scheduler, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+                                      "else an in-process cluster)")
+_tracking_option = click.option("--tracking-uri", default=None, metavar="URI",
+                                help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+
+
+def print_report(report: JobReport) -> None:
+    """The summary table of a job and where to look next."""
+    table = Table(title="campaign job summary", show_lines=False)
+    for name in ("stage", "seconds", "headline", "outputs"):
+        table.add_column(name, overflow="fold")
+    for stage, result in report.results.items():
+        headline = "; ".join(f"{k}: {_short(v)}" for k, v in result.summary.items())
+        outputs = "\n".join(str(p) for p in result.outputs.values())
+        table.add_row(stage, f"{report.seconds[stage]:.1f}", headline, outputs)
+    stdout.print(table)
+    stdout.print(f"MLflow run {report.run_id} in experiment '{report.experiment}' at {report.tracking_uri}")
+    if report.tracking_uri.startswith("sqlite:"):
+        stdout.print(f"Look next: mlflow ui --backend-store-uri {report.tracking_uri}")
+    else:
+        stdout.print(f"Look next: {report.tracking_uri}")
+    stdout.print(f"Compare runs: campaign compare --experiment {report.experiment}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_version(), prog_name="campaign")
+def cli() -> None:
+    """Marketing decisions on your own logs, as tracked batch jobs."""
+
+
+@cli.command("run")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@_scheduler_option
+@_tracking_option
+def run_command(job_file: Path, scheduler: str | None, tracking_uri: str | None) -> None:
+    """Run the stages named in a job YAML file."""
+    print_report(run_job(load_job(job_file), scheduler=scheduler, tracking_uri=tracking_uri))
+
+
+@cli.command("demo")
+@click.option("--users", default=DEMO_USERS, show_default=True, type=click.IntRange(min=100))
+@click.option("--days", default=7, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(path_type=Path),
+              help="folder for the generated campaign and every stage's outputs")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--experiment", default=DEMO_EXPERIMENT, show_default=True)
+@_scheduler_option
+@_tracking_option
+def demo_command(users: int, days: int, out: Path, seed: int, experiment: str, scheduler: str | None,
+                 tracking_uri: str | None) -> None:
+    """Generate a synthetic campaign and run every registered stage on it, tracked in MLflow."""
+    out = out.resolve()
+    inputs = DemoInputs(campaign_dir=out / "campaign", out_dir=out)
+    sections = {stage.name: stage.demo(inputs) for stage in registered_stages() if stage.demo is not None}
+    sections["generate"] |= {"n_users": users, "n_days": days}
+    job = build_job({"seed": seed, "experiment": experiment, **sections}, base_dir=Path.cwd(), source="demo")
+    print_report(run_job(job, scheduler=scheduler, tracking_uri=tracking_uri))
+
+
+@cli.command("compare")
+@click.option("--experiment", required=True, help="MLflow experiment name")
+@click.option("--metric", "metrics", multiple=True, help="keep rows containing this text (repeatable)")
+@click.option("--max-runs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="save a comparison figure (PNG)")
+@_tracking_option
+def compare_command(experiment: str, metrics: tuple[str, ...], max_runs: int, plot: Path | None,
+                    tracking_uri: str | None) -> None:
+    """Show the job runs of an experiment side by side (newest first)."""
+    from pipelines.compare import compare_runs, comparison_figure
+    from pipelines.io import atomic_output
+
+    table = compare_runs(experiment, tracking_uri=tracking_uri, metrics=list(metrics), max_runs=max_runs)
+    if plot is not None:
+        figure = comparison_figure(table)
+        with atomic_output(plot) as temporary:
+            figure.savefig(temporary, format="png", dpi=110)
+    view = Table(title=f"experiment {experiment}")
+    view.add_column("", overflow="fold")
+    for column in table.columns:
+        view.add_column(str(column), overflow="fold")
+    for name, row in table.iterrows():
+        view.add_row(str(name), *("" if _missing(v) else _short(v) for v in row))
+    stdout.print(view)
+    if plot is not None:
+        stdout.print(f"plot saved to {plot}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+# ---------------------------------------------------------------------------- one command per stage
+def _option_type(annotation: Any) -> tuple[Any, bool, bool] | None:
+    """(click type, is_multiple, is_flag) for a config field's annotation, or None when not on the command line."""
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    if optional:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+    if typing.get_origin(annotation) in (list, tuple):
+        inner = typing.get_args(annotation)[0]
+        return (str if inner in (str, Path) else inner), True, False
+    if annotation is bool:
+        return bool, False, True
+    if annotation in (int, float, str):
+        return annotation, False, False
+    if annotation is Path:
+        return str, False, False
+    return None
+
+
+def _stage_command(stage: Stage[Any]) -> click.Command:
+    params: list[click.Parameter] = []
+    fields: dict[str, tuple[bool, bool]] = {}
+    for name, field in stage.config_model.model_fields.items():
+        option = _option_type(field.annotation)
+        if option is None:
+            continue
+        kind, multiple, flag = option
+        flag_name = stage.cli_aliases.get(name, name).replace("_", "-")
+        help_text = (field.description or "") + ("" if field.is_required() else f" [default: {field.default}]")
+        declaration = f"--{flag_name}/--no-{flag_name}" if flag else f"--{flag_name}"
+        params.append(click.Option([declaration, name], type=None if flag else kind, multiple=multiple,
+                                   default=None, help=help_text + (" (repeatable, or comma-separated)" if multiple
+                                                                   else "")))
+        fields[name] = (multiple, typing.get_origin(field.annotation) in (typing.Union, types.UnionType))
+    params += [click.Option(["--seed"], type=click.IntRange(min=0), default=0, show_default=True),
+               click.Option(["--experiment"], default="campaign", show_default=True),
+               click.Option(["--scheduler"], default=None, metavar="ADDRESS", help="Dask scheduler address"),
+               click.Option(["--tracking-uri"], default=None, metavar="URI", help="MLflow tracking URI")]
+
+    def callback(seed: int, experiment: str, scheduler: str | None, tracking_uri: str | None, **values: Any) -> None:
+        section: dict[str, Any] = {}
+        for name, value in values.items():
+            multiple, optional = fields[name]
+            if value is None or (multiple and not value):
+                continue
+            if multiple:
+                value = [item for chunk in value for item in str(chunk).split(",") if item]
+            elif optional and isinstance(value, str) and value.lower() in ("none", "null"):
+                value = None
+            section[name] = value
+        job = build_job({"seed": seed, "experiment": experiment, stage.name: section}, base_dir=Path.cwd(),
+                        source=stage.name)
+        print_report(run_job(job, scheduler=scheduler, tracking_uri=tracking_uri))
+
+    return click.Command(stage.name, params=params, callback=callback, help=stage.help)
+
+
+for _stage in registered_stages():
+    cli.add_command(_stage_command(_stage))
+
+
+# ---------------------------------------------------------------------------- entry point
+def _quiet_libraries() -> None:
+    for name in ("mlflow", "alembic", "distributed", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (0 ok, 2 bad input or config, 1 internal error)."""
+    _quiet_libraries()
+    debug = os.environ.get("CAMPAIGN_DEBUG") == "1"
+    try:
+        result = cli.main(args=argv, prog_name="campaign", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        stderr.print("aborted")
+        return 130
+    except click.ClickException as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
+        return 2
+    except (InputError, pydantic.ValidationError, ValueError) as error:
+        if debug:
+            traceback.print_exc()
+        message = format_validation_error(error) if isinstance(error, pydantic.ValidationError) else str(error)
+        print(f"error: {message.splitlines()[0] if message else type(error).__name__}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - the last line of defence: report and exit 1
+        traceback.print_exc()
+        print("internal error: please report it with the traceback above", file=sys.stderr)
+        return 1
+

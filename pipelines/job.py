@@ -1,0 +1,114 @@
+"""Running a job: validated config -> Dask client -> one MLflow run with a nested run per stage -> report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, Field
+
+from pipelines.config import JobSettings, StageConfig, read_yaml, validate_section
+from pipelines.errors import InputError
+from pipelines.execution import dask_client
+from pipelines.io import ensure_writable
+from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
+from pipelines.tracking import JobTracker, fingerprint
+
+
+def job_model() -> type[BaseModel]:
+    """The pydantic model of a whole job file: the top-level settings plus one optional section per stage."""
+    sections: dict[str, Any] = {
+        stage.name.replace("-", "_"): (stage.config_model | None, Field(None, alias=stage.name))
+        for stage in registered_stages()
+    }
+    return pydantic.create_model("JobConfig", __base__=JobSettings, **sections)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job: settings and the stages to run, in order, with their configs."""
+
+    settings: JobSettings
+    stages: list[tuple[Stage[Any], StageConfig]]
+    source: str = "job"
+
+    def effective_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.settings.model_dump(mode="json", exclude_none=True)
+        for stage, section in self.stages:
+            config[stage.name] = section.model_dump(mode="json", exclude_none=True)
+        return config
+
+    def input_paths(self) -> list[Path]:
+        """Files named in the config that exist before the job starts (those later stages create are outputs)."""
+        paths = []
+        for _, section in self.stages:
+            outputs = set(section.output_paths())
+            paths.extend(v for _, v in section if isinstance(v, Path) and v not in outputs and v.exists())
+        return paths
+
+
+def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "job") -> Job:
+    """Validate a job mapping (as read from YAML) into a `Job`; one-line `InputError` on any problem."""
+    validated = validate_section(job_model(), data, where="config", base_dir=base_dir)
+    stages = []
+    for stage in registered_stages():
+        section = getattr(validated, stage.name.replace("-", "_"))
+        if section is not None:
+            stages.append((stage, section))
+    if not stages:
+        names = ", ".join(stage.name for stage in registered_stages())
+        raise InputError(f"config: no stage section; add at least one of: {names}")
+    settings = JobSettings(**{name: getattr(validated, name) for name in JobSettings.model_fields})
+    return Job(settings, stages, source)
+
+
+def load_job(path: Path | str) -> Job:
+    """Read and validate a job YAML file; relative paths in it are resolved against its directory."""
+    path = Path(path).resolve()
+    return build_job(read_yaml(path), base_dir=path.parent, source=path.stem)
+
+
+@dataclass
+class JobReport:
+    """Where the job's records are and what each stage produced."""
+
+    experiment: str
+    run_id: str
+    tracking_uri: str
+    results: dict[str, StageResult] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None = None) -> JobReport:
+    """Run every stage of `job` in order on the chosen Dask cluster, recording it all in MLflow.
+
+    Output paths are checked before any work; a stage that raises marks its run and the job's run FAILED and the
+    exception propagates (outputs are written atomically, so nothing half-written remains).
+    """
+    for _, section in job.stages:
+        for output in section.output_paths():
+            ensure_writable(output)
+    effective = job.effective_config()
+    tracker = JobTracker(job.settings.experiment, tracking_uri)
+    tags = {"campaign.input_fingerprint": fingerprint(job.input_paths()), "campaign.seed": str(job.settings.seed),
+            "campaign.stages": ",".join(stage.name for stage, _ in job.stages)}
+    report_results: dict[str, StageResult] = {}
+    seconds: dict[str, float] = {}
+    with dask_client(scheduler), tracker.job(job.settings.run_name or job.source, effective, tags,
+                                             yaml.safe_dump(effective, sort_keys=False)) as job_log:
+        for stage, section in job.stages:
+            with tracker.stage(stage.name) as log:
+                log.params(section.model_dump(mode="json", exclude_none=True))
+                context = StageContext(seed=job.settings.seed, log=log, results=report_results)
+                started = time.perf_counter()
+                result = stage.run(context, section)
+                seconds[stage.name] = time.perf_counter() - started
+                log.metrics({"stage_seconds": seconds[stage.name]})
+            report_results[stage.name] = result
+        job_log.metrics({"job_seconds": sum(seconds.values())})
+    assert tracker.run_id is not None
+    return JobReport(job.settings.experiment, tracker.run_id, tracker.tracking_uri, report_results, seconds)

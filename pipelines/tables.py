@@ -1,0 +1,190 @@
+"""Reading the platform's tables (decision log, users, edges, assignment) and validating them before any work.
+
+Checks run in this order and the first failure raises `InputError` with one line naming the table, the column and
+the count: file exists; parquet readable (every file footer); required columns present; column types; table not
+empty; then one scan of the constrained columns for missing labels, NaN/inf and out-of-range values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from pipelines.errors import InputError
+from pipelines.execution import tree_reduce
+
+INTEGER, NUMERIC, LABEL, BOOLEAN, STRING = "integer", "numeric", "label", "boolean", "string"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column's contract: its kind, whether NaN/inf/missing are allowed, and the allowed range."""
+
+    name: str
+    kind: str
+    finite: bool = True  # no NaN, no inf, no missing value
+    low: float | None = None
+    low_inclusive: bool = True
+    high: float | None = None
+
+    def describe_range(self) -> str:
+        low = "" if self.low is None else ("[" if self.low_inclusive else "(") + f"{self.low:g}, "
+        high = "" if self.high is None else f"{self.high:g}]"
+        return f"{low or '(-inf, '}{high or 'inf)'}"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A table's contract: required and optional columns (other columns, e.g. features, pass unchecked)."""
+
+    name: str
+    required: tuple[Column, ...]
+    optional: tuple[Column, ...] = ()
+
+    def with_columns(self, *, required: tuple[Column, ...] = (), optional: tuple[Column, ...] = ()) -> "Schema":
+        """The same contract with extra columns (a stage's configured column names, for instance)."""
+        return Schema(self.name, self.required + required, self.optional + optional)
+
+
+DECISION_LOG = Schema(
+    "logs",
+    required=(Column("user_id", LABEL), Column("arm", LABEL), Column("reward", NUMERIC)),
+    optional=(Column("propensity", NUMERIC, low=0.0, low_inclusive=False, high=1.0),
+              Column("cost", NUMERIC, low=0.0), Column("day", INTEGER, low=0.0)),
+)
+USERS = Schema("users", required=(Column("user_id", LABEL),), optional=(Column("segment", LABEL),))
+EDGES = Schema(
+    "edges",
+    required=(Column("src", LABEL), Column("dst", LABEL)),
+    optional=(Column("weight", NUMERIC, low=0.0, low_inclusive=False), Column("kind", LABEL)),
+)
+ASSIGNMENT = Schema(
+    "assignment",
+    required=(Column("user_id", LABEL), Column("cluster", LABEL), Column("group", LABEL)),
+    optional=(Column("exposure_p1", NUMERIC, low=0.0, high=1.0), Column("exposure_p0", NUMERIC, low=0.0, high=1.0)),
+)
+
+
+def _kind_matches(kind: str, arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    is_string = pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    return {
+        INTEGER: pa.types.is_integer(arrow_type),
+        NUMERIC: pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type),
+        LABEL: pa.types.is_integer(arrow_type) or is_string or pa.types.is_boolean(arrow_type),
+        BOOLEAN: pa.types.is_boolean(arrow_type),
+        STRING: is_string,
+    }[kind]
+
+
+def _check_schema(schema: Schema, arrow_schema: pa.Schema, where: str) -> list[Column]:
+    """Column presence and types; returns the columns whose values need a scan."""
+    present = set(arrow_schema.names)
+    missing = [column.name for column in schema.required if column.name not in present]
+    if missing:
+        raise InputError(f"{schema.name}: missing required column {missing[0]!r} in {where} "
+                         f"(has: {', '.join(arrow_schema.names[:12])}{', ...' if len(present) > 12 else ''})")
+    to_scan = []
+    for column in schema.required + schema.optional:
+        if column.name not in present:
+            continue
+        arrow_type = arrow_schema.field(column.name).type
+        if not _kind_matches(column.kind, arrow_type):
+            raise InputError(f"{schema.name}: column {column.name!r} has type {arrow_type}, expected {column.kind}")
+        if column.finite or column.low is not None or column.high is not None:
+            to_scan.append(column)
+    return to_scan
+
+
+class _ValueCounts:
+    """Mergeable counts of bad values per column: [missing or non-finite, below range, above range, rows]."""
+
+    def __init__(self, columns: list[Column]):
+        self.columns = columns
+
+    def partial(self, chunk: pd.DataFrame) -> dict[str, np.ndarray]:
+        counts = {}
+        for column in self.columns:
+            series = chunk[column.name]
+            if column.kind in (LABEL, STRING, BOOLEAN):
+                bad = int(series.isna().sum())
+                counts[column.name] = np.array([bad, 0, 0, len(series)], dtype=np.int64)
+                continue
+            values = series.to_numpy(dtype=float, na_value=np.nan)
+            finite = np.isfinite(values)
+            below = 0 if column.low is None else int(np.sum(
+                finite & ((values < column.low) if column.low_inclusive else (values <= column.low))))
+            above = 0 if column.high is None else int(np.sum(finite & (values > column.high)))
+            nonfinite = int(np.sum(~finite)) if column.finite else 0
+            counts[column.name] = np.array([nonfinite, below, above, len(values)], dtype=np.int64)
+        return counts
+
+    @staticmethod
+    def merge(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: left[name] + right[name] for name in left}
+
+
+def _check_values(schema: Schema, data: pd.DataFrame | dd.DataFrame, columns: list[Column]) -> None:
+    if not columns:
+        return
+    statistic = _ValueCounts(columns)
+    counts = tree_reduce(data, statistic.partial, statistic.merge, columns=[c.name for c in columns])
+    for column in columns:
+        nonfinite, below, above, rows = (int(v) for v in counts[column.name])
+        if nonfinite:
+            what = "missing" if column.kind in (LABEL, STRING, BOOLEAN) else "NaN, inf or missing"
+            raise InputError(f"{schema.name}: column {column.name!r} has {nonfinite} {what} values of {rows} rows "
+                             f"(not allowed)")
+        if below or above:
+            raise InputError(f"{schema.name}: column {column.name!r} has {below + above} values of {rows} rows "
+                             f"outside {column.describe_range()}")
+
+
+def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
+    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{schema.name}: file not found: {path}")
+    try:
+        dataset = pads.dataset(path, format="parquet", exclude_invalid_files=False)
+        n_rows = dataset.count_rows()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{schema.name}: cannot read parquet {path}: {reason}") from None
+    if not dataset.files:
+        raise InputError(f"{schema.name}: no parquet files in {path}")
+    to_scan = _check_schema(schema, dataset.schema, str(path))
+    if n_rows == 0:
+        raise InputError(f"{schema.name}: table is empty (0 rows): {path}")
+    if columns is not None:
+        absent = [name for name in columns if name not in dataset.schema.names]
+        if absent:
+            raise InputError(f"{schema.name}: missing column {absent[0]!r} in {path}")
+    data = dd.read_parquet(path, columns=columns)
+    try:
+        _check_values(schema, data, [c for c in to_scan if columns is None or c.name in columns])
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise InputError(f"{schema.name}: cannot read parquet {path}: {str(error).splitlines()[0]}") from None
+    return data
+
+
+def validate_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Validate an in-memory table (a notebook's DataFrame) against `schema`; returns it unchanged."""
+    if not isinstance(frame, pd.DataFrame):
+        raise InputError(f"{schema.name}: expected a pandas DataFrame, got {type(frame).__name__}")
+    try:
+        arrow_schema = pa.Schema.from_pandas(frame.head(0), preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
+        raise InputError(f"{schema.name}: unsupported column types: {error}") from None
+    to_scan = _check_schema(schema, arrow_schema, "the DataFrame")
+    if len(frame) == 0:
+        raise InputError(f"{schema.name}: table is empty (0 rows)")
+    _check_values(schema, frame, to_scan)
+    return frame

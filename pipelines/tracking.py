@@ -1,0 +1,162 @@
+"""MLflow tracking: one run per job, a nested run per stage, FAILED when a stage raises.
+
+Embedded default: `sqlite:///mlflow.db` in the working directory with artifacts under `./mlartifacts`.
+`tracking_uri` (or $MLFLOW_TRACKING_URI) points a job at a shared server instead; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+JOB_KIND_TAG = "campaign.kind"
+_MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI in force: the argument, else $MLFLOW_TRACKING_URI, else the embedded sqlite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> flat {"section.key": "value"} for MLflow params (values truncated to MLflow's limit)."""
+    flat: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:_MAX_PARAM_LENGTH]
+    return flat
+
+
+def fingerprint(paths: Iterable[Path]) -> str:
+    """SHA-256 over the relative names and the bytes of every file under the given paths (missing ones skipped)."""
+    digest = hashlib.sha256()
+    for root in sorted({Path(p).resolve() for p in paths}):
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root] if root.exists() else []
+        for file in files:
+            digest.update(str(file.relative_to(root.parent)).encode())
+            with open(file, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("campaign-decisions")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def git_commit() -> str:
+    """The commit of the checkout the package runs from ("+dirty" when it has uncommitted changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+class StageLogger:
+    """What a stage records in its own (nested) MLflow run."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        mlflow.log_params(flatten(params))
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {_metric_key(k): float(v) for k, v in metrics.items() if v is not None}
+        mlflow.log_metrics(clean, step=step)
+
+    def table(self, frame: pd.DataFrame, name: str, *, index: bool = True) -> None:
+        """Log a table as a CSV artifact `tables/<name>.csv`."""
+        with tempfile.TemporaryDirectory() as folder:
+            file = Path(folder) / f"{name}.csv"
+            frame.to_csv(file, index=index)
+            mlflow.log_artifact(str(file), artifact_path="tables")
+
+    def figure(self, figure: Any, name: str) -> None:
+        """Log a matplotlib figure as `figures/<name>.png` and close it."""
+        import matplotlib.pyplot as plt
+
+        mlflow.log_figure(figure, f"figures/{name}.png")
+        plt.close(figure)
+
+    def text(self, text: str, name: str) -> None:
+        mlflow.log_text(text, name)
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        mlflow.set_tags(dict(tags))
+
+
+def _metric_key(name: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and space: replace anything else."""
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in str(name))
+
+
+class JobTracker:
+    """Opens the job's MLflow run and a nested run per stage."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None):
+        self.experiment = experiment
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+
+    def _experiment_id(self) -> str:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        existing = mlflow.get_experiment_by_name(self.experiment)
+        if existing is not None:
+            return existing.experiment_id
+        artifact_location = None
+        if self.tracking_uri.startswith("sqlite:"):
+            artifact_location = (Path.cwd() / ARTIFACTS_DIR).as_uri()
+        try:
+            return mlflow.create_experiment(self.experiment, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException:  # created concurrently by another job
+            return mlflow.get_experiment_by_name(self.experiment).experiment_id
+
+    @contextlib.contextmanager
+    def job(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+            config_text: str | None = None) -> Iterator[StageLogger]:
+        """The job's run; it ends FAILED if the body raises."""
+        self.experiment_id = self._experiment_id()
+        base_tags = {JOB_KIND_TAG: "job", "campaign.version": package_version(), "campaign.git_commit": git_commit()}
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name,
+                              tags={**base_tags, **tags}) as run:
+            self.run_id = run.info.run_id
+            logger = StageLogger(run.info.run_id)
+            logger.params(params)
+            if config_text is not None:
+                logger.text(config_text, "config.yaml")
+            yield logger
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[StageLogger]:
+        """A nested run for one stage; it ends FAILED (and so does the job) if the stage raises."""
+        with mlflow.start_run(run_name=name, nested=True, tags={JOB_KIND_TAG: "stage", "campaign.stage": name}) as run:
+            yield StageLogger(run.info.run_id)
