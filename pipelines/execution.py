@@ -45,7 +45,7 @@ def dask_client(scheduler: str | None = None, *, n_workers: int = 1, threads_per
         return
     threads = threads_per_worker or os.cpu_count() or 1
     with LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=True) as client:
+                      dashboard_address=":0") as cluster, Client(cluster, set_as_default=True) as client:
         yield client
 
 

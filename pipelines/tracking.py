@@ -158,5 +158,7 @@ class JobTracker:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageLogger]:
         """A nested run for one stage; it ends FAILED (and so does the job) if the stage raises."""
-        with mlflow.start_run(run_name=name, nested=True, tags={JOB_KIND_TAG: "stage", "campaign.stage": name}) as run:
+        # The experiment must be named again: a nested run otherwise lands in the Default experiment.
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
+                              tags={JOB_KIND_TAG: "stage", "campaign.stage": name}) as run:
             yield StageLogger(run.info.run_id)

@@ -1,8 +1,9 @@
 """The campaign's social graph (communities) and its hidden interaction graph (who actually influences whom).
 
-Friendships follow a degree-corrected planted partition: each user draws Poisson(avg_degree/2 * e^{0.4 z - 0.08})
-friendship stubs (z = latent engagement), each landing inside the user's community with probability 1 - mixing and
-on a uniformly random user otherwise. Community sizes are heavy-tailed (Pareto weights).
+Friendships follow a degree-corrected planted partition: users start friendships at rates proportional to
+e^{0.4 z} (z = latent engagement), each landing inside the user's community with probability 1 - mixing and on a
+uniformly random user otherwise, until there are n * avg_degree / 2 distinct pairs. Community sizes are
+heavy-tailed (Pareto weights).
 
 Interactions (invitations, shares) happen on candidate pairs (friends, friends of friends, a few random pairs) with
 probability sigmoid(affinity), where
@@ -57,16 +58,23 @@ def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray
     if avg_degree <= 0 or n < 2:
         return CampaignGraph(community, empty, empty, empty, empty, empty, empty, empty)
 
-    # Friendships: stubs inside the community or, with probability `mixing`, anywhere.
+    # Friendships: each draw picks a user with weight e^{0.4 z} and a partner inside the user's community or,
+    # with probability `mixing`, anywhere; draws repeat until there are exactly n * avg_degree / 2 distinct pairs.
     members = np.argsort(community, kind="stable")
     sizes = np.bincount(community, minlength=n_communities)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    stubs = rng.poisson(avg_degree / 2.0 * np.exp(0.4 * engagement - 0.08))
-    src = np.repeat(np.arange(n, dtype=np.int64), stubs)
-    home = community[src]
-    within = members[starts[home] + np.floor(rng.random(src.size) * sizes[home]).astype(np.int64)]
-    dst = np.where(rng.random(src.size) < mixing, rng.integers(0, n, size=src.size), within)
-    friend_keys = _unique_pairs(src, dst, n)
+    activity = np.exp(0.4 * engagement)
+    cumulative = np.cumsum(activity / activity.sum())
+    target = min(int(round(n * avg_degree / 2.0)), n * (n - 1) // 2)
+    friend_keys = np.zeros(0, dtype=np.int64)
+    while friend_keys.size < target:
+        draws = int(1.2 * (target - friend_keys.size)) + 16
+        src = np.minimum(np.searchsorted(cumulative, rng.random(draws)), n - 1)
+        home = community[src]
+        within = members[starts[home] + np.floor(rng.random(draws) * sizes[home]).astype(np.int64)]
+        dst = np.where(rng.random(draws) < mixing, rng.integers(0, n, size=draws), within)
+        friend_keys = np.union1d(friend_keys, _unique_pairs(src, dst, n))
+    friend_keys = np.sort(rng.choice(friend_keys, size=target, replace=False))
     friend_src, friend_dst = friend_keys // n, friend_keys % n
 
     # Candidate pairs: friends, one friend-of-friend pair per user with two or more friends, and random pairs.
