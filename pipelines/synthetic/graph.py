@@ -39,11 +39,17 @@ class CampaignGraph:
     interaction_weight: np.ndarray  # number of interactions in the period (>= 1)
 
 
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """np.unique for int64 keys by sort and compare (numpy's hash-based unique is ~100x slower on wide keys)."""
+    keys = np.sort(keys)
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys
+
+
 def _unique_pairs(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     """Sorted unique keys lo * n + hi of undirected pairs, self-pairs dropped."""
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     keep = lo != hi
-    return np.unique(lo[keep] * np.int64(n) + hi[keep])
+    return _sorted_unique(lo[keep] * np.int64(n) + hi[keep])
 
 
 def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray, *, avg_degree: float,
@@ -73,7 +79,7 @@ def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray
         home = community[src]
         within = members[starts[home] + np.floor(rng.random(draws) * sizes[home]).astype(np.int64)]
         dst = np.where(rng.random(draws) < mixing, rng.integers(0, n, size=draws), within)
-        friend_keys = np.union1d(friend_keys, _unique_pairs(src, dst, n))
+        friend_keys = _sorted_unique(np.concatenate([friend_keys, _unique_pairs(src, dst, n)]))
     friend_keys = np.sort(rng.choice(friend_keys, size=target, replace=False))
     friend_src, friend_dst = friend_keys // n, friend_keys % n
 
@@ -88,13 +94,14 @@ def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray
     first = np.floor(rng.random(hubs.size) * degree[hubs]).astype(np.int64)
     second = (first + 1 + np.floor(rng.random(hubs.size) * (degree[hubs] - 1)).astype(np.int64)) % degree[hubs]
     n_random = max(1, n // 10)
-    candidate_keys = np.unique(np.concatenate([
+    candidate_keys = _sorted_unique(np.concatenate([
         friend_keys,
         _unique_pairs(neighbours[offset[hubs] + first], neighbours[offset[hubs] + second], n),
         _unique_pairs(rng.integers(0, n, size=n_random), rng.integers(0, n, size=n_random), n),
     ]))
     a, b = candidate_keys // n, candidate_keys % n
-    is_friend = np.isin(candidate_keys, friend_keys, assume_unique=True)
+    position = np.minimum(np.searchsorted(friend_keys, candidate_keys), friend_keys.size - 1)
+    is_friend = friend_keys[position] == candidate_keys
 
     sociability = 0.7 * engagement + 0.7 * rng.standard_normal(n)
     similarity = 0.5 - np.abs(similarity_signal[a] - similarity_signal[b])
