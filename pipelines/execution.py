@@ -17,7 +17,6 @@ from typing import Any, Protocol, TypeVar
 import dask
 import dask.dataframe as dd
 import pandas as pd
-from dask.delayed import Delayed
 from distributed import Client, LocalCluster, as_completed
 
 from pipelines.errors import InputError
@@ -84,6 +83,14 @@ def _merge_group(merge: Callable[[S, S], S], *stats: S) -> S:
     return functools.reduce(merge, stats)
 
 
+def _merge_tree(level: list[Any], merge_node: Callable[..., Any], split_every: int) -> Any:
+    """Merge groups of `split_every` neighbours level by level (fixed shape, left to right) down to one node."""
+    while len(level) > 1:
+        level = [merge_node(*level[i:i + split_every]) if len(level[i:i + split_every]) > 1 else level[i]
+                 for i in range(0, len(level), split_every)]
+    return level[0]
+
+
 def tree_reduce(data: pd.DataFrame | dd.DataFrame, partial: Callable[[pd.DataFrame], S],
                 merge: Callable[[S, S], S], finalize: Callable[[S], R] | None = None, *,
                 columns: Sequence[str] | None = None, split_every: int = 8) -> R | S:
@@ -100,12 +107,17 @@ def tree_reduce(data: pd.DataFrame | dd.DataFrame, partial: Callable[[pd.DataFra
     if isinstance(data, pd.DataFrame):
         stats = partial(data)
     else:
-        level: list[Delayed | Any] = [dask.delayed(partial)(part) for part in data.to_delayed()]
-        merge_node = dask.delayed(functools.partial(_merge_group, merge), pure=True)
-        while len(level) > 1:
-            level = [merge_node(*level[i:i + split_every]) if len(level[i:i + split_every]) > 1 else level[i]
-                     for i in range(0, len(level), split_every)]
-        (stats,) = dask.compute(level[0])
+        partials = [dask.delayed(partial)(part) for part in data.to_delayed()]
+        client = current_client()
+        if client is None:
+            merge_node = dask.delayed(functools.partial(_merge_group, merge), pure=True)
+            (stats,) = dask.compute(_merge_tree(partials, merge_node, split_every))
+        else:
+            futures = client.compute(partials)
+            for _ in progress(as_completed(futures), "reducing partitions", total=len(futures)):
+                pass
+            merge_task = functools.partial(client.submit, functools.partial(_merge_group, merge), pure=False)
+            stats = _merge_tree(futures, merge_task, split_every).result()
     return finalize(stats) if finalize is not None else stats
 
 
