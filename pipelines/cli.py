@@ -26,7 +26,7 @@ from pipelines.job import JobReport, build_job, load_job, run_job
 from pipelines.stages.registry import DemoInputs, Stage, registered_stages
 from pipelines.tracking import DEFAULT_TRACKING_URI, package_version
 
-DEMO_USERS = 200_000
+DEMO_USERS = 1_000_000
 DEMO_EXPERIMENT = "campaign-demo"
 
 stdout = Console()
