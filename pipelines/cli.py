@@ -36,7 +36,8 @@ _scheduler_option = click.option("--scheduler", default=None, metavar="ADDRESS",
                                  help="Dask scheduler, e.g. tcp://host:8786 (default: $DASK_SCHEDULER_ADDRESS, "
                                       "else an in-process cluster)")
 _tracking_option = click.option("--tracking-uri", default=None, metavar="URI",
-                                help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+                                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                     f"else {DEFAULT_TRACKING_URI})")
 
 
 def print_report(report: JobReport) -> None:

@@ -59,7 +59,7 @@ def comparison_figure(table: pd.DataFrame, max_metrics: int = 8):
         raise InputError("compare: no numeric metrics to plot")
     count = len(numeric)
     figure, axes = plt.subplots(count, 1, figsize=(max(5, 1.2 * table.shape[1] + 2), 2.0 * count), squeeze=False)
-    for axis, (name, row) in zip(axes[:, 0], numeric.iterrows()):
+    for axis, (name, row) in zip(axes[:, 0], numeric.iterrows(), strict=True):
         axis.bar(range(len(row)), row.to_numpy(dtype=float))
         axis.set_title(name, fontsize=9)
         axis.set_xticks(range(len(row)), [c[-8:] for c in row.index], fontsize=7)

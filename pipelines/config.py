@@ -41,6 +41,11 @@ class StageConfig(BaseModel):
         """Paths this stage will write, checked for writability before the job starts."""
         return [value for name, value in self if name in ("out", "output") and isinstance(value, Path)]
 
+    def input_tables(self) -> dict[Path, Any]:
+        """Tables this stage reads, {path: pipelines.tables.Schema}: the job checks those that no earlier stage
+        writes (existence, readable parquet, columns, types, not empty) before any stage runs."""
+        return {}
+
 
 class JobSettings(BaseModel):
     """Top-level keys of a job config besides the stage sections."""

@@ -16,6 +16,7 @@ from pipelines.errors import InputError
 from pipelines.execution import dask_client
 from pipelines.io import ensure_writable
 from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
+from pipelines.tables import inspect_table
 from pipelines.tracking import JobTracker, fingerprint
 
 
@@ -83,15 +84,29 @@ class JobReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_before_start(job: Job) -> None:
+    """Every output writable, and every input that no earlier stage writes present and well-formed."""
+    produced: list[Path] = []
+    for _, section in job.stages:
+        for path, schema in section.input_tables().items():
+            if not any(_inside(path, output) for output in produced):
+                inspect_table(path, schema)
+        for output in section.output_paths():
+            ensure_writable(output)
+        produced.extend(section.output_paths())
+
+
 def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None = None) -> JobReport:
     """Run every stage of `job` in order on the chosen Dask cluster, recording it all in MLflow.
 
     Output paths are checked before any work; a stage that raises marks its run and the job's run FAILED and the
     exception propagates (outputs are written atomically, so nothing half-written remains).
     """
-    for _, section in job.stages:
-        for output in section.output_paths():
-            ensure_writable(output)
+    check_before_start(job)
     effective = job.effective_config()
     tracker = JobTracker(job.settings.experiment, tracking_uri)
     tags = {"campaign.input_fingerprint": fingerprint(job.input_paths()), "campaign.seed": str(job.settings.seed),

@@ -47,7 +47,7 @@ class Schema:
     required: tuple[Column, ...]
     optional: tuple[Column, ...] = ()
 
-    def with_columns(self, *, required: tuple[Column, ...] = (), optional: tuple[Column, ...] = ()) -> "Schema":
+    def with_columns(self, *, required: tuple[Column, ...] = (), optional: tuple[Column, ...] = ()) -> Schema:
         """The same contract with extra columns (a stage's configured column names, for instance)."""
         return Schema(self.name, self.required + required, self.optional + optional)
 
@@ -147,8 +147,11 @@ def _check_values(schema: Schema, data: pd.DataFrame | dd.DataFrame, columns: li
                              f"outside {column.describe_range()}")
 
 
-def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
-    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`."""
+def inspect_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> list[Column]:
+    """The checks that need only parquet metadata: file exists, footers readable, columns, types, not empty.
+
+    Returns the columns whose values still need a scan (see `read_table`).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{schema.name}: file not found: {path}")
@@ -167,9 +170,16 @@ def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = 
         absent = [name for name in columns if name not in dataset.schema.names]
         if absent:
             raise InputError(f"{schema.name}: missing column {absent[0]!r} in {path}")
+        to_scan = [column for column in to_scan if column.name in columns]
+    return to_scan
+
+
+def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
+    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`."""
+    to_scan = inspect_table(path, schema, columns=columns)
     data = dd.read_parquet(path, columns=columns)
     try:
-        _check_values(schema, data, [c for c in to_scan if columns is None or c.name in columns])
+        _check_values(schema, data, to_scan)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise InputError(f"{schema.name}: cannot read parquet {path}: {str(error).splitlines()[0]}") from None
     return data

@@ -26,6 +26,19 @@ class ProfileLogsConfig(StageConfig):
     cost: str | None = Field("cost", description="cost column (null: none)")
     randomized: str | None = Field(None, description="boolean column marking the uniformly randomized slice")
 
+    def statistic(self) -> ArmProfile:
+        return ArmProfile(self.arm, self.reward, self.propensity, self.cost, self.randomized)
+
+    def schema(self) -> Schema:
+        """The decision-log contract with this config's column names."""
+        optional = [Column(self.propensity, NUMERIC, low=0.0, low_inclusive=False, high=1.0)] if self.propensity else []
+        optional += [Column(self.cost, NUMERIC, low=0.0)] if self.cost else []
+        optional += [Column(self.randomized, BOOLEAN)] if self.randomized else []
+        return Schema("logs", required=(Column(self.arm, LABEL), Column(self.reward, NUMERIC), *optional))
+
+    def input_tables(self) -> dict:
+        return {self.logs: self.schema()}
+
 
 def _demo(inputs: DemoInputs) -> dict:
     return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "log_profile.csv"),
@@ -51,12 +64,8 @@ def profile_figure(profile: pd.DataFrame):
 @register_stage("profile-logs", ProfileLogsConfig, order=10, demo=_demo)
 def profile_logs(context: StageContext, config: ProfileLogsConfig) -> StageResult:
     """Per-arm rows, reward, spend and the IPS value of each arm, from a decision log."""
-    statistic = ArmProfile(config.arm, config.reward, config.propensity, config.cost, config.randomized)
-    optional = [Column(config.propensity, NUMERIC, low=0.0, low_inclusive=False, high=1.0)] if config.propensity else []
-    optional += [Column(config.cost, NUMERIC, low=0.0)] if config.cost else []
-    optional += [Column(config.randomized, BOOLEAN)] if config.randomized else []
-    schema = Schema("logs", required=(Column(config.arm, LABEL), Column(config.reward, NUMERIC), *optional))
-    logs = read_table(config.logs, schema, columns=statistic.columns)
+    statistic = config.statistic()
+    logs = read_table(config.logs, config.schema(), columns=statistic.columns)
     profile = reduce_statistic(logs, statistic)
     write_csv(profile, config.out)
     metrics = {"rows": int(profile["rows"].sum()), "arms": len(profile)}

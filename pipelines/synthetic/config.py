@@ -35,16 +35,16 @@ class CampaignConfig(BaseModel):
     habit_decay: float = Field(0.7, ge=0.0, lt=1.0, description="share of yesterday's habit kept today")
     habit_effect: float = Field(0.5, ge=0.0, description="logit gain in response and activity per unit of habit")
     activity_logit: float = Field(0.3, description="logit of an average user being active on a day")
-    logging_bias: float = Field(1.0, ge=0.0, description="strength of the feature-based targeting of the logging policy")
-    logging_epsilon: float = Field(0.05, ge=0.0, le=1.0, description="uniform share mixed into the logging policy")
-    randomized_share: float = Field(0.05, ge=0.0, le=1.0, description="share of users in the uniformly randomized slice")
+    logging_bias: float = Field(1.0, ge=0.0, description="strength of the logging policy's targeting")
+    logging_epsilon: float = Field(0.05, ge=0.0, le=1.0, description="uniform share in the logging policy")
+    randomized_share: float = Field(0.05, ge=0.0, le=1.0, description="share of users in the randomized slice")
     avg_degree: float = Field(10.0, ge=0.0, description="mean number of friends per user (0: no graph)")
     community_size: int = Field(40, ge=2, description="mean community size of the social graph")
     mixing: float = Field(0.1, ge=0.0, le=1.0, description="share of friendships that cross communities")
     chunk_users: int = Field(50_000, ge=100, description="users per partition file and per random stream")
 
     @model_validator(mode="after")
-    def _check_arms(self) -> "CampaignConfig":
+    def _check_arms(self) -> CampaignConfig:
         if len(self.arms) < 2:
             raise ValueError(f"arms: need at least 2 arms, got {len(self.arms)}")
         first_label, first_cost = next(iter(self.arms.items()))

@@ -264,7 +264,8 @@ def generate_campaign(config: CampaignConfig | None, out_dir: Path | str, seed: 
                             (truth.arms, paths.arms)):
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), file, **PARQUET_OPTIONS)
         manifest = {"seed": seed, "config": config.model_dump(), "n_users": config.n_users,
-                    "n_log_rows": truth.n_log_rows, "n_edges": len(edges), "n_hidden_interactions": len(truth.interactions)}
+                    "n_log_rows": truth.n_log_rows, "n_edges": len(edges),
+                    "n_hidden_interactions": len(truth.interactions)}
         paths.manifest.write_text(json.dumps(manifest, indent=2))  # key order matters: the first arm is the control
     return truth
 

@@ -128,7 +128,7 @@ class CampaignWorld:
     _role_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_config(cls, config: CampaignConfig, seed: int) -> "CampaignWorld":
+    def from_config(cls, config: CampaignConfig, seed: int) -> CampaignWorld:
         rng = stream(seed, WORLD_STREAM)
         n_arms, n_mod, n_prog = len(config.arms), config.n_modifiers, config.n_prognostic
         # Every modifier moves every treatment arm by a clearly non-zero amount with a random sign,

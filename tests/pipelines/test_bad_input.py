@@ -109,7 +109,8 @@ def test_wrong_value_type_in_config(tmp_path, capsys):
 
 
 def test_config_file_problems(tmp_path, capsys):
-    _assert_one_line(main(["run", str(tmp_path / "none.yaml")]), capsys.readouterr().err.strip(), "config: file not found")
+    code = main(["run", str(tmp_path / "none.yaml")])
+    _assert_one_line(code, capsys.readouterr().err.strip(), "config: file not found")
     job = tmp_path / "job.yaml"
     job.write_text("seed: [unclosed\n")
     _assert_one_line(main(["run", str(job)]), capsys.readouterr().err.strip(), "config: cannot parse")
@@ -145,3 +146,12 @@ def test_read_table_returns_dask_frame_of_valid_data(tmp_path):
                                   check_dtype=False)
     with pytest.raises(InputError, match="missing column 'nope'"):
         read_table(tmp_path / "logs.parquet", DECISION_LOG, columns=["nope"])
+
+
+def test_a_later_stage_bad_input_stops_the_job_before_any_work(tmp_path, capsys, mlflow_uri):
+    bad = _write(_logs().drop(columns="arm"), tmp_path / "logs.parquet")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"generate: {{out: campaign, n_users: 500}}\nprofile-logs: {{logs: {bad}, out: p.csv}}\n")
+    code = main(["run", str(job), "--tracking-uri", mlflow_uri])
+    _assert_one_line(code, capsys.readouterr().err.strip(), "missing required column 'arm'")
+    assert not (tmp_path / "campaign").exists()  # generate never ran

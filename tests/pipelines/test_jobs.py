@@ -93,7 +93,7 @@ def test_a_failing_stage_marks_its_run_and_the_job_failed(tmp_path, mlflow_uri, 
     assert code == 1 and "disk on fire" in err and "internal error" in err
     mlflow.set_tracking_uri(mlflow_uri)
     runs = mlflow.search_runs(experiment_names=["unit"])
-    status = dict(zip(runs["tags.mlflow.runName"], runs["status"]))
+    status = dict(zip(runs["tags.mlflow.runName"], runs["status"], strict=True))
     assert status == {"job": "FAILED", "generate": "FINISHED", "profile-logs": "FAILED"}
     assert not (tmp_path / "out" / "profile.csv").exists()
 

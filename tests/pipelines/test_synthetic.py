@@ -214,7 +214,8 @@ def test_hidden_interactions_differ_from_friends_but_are_partly_predictable(medi
     edges, hidden = medium.edges, medium.truth.interactions
     n = len(medium.users)
     key = lambda frame: set((frame["src"] * n + frame["dst"]).tolist())  # noqa: E731
-    friends, invites, interactions = key(edges[edges["kind"] == "friend"]), key(edges[edges["kind"] == "invite"]), key(hidden)
+    friends, invites = key(edges[edges["kind"] == "friend"]), key(edges[edges["kind"] == "invite"])
+    interactions = key(hidden)
     on_friend_edges = len(interactions & friends) / len(interactions)
     assert 0.5 < on_friend_edges < 0.99  # mostly along friendships, but not only
     assert len(interactions) < 0.6 * len(friends)  # most friendships carry no interaction
