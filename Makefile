@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/campaign demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Everything, including the slow scale runs excluded from `make test`.
 test-all: $(STAMP)

@@ -27,10 +27,11 @@ def compare_runs(experiment: str, *, tracking_uri: str | None = None, metrics: l
         raise InputError(f"compare: no experiment named {experiment!r} at {resolve_tracking_uri(tracking_uri)}")
     runs = mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time DESC"])
     kind = runs.get(f"tags.{JOB_KIND_TAG}", pd.Series(index=runs.index, dtype=object))
+    parent = runs.get("tags.mlflow.parentRunId", pd.Series(index=runs.index, dtype=object))
     jobs = runs[kind == "job"].head(max_runs)
     if jobs.empty:
         raise InputError(f"compare: no job runs in experiment {experiment!r}")
-    stages = runs[(kind == "stage") & runs["tags.mlflow.parentRunId"].isin(jobs["run_id"])]
+    stages = runs[(kind == "stage") & parent.isin(jobs["run_id"])]
 
     columns: dict[str, dict[str, object]] = {}
     for _, job in jobs.iterrows():
@@ -39,7 +40,7 @@ def compare_runs(experiment: str, *, tracking_uri: str | None = None, metrics: l
         column |= {label: job.get(tag) for tag, label in _DESCRIPTIVE_TAGS.items() if tag in job}
         column |= {key.removeprefix("metrics."): job[key] for key in job.index
                    if key.startswith("metrics.") and pd.notna(job[key])}
-        for _, stage in stages[stages["tags.mlflow.parentRunId"] == job["run_id"]].iterrows():
+        for _, stage in stages[parent[stages.index] == job["run_id"]].iterrows():
             prefix = stage.get("tags.campaign.stage", "stage")
             column |= {f"{prefix}.{key.removeprefix('metrics.')}": stage[key] for key in stage.index
                        if key.startswith("metrics.") and pd.notna(stage[key])}

@@ -40,10 +40,19 @@ def _remove(path: Path) -> None:
 
 
 def sweep_stale(target: Path) -> None:
-    """Remove temporary siblings that an earlier, killed write of `target` left behind."""
-    if target.parent.is_dir():
-        for stale in target.parent.glob(f".{target.name}{_TMP_MARK}*"):
-            _remove(stale)
+    """Remove temporary siblings that an earlier, killed write of `target` left behind.
+
+    If that write was killed between retiring the old folder and renaming the new one into place, the target is
+    missing and its retired copy is still complete: put it back instead of deleting it.
+    """
+    if not target.parent.is_dir():
+        return
+    if not target.exists():
+        retired = sorted(target.parent.glob(f".{target.name}{_TMP_MARK}old-*"))
+        if retired:
+            os.replace(retired[0], target)
+    for stale in target.parent.glob(f".{target.name}{_TMP_MARK}*"):
+        _remove(stale)
 
 
 @contextlib.contextmanager

@@ -121,3 +121,16 @@ def test_stale_temporaries_of_a_killed_write_are_swept(tmp_path):
     with atomic_output(tmp_path / "out.csv") as temporary:
         temporary.write_text("done")
     assert not stale.exists()
+
+
+def test_a_write_killed_mid_swap_gets_the_old_folder_back(tmp_path):
+    """Killed between retiring the old folder and renaming the new one: the next write restores the old one first."""
+    retired = tmp_path / ".out.tmp-old-0badf00d"
+    retired.mkdir()
+    (retired / "data.txt").write_text("complete earlier output")
+    (tmp_path / ".out.tmp-12345678").mkdir()  # the new folder, never renamed
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "out"):
+            raise RuntimeError("the next job fails too")
+    assert (tmp_path / "out" / "data.txt").read_text() == "complete earlier output"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
