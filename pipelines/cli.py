@@ -115,7 +115,7 @@ def compare_command(experiment: str, metrics: tuple[str, ...], max_runs: int, pl
         with atomic_output(plot) as temporary:
             figure.savefig(temporary, format="png", dpi=110)
     view = Table(title=f"experiment {experiment}")
-    view.add_column("", overflow="fold")
+    view.add_column("", no_wrap=True)
     for column in table.columns:
         view.add_column(str(column), overflow="fold")
     for name, row in table.iterrows():

@@ -56,7 +56,9 @@ def profile_figure(profile: pd.DataFrame):
                  label="IPS value of always this arm")
     axis.set_xticks(list(positions), profile.index, rotation=20)
     axis.set_ylabel("reward per decision")
-    axis.legend(fontsize=8)
+    top = max(profile["reward_mean"].max(), profile["ips_ci_high"].max() if "ips_ci_high" in profile else 0.0)
+    axis.set_ylim(0, 1.3 * top)  # room for the legend above the bars
+    axis.legend(fontsize=8, loc="upper left", ncol=2)
     figure.tight_layout()
     return figure
 
