@@ -20,7 +20,7 @@ import pandas as pd
 from distributed import Client, LocalCluster, as_completed
 
 from pipelines.errors import InputError
-from pipelines.progress import progress
+from pipelines.progress import busy, progress
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -108,16 +108,12 @@ def tree_reduce(data: pd.DataFrame | dd.DataFrame, partial: Callable[[pd.DataFra
         stats = partial(data)
     else:
         partials = [dask.delayed(partial)(part) for part in data.to_delayed()]
-        client = current_client()
-        if client is None:
-            merge_node = dask.delayed(functools.partial(_merge_group, merge), pure=True)
-            (stats,) = dask.compute(_merge_tree(partials, merge_node, split_every))
-        else:
-            futures = client.compute(partials)
-            for _ in progress(as_completed(futures), "reducing partitions", total=len(futures)):
-                pass
-            merge_task = functools.partial(client.submit, functools.partial(_merge_group, merge), pure=False)
-            stats = _merge_tree(futures, merge_task, split_every).result()
+        merge_node = dask.delayed(functools.partial(_merge_group, merge), pure=True)
+        tree = _merge_tree(partials, merge_node, split_every)
+        # One graph, so the scheduler merges each group as soon as its partials exist and frees them: memory holds
+        # a few partial statistics, not one per partition (submitting partials first held them all: 7x the memory).
+        with busy(f"reducing {len(partials)} partitions"):
+            (stats,) = dask.compute(tree)
     return finalize(stats) if finalize is not None else stats
 
 

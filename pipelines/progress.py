@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -25,3 +26,13 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def busy(description: str) -> Iterator[None]:
+    """A spinner with elapsed time on stderr while one long call runs, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    with console.status(description):
+        yield
