@@ -1,9 +1,9 @@
 """The campaign's social graph (communities) and its hidden interaction graph (who actually influences whom).
 
-Friendships follow a degree-corrected planted partition: users start friendships at rates proportional to
-e^{0.4 z} (z = latent engagement), each landing inside the user's community with probability 1 - mixing and on a
-uniformly random user otherwise, until there are n * avg_degree / 2 distinct pairs. Community sizes are
-heavy-tailed (Pareto weights).
+Friendships follow a degree-corrected planted partition: users start Poisson numbers of friendships at rates
+proportional to e^{0.4 z} (z = latent engagement), each landing inside the user's community with probability
+1 - mixing and on a uniformly random user otherwise, until there are n * avg_degree / 2 distinct pairs (a random
+subset of them when the last round overshoots). Community sizes are heavy-tailed (Pareto weights).
 
 Interactions (invitations, shares) happen on candidate pairs (friends, friends of friends, a few random pairs) with
 probability sigmoid(affinity), where
@@ -64,22 +64,24 @@ def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray
     if avg_degree <= 0 or n < 2:
         return CampaignGraph(community, empty, empty, empty, empty, empty, empty, empty)
 
-    # Friendships: each draw picks a user with weight e^{0.4 z} and a partner inside the user's community or,
-    # with probability `mixing`, anywhere; draws repeat until there are exactly n * avg_degree / 2 distinct pairs.
+    # Friendships: rounds of draws until there are exactly n * avg_degree / 2 distinct pairs.
     members = np.argsort(community, kind="stable")
     sizes = np.bincount(community, minlength=n_communities)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     activity = np.exp(0.4 * engagement)
-    cumulative = np.cumsum(activity / activity.sum())
+    activity /= activity.mean()
     target = min(int(round(n * avg_degree / 2.0)), n * (n - 1) // 2)
     friend_keys = np.zeros(0, dtype=np.int64)
     while friend_keys.size < target:
-        draws = int(1.2 * (target - friend_keys.size)) + 16
-        src = np.minimum(np.searchsorted(cumulative, rng.random(draws)), n - 1)
+        # Poisson counts per user, then repeated ids: sequential memory access (random look-ups were 25% of the time).
+        rate = 1.2 * (target - friend_keys.size) / n + 16 / n
+        src = np.repeat(np.arange(n, dtype=np.int64), rng.poisson(rate * activity))
+        draws = src.size
         home = community[src]
         within = members[starts[home] + np.floor(rng.random(draws) * sizes[home]).astype(np.int64)]
         dst = np.where(rng.random(draws) < mixing, rng.integers(0, n, size=draws), within)
         friend_keys = _sorted_unique(np.concatenate([friend_keys, _unique_pairs(src, dst, n)]))
+        del src, home, within, dst
     friend_keys = np.sort(rng.choice(friend_keys, size=target, replace=False))
     friend_src, friend_dst = friend_keys // n, friend_keys % n
 
@@ -93,10 +95,13 @@ def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray
     hubs = np.flatnonzero(degree >= 2)
     first = np.floor(rng.random(hubs.size) * degree[hubs]).astype(np.int64)
     second = (first + 1 + np.floor(rng.random(hubs.size) * (degree[hubs] - 1)).astype(np.int64)) % degree[hubs]
+    first_friend = neighbours[offset[hubs] + first]
+    second_friend = neighbours[offset[hubs] + second]
+    del both, other, order, neighbours
     n_random = max(1, n // 10)
     candidate_keys = _sorted_unique(np.concatenate([
         friend_keys,
-        _unique_pairs(neighbours[offset[hubs] + first], neighbours[offset[hubs] + second], n),
+        _unique_pairs(first_friend, second_friend, n),
         _unique_pairs(rng.integers(0, n, size=n_random), rng.integers(0, n, size=n_random), n),
     ]))
     a, b = candidate_keys // n, candidate_keys % n
