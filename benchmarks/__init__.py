@@ -1,0 +1,1 @@
+"""Benchmarks: each `bench_*.py` module measures one thing; `python -m benchmarks.run_all` runs them all."""
