@@ -8,6 +8,7 @@ line `@@RESULT@@ {json}` with the function's result plus the process's memory fi
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import json
@@ -216,3 +217,21 @@ def rate(rows: float, seconds: float) -> str:
 
 if __name__ == "__main__":
     _child(sys.argv[1], sys.argv[2])
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, repeat: int) -> None:
+    """The options every benchmark takes: seed, repeats, warm-up, quiet-machine wait and --quick."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=repeat,
+                        help=f"runs per measurement, each in a fresh process (default {repeat})")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="discarded runs before each series (default 1; 0 with --quick)")
+    parser.add_argument("--max-wait", type=float, default=None,
+                        help="seconds to wait for a quiet machine before each run (default 180; 0 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no warm-up, no waiting")
+
+
+def apply_common_arguments(args: argparse.Namespace) -> int:
+    """Set the quiet-machine wait from the parsed options and return the number of warm-up runs."""
+    settings["max_quiet_wait_s"] = args.max_wait if args.max_wait is not None else (0.0 if args.quick else 180.0)
+    return args.warmup if args.warmup is not None else (0 if args.quick else 1)

@@ -26,11 +26,12 @@ import dask
 import pipelines.synthetic.generate as generate_module
 from benchmarks._harness import (
     DATA_DIR,
+    add_common_arguments,
+    apply_common_arguments,
     command_line,
     measure_in_subprocess,
     mib,
     save_results,
-    settings,
     table,
     tree_digest,
     tree_size,
@@ -200,24 +201,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_generator", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=None, help=f"number of users (default {DEFAULT_USERS:,})")
     parser.add_argument("--days", type=int, default=7, help="campaign days (default 7)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mode", choices=MODES, action="append", help="run only this mode (repeatable)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per mode, each in a fresh process (default 3)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="discarded runs per mode first (default 1; 0 with --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the generated campaigns under benchmarks/.data/")
-    parser.add_argument("--max-wait", type=float, default=None,
-                        help="seconds to wait for a quiet machine before each run (default 180; 0 with --quick)")
     parser.add_argument("--graph-sizes", type=int, nargs="+", metavar="USERS",
                         help="instead: time build_graph alone (the serial graph step) at these user counts")
-    parser.add_argument("--quick", action="store_true", help=f"small size ({QUICK_USERS:,} users)")
+    add_common_arguments(parser, repeat=3)
     args = parser.parse_args(argv)
-    settings["max_quiet_wait_s"] = args.max_wait if args.max_wait is not None else (0.0 if args.quick else 180.0)
+    warmup = apply_common_arguments(args)
     if args.graph_sizes:
         return run_graph_scaling(args.graph_sizes, args.seed, command_line("benchmarks.bench_generator", argv))
     users = args.users or (QUICK_USERS if args.quick else DEFAULT_USERS)
-    return run(users, args.days, args.seed, args.mode or MODES, args.repeat,
-               args.warmup if args.warmup is not None else (0 if args.quick else 1), args.keep,
+    return run(users, args.days, args.seed, args.mode or MODES, args.repeat, warmup, args.keep,
                command_line("benchmarks.bench_generator", argv))
 
 

@@ -40,11 +40,12 @@ from distributed import as_completed
 from benchmarks._harness import (
     DATA_DIR,
     MIB,
+    add_common_arguments,
+    apply_common_arguments,
     command_line,
     measure_in_subprocess,
     mib,
     save_results,
-    settings,
     table,
 )
 from pipelines.execution import current_client, dask_client, tree_reduce
@@ -377,28 +378,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--groups", type=int, default=1000)
     parser.add_argument("--rows-per-file", type=int, default=None,
                         help=f"rows per parquet file / Dask partition (default {DEFAULT_ROWS_PER_FILE:,})")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="runs per measurement, each in a fresh process (default 5)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="discarded runs before each series (default 1; 0 with --quick)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy.bincount partial")
-    parser.add_argument("--max-wait", type=float, default=None,
-                        help="seconds to wait for a quiet machine before each run (default 180; 0 with --quick)")
     parser.add_argument("--large-state", type=int, nargs="+", metavar="PARTITIONS",
                         help="instead: peak memory of a statistic with a large state (--state entries) over these "
                              "numbers of partitions, tree_reduce against one Dask graph")
     parser.add_argument("--state", type=int, default=1_000_000, help="entries (float64) of the large state")
-    parser.add_argument("--quick", action="store_true", help=f"small sizes ({QUICK_ROWS:,} rows)")
+    add_common_arguments(parser, repeat=5)
     args = parser.parse_args(argv)
-    settings["max_quiet_wait_s"] = args.max_wait if args.max_wait is not None else (0.0 if args.quick else 180.0)
+    warmup = apply_common_arguments(args)
     if args.large_state:
         return run_large_state(args.large_state, args.state, command_line("benchmarks.bench_tree_reduce", argv))
     rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
     compare = args.compare if args.compare is not None else (QUICK_COMPARE if args.quick else DEFAULT_COMPARE)
     rows_per_file = args.rows_per_file or (QUICK_ROWS_PER_FILE if args.quick else DEFAULT_ROWS_PER_FILE)
     return run(rows, compare, groups=args.groups, rows_per_file=rows_per_file, seed=args.seed,
-               repeat=args.repeat, warmup=args.warmup if args.warmup is not None else (0 if args.quick else 1),
+               repeat=args.repeat, warmup=warmup,
                numpy_partial=not args.no_numpy,
                command=command_line("benchmarks.bench_tree_reduce", argv))
 
