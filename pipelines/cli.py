@@ -130,8 +130,9 @@ def _missing(value: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------- one command per stage
-def _option_type(annotation: Any) -> tuple[Any, bool, bool] | None:
-    """(click type, is_multiple, is_flag) for a config field's annotation, or None when not on the command line."""
+def _option_type(annotation: Any) -> tuple[Any, bool, bool, bool] | None:
+    """(click type, is_multiple, is_flag, is_optional) for a config field's annotation, or None when the field is not
+    on the command line."""
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     if optional:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -140,13 +141,13 @@ def _option_type(annotation: Any) -> tuple[Any, bool, bool] | None:
         annotation = args[0]
     if typing.get_origin(annotation) in (list, tuple):
         inner = typing.get_args(annotation)[0]
-        return (str if inner in (str, Path) else inner), True, False
+        return (str if inner in (str, Path) else inner), True, False, optional
     if annotation is bool:
-        return bool, False, True
+        return bool, False, True, optional
     if annotation in (int, float, str):
-        return annotation, False, False
+        return annotation, False, False, optional
     if annotation is Path:
-        return str, False, False
+        return str, False, False, optional
     return None
 
 
@@ -157,14 +158,14 @@ def _stage_command(stage: Stage[Any]) -> click.Command:
         option = _option_type(field.annotation)
         if option is None:
             continue
-        kind, multiple, flag = option
+        kind, multiple, flag, optional = option
         flag_name = stage.cli_aliases.get(name, name).replace("_", "-")
         help_text = (field.description or "") + ("" if field.is_required() else f" [default: {field.default}]")
         declaration = f"--{flag_name}/--no-{flag_name}" if flag else f"--{flag_name}"
         params.append(click.Option([declaration, name], type=None if flag else kind, multiple=multiple,
                                    default=None, help=help_text + (" (repeatable, or comma-separated)" if multiple
                                                                    else "")))
-        fields[name] = (multiple, typing.get_origin(field.annotation) in (typing.Union, types.UnionType))
+        fields[name] = (multiple, optional)
     params += [click.Option(["--seed"], type=click.IntRange(min=0), default=0, show_default=True),
                click.Option(["--experiment"], default="campaign", show_default=True),
                click.Option(["--scheduler"], default=None, metavar="ADDRESS", help="Dask scheduler address"),

@@ -23,7 +23,7 @@ from pipelines.tracking import JobTracker, fingerprint
 def job_model() -> type[BaseModel]:
     """The pydantic model of a whole job file: the top-level settings plus one optional section per stage."""
     sections: dict[str, Any] = {
-        stage.name.replace("-", "_"): (stage.config_model | None, Field(None, alias=stage.name))
+        stage.field_name: (stage.config_model | None, Field(None, alias=stage.name))
         for stage in registered_stages()
     }
     return pydantic.create_model("JobConfig", __base__=JobSettings, **sections)
@@ -57,7 +57,7 @@ def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str
     validated = validate_section(job_model(), data, where="config", base_dir=base_dir)
     stages = []
     for stage in registered_stages():
-        section = getattr(validated, stage.name.replace("-", "_"))
+        section = getattr(validated, stage.field_name)
         if section is not None:
             stages.append((stage, section))
     if not stages:

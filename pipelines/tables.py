@@ -47,9 +47,6 @@ class Schema:
     required: tuple[Column, ...]
     optional: tuple[Column, ...] = ()
 
-    def with_columns(self, *, required: tuple[Column, ...] = (), optional: tuple[Column, ...] = ()) -> Schema:
-        """The same contract with extra columns (a stage's configured column names, for instance)."""
-        return Schema(self.name, self.required + required, self.optional + optional)
 
 
 DECISION_LOG = Schema(

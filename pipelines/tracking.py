@@ -79,9 +79,6 @@ def git_commit() -> str:
 class StageLogger:
     """What a stage records in its own (nested) MLflow run."""
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
-
     def params(self, params: Mapping[str, Any]) -> None:
         mlflow.log_params(flatten(params))
 
@@ -105,12 +102,6 @@ class StageLogger:
 
     def text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name)
-
-    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
-
-    def tags(self, tags: Mapping[str, str]) -> None:
-        mlflow.set_tags(dict(tags))
 
 
 def _metric_key(name: str) -> str:
@@ -149,7 +140,7 @@ class JobTracker:
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name,
                               tags={**base_tags, **tags}) as run:
             self.run_id = run.info.run_id
-            logger = StageLogger(run.info.run_id)
+            logger = StageLogger()
             logger.params(params)
             if config_text is not None:
                 logger.text(config_text, "config.yaml")
@@ -160,5 +151,5 @@ class JobTracker:
         """A nested run for one stage; it ends FAILED (and so does the job) if the stage raises."""
         # The experiment must be named again: a nested run otherwise lands in the Default experiment.
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
-                              tags={JOB_KIND_TAG: "stage", "campaign.stage": name}) as run:
-            yield StageLogger(run.info.run_id)
+                              tags={JOB_KIND_TAG: "stage", "campaign.stage": name}):
+            yield StageLogger()

@@ -9,6 +9,24 @@ import subprocess
 from pathlib import Path
 
 
+def campaign_job_yaml(experiment: str, run_name: str | None = None) -> str:
+    """A small generate + profile-logs job (3,000 users in 3 chunks) writing under data/ and out/."""
+    name = f"run_name: {run_name}\n" if run_name else ""
+    return f"""\
+seed: 7
+experiment: {experiment}
+{name}generate:
+  out: data/campaign
+  n_users: 3000
+  n_days: 5
+  chunk_users: 1000
+profile-logs:
+  logs: data/campaign/logs
+  out: out/log_profile.csv
+  randomized: randomized
+"""
+
+
 def service_env(**extra: str) -> dict[str, str]:
     """The test process's environment without the variables that would point a service elsewhere."""
     env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "MLFLOW_TRACKING_URI")}

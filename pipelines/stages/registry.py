@@ -63,6 +63,11 @@ class Stage(Generic[C]):
     demo: Callable[[DemoInputs], dict[str, Any]] | None
     cli_aliases: dict[str, str]
 
+    @property
+    def field_name(self) -> str:
+        """The stage's attribute on the job model ("select-features" -> "select_features"; YAML uses the name)."""
+        return self.name.replace("-", "_")
+
 
 _REGISTRY: dict[str, Stage[Any]] = {}
 

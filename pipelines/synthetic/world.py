@@ -20,7 +20,7 @@ mixed with `logging_epsilon` of uniform; users in the randomized slice get every
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,7 +125,6 @@ class CampaignWorld:
     carryover: np.ndarray  # (K,) logit gain in next-day activity after receiving the arm
     logging_intercepts: np.ndarray  # (K,)
     logging_weights: np.ndarray  # (K, n_modifiers + n_prognostic) targeting weights on the signals
-    _role_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: CampaignConfig, seed: int) -> CampaignWorld:

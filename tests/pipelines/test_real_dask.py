@@ -16,26 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_campaign
-from tests.services import free_port, listens, start, stop, tail
+from tests.services import campaign_job_yaml, free_port, listens, start, stop, tail
 
 pytestmark = [pytest.mark.real_services, pytest.mark.xdist_group("dask")]
 
 DASK = Path(sys.executable).parent / "dask"
 START_TIMEOUT = 60.0
 
-JOB_YAML = """\
-seed: 7
-experiment: real-dask
-generate:
-  out: data/campaign
-  n_users: 3000
-  n_days: 5
-  chunk_users: 1000
-profile-logs:
-  logs: data/campaign/logs
-  out: out/log_profile.csv
-  randomized: randomized
-"""
+JOB_YAML = campaign_job_yaml("real-dask")
 OUTPUT_FOLDERS = ("data", "out")
 
 

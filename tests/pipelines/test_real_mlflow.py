@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 import pipelines
 from pipelines.tracking import fingerprint, git_commit, package_version
 from tests.conftest import run_campaign
-from tests.services import free_port, listens, service_env, start, stop, tail
+from tests.services import campaign_job_yaml, free_port, listens, service_env, start, stop, tail
 
 pytestmark = [pytest.mark.real_services, pytest.mark.xdist_group("mlflow")]
 
@@ -36,20 +36,7 @@ MLFLOW = Path(sys.executable).parent / "mlflow"
 START_TIMEOUT = 90.0
 EXPERIMENT = "real-mlflow"
 
-JOB_YAML = f"""\
-seed: 7
-experiment: {EXPERIMENT}
-run_name: nightly
-generate:
-  out: data/campaign
-  n_users: 3000
-  n_days: 5
-  chunk_users: 1000
-profile-logs:
-  logs: data/campaign/logs
-  out: out/log_profile.csv
-  randomized: randomized
-"""
+JOB_YAML = campaign_job_yaml(EXPERIMENT, run_name="nightly")
 
 WIDE = {"COLUMNS": "250"}  # rich wraps tables at 80 columns when not on a terminal
 
