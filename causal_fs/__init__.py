@@ -1,4 +1,15 @@
-"""Causal feature selection: which user features change *which arm is best* (HIE/HDD filters).
+"""Causal feature selection: which user features change *which arm is best*, with significance, at any scale.
 
-Specified in ../shared/specs/causal_fs.md; implemented by issue 3. No public API yet.
+- `score_features(data, features, ...)`: HIE, HDD and their combination, the uplift filters (KL, ED, Chi, F,
+  LR) and an EconML causal-forest baseline, with permutation p-values, BH q-values and bootstrap intervals, on a
+  pandas or a Dask DataFrame.
+- `HTEFeatureSelector`: the same as a scikit-learn selector.
+
+Method and readings: ../shared/specs/causal_fs.md and docs/feature_selection.md.
 """
+
+from causal_fs.options import METHODS
+from causal_fs.scoring import score_features
+from causal_fs.selector import HTEFeatureSelector, primary_method, select_features
+
+__all__ = ["METHODS", "HTEFeatureSelector", "primary_method", "score_features", "select_features"]

@@ -1,0 +1,182 @@
+"""How each candidate feature is cut into bins, learned in one mergeable pass over the data.
+
+Rules (shared by every bin-based score):
+
+- numeric feature with more than `n_bins` distinct values: `n_bins` quantile bins, bin j holding
+  edges[j-1] < x <= edges[j]. Edges are data values (inverted-CDF quantiles) with duplicates dropped, so a
+  strictly increasing transform of the feature gives the same bins. A point mass therefore gets one bin of its
+  own rather than several empty ones.
+- numeric feature with at most `n_bins` distinct values (binary flags, small counts): one bin per value.
+  (CausalML's filter puts a binary feature into a single quantile bin and so always scores it 0.)
+- categorical feature (string, category or boolean dtype): one bin per level; levels with less than
+  `min_level_share` of the rows, or beyond the `max_levels` most frequent, share an "other" bin.
+- NaN (or a missing label) always gets a bin of its own, the last one.
+
+For a pandas frame the quantiles are exact. For a partitioned (Dask) frame each partition contributes a seeded
+random sample of its values with weights, and merged samples are compressed to a fixed size by keeping evenly
+spaced points of the weighted distribution, so the edges come from a bounded summary while the bin tables later
+use every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MISSING_LABEL = "missing"
+OTHER_LABEL = "other"
+SKETCH_SIZE = 1 << 18  # values kept per numeric feature when summarising a partitioned frame
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """Whether a column is binned by level (strings, categories, booleans) rather than by quantile."""
+    dtype = values.dtype
+    return (isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype)
+            or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype))
+
+
+def numeric_values(values: pd.Series) -> np.ndarray:
+    """A numeric column as float64 with NaN for missing (nullable integer and float dtypes alike)."""
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+@dataclass(frozen=True)
+class FeatureBins:
+    """The bins of one feature: `edges` for numeric features, `levels` for categorical ones; NaN is the last bin."""
+
+    name: str
+    categorical: bool
+    edges: np.ndarray = field(default_factory=lambda: np.empty(0))  # numeric: x <= edges[j] falls in bin j
+    levels: tuple = ()  # categorical: kept levels; others share the "other" bin
+    has_other: bool = False
+
+    @property
+    def n_bins(self) -> int:
+        """Bins including the NaN bin (and "other" for categorical features)."""
+        if self.categorical:
+            return len(self.levels) + int(self.has_other) + 1
+        return len(self.edges) + 2
+
+    @property
+    def missing_bin(self) -> int:
+        return self.n_bins - 1
+
+    def labels(self) -> list[str]:
+        """A readable label per bin, e.g. "(0.5, 1.2]", a level, "other", "missing"."""
+        if self.categorical:
+            return [str(level) for level in self.levels] + [OTHER_LABEL] * self.has_other + [MISSING_LABEL]
+        bounds = [-np.inf, *self.edges, np.inf]
+        return [f"({low:.4g}, {high:.4g}]" for low, high in zip(bounds[:-1], bounds[1:], strict=True)] + [
+            MISSING_LABEL]
+
+    def codes(self, values: pd.Series) -> np.ndarray:
+        """The bin index (0..n_bins-1) of every row."""
+        if self.categorical:
+            present = values.notna().to_numpy()
+            codes = pd.Categorical(values.astype(object), categories=list(self.levels)).codes.astype(np.int64)
+            if self.has_other:
+                codes[(codes < 0) & present] = len(self.levels)
+            codes[~present] = self.missing_bin
+            return codes
+        x = numeric_values(values)
+        codes = np.searchsorted(self.edges, x, side="left").astype(np.int64)
+        codes[np.isnan(x)] = self.missing_bin
+        return codes
+
+
+@dataclass
+class FeatureSketch:
+    """What one pass learns about a feature: a weighted sample of numeric values, up to `n_bins`+1 distinct
+    values, level counts for categorical features, and how many values are present."""
+
+    categorical: bool
+    present: int = 0
+    sample: np.ndarray = field(default_factory=lambda: np.empty(0))
+    sample_weight: np.ndarray = field(default_factory=lambda: np.empty(0))
+    distinct: np.ndarray | None = field(default_factory=lambda: np.empty(0))  # None: more than n_bins values
+    level_counts: pd.Series | None = None
+
+
+def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng: np.random.Generator
+                   ) -> FeatureSketch:
+    """The sketch of one chunk of a feature; `sample_size` None keeps every value (exact quantiles)."""
+    if is_categorical(values):
+        counts = values.astype(object).value_counts(dropna=True)
+        return FeatureSketch(True, present=int(counts.sum()), level_counts=counts)
+    x = numeric_values(values)
+    x = x[~np.isnan(x)]
+    if sample_size is None or len(x) <= sample_size:
+        sample, weight = x, np.ones(len(x))
+    else:
+        sample = rng.choice(x, size=sample_size, replace=False)
+        weight = np.full(sample_size, len(x) / sample_size)
+    sample_distinct = pd.unique(sample)
+    distinct = None
+    if len(sample_distinct) <= n_bins:
+        # Few distinct values in the sample: confirm on the whole chunk (cheap for low-cardinality data).
+        all_distinct = pd.unique(x)
+        distinct = np.sort(all_distinct) if len(all_distinct) <= n_bins else None
+    return FeatureSketch(False, present=len(x), sample=sample, sample_weight=weight, distinct=distinct)
+
+
+def _compress(values: np.ndarray, weights: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `size` points that keep the weighted distribution: evenly spaced weighted quantiles."""
+    if len(values) <= size:
+        return values, weights
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], weights[order]
+    cumulative = np.cumsum(weights)
+    targets = (np.arange(size) + 0.5) * (cumulative[-1] / size)
+    picks = np.minimum(np.searchsorted(cumulative, targets, side="left"), len(values) - 1)
+    return values[picks], np.full(size, cumulative[-1] / size)
+
+
+def merge_sketches(left: FeatureSketch, right: FeatureSketch, n_bins: int) -> FeatureSketch:
+    """One sketch for the union of two chunks (associative up to the compression of large samples)."""
+    if left.categorical:
+        counts = left.level_counts.add(right.level_counts, fill_value=0)
+        return FeatureSketch(True, present=left.present + right.present, level_counts=counts)
+    sample, weight = _compress(np.concatenate([left.sample, right.sample]),
+                               np.concatenate([left.sample_weight, right.sample_weight]), SKETCH_SIZE)
+    distinct = None
+    if left.distinct is not None and right.distinct is not None:
+        union = np.union1d(left.distinct, right.distinct)
+        distinct = union if len(union) <= n_bins else None
+    return FeatureSketch(False, present=left.present + right.present, sample=sample, sample_weight=weight,
+                         distinct=distinct)
+
+
+def weighted_quantile_edges(values: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
+    """Inner bin edges: the inverted-CDF quantiles at 1/q, ..., (q-1)/q, duplicates (and the maximum) dropped."""
+    order = np.argsort(values, kind="stable")
+    values, cumulative = values[order], np.cumsum(weights[order])
+    targets = np.arange(1, n_bins) / n_bins * cumulative[-1]
+    picks = np.searchsorted(cumulative, targets * (1 - 1e-12), side="left")
+    edges = np.unique(values[np.minimum(picks, len(values) - 1)])
+    return edges[edges < values[-1]]
+
+
+def feature_bins(name: str, sketch: FeatureSketch, n_bins: int, *, max_levels: int = 50,
+                 min_level_share: float = 0.005) -> FeatureBins:
+    """The bins of a feature from its merged sketch (see the module docstring for the rules)."""
+    if sketch.categorical:
+        counts = sketch.level_counts
+        counts = counts[counts >= min_level_share * sketch.present]
+        # Most frequent first, ties by label, so the kept set does not depend on row order.
+        keyed = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))[:max_levels]
+        kept = sorted((level for level, _ in keyed), key=str)
+        return FeatureBins(name, True, levels=tuple(kept), has_other=len(kept) < len(sketch.level_counts))
+    if sketch.distinct is not None:
+        return FeatureBins(name, False, edges=np.asarray(sketch.distinct[:-1], dtype=np.float64))
+    return FeatureBins(name, False, edges=weighted_quantile_edges(sketch.sample, sketch.sample_weight, n_bins))
+
+
+def causalml_codes(values: pd.Series, n_bins: int) -> tuple[np.ndarray, int]:
+    """CausalML's binning (`pd.qcut(..., duplicates="drop")` over all rows), NaN in a last bin that its filter
+    ignores; returns the codes and the number of value bins."""
+    bins = pd.qcut(numeric_values(values), n_bins, labels=False, duplicates="drop")
+    value_bins = int(np.nanmax(bins)) + 1
+    codes = np.where(np.isnan(bins), value_bins, bins).astype(np.int64)
+    return codes, value_bins

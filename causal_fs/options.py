@@ -1,0 +1,82 @@
+"""The arguments of `score_features`, checked once on construction (a one-line ValueError naming the key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BIN_METHODS = ("hie", "hdd", "combined", "kl", "ed", "chi")  # scored from bin tables: permutation p, bootstrap CI
+TEST_METHODS = ("f", "lr")  # regression tests with analytic p-values
+MODEL_METHODS = ("causal_forest",)
+METHODS = BIN_METHODS + TEST_METHODS + MODEL_METHODS
+UPLIFT_METHODS = ("kl", "ed", "chi")
+COMPAT_MODES = ("causalml",)
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """Validated scoring arguments; `seed` is concrete (drawn once when `random_state` is None)."""
+
+    features: tuple[str, ...]
+    arm_col: str
+    reward_col: str
+    methods: tuple[str, ...]
+    n_bins: int
+    control: object
+    propensity_col: str | None
+    n_permutations: int
+    n_bootstrap: int
+    compat: str | None
+    seed: int
+    smoothing: float
+    confidence: float
+    combined_weights: tuple[float, float]
+    max_levels: int
+    min_level_share: float
+    forest_rows: int
+
+    def __post_init__(self) -> None:
+        unknown = [method for method in self.methods if method not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods: unknown {unknown or 'empty list'}; choose from {list(METHODS)}")
+        if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int | np.integer) or self.n_bins < 2:
+            raise ValueError(f"n_bins: must be an integer >= 2, got {self.n_bins!r}")
+        for key in ("n_permutations", "n_bootstrap"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ValueError(f"{key}: must be an integer >= 0, got {value!r}")
+        if self.compat not in (None, *COMPAT_MODES):
+            raise ValueError(f"compat: must be None or one of {list(COMPAT_MODES)}, got {self.compat!r}")
+        if not self.smoothing >= 0:
+            raise ValueError(f"smoothing: must be >= 0 pseudo-rows, got {self.smoothing!r}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence: must be in (0, 1), got {self.confidence!r}")
+        if len(self.combined_weights) != 2 or min(self.combined_weights) < 0 or sum(self.combined_weights) <= 0:
+            raise ValueError(f"combined_weights: need two non-negative weights, got {self.combined_weights!r}")
+        if not self.features:
+            raise ValueError("features: no candidate features given")
+        duplicated = sorted({name for name in self.features if self.features.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"features: listed more than once: {duplicated}")
+        reserved = [name for name in (self.arm_col, self.reward_col, self.propensity_col) if name in self.features]
+        if reserved:
+            raise ValueError(f"features: {reserved} is the arm, reward or propensity column, not a candidate feature")
+
+    @property
+    def score_methods(self) -> tuple[str, ...]:
+        """Methods actually computed: "combined" brings hie and hdd with it (raw scores are always reported)."""
+        methods = list(self.methods)
+        if "combined" in methods:
+            methods += [m for m in ("hie", "hdd") if m not in methods]
+        if "hie" in methods and "hdd" in methods and "combined" not in methods:
+            methods.append("combined")
+        return tuple(m for m in METHODS if m in methods)
+
+    @property
+    def n_replicate_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.score_methods if m in BIN_METHODS)
+
+    def needed_columns(self) -> list[str]:
+        extra = [self.propensity_col] if self.propensity_col else []
+        return [*self.features, self.arm_col, self.reward_col, *extra]

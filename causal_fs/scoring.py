@@ -1,0 +1,287 @@
+"""`score_features`: every heterogeneity score of every candidate feature, with significance, at any scale.
+
+Two passes over the data, both mergeable statistics: the first checks the values and learns the arms and bins
+(`causal_fs.plan`), the second builds the per-(feature, bin, arm) tables of the observed data and of every
+permutation and bootstrap replicate (`causal_fs.tables`). All scores are then pure functions of those tables
+(`causal_fs.scores`, `causal_fs.regression`). A pandas frame is processed in row blocks; a Dask frame (anything
+with `map_partitions`) partition by partition with the tables summed by a tree reduction, so memory stays at a
+few tables however many rows there are. This package does not import Dask: it uses the frame's own methods.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from causal_fs import regression, scores
+from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, numeric_values
+from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
+from causal_fs.plan import DataSketch, Plan, make_plan, merge_data_sketches, sketch_chunk
+from causal_fs.significance import benjamini_hochberg, percentile_interval, permutation_p_values
+from causal_fs.tables import Layout, Tables, chunk_tables
+
+CHUNK_ROWS = 1 << 20  # rows per block when scoring a pandas frame (bounds the per-block code matrix)
+SPLIT_EVERY = 8
+
+
+def score_features(data: Any, features: Sequence[str] | None = None, arm_col: str = "arm",
+                   reward_col: str = "reward", methods: Sequence[str] = ("hie", "hdd"), n_bins: int = 10,
+                   control: Any = None, propensity_col: str | None = None, n_permutations: int = 0,
+                   compat: str | None = None, random_state: int | None = None, *, n_bootstrap: int | None = None,
+                   smoothing: float = 1.0, confidence: float = 0.95,
+                   combined_weights: tuple[float, float] = (0.5, 0.5), max_levels: int = 50,
+                   min_level_share: float = 0.005, forest_rows: int = 50_000) -> pd.DataFrame:
+    """Score how much each feature changes which arm is best; one row per feature, one column per method.
+
+    Columns (those of the methods asked for): `hie` (reward per decision gained by per-bin arm choice, reward
+    units), `hdd` (nats), `combined` (0..1; added whenever both hie and hdd are computed), `kl`, `ed`, `chi`
+    (uplift filters against the control arm), `f`, `lr` (interaction test statistics, with analytic `p_f`,
+    `p_lr`), `causal_forest` (EconML heterogeneity importance). With `n_permutations` > 0, each bin-based
+    method also gets `p_<method>` (permutation p-value), `q_<method>` (Benjamini-Hochberg across features) and
+    `<method>_low`/`<method>_high` (percentile bootstrap interval at `confidence`, from `n_bootstrap` Poisson
+    bootstrap replicates, default as many as permutations). Always present: `n_bins` (bins used, NaN bin
+    included when there are NaNs) and `missing_share`.
+
+    `data` is a pandas DataFrame or a Dask DataFrame with the feature, arm and reward columns (and the
+    propensity column, whose values must be in (0, 1], to inverse-propensity weight the cell means). `features`
+    None means every other column. `compat="causalml"` computes kl/ed/chi exactly as CausalML's
+    `FilterSelect.get_importance` does (qcut bins, +1 pseudo-counts), except that a bin with no positive outcomes
+    gives a number instead of NaN. The same `random_state` gives the same output on any scheduler.
+    """
+    options = _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col,
+                       n_permutations, compat, random_state, n_bootstrap, smoothing, confidence, combined_weights,
+                       max_levels, min_level_share, forest_rows)
+    _check_columns(data, options)
+    data = data[options.needed_columns()]
+    plan = make_plan(_reduce_sketches(data, options), options)
+    _check_method_inputs(data, plan, options)
+
+    layout = Layout(len(plan.bins), plan.max_bins, len(plan.arms), options.n_permutations, options.n_bootstrap)
+    tables, x_sum = _reduce_tables(data, plan.bins, plan, layout, options)
+    result = pd.DataFrame(index=pd.Index(options.features, name="feature"))
+    methods = options.score_methods
+    bin_methods = [m for m in methods if m in BIN_METHODS and not (options.compat and m in UPLIFT_METHODS)]
+    replicate_scores = _bin_scores(tables, bin_methods, plan, options)
+    if options.compat and any(m in UPLIFT_METHODS for m in methods):
+        compat_bins = tuple(_causalml_bins(data[name], name, options.n_bins) for name in options.features)
+        compat_layout = Layout(len(compat_bins), max(b.n_bins for b in compat_bins), len(plan.arms),
+                               options.n_permutations, options.n_bootstrap)
+        compat_tables, _ = _reduce_tables(data, compat_bins, plan, compat_layout, options)
+        value_bins = np.array([b.n_bins - 1 for b in compat_bins])
+        for method in (m for m in methods if m in UPLIFT_METHODS):
+            replicate_scores[method] = scores.causalml_filter(compat_tables, method, plan.control, value_bins)
+    for method in methods:
+        if method in replicate_scores:
+            result[method] = replicate_scores[method][0]
+    if "f" in methods or "lr" in methods:
+        _add_interaction_tests(result, tables, x_sum, plan, methods)
+    if "causal_forest" in methods:
+        from causal_fs.forest import causal_forest_importance
+
+        result["causal_forest"] = causal_forest_importance(data, plan, options)
+    _add_significance(result, replicate_scores, options)
+    observed = tables.replicate(0)
+    result["n_bins"] = [int((observed.rows[f].sum(axis=-1) > 0).sum()) for f in range(len(plan.bins))]
+    result["missing_share"] = [observed.rows[f, b.missing_bin].sum() / plan.rows for f, b in enumerate(plan.bins)]
+    result.attrs.update(arms=list(plan.arms), control=plan.arms[plan.control], rows=plan.rows,
+                        binary_reward=plan.binary_reward, bins={b.name: b.labels() for b in plan.bins})
+    return result
+
+
+def _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col, n_permutations, compat,
+             random_state, n_bootstrap, smoothing, confidence, combined_weights, max_levels, min_level_share,
+             forest_rows) -> ScoringOptions:
+    if isinstance(methods, str):
+        methods = (methods,)
+    if features is None:
+        reserved = {arm_col, reward_col, propensity_col}
+        features = [column for column in data.columns if column not in reserved]
+    elif isinstance(features, str):
+        features = (features,)
+    if random_state is None:
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    elif isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0:
+        raise ValueError(f"random_state: must be None or a non-negative integer, got {random_state!r}")
+    else:
+        seed = int(random_state)
+    return ScoringOptions(
+        features=tuple(features), arm_col=arm_col, reward_col=reward_col, methods=tuple(methods), n_bins=n_bins,
+        control=control, propensity_col=propensity_col, n_permutations=n_permutations,
+        n_bootstrap=n_permutations if n_bootstrap is None else n_bootstrap, compat=compat, seed=seed,
+        smoothing=float(smoothing), confidence=float(confidence), combined_weights=tuple(combined_weights),
+        max_levels=max_levels, min_level_share=min_level_share, forest_rows=forest_rows)
+
+
+def _is_partitioned(data: Any) -> bool:
+    return not isinstance(data, pd.DataFrame) and hasattr(data, "map_partitions")
+
+
+def _check_columns(data: Any, options: ScoringOptions) -> None:
+    """Column presence and types, from the frame's schema only (no rows read)."""
+    if not isinstance(data, pd.DataFrame) and not _is_partitioned(data):
+        raise ValueError(f"data: expected a pandas or Dask DataFrame, got {type(data).__name__}")
+    missing = [name for name in options.needed_columns() if name not in data.columns]
+    if missing:
+        raise ValueError(f"data: column {missing[0]!r} does not exist"
+                         + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+    dtypes = data.dtypes
+    for name in (options.reward_col, options.propensity_col):
+        if name is not None and (not pd.api.types.is_numeric_dtype(dtypes[name])
+                                 or pd.api.types.is_bool_dtype(dtypes[name])):
+            raise ValueError(f"{name}: must be numeric, got dtype {dtypes[name]}")
+    if options.compat:
+        categorical = [name for name in options.features if is_categorical(data[name].head(0) if isinstance(
+            data, pd.DataFrame) else data[name]._meta)]
+        if categorical:
+            raise ValueError(f"compat: CausalML's filters bin numeric features only; {categorical[0]!r} is "
+                             "categorical")
+        if _is_partitioned(data):
+            raise ValueError("compat: 'causalml' needs a pandas DataFrame (CausalML's exact qcut quantiles)")
+
+
+def _check_method_inputs(data: Any, plan: Plan, options: ScoringOptions) -> None:
+    if options.compat and any(m in UPLIFT_METHODS for m in options.score_methods):
+        if not plan.binary_reward or options.propensity_col:
+            raise ValueError(f"compat: CausalML's filters need a 0/1 {options.reward_col} and no propensity weights")
+    if "causal_forest" in options.score_methods and _is_partitioned(data):
+        raise ValueError("methods: 'causal_forest' needs a pandas DataFrame (pass a sample of the rows)")
+
+
+# --- the two passes ---------------------------------------------------------------------------------------------
+
+def _blocks(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    return [frame.iloc[start:start + CHUNK_ROWS] for start in range(0, max(len(frame), 1), CHUNK_ROWS)]
+
+
+def _reduce_sketches(data: Any, options: ScoringOptions) -> DataSketch:
+    merge = functools.partial(merge_data_sketches, n_bins=options.n_bins)
+    if not _is_partitioned(data):
+        blocks = _blocks(data)
+        sample_size = None if len(blocks) == 1 else max(1024, SKETCH_SIZE // len(blocks))
+        return functools.reduce(merge, [sketch_chunk(block, options, sample_size, number)
+                                        for number, block in enumerate(blocks)])
+    sample_size = max(1024, SKETCH_SIZE // data.npartitions)
+    meta = pd.DataFrame({"sketch": pd.Series([], dtype=object)})
+    frames = data.map_partitions(_sketch_partition, options, sample_size, meta=meta).compute()
+    return _fixed_tree(list(frames["sketch"]), merge)
+
+
+def _sketch_partition(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int, partition_info=None
+                      ) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    return pd.DataFrame({"sketch": pd.Series([sketch_chunk(chunk, options, sample_size, number)], dtype=object)})
+
+
+def _fixed_tree(items: list, merge: Callable) -> Any:
+    while len(items) > 1:
+        items = [functools.reduce(merge, items[i:i + SPLIT_EVERY]) for i in range(0, len(items), SPLIT_EVERY)]
+    return items[0]
+
+
+def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout, options: ScoringOptions
+                   ) -> tuple[Tables, np.ndarray]:
+    """Tables of every replicate, and the per-(feature, bin) sums of the numeric feature values."""
+    if not _is_partitioned(data):
+        parts = [_block_tables(block, bins, plan, layout, options, number)
+                 for number, block in enumerate(_blocks(data))]
+        return functools.reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]), parts)
+    meta = pd.DataFrame({"slot": pd.Series([], dtype="int64"), "value": pd.Series([], dtype="float64")})
+    frames = data.map_partitions(_tables_partition, bins, plan, layout, options, meta=meta)
+    summed = frames.groupby("slot")["value"].sum(split_every=SPLIT_EVERY).compute()
+    flat = summed.sort_index().to_numpy()
+    size = int(np.prod(layout.shape()))
+    columns = {name: flat[i * size:(i + 1) * size] for i, name in enumerate(("rows", "weight", "wy", "wyy"))}
+    return Tables.from_flat(columns, layout), flat[4 * size:].reshape(layout.n_features, layout.n_bins)
+
+
+def _tables_partition(chunk: pd.DataFrame, bins, plan, layout, options, partition_info=None) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    tables, x_sum = _block_tables(chunk, bins, plan, layout, options, number)
+    flat = np.concatenate([*tables.flat().values(), x_sum.ravel()])
+    return pd.DataFrame({"slot": np.arange(len(flat), dtype=np.int64), "value": flat})
+
+
+def _block_tables(block: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout,
+                  options: ScoringOptions, number: int) -> tuple[Tables, np.ndarray]:
+    codes = np.empty((len(block), len(bins)), dtype=np.int64)
+    x_sum = np.zeros((layout.n_features, layout.n_bins))
+    for f, feature in enumerate(bins):
+        codes[:, f] = feature.codes(block[feature.name])
+        if not feature.categorical:
+            values = numeric_values(block[feature.name])
+            present = ~np.isnan(values)
+            x_sum[f, :feature.n_bins] = np.bincount(codes[present, f], weights=values[present],
+                                                    minlength=feature.n_bins)
+    arms = pd.Categorical(block[options.arm_col].astype(object), categories=list(plan.arms)).codes.astype(np.int64)
+    reward = block[options.reward_col].to_numpy(dtype=np.float64)
+    weight = None
+    if options.propensity_col is not None:
+        weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
+    rng = np.random.default_rng([options.seed, 2, number])
+    return chunk_tables(codes, arms, reward, weight, layout, rng), x_sum
+
+
+def _causalml_bins(values: Any, name: str, n_bins: int) -> FeatureBins:
+    """CausalML's qcut bins as our right-closed bins (the same codes as `pd.qcut(..., labels=False)`)."""
+    x = numeric_values(values)
+    try:
+        _, edges = pd.qcut(x, n_bins, retbins=True, duplicates="drop")
+    except (ValueError, IndexError):  # a constant column has no bins at all
+        edges = np.array([np.nanmin(x), np.nanmax(x)])
+    return FeatureBins(name, False, edges=np.asarray(edges[1:-1], dtype=np.float64))
+
+
+# --- scores and significance ------------------------------------------------------------------------------------
+
+def _bin_scores(tables: Tables, methods: list[str], plan: Plan, options: ScoringOptions) -> dict[str, np.ndarray]:
+    """(replicates, features) scores of every bin-based method."""
+    out: dict[str, np.ndarray] = {}
+    if "hie" in methods:
+        out["hie"] = scores.hie(tables, options.smoothing)
+    if "hdd" in methods:
+        out["hdd"] = scores.hdd(tables, options.smoothing, plan.binary_reward)
+    if "combined" in methods:
+        out["combined"] = scores.combined(out["hie"], out["hdd"], options.combined_weights)
+    for method in (m for m in methods if m in UPLIFT_METHODS):
+        out[method] = scores.uplift_filter(tables, method, plan.control, options.smoothing, plan.binary_reward)
+    return out
+
+
+def _add_interaction_tests(result: pd.DataFrame, tables: Tables, x_sum: np.ndarray, plan: Plan,
+                           methods: tuple[str, ...]) -> None:
+    observed = tables.replicate(0)
+    tests = []
+    for f, feature in enumerate(plan.bins):
+        size = feature.n_bins
+        rows = observed.rows[f, :size]
+        x_per_bin = None
+        if not feature.categorical:
+            bin_rows = rows.sum(axis=-1)
+            present = bin_rows[:-1]
+            overall = x_sum[f, :size - 1].sum() / max(present.sum(), 1.0)
+            x_per_bin = np.append(np.divide(x_sum[f, :size - 1], present, out=np.full(size - 1, overall),
+                                            where=present > 0), overall)
+        tests.append(regression.interaction_tests(rows, observed.weight[f, :size], observed.wy[f, :size],
+                                                  observed.wyy[f, :size], x_per_bin, plan.control,
+                                                  plan.binary_reward))
+    for position, method in enumerate(("f", "lr")):
+        if method in methods:
+            result[method] = [test[position].statistic for test in tests]
+            result[f"p_{method}"] = [test[position].p_value for test in tests]
+
+
+def _add_significance(result: pd.DataFrame, replicate_scores: dict[str, np.ndarray], options: ScoringOptions
+                      ) -> None:
+    first_bootstrap = 1 + options.n_permutations
+    for method, values in replicate_scores.items():
+        if options.n_permutations:
+            p_values = permutation_p_values(values[0], values[1:first_bootstrap])
+            result[f"p_{method}"] = p_values
+            result[f"q_{method}"] = benjamini_hochberg(p_values)
+        if options.n_bootstrap:
+            low, high = percentile_interval(values[first_bootstrap:], options.confidence)
+            result[f"{method}_low"], result[f"{method}_high"] = low, high

@@ -1,0 +1,114 @@
+"""Per-(feature, bin, arm) tables: the one mergeable statistic every bin-based score is computed from.
+
+For each feature f, bin b and arm k the tables hold
+  rows   N_fbk  the number of rows (or the bootstrap weight of the rows),
+  weight W_fbk  the sum of the row weights (1, or 1/propensity when the logs carry propensities),
+  wy     S_fbk  the weighted reward sum,
+  wyy    Q_fbk  the weighted sum of squared rewards,
+in arrays of shape (replicates, features, bins, arms), padded to the largest bin count (padding stays empty).
+Replicate 0 is the data as observed; the next `n_permutations` replicates have (arm, reward, weight) shuffled
+against the features within each chunk; the last `n_bootstrap` carry Poisson(1) row weights. Both kinds of
+replicate are seeded by (seed, chunk number), so tables built chunk by chunk and added up are reproducible, and
+a shuffle within chunks is a valid permutation null when rows are exchangeable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STATISTICS = ("rows", "weight", "wy", "wyy")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Shape of the tables: features x bins (padded) x arms, plus the replicate count."""
+
+    n_features: int
+    n_bins: int
+    n_arms: int
+    n_permutations: int = 0
+    n_bootstrap: int = 0
+
+    @property
+    def n_replicates(self) -> int:
+        return 1 + self.n_permutations + self.n_bootstrap
+
+    @property
+    def cells(self) -> int:
+        return self.n_features * self.n_bins * self.n_arms
+
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.n_replicates, self.n_features, self.n_bins, self.n_arms)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Summed statistics per (replicate, feature, bin, arm); add two chunks' tables with `+`."""
+
+    rows: np.ndarray
+    weight: np.ndarray
+    wy: np.ndarray
+    wyy: np.ndarray
+
+    def __add__(self, other: Tables) -> Tables:
+        return Tables(*(getattr(self, name) + getattr(other, name) for name in STATISTICS))
+
+    def replicate(self, index: slice | int) -> Tables:
+        """The tables of some replicates (keeps the leading axis when given a slice)."""
+        return Tables(*(getattr(self, name)[index] for name in STATISTICS))
+
+    def flat(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name).ravel() for name in STATISTICS}
+
+    @classmethod
+    def from_flat(cls, columns: dict[str, np.ndarray], layout: Layout) -> Tables:
+        return cls(*(np.asarray(columns[name], dtype=np.float64).reshape(layout.shape()) for name in STATISTICS))
+
+
+def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
+                 layout: Layout, rng: np.random.Generator) -> Tables:
+    """The tables of one chunk. `codes` is (rows, features) bin indices, `arms` 0..K-1, `weight` None for 1.
+
+    When the reward is 0/1 and rows are unweighted, one integer count per (cell, reward) gives all four
+    statistics; otherwise four weighted counts. Permutation replicates shuffle (arm, reward, weight) rows, which
+    is the same null as shuffling every feature column together and needs no re-binning.
+    """
+    n_rows = len(arms)
+    cell_base = (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[None, :] + codes
+    cell_base *= layout.n_arms
+    binary = weight is None and bool(np.all((reward == 0) | (reward == 1)))
+    replicates = [_one_replicate(cell_base, arms, reward, weight, None, layout, binary)]
+    for _ in range(layout.n_permutations):
+        order = rng.permutation(n_rows)
+        replicates.append(_one_replicate(cell_base, arms[order], reward[order],
+                                         None if weight is None else weight[order], None, layout, binary))
+    for _ in range(layout.n_bootstrap):
+        replicates.append(_one_replicate(cell_base, arms, reward, weight, rng.poisson(1.0, n_rows).astype(np.float64),
+                                         layout, binary))
+    return Tables(*(np.stack([getattr(replicate, name) for replicate in replicates]) for name in STATISTICS))
+
+
+def _one_replicate(cell_base: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
+                   resample: np.ndarray | None, layout: Layout, binary: bool) -> Tables:
+    shape = layout.shape()[1:]
+    if binary:
+        outcome_key = arms * 2 + reward.astype(np.int64)
+        index = (cell_base * 2 + outcome_key[:, None]).ravel()
+        if resample is None:
+            counts = np.bincount(index, minlength=layout.cells * 2)
+        else:
+            counts = np.bincount(index, weights=np.repeat(resample, cell_base.shape[1]), minlength=layout.cells * 2)
+        counts = counts.reshape(*shape, 2).astype(np.float64)
+        rows, positives = counts.sum(axis=-1), counts[..., 1]
+        return Tables(rows, rows, positives, positives)
+    index = (cell_base + arms[:, None]).ravel()
+    n_features = cell_base.shape[1]
+    row_weight = np.ones(len(arms)) if resample is None else resample
+    unit = row_weight if weight is None else row_weight * weight
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(index, weights=np.repeat(values, n_features), minlength=layout.cells).reshape(shape)
+
+    return Tables(total(row_weight), total(unit), total(unit * reward), total(unit * reward * reward))
