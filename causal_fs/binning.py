@@ -42,6 +42,22 @@ def numeric_values(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def label_codes(values: pd.Series, labels: tuple) -> np.ndarray:
+    """Position of every value in `labels` (-1 when absent or missing), hashing each distinct value once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    position = {label: i for i, label in enumerate(labels)}
+    lookup = np.array([position.get(value, -1) for value in uniques] + [-1], dtype=np.int64)
+    return lookup[codes]
+
+
+def level_counts(values: pd.Series) -> pd.Series:
+    """Rows per distinct present value (labels as plain Python objects), zero counts dropped."""
+    counts = values.value_counts(dropna=True)
+    counts = counts[counts > 0]
+    counts.index = pd.Index(list(counts.index), dtype=object)
+    return counts
+
+
 @dataclass(frozen=True)
 class FeatureBins:
     """The bins of one feature: `edges` for numeric features, `levels` for categorical ones; NaN is the last bin."""
@@ -75,12 +91,15 @@ class FeatureBins:
         """The bin index (0..n_bins-1) of every row."""
         if self.categorical:
             present = values.notna().to_numpy()
-            codes = pd.Categorical(values.astype(object), categories=list(self.levels)).codes.astype(np.int64)
+            codes = label_codes(values, self.levels)
             if self.has_other:
                 codes[(codes < 0) & present] = len(self.levels)
             codes[~present] = self.missing_bin
             return codes
-        x = numeric_values(values)
+        return self.numeric_codes(numeric_values(values))
+
+    def numeric_codes(self, x: np.ndarray) -> np.ndarray:
+        """The bin index of every value of a numeric feature given as float64 (NaN: the missing bin)."""
         codes = np.searchsorted(self.edges, x, side="left").astype(np.int64)
         codes[np.isnan(x)] = self.missing_bin
         return codes
@@ -103,7 +122,7 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
                    ) -> FeatureSketch:
     """The sketch of one chunk of a feature; `sample_size` None keeps every value (exact quantiles)."""
     if is_categorical(values):
-        counts = values.astype(object).value_counts(dropna=True)
+        counts = level_counts(values)
         return FeatureSketch(True, present=int(counts.sum()), level_counts=counts)
     x = numeric_values(values)
     x = x[~np.isnan(x)]
@@ -112,9 +131,8 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
     else:
         sample = rng.choice(x, size=sample_size, replace=False)
         weight = np.full(sample_size, len(x) / sample_size)
-    sample_distinct = pd.unique(sample)
     distinct = None
-    if len(sample_distinct) <= n_bins:
+    if len(pd.unique(sample[:4 * n_bins])) <= n_bins and len(pd.unique(sample)) <= n_bins:
         # Few distinct values in the sample: confirm on the whole chunk (cheap for low-cardinality data).
         all_distinct = pd.unique(x)
         distinct = np.sort(all_distinct) if len(all_distinct) <= n_bins else None
@@ -150,6 +168,12 @@ def merge_sketches(left: FeatureSketch, right: FeatureSketch, n_bins: int) -> Fe
 
 def weighted_quantile_edges(values: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
     """Inner bin edges: the inverted-CDF quantiles at 1/q, ..., (q-1)/q, duplicates (and the maximum) dropped."""
+    if np.all(weights == 1):  # exact data: order statistics by selection, no full sort
+        ranks = np.ceil(np.arange(1, n_bins) * len(values) / n_bins - 1e-9).astype(np.int64) - 1
+        ranks = np.clip(ranks, 0, len(values) - 1)
+        selected = np.partition(values, np.unique(np.append(ranks, len(values) - 1)))
+        edges = np.unique(selected[ranks])
+        return edges[edges < selected[-1]]
     order = np.argsort(values, kind="stable")
     values, cumulative = values[order], np.cumsum(weights[order])
     targets = np.arange(1, n_bins) / n_bins * cumulative[-1]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, merge_sketches, sketch_feature
+from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, level_counts, merge_sketches, sketch_feature
 from causal_fs.options import ScoringOptions
 
 
@@ -57,7 +57,7 @@ def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int 
         bad_propensities = int((~((propensity > 0) & (propensity <= 1))).sum())
     return DataSketch(
         rows=len(chunk),
-        arm_counts=arms.astype(object).value_counts(dropna=True),
+        arm_counts=level_counts(arms),
         missing_arms=int(arms.isna().sum()),
         bad_rewards=int((~finite).sum()),
         non_binary_rewards=int((finite & (reward != 0) & (reward != 1)).sum()),

@@ -179,9 +179,10 @@ def _causalml_summary(rows: np.ndarray, positives: np.ndarray) -> tuple[np.ndarr
 def _causalml_divergence(method: str, treated: np.ndarray, control: np.ndarray) -> np.ndarray:
     if method == "kl":
         clipped = np.clip(control, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
-        # xlogy: 0 log 0 = 0 where CausalML computes 0 * log(0) = NaN.
-        return (xlogy(treated, treated) - treated * np.log(clipped)
-                + xlogy(1 - treated, 1 - treated) - (1 - treated) * np.log(1 - clipped))
+        # 0 log 0 = 0 (CausalML before 0.18 gave NaN there); identical rates diverge by exactly 0, as in 0.18.
+        divergence = (xlogy(treated, treated) - treated * np.log(clipped)
+                      + xlogy(1 - treated, 1 - treated) - (1 - treated) * np.log(1 - clipped))
+        return np.where(treated == control, 0.0, divergence)
     if method == "ed":
         return 2 * (treated - control) ** 2
     return ((treated - control) ** 2 / np.maximum(PROBABILITY_CLIP, control)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from causal_fs import regression, scores
-from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, numeric_values
+from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_codes, numeric_values
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
 from causal_fs.plan import DataSketch, Plan, make_plan, merge_data_sketches, sketch_chunk
 from causal_fs.significance import benjamini_hochberg, percentile_interval, permutation_p_values
@@ -49,8 +49,9 @@ def score_features(data: Any, features: Sequence[str] | None = None, arm_col: st
     `data` is a pandas DataFrame or a Dask DataFrame with the feature, arm and reward columns (and the
     propensity column, whose values must be in (0, 1], to inverse-propensity weight the cell means). `features`
     None means every other column. `compat="causalml"` computes kl/ed/chi exactly as CausalML's
-    `FilterSelect.get_importance` does (qcut bins, +1 pseudo-counts), except that a bin with no positive outcomes
-    gives a number instead of NaN. The same `random_state` gives the same output on any scheduler.
+    `FilterSelect.get_importance` does (qcut bins, +1 pseudo-counts, control vs each treatment); rows with a NaN
+    feature value are left out of the bins and count in the total (CausalML 0.18 refuses NaN). The same
+    `random_state` gives the same output on any scheduler.
     """
     options = _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col,
                        n_permutations, compat, random_state, n_bootstrap, smoothing, confidence, combined_weights,
@@ -210,13 +211,15 @@ def _block_tables(block: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan
     codes = np.empty((len(block), len(bins)), dtype=np.int64)
     x_sum = np.zeros((layout.n_features, layout.n_bins))
     for f, feature in enumerate(bins):
-        codes[:, f] = feature.codes(block[feature.name])
-        if not feature.categorical:
+        if feature.categorical:
+            codes[:, f] = feature.codes(block[feature.name])
+        else:
             values = numeric_values(block[feature.name])
+            codes[:, f] = feature.numeric_codes(values)
             present = ~np.isnan(values)
             x_sum[f, :feature.n_bins] = np.bincount(codes[present, f], weights=values[present],
                                                     minlength=feature.n_bins)
-    arms = pd.Categorical(block[options.arm_col].astype(object), categories=list(plan.arms)).codes.astype(np.int64)
+    arms = label_codes(block[options.arm_col], plan.arms)
     reward = block[options.reward_col].to_numpy(dtype=np.float64)
     weight = None
     if options.propensity_col is not None:
