@@ -1,0 +1,126 @@
+"""Stage `select-features`: score every candidate feature for heterogeneous arm effects and keep the significant ones.
+
+Reads a decision log (parquet) as a Dask DataFrame and runs `causal_fs.score_features` on it (two mergeable passes
+over the partitions), writes the score table as CSV, and logs scores, p-values, the selected list and a bar chart
+with bootstrap intervals to MLflow. Later stages take `results["select-features"].data["selected"]`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from causal_fs import primary_method, score_features, select_features  # noqa: E402
+from pipelines.config import ConfigPath, StageConfig  # noqa: E402
+from pipelines.errors import InputError  # noqa: E402
+from pipelines.io import write_csv  # noqa: E402
+from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage  # noqa: E402
+from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table  # noqa: E402
+
+
+class SelectFeaturesConfig(StageConfig):
+    data: ConfigPath = Field(description="decision log (parquet file or folder) with arm, reward and features")
+    out: ConfigPath = Field(description="feature score table (CSV)")
+    arm: str = Field("arm", description="arm column")
+    reward: str = Field("reward", description="reward column")
+    features: list[str] | None = Field(None, description="candidate features (none: every other column)")
+    exclude: list[str] = Field(["user_id", "day", "cost", "randomized"],
+                               description="columns never used as features when `features` is none")
+    propensity: str | None = Field(None, description="logging propensity column, to weight the cell means "
+                                                     "(none: arms taken as randomized)")
+    methods: list[str] = Field(["hie", "hdd"], description="scores: hie, hdd, combined, kl, ed, chi, f, lr, "
+                                                           "causal_forest")
+    n_bins: int = Field(10, ge=2, description="quantile bins per numeric feature")
+    control: str | None = Field(None, description="control arm of the uplift filters (none: 'control' or the first)")
+    n_permutations: int = Field(200, ge=0, description="permutations for p-values (and bootstrap replicates)")
+    alpha: float = Field(0.05, gt=0, le=1, description="false discovery rate for selection (Benjamini-Hochberg)")
+    k: int | None = Field(None, ge=1, description="keep at most this many features")
+    sample_fraction: float | None = Field(None, gt=0, le=1, description="score a seeded sample of the rows")
+
+    def schema(self) -> Schema:
+        optional = ()
+        if self.propensity:
+            optional = (Column(self.propensity, NUMERIC, low=0.0, low_inclusive=False, high=1.0),)
+        return Schema("data", required=(Column(self.arm, LABEL), Column(self.reward, NUMERIC), *optional))
+
+    def input_tables(self) -> dict:
+        return {self.data: self.schema()}
+
+
+def _demo(inputs: DemoInputs) -> dict:
+    # The demo's logs come from a targeting policy: weight by its propensities; a 5% sample keeps it quick.
+    return {"data": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "feature_scores.csv"),
+            "propensity": "propensity", "sample_fraction": 0.05, "n_permutations": 100}
+
+
+def score_figure(scores: pd.DataFrame, method: str, selected: list[str]):
+    """Bar chart of one score per feature, best first, with bootstrap intervals; selected features highlighted."""
+    ranked = scores.sort_values(method, ascending=True)
+    figure, axis = plt.subplots(figsize=(6.5, 0.35 * len(ranked) + 1.2))
+    colors = ["tab:orange" if name in selected else "tab:gray" for name in ranked.index]
+    errors = None
+    if f"{method}_low" in ranked:
+        errors = np.vstack([np.maximum(ranked[method] - ranked[f"{method}_low"], 0),
+                            np.maximum(ranked[f"{method}_high"] - ranked[method], 0)])
+    axis.barh(ranked.index, ranked[method], xerr=errors, color=colors, capsize=3)
+    axis.set_xlabel(f"{method} score (orange: selected; bars: 95% bootstrap interval)")
+    figure.tight_layout()
+    return figure
+
+
+def _true_roles(context: StageContext, data: Path) -> pd.Series | None:
+    """The generator's feature roles, when this job generated the data being scored (the demo)."""
+    generated = context.results.get("generate")
+    if generated is None or not Path(data).resolve().is_relative_to(Path(generated.data["campaign_dir"]).resolve()):
+        return None
+    return generated.data["truth"].features.set_index("feature")["role"]
+
+
+@register_stage("select-features", SelectFeaturesConfig, order=20, demo=_demo)
+def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -> StageResult:
+    """Score features for heterogeneous arm effects (HIE/HDD and filters) and select the significant ones."""
+    logs = read_table(config.data, config.schema())
+    reserved = {config.arm, config.reward, config.propensity, *config.exclude}
+    features = config.features or [column for column in logs.columns if column not in reserved]
+    if config.sample_fraction is not None and config.sample_fraction < 1:
+        logs = logs.sample(frac=config.sample_fraction, random_state=context.stage_seed("select-features-sample"))
+    try:
+        scores = score_features(logs, features, arm_col=config.arm, reward_col=config.reward,
+                                methods=tuple(config.methods), n_bins=config.n_bins, control=config.control,
+                                propensity_col=config.propensity, n_permutations=config.n_permutations,
+                                random_state=context.stage_seed("select-features"))
+    except ValueError as error:
+        raise InputError(f"select-features: {error}") from None
+    method = primary_method(config.methods)
+    significance = config.n_permutations > 0 or method in ("f", "lr")
+    selected = select_features(scores, method, config.alpha if significance else 1.0, config.k)
+    table = scores.sort_values(method, ascending=False, kind="stable")
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    table.insert(1, "selected", table.index.isin(selected))
+    roles = _true_roles(context, config.data)
+    if roles is not None:
+        table.insert(2, "true_role", roles.reindex(table.index).fillna("unknown"))
+    write_csv(table, config.out)
+
+    context.log.params({"features": ",".join(features), "primary_method": method, "rows": scores.attrs["rows"]})
+    metrics = {"features_scored": len(features), "features_selected": len(selected)}
+    for name, row in table.iterrows():
+        metrics[f"{method}.{name}"] = float(row[method])
+        if f"p_{method}" in table:
+            metrics[f"p_{method}.{name}"] = float(row[f"p_{method}"])
+    if roles is not None:
+        for role in ("modifier", "prognostic", "noise"):
+            metrics[f"selected_{role}s"] = int((table["selected"] & (table["true_role"] == role)).sum())
+    context.log.metrics(metrics)
+    context.log.table(table, "feature_scores")
+    context.log.text("\n".join(selected) + "\n", "selected_features.txt")
+    context.log.figure(score_figure(scores, method, selected), "feature_scores")
+    return StageResult(summary={"features scored": len(features), "selected": ", ".join(selected) or "(none)"},
+                       outputs={"scores": config.out}, data={"scores": table, "selected": selected})
