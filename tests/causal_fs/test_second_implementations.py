@@ -1,0 +1,87 @@
+"""Against a second implementation: CausalML in compat mode, statsmodels for F/LR, pandas vs Dask, the selector."""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from causal_fs import score_features
+from tests.causal_fs.conftest import crossover_sample
+
+
+def _uplift_logs(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    x[:, 3] = rng.integers(0, 2, n)  # binary: one qcut bin in CausalML
+    x[:, 4] = np.round(x[:, 4], 1)  # many ties: dropped duplicate edges
+    arm = rng.choice(["control", "t1", "t2"], n)
+    rate = 0.1 + 0.08 * (arm == "t1") * (x[:, 0] > 0) + 0.04 * (arm == "t2") * np.clip(x[:, 1], -1, 1)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)])
+    return frame.assign(treatment_group_key=arm, conversion=(rng.random(n) < rate).astype(int))
+
+
+@pytest.mark.parametrize("method", ["KL", "ED", "Chi"])
+def test_compat_mode_reproduces_causalml(method):
+    filters = pytest.importorskip("causalml.feature_selection.filters", reason="causalml comes with the bench extra")
+    data = _uplift_logs(20_000, seed=1)
+    features = [f"f{i}" for i in range(5)]
+    reference = filters.FilterSelect().get_importance(data, features, "conversion", method, n_bins=10)
+    reference = reference.set_index("feature")["score"].astype(float)
+    ours = score_features(data, features, "treatment_group_key", "conversion", methods=(method.lower(),),
+                          compat="causalml", random_state=0)[method.lower()]
+    np.testing.assert_allclose(ours[features].to_numpy(), reference[features].to_numpy(), rtol=1e-10, atol=1e-14)
+    assert ours["f3"] == 0.0  # CausalML's single bin for a binary feature, reproduced on purpose
+
+
+def test_compat_mode_differs_from_default_binning_on_binary_features():
+    data = _uplift_logs(20_000, seed=2).assign(flag=lambda d: (d["f0"] > 0).astype(int))
+    kw = dict(arm_col="treatment_group_key", reward_col="conversion", methods=("kl",), random_state=0)
+    assert score_features(data, ["flag"], compat="causalml", **kw).loc["flag", "kl"] == 0.0
+    assert score_features(data, ["flag"], **kw).loc["flag", "kl"] > 0.001
+
+
+def test_f_and_lr_equal_statsmodels_on_the_grouped_design():
+    """Our F and LR from bin tables equal statsmodels fitted on the rows with x replaced by its bin mean."""
+    data = _uplift_logs(8_000, seed=3)
+    scores = score_features(data, ["f0"], "treatment_group_key", "conversion", methods=("f", "lr"), random_state=0)
+    bins = pd.qcut(data["f0"], 10, labels=False)  # exact deciles: the same bins as ours for continuous data
+    x = data.groupby(bins)["f0"].transform("mean")
+    treated = pd.get_dummies(data["treatment_group_key"])[["t1", "t2"]].astype(float)
+    reduced = sm.add_constant(pd.concat([treated, x.rename("x")], axis=1))
+    full = reduced.assign(t1x=treated["t1"] * x, t2x=treated["t2"] * x)
+    y = data["conversion"].astype(float)
+    ols = sm.OLS(y, full).fit()
+    f_test = ols.f_test(np.eye(full.shape[1])[-2:])
+    assert scores.loc["f0", "f"] == pytest.approx(float(f_test.fvalue), rel=1e-8)
+    assert scores.loc["f0", "p_f"] == pytest.approx(float(f_test.pvalue), rel=1e-6)
+    lr = 2 * (sm.Logit(y, full).fit(disp=0).llf - sm.Logit(y, reduced).fit(disp=0).llf)
+    assert scores.loc["f0", "lr"] == pytest.approx(lr, rel=1e-6)
+
+
+def test_dask_frame_gives_the_pandas_scores():
+    data = _uplift_logs(30_000, seed=4).assign(channel=lambda d: np.where(d["f0"] > 1, "app", "web"))
+    data.loc[::13, "f2"] = np.nan
+    features = ["f0", "f1", "f2", "f3", "channel"]
+    kw = dict(arm_col="treatment_group_key", reward_col="conversion", methods=("hie", "hdd", "kl", "f"),
+              random_state=3)
+    expected = score_features(data, features, **kw)
+    with dask.config.set(scheduler="synchronous"):
+        one = score_features(dd.from_pandas(data, npartitions=1), features, **kw)
+        many = score_features(dd.from_pandas(data, npartitions=6), features, **kw)
+    pd.testing.assert_frame_equal(one, expected)
+    # Six partitions: the same exact-data bins (the merged sample keeps every value), sums in another order.
+    pd.testing.assert_frame_equal(many, expected, rtol=1e-9)
+
+
+def test_dask_permutations_are_reproducible_on_any_scheduler():
+    frame = dd.from_pandas(crossover_sample(6_000, seed=5), npartitions=3)
+    with dask.config.set(scheduler="synchronous"):
+        sequential = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1)
+    with dask.config.set(scheduler="threads"):
+        threaded = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1)
+    pd.testing.assert_frame_equal(sequential, threaded)
+    assert sequential.loc["x", "p_hie"] == pytest.approx(1 / 26)  # shuffles within partitions: still a valid null
