@@ -109,7 +109,8 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
         table.insert(2, "true_role", roles.reindex(table.index).fillna("unknown"))
     write_csv(table, config.out)
 
-    context.log.params({"features": ",".join(features), "primary_method": method, "rows": scores.attrs["rows"]})
+    context.log.params({"scored_features": ",".join(features), "primary_method": method,
+                        "rows_scored": scores.attrs["rows"]})
     metrics = {"features_scored": len(features), "features_selected": len(selected)}
     for name, row in table.iterrows():
         metrics[f"{method}.{name}"] = float(row[method])
