@@ -192,7 +192,7 @@ def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout:
         return functools.reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]), parts)
     meta = pd.DataFrame({"slot": pd.Series([], dtype="int64"), "value": pd.Series([], dtype="float64")})
     frames = data.map_partitions(_tables_partition, bins, plan, layout, options, meta=meta)
-    summed = frames.groupby("slot")["value"].sum(split_every=SPLIT_EVERY).compute()
+    summed = frames.groupby("slot")["value"].sum(split_every=SPLIT_EVERY, split_out=1).compute()
     flat = summed.sort_index().to_numpy()
     size = int(np.prod(layout.shape()))
     columns = {name: flat[i * size:(i + 1) * size] for i, name in enumerate(("rows", "weight", "wy", "wyy"))}
