@@ -73,10 +73,6 @@ class ScoringOptions:
             methods.append("combined")
         return tuple(m for m in METHODS if m in methods)
 
-    @property
-    def n_replicate_methods(self) -> tuple[str, ...]:
-        return tuple(m for m in self.score_methods if m in BIN_METHODS)
-
     def needed_columns(self) -> list[str]:
         extra = [self.propensity_col] if self.propensity_col else []
         return [*self.features, self.arm_col, self.reward_col, *extra]
