@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from pydantic import Field
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from pydantic import Field  # noqa: E402
-
-from causal_fs import primary_method, score_features, select_features  # noqa: E402
-from pipelines.config import ConfigPath, StageConfig  # noqa: E402
-from pipelines.errors import InputError  # noqa: E402
-from pipelines.io import write_csv  # noqa: E402
-from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage  # noqa: E402
-from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table  # noqa: E402
+from causal_fs import primary_method, score_features, select_features
+from pipelines.config import ConfigPath, StageConfig
+from pipelines.errors import InputError
+from pipelines.io import write_csv
+from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
+from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
 
 
 class SelectFeaturesConfig(StageConfig):
@@ -60,10 +57,11 @@ def _demo(inputs: DemoInputs) -> dict:
             "propensity": "propensity", "sample_fraction": 0.05, "n_permutations": 100}
 
 
-def score_figure(scores: pd.DataFrame, method: str, selected: list[str]):
+def score_figure(scores: pd.DataFrame, method: str, selected: list[str]) -> Figure:
     """Bar chart of one score per feature, best first, with bootstrap intervals; selected features highlighted."""
     ranked = scores.sort_values(method, ascending=True)
-    figure, axis = plt.subplots(figsize=(6.5, 0.35 * len(ranked) + 1.2))
+    figure = Figure(figsize=(6.5, 0.35 * len(ranked) + 1.2))  # no pyplot: no global state in a batch job
+    axis = figure.subplots()
     colors = ["tab:orange" if name in selected else "tab:gray" for name in ranked.index]
     errors = None
     if f"{method}_low" in ranked:
