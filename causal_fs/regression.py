@@ -10,7 +10,9 @@ the bin scores. Our reading:
 - F: weighted least squares; F = ((RSS_reduced - RSS_full) / df1) / (RSS_full / df2), df2 = rows - parameters;
 - LR: binary rewards, grouped logistic regression, LR = 2 (loglik_full - loglik_reduced) ~ chi2(df1); real
   rewards, the Gaussian LR = rows * log(RSS_reduced / RSS_full).
-The p-values are the analytic ones (F and chi-square), not permutation p-values.
+The p-values are the analytic ones (F and chi-square), not permutation p-values. With propensities, cell means
+are inverse-propensity weighted and each cell counts as its effective number of rows W^2 / sum(w^2) (Kish), so
+the statistics stay on the scale of the rows actually observed.
 """
 
 from __future__ import annotations
@@ -80,22 +82,22 @@ def _logistic_loglik(design: np.ndarray, successes: np.ndarray, trials: np.ndarr
     return current + 0.5 * RIDGE * float(beta @ beta)
 
 
-def interaction_tests(rows: np.ndarray, weight: np.ndarray, wy: np.ndarray, wyy: np.ndarray,
-                      x_per_bin: np.ndarray | None, control: int, binary: bool
-                      ) -> tuple[InteractionTest, InteractionTest]:
-    """F and LR tests for one feature from its (bins, arms) tables; `x_per_bin` None for a categorical feature."""
-    bins, arms = rows.shape
+def interaction_tests(weight: np.ndarray, wy: np.ndarray, wyy: np.ndarray, x_per_bin: np.ndarray | None,
+                      control: int, binary: bool) -> tuple[InteractionTest, InteractionTest]:
+    """F and LR tests for one feature from its (bins, arms) tables of (effective) rows, reward sums and sums of
+    squares; `x_per_bin` None for a categorical feature."""
+    bins, arms = weight.shape
     reduced, full = _designs(x_per_bin, bins, arms, control)
-    flat = [array.ravel() for array in (rows, weight, wy, wyy)]
-    keep = flat[1] > 0
-    cell_rows, cell_weight, cell_wy, cell_wyy = (array[keep] for array in flat)
+    flat = [array.ravel() for array in (weight, wy, wyy)]
+    keep = flat[0] > 0
+    cell_weight, cell_wy, cell_wyy = (array[keep] for array in flat)
     reduced, full = reduced[keep], full[keep]
     mean = cell_wy / cell_weight
     within = float(np.maximum(cell_wyy - cell_wy * mean, 0.0).sum())
     between_reduced, rank_reduced = _wls_rss(reduced, mean, cell_weight)
     between_full, rank_full = _wls_rss(full, mean, cell_weight)
     rss_reduced, rss_full = within + between_reduced, within + between_full
-    n_rows = float(cell_rows.sum())
+    n_rows = float(cell_weight.sum())
     df1, df2 = rank_full - rank_reduced, n_rows - rank_full
     if df1 <= 0 or df2 <= 0 or rss_full <= 0:
         no_test = InteractionTest(0.0, 1.0, max(df1, 0))

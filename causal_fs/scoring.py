@@ -21,8 +21,8 @@ from causal_fs import regression, scores
 from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_codes, numeric_values
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
 from causal_fs.plan import DataSketch, Plan, make_plan, merge_data_sketches, sketch_chunk
-from causal_fs.significance import benjamini_hochberg, percentile_interval, permutation_p_values
-from causal_fs.tables import Layout, Tables, chunk_tables
+from causal_fs.significance import basic_interval, benjamini_hochberg, permutation_p_values
+from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, chunk_tables
 
 CHUNK_ROWS = 1 << 20  # rows per block when scoring a pandas frame (bounds the per-block code matrix)
 SPLIT_EVERY = 8
@@ -42,7 +42,7 @@ def score_features(data: Any, features: Sequence[str] | None = None, arm_col: st
     (uplift filters against the control arm), `f`, `lr` (interaction test statistics, with analytic `p_f`,
     `p_lr`), `causal_forest` (EconML heterogeneity importance). With `n_permutations` > 0, each bin-based
     method also gets `p_<method>` (permutation p-value), `q_<method>` (Benjamini-Hochberg across features) and
-    `<method>_low`/`<method>_high` (percentile bootstrap interval at `confidence`, from `n_bootstrap` Poisson
+    `<method>_low`/`<method>_high` (basic bootstrap interval at `confidence`, from `n_bootstrap` Poisson
     bootstrap replicates, default as many as permutations). Always present: `n_bins` (bins used, NaN bin
     included when there are NaNs) and `missing_share`.
 
@@ -62,7 +62,7 @@ def score_features(data: Any, features: Sequence[str] | None = None, arm_col: st
     _check_method_inputs(data, plan, options)
 
     layout = Layout(len(plan.bins), plan.max_bins, len(plan.arms), options.n_permutations, options.n_bootstrap)
-    tables, x_sum = _reduce_tables(data, plan.bins, plan, layout, options)
+    tables, extras = _reduce_tables(data, plan.bins, plan, layout, options)
     result = pd.DataFrame(index=pd.Index(options.features, name="feature"))
     methods = options.score_methods
     bin_methods = [m for m in methods if m in BIN_METHODS and not (options.compat and m in UPLIFT_METHODS)]
@@ -79,7 +79,7 @@ def score_features(data: Any, features: Sequence[str] | None = None, arm_col: st
         if method in replicate_scores:
             result[method] = replicate_scores[method][0]
     if "f" in methods or "lr" in methods:
-        _add_interaction_tests(result, tables, x_sum, plan, methods)
+        _add_interaction_tests(result, tables, extras, plan, methods)
     if "causal_forest" in methods:
         from causal_fs.forest import causal_forest_importance
 
@@ -184,8 +184,8 @@ def _fixed_tree(items: list, merge: Callable) -> Any:
 
 
 def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout, options: ScoringOptions
-                   ) -> tuple[Tables, np.ndarray]:
-    """Tables of every replicate, and the per-(feature, bin) sums of the numeric feature values."""
+                   ) -> tuple[Tables, ObservedExtras]:
+    """Tables of every replicate, and the observed data's extras for the regression filters."""
     if not _is_partitioned(data):
         parts = [_block_tables(block, bins, plan, layout, options, number)
                  for number, block in enumerate(_blocks(data))]
@@ -195,19 +195,19 @@ def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout:
     summed = frames.groupby("slot")["value"].sum(split_every=SPLIT_EVERY, split_out=1).compute()
     flat = summed.sort_index().to_numpy()
     size = int(np.prod(layout.shape()))
-    columns = {name: flat[i * size:(i + 1) * size] for i, name in enumerate(("rows", "weight", "wy", "wyy"))}
-    return Tables.from_flat(columns, layout), flat[4 * size:].reshape(layout.n_features, layout.n_bins)
+    columns = {name: flat[i * size:(i + 1) * size] for i, name in enumerate(STATISTICS)}
+    return Tables.from_flat(columns, layout), ObservedExtras.from_flat(flat[len(STATISTICS) * size:], layout)
 
 
 def _tables_partition(chunk: pd.DataFrame, bins, plan, layout, options, partition_info=None) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
-    tables, x_sum = _block_tables(chunk, bins, plan, layout, options, number)
-    flat = np.concatenate([*tables.flat().values(), x_sum.ravel()])
+    tables, extras = _block_tables(chunk, bins, plan, layout, options, number)
+    flat = np.concatenate([*tables.flat().values(), extras.flat()])
     return pd.DataFrame({"slot": np.arange(len(flat), dtype=np.int64), "value": flat})
 
 
 def _block_tables(block: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout,
-                  options: ScoringOptions, number: int) -> tuple[Tables, np.ndarray]:
+                  options: ScoringOptions, number: int) -> tuple[Tables, ObservedExtras]:
     codes = np.empty((len(block), len(bins)), dtype=np.int64)
     x_sum = np.zeros((layout.n_features, layout.n_bins))
     for f, feature in enumerate(bins):
@@ -225,7 +225,14 @@ def _block_tables(block: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan
     if options.propensity_col is not None:
         weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
     rng = np.random.default_rng([options.seed, 2, number])
-    return chunk_tables(codes, arms, reward, weight, layout, rng), x_sum
+    tables = chunk_tables(codes, arms, reward, weight, layout, rng)
+    if weight is None:
+        weight_sq = tables.rows[0]
+    else:
+        cells = ((np.arange(layout.n_features) * layout.n_bins)[None, :] + codes) * layout.n_arms + arms[:, None]
+        weight_sq = np.bincount(cells.ravel(), weights=np.repeat(weight**2, len(bins)),
+                                minlength=layout.cells).reshape(layout.shape()[1:])
+    return tables, ObservedExtras(x_sum, weight_sq)
 
 
 def _causalml_bins(values: Any, name: str, n_bins: int) -> FeatureBins:
@@ -254,23 +261,27 @@ def _bin_scores(tables: Tables, methods: list[str], plan: Plan, options: Scoring
     return out
 
 
-def _add_interaction_tests(result: pd.DataFrame, tables: Tables, x_sum: np.ndarray, plan: Plan,
+def _add_interaction_tests(result: pd.DataFrame, tables: Tables, extras: ObservedExtras, plan: Plan,
                            methods: tuple[str, ...]) -> None:
     observed = tables.replicate(0)
+    # A weighted cell counts as its effective rows W^2 / sum(w^2) (plain rows when unweighted): IPW means,
+    # precision of the rows actually seen.
+    scale = np.divide(observed.weight, extras.weight_sq, out=np.zeros_like(observed.weight),
+                      where=extras.weight_sq > 0)
     tests = []
     for f, feature in enumerate(plan.bins):
         size = feature.n_bins
-        rows = observed.rows[f, :size]
         x_per_bin = None
         if not feature.categorical:
-            bin_rows = rows.sum(axis=-1)
-            present = bin_rows[:-1]
-            overall = x_sum[f, :size - 1].sum() / max(present.sum(), 1.0)
-            x_per_bin = np.append(np.divide(x_sum[f, :size - 1], present, out=np.full(size - 1, overall),
-                                            where=present > 0), overall)
-        tests.append(regression.interaction_tests(rows, observed.weight[f, :size], observed.wy[f, :size],
-                                                  observed.wyy[f, :size], x_per_bin, plan.control,
-                                                  plan.binary_reward))
+            present = observed.rows[f, :size - 1].sum(axis=-1)
+            x_sum = extras.x_sum[f, :size - 1]
+            overall = x_sum.sum() / max(present.sum(), 1.0)
+            x_per_bin = np.append(np.divide(x_sum, present, out=np.full(size - 1, overall), where=present > 0),
+                                  overall)
+        cell_scale = scale[f, :size]
+        tests.append(regression.interaction_tests(
+            observed.weight[f, :size] * cell_scale, observed.wy[f, :size] * cell_scale,
+            observed.wyy[f, :size] * cell_scale, x_per_bin, plan.control, plan.binary_reward))
     for position, method in enumerate(("f", "lr")):
         if method in methods:
             result[method] = [test[position].statistic for test in tests]
@@ -286,5 +297,5 @@ def _add_significance(result: pd.DataFrame, replicate_scores: dict[str, np.ndarr
             result[f"p_{method}"] = p_values
             result[f"q_{method}"] = benjamini_hochberg(p_values)
         if options.n_bootstrap:
-            low, high = percentile_interval(values[first_bootstrap:], options.confidence)
+            low, high = basic_interval(values[0], values[first_bootstrap:], options.confidence)
             result[f"{method}_low"], result[f"{method}_high"] = low, high

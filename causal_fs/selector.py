@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from causal_fs.options import BIN_METHODS, TEST_METHODS
 from causal_fs.scoring import score_features
+from causal_fs.significance import minimum_permutations
 
 
 def primary_method(methods: Sequence[str]) -> str:
@@ -59,6 +61,10 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
             raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
         if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int | np.integer) or self.k < 1):
             raise ValueError(f"k: must be None or an integer >= 1, got {self.k!r}")
+        if 0 < self.n_permutations < minimum_permutations(np.shape(X)[1], self.alpha):
+            warnings.warn(f"n_permutations={self.n_permutations} is too few for {np.shape(X)[1]} features at "
+                          f"alpha={self.alpha}: a single strong feature cannot reach q <= alpha; use at least "
+                          f"{minimum_permutations(np.shape(X)[1], self.alpha)}", UserWarning, stacklevel=2)
         frame = X.copy() if isinstance(X, pd.DataFrame) else pd.DataFrame(
             np.asarray(X), columns=[f"x{i}" for i in range(np.shape(X)[1])])
         names = [str(column) for column in frame.columns]

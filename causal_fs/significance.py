@@ -29,8 +29,18 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     return q_values
 
 
-def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval per feature from (B, features) replicate scores."""
+def basic_interval(estimate: np.ndarray, replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Basic (reverse percentile) bootstrap interval per feature: [2 t - q_high, 2 t - q_low].
+
+    HIE is a mean of maxima and biased upward at finite samples; the bootstrap replicates carry that bias once
+    more, and reflecting them around the estimate removes it to first order (a percentile interval would add it).
+    """
     tail = (1 - confidence) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail], axis=0)
-    return low, high
+    return 2 * estimate - high, 2 * estimate - low
+
+
+def minimum_permutations(n_features: int, alpha: float) -> int:
+    """Fewest permutations for which a single strong feature among `n_features` can reach q <= alpha:
+    the smallest p-value is 1/(B+1), and Benjamini-Hochberg multiplies it by up to `n_features`."""
+    return int(np.ceil(n_features / alpha)) - 1

@@ -67,6 +67,28 @@ class Tables:
         return cls(*(np.asarray(columns[name], dtype=np.float64).reshape(layout.shape()) for name in STATISTICS))
 
 
+@dataclass(frozen=True)
+class ObservedExtras:
+    """What the regression filters need beyond the tables, for the observed data only: the sum of each numeric
+    feature's values per (feature, bin), and the sum of squared row weights per (feature, bin, arm) (for the
+    effective row count W^2 / sum w^2 of a weighted cell)."""
+
+    x_sum: np.ndarray
+    weight_sq: np.ndarray
+
+    def __add__(self, other: ObservedExtras) -> ObservedExtras:
+        return ObservedExtras(self.x_sum + other.x_sum, self.weight_sq + other.weight_sq)
+
+    def flat(self) -> np.ndarray:
+        return np.concatenate([self.x_sum.ravel(), self.weight_sq.ravel()])
+
+    @classmethod
+    def from_flat(cls, values: np.ndarray, layout: Layout) -> ObservedExtras:
+        split = layout.n_features * layout.n_bins
+        return cls(values[:split].reshape(layout.n_features, layout.n_bins),
+                   values[split:].reshape(layout.n_features, layout.n_bins, layout.n_arms))
+
+
 def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
                  layout: Layout, rng: np.random.Generator) -> Tables:
     """The tables of one chunk. `codes` is (rows, features) bin indices, `arms` 0..K-1, `weight` None for 1.

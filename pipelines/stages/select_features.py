@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from causal_fs import primary_method, score_features, select_features
+from causal_fs.significance import minimum_permutations
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.io import write_csv
@@ -36,7 +37,8 @@ class SelectFeaturesConfig(StageConfig):
                                                            "causal_forest")
     n_bins: int = Field(10, ge=2, description="quantile bins per numeric feature")
     control: str | None = Field(None, description="control arm of the uplift filters (none: 'control' or the first)")
-    n_permutations: int = Field(200, ge=0, description="permutations for p-values (and bootstrap replicates)")
+    n_permutations: int = Field(200, ge=0, description="permutations for p-values (and bootstrap replicates); "
+                                                       "raised to features/alpha - 1 when below it")
     alpha: float = Field(0.05, gt=0, le=1, description="false discovery rate for selection (Benjamini-Hochberg)")
     k: int | None = Field(None, ge=1, description="keep at most this many features")
     sample_fraction: float | None = Field(None, gt=0, le=1, description="score a seeded sample of the rows")
@@ -52,9 +54,9 @@ class SelectFeaturesConfig(StageConfig):
 
 
 def _demo(inputs: DemoInputs) -> dict:
-    # The demo's logs come from a targeting policy: weight by its propensities; a 5% sample keeps it quick.
+    # The demo's logs come from a targeting policy: weight by its propensities; a 2% sample keeps it quick.
     return {"data": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "feature_scores.csv"),
-            "propensity": "propensity", "sample_fraction": 0.05, "n_permutations": 100}
+            "propensity": "propensity", "sample_fraction": 0.02}
 
 
 def score_figure(scores: pd.DataFrame, method: str, selected: list[str]) -> Figure:
@@ -89,10 +91,13 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     features = config.features or [column for column in logs.columns if column not in reserved]
     if config.sample_fraction is not None and config.sample_fraction < 1:
         logs = logs.sample(frac=config.sample_fraction, random_state=context.stage_seed("select-features-sample"))
+    n_permutations = config.n_permutations
+    if n_permutations:  # enough for a lone strong feature to survive Benjamini-Hochberg
+        n_permutations = max(n_permutations, minimum_permutations(len(features), config.alpha))
     try:
         scores = score_features(logs, features, arm_col=config.arm, reward_col=config.reward,
                                 methods=tuple(config.methods), n_bins=config.n_bins, control=config.control,
-                                propensity_col=config.propensity, n_permutations=config.n_permutations,
+                                propensity_col=config.propensity, n_permutations=n_permutations,
                                 random_state=context.stage_seed("select-features"))
     except ValueError as error:
         raise InputError(f"select-features: {error}") from None
@@ -108,6 +113,7 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     write_csv(table, config.out)
 
     context.log.params({"scored_features": ",".join(features), "primary_method": method,
+                        "permutations_used": n_permutations,
                         "rows_scored": scores.attrs["rows"]})
     metrics = {"features_scored": len(features), "features_selected": len(selected)}
     for name, row in table.iterrows():

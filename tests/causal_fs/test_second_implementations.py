@@ -85,3 +85,18 @@ def test_dask_permutations_are_reproducible_on_any_scheduler():
         threaded = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1)
     pd.testing.assert_frame_equal(sequential, threaded)
     assert sequential.loc["x", "p_hie"] == pytest.approx(1 / 26)  # shuffles within partitions: still a valid null
+
+
+def test_f_and_lr_p_values_stay_calibrated_with_unequal_propensities():
+    """Noise features, arms logged 70/10/10/10 with propensities: about 5% of p-values below 0.05, LR ~ chi2(3)."""
+    rng = np.random.default_rng(0)
+    n, count = 20_000, 60
+    probabilities = np.array([0.7, 0.1, 0.1, 0.1])
+    arm = rng.choice(4, size=n, p=probabilities)
+    data = pd.DataFrame(rng.standard_normal((n, count)), columns=[f"x{i}" for i in range(count)])
+    data = data.assign(arm=arm, propensity=probabilities[arm], reward=(rng.random(n) < 0.2).astype(float))
+    scores = score_features(data, list(data.columns[:count]), methods=("f", "lr"), propensity_col="propensity",
+                            random_state=0)
+    for method in ("f", "lr"):
+        assert (scores[f"p_{method}"] < 0.05).mean() < 0.05 + 4 * np.sqrt(0.05 * 0.95 / count)
+    assert 1.5 < scores["lr"].median() < 3.5  # chi2 with 3 degrees of freedom: median 2.37

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -25,6 +26,13 @@ def test_fit_transform_support_names_and_clone():
     assert set(selector.scores_.columns) >= {"hie", "hdd", "combined", "p_combined", "q_combined"}
     copy = clone(selector)
     assert copy.get_params() == selector.get_params() and not hasattr(copy, "selected_")
+
+
+def test_too_few_permutations_for_the_feature_count_warns():
+    data = crossover_sample(2_000, seed=13)
+    X = pd.DataFrame({f"n{i}": np.random.default_rng(i).normal(size=len(data)) for i in range(12)})
+    with pytest.warns(UserWarning, match="n_permutations=200 is too few for 12 features at alpha=0.05"):
+        HTEFeatureSelector(methods=("hie",), random_state=0).fit(X, data["reward"], arms=data["arm"])
 
 
 def test_top_k_and_arrays_without_names():
