@@ -298,4 +298,6 @@ def _add_significance(result: pd.DataFrame, replicate_scores: dict[str, np.ndarr
             result[f"q_{method}"] = benjamini_hochberg(p_values)
         if options.n_bootstrap:
             low, high = basic_interval(values[0], values[first_bootstrap:], options.confidence)
+            if method == "hie":  # HIE >= 0 by definition: the reflected interval is cut at 0
+                low, high = np.maximum(low, 0.0), np.maximum(high, 0.0)
             result[f"{method}_low"], result[f"{method}_high"] = low, high
