@@ -30,9 +30,8 @@ OTHER_LABEL = "other"
 SKETCH_SIZE = 1 << 18  # values kept per numeric feature when summarising a partitioned frame
 
 
-def is_categorical(values: pd.Series) -> bool:
-    """Whether a column is binned by level (strings, categories, booleans) rather than by quantile."""
-    dtype = values.dtype
+def is_categorical(dtype) -> bool:
+    """Whether a column of this dtype is binned by level (strings, categories, booleans), not by quantile."""
     return (isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype)
             or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype))
 
@@ -121,7 +120,7 @@ class FeatureSketch:
 def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng: np.random.Generator
                    ) -> FeatureSketch:
     """The sketch of one chunk of a feature; `sample_size` None keeps every value (exact quantiles)."""
-    if is_categorical(values):
+    if is_categorical(values.dtype):
         counts = level_counts(values)
         return FeatureSketch(True, present=int(counts.sum()), level_counts=counts)
     x = numeric_values(values)

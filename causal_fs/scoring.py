@@ -135,8 +135,7 @@ def _check_columns(data: Any, options: ScoringOptions) -> None:
                                  or pd.api.types.is_bool_dtype(dtypes[name])):
             raise ValueError(f"{name}: must be numeric, got dtype {dtypes[name]}")
     if options.compat:
-        categorical = [name for name in options.features if is_categorical(data[name].head(0) if isinstance(
-            data, pd.DataFrame) else data[name]._meta)]
+        categorical = [name for name in options.features if is_categorical(dtypes[name])]
         if categorical:
             raise ValueError(f"compat: CausalML's filters bin numeric features only; {categorical[0]!r} is "
                              "categorical")
