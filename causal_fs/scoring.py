@@ -24,7 +24,7 @@ from causal_fs.plan import DataSketch, Plan, make_plan, merge_data_sketches, ske
 from causal_fs.significance import basic_interval, benjamini_hochberg, permutation_p_values
 from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, chunk_tables
 
-CHUNK_ROWS = 1 << 20  # rows per block when scoring a pandas frame (bounds the per-block code matrix)
+CHUNK_ROWS = 1 << 18  # rows per block, pandas frame or Dask partition (bounds the per-block code matrices)
 SPLIT_EVERY = 8
 
 
@@ -153,17 +153,11 @@ def _check_method_inputs(data: Any, plan: Plan, options: ScoringOptions) -> None
 
 # --- the two passes ---------------------------------------------------------------------------------------------
 
-def _blocks(frame: pd.DataFrame) -> list[pd.DataFrame]:
-    return [frame.iloc[start:start + CHUNK_ROWS] for start in range(0, max(len(frame), 1), CHUNK_ROWS)]
-
-
 def _reduce_sketches(data: Any, options: ScoringOptions) -> DataSketch:
-    merge = functools.partial(merge_data_sketches, n_bins=options.n_bins)
+    """The first pass: exact (every value) for a pandas frame, a bounded sample per partition for Dask."""
     if not _is_partitioned(data):
-        blocks = _blocks(data)
-        sample_size = None if len(blocks) == 1 else max(1024, SKETCH_SIZE // len(blocks))
-        return functools.reduce(merge, [sketch_chunk(block, options, sample_size, number)
-                                        for number, block in enumerate(blocks)])
+        return sketch_chunk(data, options, None, 0)
+    merge = functools.partial(merge_data_sketches, n_bins=options.n_bins)
     sample_size = max(1024, SKETCH_SIZE // data.npartitions)
     meta = pd.DataFrame({"sketch": pd.Series([], dtype=object)})
     frames = data.map_partitions(_sketch_partition, options, sample_size, meta=meta).compute()
@@ -186,9 +180,7 @@ def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout:
                    ) -> tuple[Tables, ObservedExtras]:
     """Tables of every replicate, and the observed data's extras for the regression filters."""
     if not _is_partitioned(data):
-        parts = [_block_tables(block, bins, plan, layout, options, number)
-                 for number, block in enumerate(_blocks(data))]
-        return functools.reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]), parts)
+        return _partition_tables(data, bins, plan, layout, options, 0)
     meta = pd.DataFrame({"slot": pd.Series([], dtype="int64"), "value": pd.Series([], dtype="float64")})
     frames = data.map_partitions(_tables_partition, bins, plan, layout, options, meta=meta)
     summed = frames.groupby("slot")["value"].sum(split_every=SPLIT_EVERY, split_out=1).compute()
@@ -200,36 +192,46 @@ def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout:
 
 def _tables_partition(chunk: pd.DataFrame, bins, plan, layout, options, partition_info=None) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
-    tables, extras = _block_tables(chunk, bins, plan, layout, options, number)
+    tables, extras = _partition_tables(chunk, bins, plan, layout, options, number)
     flat = np.concatenate([*tables.flat().values(), extras.flat()])
     return pd.DataFrame({"slot": np.arange(len(flat), dtype=np.int64), "value": flat})
 
 
+def _partition_tables(frame: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout,
+                      options: ScoringOptions, partition: int) -> tuple[Tables, ObservedExtras]:
+    """Tables of one partition (a whole pandas frame is partition 0), built in blocks of CHUNK_ROWS rows so the
+    per-row code matrices stay small; permutations shuffle within a block, seeded by (seed, partition, block)."""
+    parts = [_block_tables(frame.iloc[start:start + CHUNK_ROWS], bins, plan, layout, options,
+                           (partition, start // CHUNK_ROWS))
+             for start in range(0, max(len(frame), 1), CHUNK_ROWS)]
+    return functools.reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]), parts)
+
+
 def _block_tables(block: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout,
-                  options: ScoringOptions, number: int) -> tuple[Tables, ObservedExtras]:
-    codes = np.empty((len(block), len(bins)), dtype=np.int64)
+                  options: ScoringOptions, block_key: tuple[int, int]) -> tuple[Tables, ObservedExtras]:
+    codes = np.empty((len(bins), len(block)), dtype=np.int64)
     x_sum = np.zeros((layout.n_features, layout.n_bins))
     for f, feature in enumerate(bins):
         if feature.categorical:
-            codes[:, f] = feature.codes(block[feature.name])
+            codes[f] = feature.codes(block[feature.name])
         else:
             values = numeric_values(block[feature.name])
-            codes[:, f] = feature.numeric_codes(values)
-            present = ~np.isnan(values)
-            x_sum[f, :feature.n_bins] = np.bincount(codes[present, f], weights=values[present],
+            codes[f] = feature.numeric_codes(values)
+            x_sum[f, :feature.n_bins] = np.bincount(codes[f], weights=np.nan_to_num(values, nan=0.0, posinf=0.0,
+                                                                                    neginf=0.0),
                                                     minlength=feature.n_bins)
     arms = label_codes(block[options.arm_col], plan.arms)
     reward = block[options.reward_col].to_numpy(dtype=np.float64)
     weight = None
     if options.propensity_col is not None:
         weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
-    rng = np.random.default_rng([options.seed, 2, number])
+    rng = np.random.default_rng([options.seed, 2, *block_key])
     tables = chunk_tables(codes, arms, reward, weight, layout, rng)
     if weight is None:
         weight_sq = tables.rows[0]
     else:
-        cells = ((np.arange(layout.n_features) * layout.n_bins)[None, :] + codes) * layout.n_arms + arms[:, None]
-        weight_sq = np.bincount(cells.ravel(), weights=np.repeat(weight**2, len(bins)),
+        cells = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms + arms[None, :]
+        weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(bins)),
                                 minlength=layout.cells).reshape(layout.shape()[1:])
     return tables, ObservedExtras(x_sum, weight_sq)
 

@@ -91,14 +91,14 @@ class ObservedExtras:
 
 def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
                  layout: Layout, rng: np.random.Generator) -> Tables:
-    """The tables of one chunk. `codes` is (rows, features) bin indices, `arms` 0..K-1, `weight` None for 1.
+    """The tables of one chunk. `codes` is (features, rows) bin indices, `arms` 0..K-1, `weight` None for 1.
 
     When the reward is 0/1, counts per (cell, reward) give all four statistics (one count, two with weights);
     otherwise four weighted counts. Permutation replicates shuffle (arm, reward, weight) rows, which
     is the same null as shuffling every feature column together and needs no re-binning.
     """
     n_rows = len(arms)
-    cell_base = (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[None, :] + codes
+    cell_base = (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[:, None] + codes
     cell_base *= layout.n_arms
     binary = bool(np.all((reward == 0) | (reward == 1)))
     replicates = [_one_replicate(cell_base, arms, reward, weight, None, layout, binary)]
@@ -115,20 +115,20 @@ def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight
 def _one_replicate(cell_base: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
                    resample: np.ndarray | None, layout: Layout, binary: bool) -> Tables:
     shape = layout.shape()[1:]
-    n_features = cell_base.shape[1]
+    n_features = cell_base.shape[0]
     unit = resample if weight is None else (weight if resample is None else resample * weight)
 
     def total(index: np.ndarray, values: np.ndarray | None, cells: int) -> np.ndarray:
-        repeated = None if values is None else np.repeat(values, n_features)
+        repeated = None if values is None else np.tile(values, n_features)
         return np.bincount(index, weights=repeated, minlength=cells).astype(np.float64)
 
     if binary:  # 0/1 rewards: counts per (cell, reward) give every statistic, wy = wyy
-        index = (cell_base * 2 + (arms * 2 + reward.astype(np.int64))[:, None]).ravel()
+        index = (cell_base * 2 + (arms * 2 + reward.astype(np.int64))[None, :]).ravel()
         rows = total(index, resample, layout.cells * 2).reshape(*shape, 2)
         weight_sums = rows if unit is resample else total(index, unit, layout.cells * 2).reshape(*shape, 2)
         positives = weight_sums[..., 1]
         return Tables(rows.sum(axis=-1), weight_sums.sum(axis=-1), positives, positives)
-    index = (cell_base + arms[:, None]).ravel()
+    index = (cell_base + arms[None, :]).ravel()
     unit = np.ones(len(arms)) if unit is None else unit
     rows = total(index, resample, layout.cells).reshape(shape)
     return Tables(rows, total(index, unit, layout.cells).reshape(shape),
