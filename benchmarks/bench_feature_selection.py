@@ -35,10 +35,12 @@ Every timed call is preceded, in the same process, by one untimed call on the fi
 import of EconML, which `causal_fs.forest` imports lazily), so the first timed call measures the work on the
 data, not imports.
 
-    python -m benchmarks.bench_feature_selection            # full sizes (about 20 minutes; the first run also
-                                                             # writes the 10^8-row dataset, 7.6 GB)
-    python -m benchmarks.bench_feature_selection --quick    # small sizes, well under a minute
+    python -m benchmarks.bench_feature_selection            # full sizes (about 11 minutes on a quiet machine; the
+                                                             # first run also writes the 10^8-row dataset, 7.96 GB)
+    python -m benchmarks.bench_feature_selection --quick    # small sizes (about 25 s)
     python -m benchmarks.bench_feature_selection --parts causalml paper   # some of the five measurements
+    python -m benchmarks.bench_feature_selection --parts out_of_core --split-row-groups   # 1M-row partitions
+    python -m benchmarks.bench_feature_selection --causalml-features 20   # CausalML on 20 features, extrapolated
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ ARMS = ("control", "t1", "t2")
 N_BINS = 10
 WARMUP_ROWS = 1_000
 MODIFIERS = ("x00", "x02", "x03")  # the true effect modifiers, strongest first
-PROGNOSTIC = "x01"
 # P(conversion) = BASE + SLOPE_PROGNOSTIC (u_01 - .5) + effect of the arm; effect = intercept + sum slope (u_j - .5)
 BASE, SLOPE_PROGNOSTIC = 0.20, 0.10
 EFFECTS = {1: (0.02, {0: 0.16}), 2: (0.01, {2: 0.12, 3: 0.08})}  # arm index: (intercept, {feature: slope})
@@ -339,6 +340,10 @@ def _load(run: dict) -> str:
     return " / ".join(f"{x:.2f}" for x in run["other_load_cores"])
 
 
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
 def _top(features: Sequence[str], values: Sequence[float], k: int) -> list[str]:
     order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
     return [features[i] for i in order[:k]]
@@ -438,7 +443,7 @@ def run_out_of_core(n_rows: int, rows_per_file: int, *, seed: int, repeat: int, 
     return {"out_of_core": result}
 
 
-def run_forest(n_rows: int, *, seed: int, repeat: int, paper: dict | None) -> dict:
+def run_forest(n_rows: int, *, seed: int, repeat: int, paper: dict | None, compare: list | None = None) -> dict:
     """Part 5: the EconML causal forest against hie + hdd on the same rows: time ratio and rankings."""
     print(f"[feature_selection] causal forest at {n_rows:,} x {PAPER_FEATURES} ...", flush=True)
     forest = _series("benchmarks.bench_feature_selection:measure_score", repeat, 0, timeout=3600, n_rows=n_rows,
@@ -450,9 +455,13 @@ def run_forest(n_rows: int, *, seed: int, repeat: int, paper: dict | None) -> di
     features = forest["features"]
     rankings = {"causal_forest": forest["scores"]["causal_forest"],
                 **{m: paper["scores"][m] for m in ("hie", "hdd", "combined")}}
+    same_size = [c for c in compare or () if (c["n_rows"], c["n_features"]) == (n_rows, PAPER_FEATURES)]
+    if same_size:  # the KL filter's ranking on the same rows, from part 1
+        rankings["kl (CausalML)"] = same_size[0]["causalml"]["scores"]["kl"]
+        rankings["kl (ours, default bins)"] = same_size[0]["kl"]["scores"]["kl"]
     truth = true_scores(PAPER_FEATURES)
     agreement = {m: float(spearmanr(rankings["causal_forest"], rankings[m]).statistic)
-                 for m in ("hie", "hdd", "combined")}
+                 for m in rankings if m != "causal_forest"}
     recovery = {m: {"top3": _top(features, v, 3), "modifiers_first": set(_top(features, v, 3)) == set(MODIFIERS),
                     "spearman_vs_true_hie": float(spearmanr(v, truth["hie"]).statistic)}
                 for m, v in rankings.items()}
@@ -480,7 +489,7 @@ def report(results: dict) -> None:
                      "CausalML / this", "peak RSS", "other load (cores) per run"], rows))
         print(table(["rows x features", "CausalML KL / compat kl: time", "goal (>= 50x)",
                      "max |CausalML - compat| score", "equal (<= 1e-12)", "same rows (digest)"],
-                    [[_size(c), f"{c['ratio_compat']:.1f}x", "met" if c["ratio_compat"] >= GOAL_RATIO else "MISSED",
+                    [[_size(c), f"{c['ratio_compat']:.1f}x", _verdict(c["ratio_compat"] >= GOAL_RATIO),
                       f"{c['max_abs_difference']:.1e}", str(c["equal_scores"]), str(c["same_data"])]
                      for c in results["compare"]]))
     if "paper" in results:
@@ -489,14 +498,16 @@ def report(results: dict) -> None:
                      "later calls (median)", "later calls (min)", "goal", "peak RSS", "other load (cores) per run"],
                     [[f"{_size(p)}, 3 arms, hie+hdd", _seconds(p["wall_s"]), _seconds(p["wall_min_s"]),
                       _seconds(p["later_calls_median_s"]), _seconds(p["later_calls_min_s"]),
-                      f"< {GOAL_PAPER_S} s", mib(p["peak_rss_bytes"]), _load(p)]]))
+                      f"< {GOAL_PAPER_S} s: {_verdict(p['wall_s'] < GOAL_PAPER_S)}", mib(p["peak_rss_bytes"]),
+                      _load(p)]]))
     if "permutations" in results:
         print(table(["setting", "first call (median)", "first call (min)", "later calls (median)", "goal",
                      "peak RSS", "other load (cores) per run"],
                     [[f"{_size(r)}, hie+hdd, {r['n_permutations']} permutations, n_bootstrap="
                       f"{r['n_bootstrap'] if r['n_bootstrap'] is not None else 'default (200)'}",
                       _seconds(r["wall_s"]), _seconds(r["wall_min_s"]), _seconds(r["later_calls_median_s"]),
-                      f"< {GOAL_PERMUTATIONS_S} s", mib(r["peak_rss_bytes"]), _load(r)]
+                      f"< {GOAL_PERMUTATIONS_S} s: {_verdict(r['wall_s'] < GOAL_PERMUTATIONS_S)}",
+                      mib(r["peak_rss_bytes"]), _load(r)]
                      for r in results["permutations"].values()]))
     if "out_of_core" in results:
         r = results["out_of_core"]
@@ -506,7 +517,9 @@ def report(results: dict) -> None:
                     [[_size(r), f"{r['files']} ({r['partitions']})", r["arm_dtype"], _seconds(r["wall_s"]),
                       _seconds(r["wall_min_s"]), " / ".join(_seconds(w) for w in r["warmup_walls_s"]) or "-",
                       f"{r['cpu_s'] / r['wall_s']:.2f}", f"{mib(r['peak_rss_bytes'])} "
-                      f"({r['peak_rss_bytes'] / 1e9:.2f} GB)", "< 180 s, < 4 GB", _load(r)]]))
+                      f"({r['peak_rss_bytes'] / 1e9:.2f} GB)",
+                      f"< {GOAL_OOC_S:.0f} s: {_verdict(r['wall_s'] < GOAL_OOC_S)}, < {GOAL_OOC_BYTES / 1e9:.0f} GB: "
+                      f"{_verdict(r['peak_rss_bytes'] < GOAL_OOC_BYTES)}", _load(r)]]))
         print(table(["feature", "hie", "true hie", "hdd", "true hdd"],
                     [[f, f"{check['hie']['measured'][i]:.5f}", f"{check['hie']['truth'][i]:.5f}",
                       f"{check['hdd']['measured'][i]:.6f}", f"{check['hdd']['truth'][i]:.6f}"]
@@ -518,7 +531,8 @@ def report(results: dict) -> None:
         f = results["forest"]
         print(table(["method", "wall (first call)", "forest / hie+hdd", "top 3", "true modifiers first",
                      "Spearman vs forest", "Spearman vs true hie"],
-                    [[m, _seconds(f["forest"]["wall_s"] if m == "causal_forest" else f["hie_hdd"]["wall_s"]),
+                    [[m, _seconds(f["forest"]["wall_s"]) if m == "causal_forest" else
+                      _seconds(f["hie_hdd"]["wall_s"]) if m in ("hie", "hdd", "combined") else "(part 1)",
                       f"{f['time_ratio']:,.0f}x" if m == "causal_forest" else "", ", ".join(v["top3"]),
                       str(v["modifiers_first"]),
                       "1" if m == "causal_forest" else f"{f['spearman_forest_vs'][m]:.2f}",
@@ -537,6 +551,22 @@ def _commits(value) -> set[tuple[str, tuple[str, ...]]]:
     if isinstance(value, list):
         return set().union(*(_commits(v) for v in value)) if value else set()
     return set()
+
+
+LIBRARY = ("causal_fs/", "pipelines/")
+
+
+def _library_changed(commits: Sequence[tuple[str, tuple[str, ...]]]) -> bool:
+    """Whether the runs saw library code other than their commit's, or different library code: uncommitted edits
+    under causal_fs/ or pipelines/, or commits that differ there (commits that touched only benchmarks or docs do
+    not count)."""
+    import subprocess
+
+    if any(name.startswith(LIBRARY) for _, modified in commits for name in modified):
+        return True
+    names = sorted({commit for commit, _ in commits})
+    return any(subprocess.run(["git", "diff", "--quiet", names[0], other, "--", *LIBRARY],
+                              cwd=DATA_DIR.parent.parent).returncode != 0 for other in names[1:])
 
 
 def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: int, compare=None,
@@ -558,11 +588,11 @@ def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: in
                                    split_row_groups=split_row_groups)
     if "forest" in parts:
         results |= run_forest(QUICK_FOREST_ROWS if quick else PAPER_ROWS, seed=seed, repeat=1,
-                              paper=results.get("paper"))
+                              paper=results.get("paper"), compare=results.get("compare"))
     report(results)
     commits = sorted(_commits(results))
-    if len(commits) > 1:
-        print(f"WARNING: the library changed during this run; the runs were taken at {commits}")
+    if _library_changed(commits):
+        print(f"WARNING: not one clean library version: the runs were taken at {commits} (commit, modified files)")
     name = ("feature_selection" + ("-quick" if quick else "")
             + ("" if set(parts) == set(PARTS) else "-" + "-".join(parts))
             + ("-split-row-groups" if split_row_groups and "out_of_core" in parts else ""))
