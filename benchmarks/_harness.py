@@ -121,6 +121,36 @@ def _child(target: str, kwargs_json: str) -> None:
     sys.stdout.flush()
 
 
+def ensure_files(folder: Path, n_rows: int, rows_per_file: int, write: Callable[[int, Path], None],
+                 label: str) -> list[Path]:
+    """The first n_rows / rows_per_file numbered parquet files of a generated input under `folder`.
+
+    Missing files are written by `write(index, path)` (which must derive its randomness from the index alone, so
+    any file can be (re)written by itself) to a temporary name and renamed when complete.
+    """
+    if n_rows % rows_per_file:
+        raise ValueError(f"rows: {n_rows:,} is not a multiple of rows per file {rows_per_file:,}")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"part-{i:05d}.parquet" for i in range(n_rows // rows_per_file)]
+    for index, file in enumerate(files):
+        if file.exists():
+            continue
+        started = time.perf_counter()
+        temporary = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+        write(index, temporary)
+        os.replace(temporary, file)
+        print(f"[{label}] wrote {file.relative_to(REPO_ROOT)} ({time.perf_counter() - started:.1f} s)", flush=True)
+    return files
+
+
+def warm_page_cache(files: Sequence[Path]) -> None:
+    """Read the files once so the measured run reads them from the page cache."""
+    for file in files:
+        with open(file, "rb") as handle:
+            while handle.read(64 * MIB):
+                pass
+
+
 def tree_size(path: Path) -> int:
     """Bytes on disk of the files under `path` (apparent sizes)."""
     path = Path(path)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -61,10 +60,12 @@ from benchmarks._harness import (
     add_common_arguments,
     apply_common_arguments,
     command_line,
+    ensure_files,
     measure_in_subprocess,
     mib,
     save_results,
     table,
+    warm_page_cache,
 )
 
 ARM, REWARD = "treatment_group_key", "conversion"
@@ -141,38 +142,22 @@ def ensure_dataset(n_rows: int, *, n_features: int, rows_per_file: int, seed: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if n_rows % rows_per_file:
-        raise ValueError(f"rows: {n_rows:,} is not a multiple of rows per file {rows_per_file:,}")
-    folder = dataset_dir(n_features, rows_per_file, seed)
-    folder.mkdir(parents=True, exist_ok=True)
     names = feature_names(n_features)
     schema = pa.schema([*(pa.field(name, pa.float64()) for name in names), pa.field(ARM, pa.string()),
                         pa.field(REWARD, pa.int8())])
     dictionary = pa.array(ARMS, type=pa.string())
-    files = [folder / f"part-{i:05d}.parquet" for i in range(n_rows // rows_per_file)]
-    for index, file in enumerate(files):
-        if file.exists():
-            continue
-        started = time.perf_counter()
-        temporary = file.with_name(f".{file.name}.tmp-{os.getpid()}")
-        with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+
+    def write(index: int, path: Path) -> None:
+        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
             for group, start in enumerate(range(0, rows_per_file, ROW_GROUP_ROWS)):
                 rows = min(ROW_GROUP_ROWS, rows_per_file - start)
                 # one stream per (file, row group): any file can be (re)written alone, in bounded memory
                 x, arm, conversion = make_columns(rows, n_features, np.random.default_rng([seed, index, group]))
                 arms = pa.DictionaryArray.from_arrays(pa.array(arm), dictionary).cast(pa.string())
                 writer.write_table(pa.Table.from_arrays([*x, arms, pa.array(conversion)], schema=schema))
-        os.replace(temporary, file)
-        print(f"[feature_selection] wrote {file.relative_to(DATA_DIR.parent.parent)} "
-              f"({time.perf_counter() - started:.1f} s)", flush=True)
-    return files
 
-
-def warm_page_cache(files: Sequence[Path]) -> None:
-    for file in files:
-        with open(file, "rb") as handle:
-            while handle.read(64 * 1024 * 1024):
-                pass
+    return ensure_files(dataset_dir(n_features, rows_per_file, seed), n_rows, rows_per_file, write,
+                        "feature_selection")
 
 
 # ---------------------------------------------------------------------------------------------- ground truth

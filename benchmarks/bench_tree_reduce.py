@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,14 +38,15 @@ from distributed import as_completed
 
 from benchmarks._harness import (
     DATA_DIR,
-    MIB,
     add_common_arguments,
     apply_common_arguments,
     command_line,
+    ensure_files,
     measure_in_subprocess,
     mib,
     save_results,
     table,
+    warm_page_cache,
 )
 from pipelines.execution import current_client, dask_client, tree_reduce
 
@@ -67,29 +67,14 @@ def dataset_dir(groups: int, rows_per_file: int, seed: int) -> Path:
 
 def ensure_dataset(n_rows: int, *, groups: int, rows_per_file: int, seed: int) -> list[Path]:
     """The first n_rows / rows_per_file files of the dataset, writing those that are missing (deterministically)."""
-    if n_rows % rows_per_file:
-        raise ValueError(f"rows: {n_rows:,} is not a multiple of rows per file {rows_per_file:,}")
-    folder = dataset_dir(groups, rows_per_file, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [folder / f"part-{i:05d}.parquet" for i in range(n_rows // rows_per_file)]
-    for index, file in enumerate(files):
-        if file.exists():
-            continue
+
+    def write(index: int, path: Path) -> None:
         rng = np.random.default_rng([seed, index])  # one stream per file: any file can be (re)written alone
         group = rng.integers(0, groups, size=rows_per_file, dtype=np.int32)
         reward = rng.lognormal(mean=1.0 + 0.5 * group / groups, sigma=1.0)
-        temporary = file.with_name(f".{file.name}.tmp-{os.getpid()}")
-        pq.write_table(pa.table({"group": group, "reward": reward}), temporary, compression="zstd")
-        os.replace(temporary, file)
-        print(f"[tree_reduce] wrote {file.relative_to(DATA_DIR.parent.parent)}", flush=True)
-    return files
+        pq.write_table(pa.table({"group": group, "reward": reward}), path, compression="zstd")
 
-
-def warm_page_cache(files: Sequence[Path]) -> None:
-    for file in files:
-        with open(file, "rb") as handle:
-            while handle.read(64 * MIB):
-                pass
+    return ensure_files(dataset_dir(groups, rows_per_file, seed), n_rows, rows_per_file, write, "tree_reduce")
 
 
 # ---------------------------------------------------------------------------------------------- the statistic
