@@ -1,0 +1,218 @@
+"""The logged feedback every policy and estimator understands: who saw which arm, with what probability, and the reward.
+
+`LoggedFeedback` is typed and validated on construction, so a policy or an OPE estimator never meets a NaN context,
+a zero propensity or an arm code outside 0..K-1. Arms are labels (strings or ints) in `arm_labels`; inside, they are
+codes into that tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+def _count(mask: np.ndarray) -> str:
+    return f"{int(mask.sum())} of {mask.size} rows"
+
+
+def check_contexts(contexts: np.ndarray, name: str = "contexts", n_features: int | None = None) -> np.ndarray:
+    """Contexts as a finite float64 (n, d) array; one-line ValueError naming the problem otherwise."""
+    array = np.asarray(contexts, dtype=np.float64)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-d array (rows, features), got {array.ndim} dimensions")
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(f"{name}: expected {n_features} features, got {array.shape[1]}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = bad.any(axis=1)
+        column = int(np.flatnonzero(bad.any(axis=0))[0])
+        raise ValueError(f"{name}: NaN or inf in {_count(rows)} (first in feature {column}); impute before fitting")
+    return array
+
+
+def check_propensities(propensities: np.ndarray, name: str = "propensity") -> np.ndarray:
+    """Logging propensities as float64 in (0, 1]; one-line ValueError naming the problem otherwise."""
+    values = np.asarray(propensities, dtype=np.float64).ravel()
+    for problem, mask in (("missing or NaN", ~np.isfinite(values)), ("zero or negative", values <= 0),
+                          ("above 1", values > 1)):
+        if mask.any():
+            raise ValueError(f"{name}: {problem} in {_count(mask)}; propensities must lie in (0, 1]")
+    return values
+
+
+def check_target_probabilities(probabilities: np.ndarray, n_rounds: int, n_arms: int,
+                               name: str = "target_probabilities", atol: float = 1e-6) -> np.ndarray:
+    """A target policy's (n, K) action probabilities: right shape, in [0, 1], each row summing to 1."""
+    array = np.asarray(probabilities, dtype=np.float64)
+    if array.shape != (n_rounds, n_arms):
+        raise ValueError(f"{name}: expected shape ({n_rounds}, {n_arms}) (rows, arms), got {array.shape}")
+    bad = ~np.isfinite(array).all(axis=1) | (array < -atol).any(axis=1) | (array > 1 + atol).any(axis=1)
+    if bad.any():
+        raise ValueError(f"{name}: values outside [0, 1] or NaN in {_count(bad)}")
+    off = np.abs(array.sum(axis=1) - 1.0) > atol
+    if off.any():
+        raise ValueError(f"{name}: rows do not sum to 1 in {_count(off)} "
+                         f"(worst sum {array.sum(axis=1)[off][0]:.6g})")
+    return np.clip(array, 0.0, 1.0)
+
+
+def encode_arms(labels: np.ndarray, arm_labels: Sequence, name: str = "arm") -> np.ndarray:
+    """Codes 0..K-1 of arm labels; ValueError naming the unknown labels when some are not in `arm_labels`."""
+    index = pd.Index(list(arm_labels))
+    codes = index.get_indexer(pd.Index(np.asarray(labels, dtype=object) if index.dtype == object else labels))
+    unknown = codes < 0
+    if unknown.any():
+        examples = sorted({str(v) for v in np.asarray(labels)[unknown][:1000]})[:5]
+        raise ValueError(f"{name}: {_count(unknown)} have arms unknown to the policy {examples}; "
+                         f"known arms: {list(arm_labels)}")
+    return codes.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class LoggedFeedback:
+    """Logged bandit feedback: n rounds of (context, arm, reward, logging propensity).
+
+    contexts: (n, d) float64, finite. arms: (n,) int64 codes into `arm_labels`. rewards: (n,) float64 (reward units,
+    e.g. 1 = purchase). propensities: (n,) probability in (0, 1] with which the logger chose the logged arm, or None
+    when unknown (then only on-policy summaries and replay-free learners can use the logs). costs: (n,) >= 0 in
+    currency units, optional. user_ids: (n,) optional, used for user-level cross-fitting folds.
+    """
+
+    contexts: np.ndarray
+    arms: np.ndarray
+    rewards: np.ndarray
+    propensities: np.ndarray | None
+    arm_labels: tuple
+    feature_names: tuple[str, ...] = ()
+    costs: np.ndarray | None = None
+    user_ids: np.ndarray | None = None
+    _checked: bool = field(default=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        labels = tuple(self.arm_labels)
+        if len(labels) < 2:
+            raise ValueError(f"arm_labels: need at least 2 arms, got {len(labels)}")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"arm_labels: duplicated labels in {list(labels)}")
+        contexts = check_contexts(self.contexts)
+        n = contexts.shape[0]
+        if n == 0:
+            raise ValueError("feedback: no rows")
+        arms = np.asarray(self.arms)
+        if arms.shape != (n,):
+            raise ValueError(f"arm: expected {n} rows, got shape {arms.shape}")
+        if not np.issubdtype(arms.dtype, np.integer):
+            raise ValueError(f"arm: expected integer codes into arm_labels, got dtype {arms.dtype}")
+        outside = (arms < 0) | (arms >= len(labels))
+        if outside.any():
+            raise ValueError(f"arm: codes outside 0..{len(labels) - 1} in {_count(outside)}")
+        rewards = np.asarray(self.rewards, dtype=np.float64)
+        if rewards.shape != (n,):
+            raise ValueError(f"reward: expected {n} rows, got shape {rewards.shape}")
+        if not np.isfinite(rewards).all():
+            raise ValueError(f"reward: NaN or inf in {_count(~np.isfinite(rewards))}")
+        propensities = None if self.propensities is None else check_propensities(self.propensities)
+        if propensities is not None and propensities.shape != (n,):
+            raise ValueError(f"propensity: expected {n} rows, got shape {propensities.shape}")
+        costs = None
+        if self.costs is not None:
+            costs = np.asarray(self.costs, dtype=np.float64)
+            if costs.shape != (n,) or not np.isfinite(costs).all() or (costs < 0).any():
+                raise ValueError("cost: expected one finite value >= 0 per row")
+        if self.user_ids is not None and len(self.user_ids) != n:
+            raise ValueError(f"user_id: expected {n} rows, got {len(self.user_ids)}")
+        names = tuple(self.feature_names) or tuple(f"x{j}" for j in range(contexts.shape[1]))
+        if len(names) != contexts.shape[1]:
+            raise ValueError(f"feature_names: {len(names)} names for {contexts.shape[1]} context columns")
+        for key, value in (("contexts", contexts), ("arms", arms.astype(np.int64, copy=False)), ("rewards", rewards),
+                           ("propensities", propensities), ("costs", costs), ("arm_labels", labels),
+                           ("feature_names", names), ("_checked", True)):
+            object.__setattr__(self, key, value)
+
+    @property
+    def n_rounds(self) -> int:
+        return self.contexts.shape[0]
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.arm_labels)
+
+    @property
+    def n_features(self) -> int:
+        return self.contexts.shape[1]
+
+    def arm_names(self) -> np.ndarray:
+        """The logged arms as labels."""
+        return np.asarray(self.arm_labels, dtype=object)[self.arms]
+
+    def require_propensities(self, purpose: str) -> np.ndarray:
+        if self.propensities is None:
+            raise ValueError(f"propensity: {purpose} needs the logging propensities, and these logs have none")
+        return self.propensities
+
+    def subset(self, rows: np.ndarray | slice) -> LoggedFeedback:
+        """The feedback of some rows (an index array, a boolean mask or a slice), same arms and features."""
+        def take(values):
+            return None if values is None else values[rows]
+
+        return LoggedFeedback(self.contexts[rows], self.arms[rows], self.rewards[rows], take(self.propensities),
+                              self.arm_labels, self.feature_names, take(self.costs), take(self.user_ids))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, features: Sequence[str], *, arm: str = "arm", reward: str = "reward",
+                   propensity: str | None = "propensity", cost: str | None = None, user_id: str | None = None,
+                   arms: Sequence | None = None) -> LoggedFeedback:
+        """Build from a decision-log DataFrame; `arms` fixes the arm order (default: sorted labels in the logs).
+
+        Every named column must exist and numeric features must be finite: encode categoricals and impute missing
+        values first (see `bandits.ContextEncoder`).
+        """
+        wanted = [*features, arm, reward, *(c for c in (propensity, cost, user_id) if c)]
+        missing = [column for column in wanted if column not in frame.columns]
+        if missing:
+            raise ValueError(f"feedback: columns not in the frame: {missing}")
+        if len(features) == 0:
+            raise ValueError("features: need at least one context column")
+        non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+        if non_numeric:
+            raise ValueError(f"features: non-numeric columns {non_numeric}; encode them first (bandits.ContextEncoder)")
+        labels = frame[arm]
+        if labels.isna().any():
+            raise ValueError(f"{arm}: missing arm in {_count(labels.isna().to_numpy())}")
+        arm_labels = tuple(arms) if arms is not None else tuple(sorted(pd.unique(labels).tolist()))
+        contexts = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(contexts)
+        if bad.any():
+            column = list(features)[int(np.flatnonzero(bad.any(axis=0))[0])]
+            raise ValueError(f"{column}: NaN or inf in {_count(bad.any(axis=1))}; impute before fitting")
+        if not pd.api.types.is_numeric_dtype(frame[reward]):
+            raise ValueError(f"{reward}: rewards must be numeric, got dtype {frame[reward].dtype}")
+        rewards = frame[reward].to_numpy(dtype=np.float64, na_value=np.nan)
+        if not np.isfinite(rewards).all():
+            raise ValueError(f"{reward}: NaN or inf in {_count(~np.isfinite(rewards))}")
+        propensities = None
+        if propensity:
+            propensities = check_propensities(frame[propensity].to_numpy(dtype=np.float64, na_value=np.nan),
+                                              name=propensity)
+        return cls(contexts, encode_arms(labels.to_numpy(), arm_labels, name=arm), rewards, propensities,
+                   arm_labels, tuple(features),
+                   None if cost is None else frame[cost].to_numpy(dtype=np.float64),
+                   None if user_id is None else frame[user_id].to_numpy())
+
+    def to_frame(self) -> pd.DataFrame:
+        """Back to a decision-log DataFrame: features, arm (labels), reward, and propensity/cost/user_id if present."""
+        frame = pd.DataFrame(self.contexts, columns=list(self.feature_names))
+        if self.user_ids is not None:
+            frame.insert(0, "user_id", self.user_ids)
+        frame["arm"] = self.arm_names()
+        frame["reward"] = self.rewards
+        if self.propensities is not None:
+            frame["propensity"] = self.propensities
+        if self.costs is not None:
+            frame["cost"] = self.costs
+        return frame

@@ -1,0 +1,126 @@
+"""What every policy shares: arm bookkeeping, input checks, and sampling from its own action probabilities.
+
+A policy *is* its action distribution: `sample` draws each row's arm from `action_probabilities(X)` and returns the
+probability of the drawn arm as its propensity, so the logged propensity is exactly the chance the arm had. For
+Thompson sampling this is the probability that the arm is the posterior argmax (computed by Monte Carlo with a
+fixed seed where no closed form exists), which is the quantity an off-policy evaluator needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from bandits.feedback import LoggedFeedback, check_contexts, encode_arms
+
+#: Rows per block when scoring, so memory stays flat for any number of rows.
+BLOCK_ROWS = 8_192
+
+
+def argmax_probabilities(scores: np.ndarray) -> np.ndarray:
+    """One-hot of each row's best score, ties split equally (a deterministic policy as probabilities)."""
+    best = scores.max(axis=1, keepdims=True)
+    top = (scores >= best).astype(np.float64)
+    return top / top.sum(axis=1, keepdims=True)
+
+
+def epsilon_greedy_probabilities(scores: np.ndarray, epsilon: float) -> np.ndarray:
+    """(1 - epsilon) on the best arm(s), epsilon spread uniformly over all K arms."""
+    return (1.0 - epsilon) * argmax_probabilities(scores) + epsilon / scores.shape[1]
+
+
+def sample_from(probabilities: np.ndarray, random_state: int | np.random.Generator | None) -> np.ndarray:
+    """One arm code per row drawn from that row's probabilities (inverse CDF; one uniform per row)."""
+    rng = np.random.default_rng(random_state)
+    cumulative = np.cumsum(probabilities, axis=1)
+    draws = rng.random(probabilities.shape[0]) * cumulative[:, -1]
+    return np.minimum((draws[:, None] >= cumulative).sum(axis=1), probabilities.shape[1] - 1)
+
+
+class BasePolicy(BaseEstimator):
+    """Base for all policies. Subclasses implement `_reset(n_features)`, `_update(feedback)` and `_probabilities(X)`.
+
+    Hyperparameters live in `__init__` (scikit-learn style, so `sklearn.base.clone` works); fitted state ends in `_`.
+    `arms` fixes the arm labels and their order; when None the first `fit` takes them from the feedback.
+    """
+
+    arms: Sequence | None
+    weight_by_propensity: bool
+
+    # ----------------------------------------------------------------- learning
+    def fit(self, feedback: LoggedFeedback) -> BasePolicy:
+        """Learn from logs, forgetting anything learned before; returns self."""
+        for attribute in [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]:
+            delattr(self, attribute)
+        return self.partial_fit(feedback)
+
+    def partial_fit(self, feedback: LoggedFeedback) -> BasePolicy:
+        """Learn from more logs on top of what was learned; returns self."""
+        if not isinstance(feedback, LoggedFeedback):
+            raise TypeError(f"feedback: expected a LoggedFeedback, got {type(feedback).__name__}")
+        if not hasattr(self, "arms_"):
+            labels = tuple(self.arms) if self.arms is not None else feedback.arm_labels
+            if len(labels) < 2:
+                raise ValueError(f"arms: a policy needs at least 2 arms, got {len(labels)}")
+            self.arms_ = np.asarray(labels, dtype=object)
+            self.feature_names_in_ = np.asarray(feedback.feature_names, dtype=object)
+            self.n_features_in_ = feedback.n_features
+            self._reset(feedback.n_features)
+        elif feedback.n_features != self.n_features_in_:
+            raise ValueError(f"contexts: the policy was fitted on {self.n_features_in_} features, "
+                             f"the feedback has {feedback.n_features}")
+        if tuple(feedback.arm_labels) != tuple(self.arms_):
+            codes = encode_arms(feedback.arm_names(), self.arms_)  # raises on arms unknown to the policy
+            feedback = LoggedFeedback(feedback.contexts, codes, feedback.rewards, feedback.propensities,
+                                      tuple(self.arms_), feedback.feature_names, feedback.costs, feedback.user_ids)
+        self._update(feedback, self.row_weights(feedback))
+        return self
+
+    def row_weights(self, feedback: LoggedFeedback) -> np.ndarray | None:
+        """Importance weights 1/(K * propensity) when `weight_by_propensity`, else None (every row counts once)."""
+        if not getattr(self, "weight_by_propensity", False):
+            return None
+        propensities = feedback.require_propensities("weight_by_propensity=True")
+        return 1.0 / (len(self.arms_) * propensities)
+
+    # ----------------------------------------------------------------- acting
+    @property
+    def n_arms(self) -> int:
+        return len(self.arms_)
+
+    def _check_X(self, X) -> np.ndarray:
+        check_is_fitted(self, "arms_")
+        return check_contexts(X, "contexts", self.n_features_in_)
+
+    def action_probabilities(self, X) -> np.ndarray:
+        """(n, K) probability of each arm for each context row; rows sum to 1; columns follow `arms_`."""
+        X = self._check_X(X)
+        out = np.empty((X.shape[0], self.n_arms))
+        for start in range(0, X.shape[0], BLOCK_ROWS):
+            out[start:start + BLOCK_ROWS] = self._probabilities(X[start:start + BLOCK_ROWS])
+        return out
+
+    def sample(self, X, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(arms, propensities): one arm label per row drawn from `action_probabilities`, and its probability."""
+        probabilities = self.action_probabilities(X)
+        codes = sample_from(probabilities, random_state)
+        return self.arms_[codes], probabilities[np.arange(len(codes)), codes]
+
+    def sample_codes(self, X, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like `sample`, with arm codes (indices into `arms_`) instead of labels."""
+        probabilities = self.action_probabilities(X)
+        codes = sample_from(probabilities, random_state)
+        return codes, probabilities[np.arange(len(codes)), codes]
+
+    # ----------------------------------------------------------------- for subclasses
+    def _reset(self, n_features: int) -> None:
+        raise NotImplementedError
+
+    def _update(self, feedback: LoggedFeedback, weights: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _probabilities(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError

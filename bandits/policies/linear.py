@@ -1,0 +1,217 @@
+"""Linear contextual policies with disjoint per-arm ridge models: LinUCB, linear Thompson sampling, linear epsilon-greedy.
+
+Each arm k keeps the sufficient statistics of a weighted ridge regression of reward on context,
+A_k = l2 I + sum_i w_i x_i x_i' and b_k = sum_i w_i y_i x_i (x with a leading 1 when `fit_intercept`), in a
+`LinearStats`. They add across partitions, so a fit over Dask partitions (map `LinearStats.partial`, tree-reduce
+`merge`, then `fit_statistics`) equals the in-memory fit to rounding. theta_k = A_k^-1 b_k is the arm's reward model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from sklearn.utils.validation import check_is_fitted
+
+from bandits.feedback import LoggedFeedback, check_contexts
+from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
+
+
+def design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """Contexts with a leading column of ones when the model has an intercept."""
+    return np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+
+
+@dataclass(frozen=True)
+class LinearStats:
+    """Per-arm ridge sufficient statistics without the l2 term: gram (K, d, d), xty (K, d), weight (K,), yy (K,)."""
+
+    gram: np.ndarray
+    xty: np.ndarray
+    weight: np.ndarray
+    yy: np.ndarray
+
+    @classmethod
+    def zeros(cls, n_arms: int, n_columns: int) -> LinearStats:
+        return cls(np.zeros((n_arms, n_columns, n_columns)), np.zeros((n_arms, n_columns)), np.zeros(n_arms),
+                   np.zeros(n_arms))
+
+    @classmethod
+    def partial(cls, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray, n_arms: int, *,
+                weights: np.ndarray | None = None, fit_intercept: bool = True) -> LinearStats:
+        """Statistics of one chunk of rows (contexts X, arm codes, rewards, optional row weights)."""
+        Z = design(np.asarray(X, dtype=np.float64), fit_intercept)
+        stats = cls.zeros(n_arms, Z.shape[1])
+        order = np.argsort(arms, kind="stable")
+        bounds = np.searchsorted(arms[order], np.arange(n_arms + 1))
+        for k in range(n_arms):
+            rows = order[bounds[k]:bounds[k + 1]]
+            if rows.size == 0:
+                continue
+            Zk, yk = Z[rows], rewards[rows]
+            wk = np.ones(rows.size) if weights is None else weights[rows]
+            WZ = Zk * wk[:, None]
+            stats.gram[k] = Zk.T @ WZ
+            stats.xty[k] = WZ.T @ yk
+            stats.weight[k] = wk.sum()
+            stats.yy[k] = wk @ (yk * yk)
+        return stats
+
+    def merge(self, other: LinearStats) -> LinearStats:
+        """Statistics of the union of two disjoint sets of rows."""
+        return LinearStats(self.gram + other.gram, self.xty + other.xty, self.weight + other.weight,
+                           self.yy + other.yy)
+
+    __add__ = merge
+
+
+class _LinearPolicy(BasePolicy):
+    """Shared state: stats_ (LinearStats), theta_ (K, d) ridge coefficients, and a factor of each A_k^-1."""
+
+    def _reset(self, n_features: int) -> None:
+        if self.l2 <= 0:
+            raise ValueError(f"l2: the ridge penalty must be > 0, got {self.l2}")
+        self.stats_ = LinearStats.zeros(self.n_arms, n_features + int(self.fit_intercept))
+        self._refresh()
+
+    def _update(self, feedback: LoggedFeedback, weights: np.ndarray | None) -> None:
+        self.stats_ = self.stats_ + LinearStats.partial(feedback.contexts, feedback.arms, feedback.rewards,
+                                                        self.n_arms, weights=weights, fit_intercept=self.fit_intercept)
+        self._refresh()
+
+    def fit_statistics(self, stats: LinearStats, arms: Sequence, feature_names: Sequence[str]) -> _LinearPolicy:
+        """Fit from merged statistics (the Dask path): same result as `fit` on the rows they summarize."""
+        self.arms_ = np.asarray(tuple(self.arms) if self.arms is not None else tuple(arms), dtype=object)
+        if len(self.arms_) != stats.gram.shape[0]:
+            raise ValueError(f"stats: {stats.gram.shape[0]} arms in the statistics, {len(self.arms_)} in the policy")
+        self.feature_names_in_ = np.asarray(feature_names, dtype=object)
+        self.n_features_in_ = len(feature_names)
+        self._reset(self.n_features_in_)
+        self.stats_ = stats
+        self._refresh()
+        return self
+
+    def _refresh(self) -> None:
+        """Recompute theta_k = A_k^-1 b_k and F_k with F_k F_k' = A_k^-1 (for the uncertainty widths)."""
+        n_arms, d = self.stats_.xty.shape
+        self.theta_ = np.empty((n_arms, d))
+        inverse_factors = np.empty((n_arms, d, d))
+        identity = np.eye(d)
+        for k in range(n_arms):
+            A = self.stats_.gram[k] + self.l2 * identity
+            factor = cho_factor(A, lower=True)
+            self.theta_[k] = cho_solve(factor, self.stats_.xty[k])
+            # F = L^-T, so F F' = L^-T L^-1 = A^-1.
+            inverse_factors[k] = solve_triangular(np.tril(factor[0]), identity, lower=True).T
+        self._stacked_factors = np.ascontiguousarray(inverse_factors.transpose(1, 0, 2).reshape(d, n_arms * d))
+
+    def expected_rewards(self, X) -> np.ndarray:
+        """(n, K) ridge estimate of each arm's mean reward for each context row."""
+        X = self._check_X(X)
+        return design(X, self.fit_intercept) @ self.theta_.T
+
+    def _mean_and_width(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean reward x'theta_k and width sqrt(x' A_k^-1 x) for each row and arm, (n, K) each."""
+        Z = design(X, self.fit_intercept)
+        n_arms, d = self.theta_.shape
+        projected = Z @ self._stacked_factors
+        projected *= projected
+        width = np.sqrt(projected.reshape(len(Z), n_arms, d).sum(axis=2))
+        return Z @ self.theta_.T, width
+
+    def _check_X(self, X) -> np.ndarray:
+        check_is_fitted(self, "theta_")
+        return check_contexts(X, "contexts", self.n_features_in_)
+
+
+class LinUCB(_LinearPolicy):
+    """LinUCB (Li et al. 2010, disjoint): arm with the largest x'theta_k + alpha sqrt(x' A_k^-1 x); ties split."""
+
+    def __init__(self, alpha: float = 1.0, l2: float = 1.0, fit_intercept: bool = True, arms: Sequence | None = None,
+                 weight_by_propensity: bool = False):
+        self.alpha = alpha
+        self.l2 = l2
+        self.fit_intercept = fit_intercept
+        self.arms = arms
+        self.weight_by_propensity = weight_by_propensity
+
+    def upper_bounds(self, X) -> np.ndarray:
+        mean, width = self._mean_and_width(self._check_X(X))
+        return mean + self.alpha * width
+
+    def _probabilities(self, X: np.ndarray) -> np.ndarray:
+        mean, width = self._mean_and_width(X)
+        return argmax_probabilities(mean + self.alpha * width)
+
+
+class LinEpsilonGreedy(_LinearPolicy):
+    """Arm with the largest ridge estimate x'theta_k with probability 1 - epsilon, a uniform arm otherwise."""
+
+    def __init__(self, epsilon: float = 0.1, l2: float = 1.0, fit_intercept: bool = True,
+                 arms: Sequence | None = None, weight_by_propensity: bool = False):
+        self.epsilon = epsilon
+        self.l2 = l2
+        self.fit_intercept = fit_intercept
+        self.arms = arms
+        self.weight_by_propensity = weight_by_propensity
+
+    def _reset(self, n_features: int) -> None:
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon: must be in [0, 1], got {self.epsilon}")
+        super()._reset(n_features)
+
+    def _probabilities(self, X: np.ndarray) -> np.ndarray:
+        return epsilon_greedy_probabilities(design(X, self.fit_intercept) @ self.theta_.T, self.epsilon)
+
+
+def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int, random_state: int,
+                                  block_cells: int = 1 << 22) -> np.ndarray:
+    """P(arm k has the largest draw) for independent N(mean_k, sd_k^2) per row, by Monte Carlo, shape (n, K).
+
+    The same `n_draws` standard-normal draws (seeded by `random_state`) are used for every row (common random
+    numbers), so the probabilities are a fixed function of (mean, sd): each is a multiple of 1/n_draws.
+    """
+    n, n_arms = mean.shape
+    normals = np.random.default_rng(random_state).standard_normal((n_draws, n_arms)).astype(np.float32)
+    out = np.empty((n, n_arms))
+    step = max(1, block_cells // (n_draws * n_arms))
+    offsets = (np.arange(step)[:, None] * n_arms).astype(np.int64)
+    for start in range(0, n, step):
+        m = mean[start:start + step].astype(np.float32)
+        s = sd[start:start + step].astype(np.float32)
+        draws = m[:, None, :] + s[:, None, :] * normals[None, :, :]
+        winners = draws.argmax(axis=2) + offsets[:len(m)]
+        counts = np.bincount(winners.ravel(), minlength=len(m) * n_arms).reshape(len(m), n_arms)
+        out[start:start + len(m)] = counts / n_draws
+    return out
+
+
+class LinTS(_LinearPolicy):
+    """Linear Thompson sampling (Agrawal and Goyal 2013): theta_k ~ N(A_k^-1 b_k, alpha^2 A_k^-1), play the argmax.
+
+    The action probabilities (chance each arm wins the posterior draw) come from `n_draws` Monte Carlo draws with the
+    seed `random_state`; each probability is a multiple of 1/n_draws.
+    """
+
+    def __init__(self, alpha: float = 1.0, l2: float = 1.0, n_draws: int = 100, random_state: int = 0,
+                 fit_intercept: bool = True, arms: Sequence | None = None, weight_by_propensity: bool = False):
+        self.alpha = alpha
+        self.l2 = l2
+        self.n_draws = n_draws
+        self.random_state = random_state
+        self.fit_intercept = fit_intercept
+        self.arms = arms
+        self.weight_by_propensity = weight_by_propensity
+
+    def _reset(self, n_features: int) -> None:
+        if self.alpha < 0:
+            raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
+        if self.n_draws < 1:
+            raise ValueError(f"n_draws: must be >= 1, got {self.n_draws}")
+        super()._reset(n_features)
+
+    def _probabilities(self, X: np.ndarray) -> np.ndarray:
+        mean, width = self._mean_and_width(X)
+        return gaussian_argmax_probabilities(mean, self.alpha * width, self.n_draws, self.random_state)
