@@ -1,4 +1,4 @@
-"""Off-policy evaluation: IPS, SNIPS, DM, DR, Switch-DR, DR with shrinkage and replay, with intervals and diagnostics."""
+"""Off-policy evaluation: IPS, SNIPS, DM, DR, Switch-DR, DR with shrinkage, replay; intervals and diagnostics."""
 
 from bandits.ope.evaluate import DEFAULT_ESTIMATORS, PoorOverlapWarning, evaluate, on_policy_value
 from bandits.ope.reward_model import cross_fit_rewards

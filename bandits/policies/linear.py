@@ -1,4 +1,4 @@
-"""Linear contextual policies with disjoint per-arm ridge models: LinUCB, linear Thompson sampling, linear epsilon-greedy.
+"""Linear contextual policies, disjoint per-arm ridge models: LinUCB, linear Thompson sampling, linear epsilon-greedy.
 
 Each arm k keeps the sufficient statistics of a weighted ridge regression of reward on context,
 A_k = l2 I + sum_i w_i x_i x_i' and b_k = sum_i w_i y_i x_i (x with a leading 1 when `fit_intercept`), in a
