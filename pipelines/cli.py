@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 import pydantic
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -132,13 +133,19 @@ def _missing(value: Any) -> bool:
 # ---------------------------------------------------------------------------- one command per stage
 def _option_type(annotation: Any) -> tuple[Any, bool, bool, bool] | None:
     """(click type, is_multiple, is_flag, is_optional) for a config field's annotation, or None when the field is not
-    on the command line."""
+    on the command line. A mapping field is a YAML/JSON string (click type `dict`, parsed in the callback)."""
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     if optional:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) != 1:
             return None
         annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(choice) for choice in typing.get_args(annotation)]), False, False, optional
+    if annotation is dict or typing.get_origin(annotation) is dict:
+        return dict, False, False, optional
     if typing.get_origin(annotation) in (list, tuple):
         inner = typing.get_args(annotation)[0]
         return (str if inner in (str, Path) else inner), True, False, optional
@@ -149,6 +156,17 @@ def _option_type(annotation: Any) -> tuple[Any, bool, bool, bool] | None:
     if annotation is Path:
         return str, False, False, optional
     return None
+
+
+def _mapping_option(name: str, text: str) -> dict[str, Any]:
+    """A mapping given on the command line as YAML or JSON; one-line error naming the option otherwise."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"--{name.replace('_', '-')}: expected a YAML mapping like '{{alpha: 0.5}}', got {text!r}")
+    return value
 
 
 def _stage_command(stage: Stage[Any]) -> click.Command:
@@ -162,10 +180,12 @@ def _stage_command(stage: Stage[Any]) -> click.Command:
         flag_name = stage.cli_aliases.get(name, name).replace("_", "-")
         help_text = (field.description or "") + ("" if field.is_required() else f" [default: {field.default}]")
         declaration = f"--{flag_name}/--no-{flag_name}" if flag else f"--{flag_name}"
+        if kind is dict:
+            kind, help_text = str, help_text + " (YAML mapping, e.g. '{alpha: 0.5}')"
         params.append(click.Option([declaration, name], type=None if flag else kind, multiple=multiple,
                                    default=None, help=help_text + (" (repeatable, or comma-separated)" if multiple
                                                                    else "")))
-        fields[name] = (multiple, optional)
+        fields[name] = (multiple, optional, option[0] is dict)
     params += [click.Option(["--seed"], type=click.IntRange(min=0), default=0, show_default=True),
                click.Option(["--experiment"], default="campaign", show_default=True),
                click.Option(["--scheduler"], default=None, metavar="ADDRESS", help="Dask scheduler address"),
@@ -174,10 +194,12 @@ def _stage_command(stage: Stage[Any]) -> click.Command:
     def callback(seed: int, experiment: str, scheduler: str | None, tracking_uri: str | None, **values: Any) -> None:
         section: dict[str, Any] = {}
         for name, value in values.items():
-            multiple, optional = fields[name]
+            multiple, optional, mapping = fields[name]
             if value is None or (multiple and not value):
                 continue
-            if multiple:
+            if mapping:
+                value = _mapping_option(name, value)
+            elif multiple:
                 value = [item for chunk in value for item in str(chunk).split(",") if item]
             elif optional and isinstance(value, str) and value.lower() in ("none", "null"):
                 value = None

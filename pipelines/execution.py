@@ -91,7 +91,7 @@ def _merge_tree(level: list[Any], merge_node: Callable[..., Any], split_every: i
     return level[0]
 
 
-def tree_reduce(data: pd.DataFrame | dd.DataFrame, partial: Callable[[pd.DataFrame], S],
+def tree_reduce(data: pd.DataFrame | dd.DataFrame | tuple, partial: Callable[..., S],
                 merge: Callable[[S, S], S], finalize: Callable[[S], R] | None = None, *,
                 columns: Sequence[str] | None = None, split_every: int = 8) -> R | S:
     """Compute finalize(merge over partitions of partial(partition)) for a pandas or a Dask DataFrame.
@@ -99,15 +99,21 @@ def tree_reduce(data: pd.DataFrame | dd.DataFrame, partial: Callable[[pd.DataFra
     For pandas the frame is one chunk. For Dask, `partial` runs where the partition lives, and groups of
     `split_every` partial results are merged level by level (left to right), so memory on the driver stays at a
     few partial statistics however many rows there are. `columns` restricts what is read from storage.
+    `data` may also be a tuple of row-aligned frames with the same partitions (e.g. logs and their truth, written
+    file by file): `partial` then gets one chunk of each.
     """
     if split_every < 2:
         raise InputError(f"split_every: must be >= 2, got {split_every}")
+    frames = data if isinstance(data, tuple) else (data,)
     if columns is not None:
-        data = data[list(columns)]
-    if isinstance(data, pd.DataFrame):
-        stats = partial(data)
+        frames = (frames[0][list(columns)], *frames[1:])
+    if all(isinstance(frame, pd.DataFrame) for frame in frames):
+        stats = partial(*frames)
     else:
-        partials = [dask.delayed(partial)(part) for part in data.to_delayed()]
+        parts = [frame.to_delayed() for frame in frames]
+        if len({len(p) for p in parts}) != 1:
+            raise InputError(f"tree_reduce: aligned frames have different partition counts {[len(p) for p in parts]}")
+        partials = [dask.delayed(partial)(*chunks) for chunks in zip(*parts, strict=True)]
         merge_node = dask.delayed(functools.partial(_merge_group, merge), pure=True)
         tree = _merge_tree(partials, merge_node, split_every)
         # One graph, so the scheduler merges each group as soon as its partials exist and frees them: memory holds

@@ -1,0 +1,155 @@
+"""Stages fit-bandit and evaluate-policy: CLI, YAML job, the pyfunc model in a fresh process, Dask equals memory,
+truth coverage on the synthetic campaign, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bandits import ContextEncoder, LinUCB, LoggedFeedback
+from bandits.feedback import encode_arms
+from pipelines.cli import main
+from pipelines.job import load_job, run_job
+from pipelines.models import load_fitted_policy
+from pipelines.stages.bandit_data import in_holdout
+
+FEATURES = "price_sensitivity,channel,is_member,basket_value"
+
+
+def _fit(tmp_path, campaign, mlflow_uri, *extra: str) -> int:
+    return main(["fit-bandit", "--data", str(campaign.paths.logs), "--features", FEATURES, "--out",
+                 str(tmp_path / "policy"), "--tracking-uri", mlflow_uri, "--experiment", "bandit", *extra])
+
+
+def test_cli_fit_then_evaluate_logs_model_metrics_and_table(tmp_path, mlflow_uri, small_campaign, capsys):
+    assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ucb", "--params", "{alpha: 0.5}",
+                "--users", "train") == 0, capsys.readouterr().err
+    out = tmp_path / "value.csv"
+    code = main(["evaluate-policy", "--data", str(small_campaign.paths.logs), "--policy", str(tmp_path / "policy"),
+                 "--users", "holdout", "--estimators", "ips,snips,dr,replay", "--out", str(out),
+                 "--tracking-uri", mlflow_uri, "--experiment", "bandit"])
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out)
+    assert table["estimator"].tolist() == ["ips", "snips", "dr", "replay"]
+    assert {"value", "se", "ci_low", "ci_high", "effective_sample_size", "ess_share", "tiny_target_share"} <= set(
+        table.columns)
+    assert (table["ci_low"] < table["value"]).all() and (table["value"] < table["ci_high"]).all()
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    holdout_rows = int(in_holdout(logs["user_id"].to_numpy(), 0.2).sum())
+    assert table["n_rounds"].iloc[0] == holdout_rows > 0
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["bandit"])
+    fit_run = runs[runs["tags.campaign.stage"] == "fit-bandit"].iloc[0]
+    eval_run = runs[runs["tags.campaign.stage"] == "evaluate-policy"].iloc[0]
+    assert fit_run["metrics.training_rows"] == len(logs) - holdout_rows
+    assert fit_run["metrics.fit_seconds"] > 0
+    assert eval_run["metrics.dr.value"] == pytest.approx(table.set_index("estimator").loc["dr", "value"])
+    assert eval_run["metrics.effective_sample_size"] > 0
+    client = MlflowClient(mlflow_uri)
+    assert "figures/policy_value.png" in {a.path for a in client.list_artifacts(eval_run["run_id"], "figures")}
+    logged = mlflow.search_logged_models(experiment_ids=[runs["experiment_id"].iloc[0]], output_format="list")
+    assert [model.name for model in logged] == ["policy"]
+
+
+def test_logged_model_predicts_in_a_fresh_process(tmp_path, mlflow_uri, small_campaign, capsys):
+    assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ts") == 0, capsys.readouterr().err
+    users = pd.read_parquet(small_campaign.paths.logs).head(50)[FEATURES.split(",")]
+    users.loc[users.index[:3], "basket_value"] = np.nan  # missing values at scoring time are encoded, not refused
+    users_file = tmp_path / "users.parquet"
+    users.to_parquet(users_file)
+    mlflow.set_tracking_uri(mlflow_uri)
+    run = mlflow.search_runs(experiment_names=["bandit"]).query("`tags.campaign.stage` == 'fit-bandit'").iloc[0]
+    script = f"""
+import json, mlflow, pandas as pd
+mlflow.set_tracking_uri({mlflow_uri!r})
+model = mlflow.pyfunc.load_model("runs:/{run['run_id']}/policy")
+folder = mlflow.pyfunc.load_model({str(tmp_path / 'policy')!r})
+users = pd.read_parquet({str(users_file)!r})
+a = model.predict(users, params={{"random_state": 5}})
+b = folder.predict(users, params={{"random_state": 5}})
+print(json.dumps({{"columns": list(a.columns), "arm": a["arm"].tolist(), "same": a.equals(b),
+                  "propensity": a["propensity"].tolist(),
+                  "chosen": [float(a.loc[i, "p_" + a.loc[i, "arm"]]) for i in a.index]}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    arms = ["cashback_10", "control", "discount_5", "free_shipping"]
+    assert result["columns"] == ["arm", "propensity", *(f"p_{arm}" for arm in arms)]
+    assert result["same"] and len(result["arm"]) == 50 and set(result["arm"]) <= set(arms)
+    assert result["propensity"] == result["chosen"]
+    fitted = load_fitted_policy(tmp_path / "policy")
+    expected = fitted.decide(users, random_state=5)
+    assert expected["arm"].tolist() == result["arm"]
+
+
+def test_partitioned_fit_equals_in_memory_fit(tmp_path, mlflow_uri, small_campaign, capsys):
+    assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ucb", "--weight-by-propensity") == 0, \
+        capsys.readouterr().err
+    fitted = load_fitted_policy(tmp_path / "policy")
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    assert len(list(small_campaign.paths.logs.glob("*.parquet"))) > 1  # the stage really merged partitions
+    encoder: ContextEncoder = fitted.encoder
+    arms = list(fitted.policy.arms_)
+    feedback = LoggedFeedback(encoder.transform(logs), encode_arms(logs["arm"].to_numpy(), arms),
+                              logs["reward"].to_numpy(), logs["propensity"].to_numpy(), tuple(arms),
+                              tuple(encoder.feature_names_out_))
+    in_memory = LinUCB(weight_by_propensity=True).fit(feedback)
+    np.testing.assert_allclose(fitted.policy.theta_, in_memory.theta_, rtol=0, atol=1e-10)
+
+
+def test_demo_style_job_fits_on_train_users_and_covers_the_truth_on_holdout(tmp_path, mlflow_uri):
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("""
+seed: 4
+experiment: bandit-job
+generate: {out: data/campaign, n_users: 20000, n_days: 3, avg_degree: 0}
+select-features: {data: data/campaign/logs, out: out/scores.csv, propensity: propensity, n_permutations: 50}
+fit-bandit: {data: data/campaign/logs, out: out/policy, policy: lin-ts, params: {alpha: 0.3}, users: train}
+evaluate-policy: {data: data/campaign/logs, out: out/value.csv, users: holdout, estimators: [ips, snips, dr]}
+""")
+    report = run_job(load_job(job_file), tracking_uri=mlflow_uri)
+    selected = report.results["select-features"].data["selected"]
+    assert selected and report.results["fit-bandit"].data["features"] == selected
+    table = report.results["evaluate-policy"].data["estimates"].set_index("estimator")
+    truth = report.results["evaluate-policy"].data["true_value"]
+    assert table["true_value"].eq(truth).all()
+    for name in ("ips", "dr"):
+        assert abs(table.loc[name, "value"] - truth) < 3 * table.loc[name, "se"], name
+    logs = pd.read_parquet(tmp_path / "data" / "campaign" / "logs")
+    assert truth > logs["reward"].mean()  # the learned policy beats the logging policy in truth
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["fit-bandit", "--params", "{gamma: 1}"], "unknown hyperparameters ['gamma'] for lin-ts"),
+    (["fit-bandit", "--params", "[1, 2]"], "--params: expected a YAML mapping"),
+    (["fit-bandit", "--features", "price_sensitivity,nope"], "features: columns not in"),
+    (["evaluate-policy", "--estimators", "ips,magic"], "unknown ['magic']"),
+    (["evaluate-policy"], "no policy: set `policy`"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, small_campaign, mlflow_uri, capsys, argv, message):
+    code = main([*argv, "--data", str(small_campaign.paths.logs), "--out", str(tmp_path / "out"),
+                 "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_zero_propensity_in_the_logs_is_refused_before_fitting(tmp_path, small_campaign, mlflow_uri, capsys):
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    logs.loc[logs.index[:7], "propensity"] = 0.0
+    logs.to_parquet(tmp_path / "bad.parquet")
+    code = main(["fit-bandit", "--data", str(tmp_path / "bad.parquet"), "--features", FEATURES, "--out",
+                 str(tmp_path / "policy"), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "propensity" in err and "7" in err, err
+    assert not (tmp_path / "policy").exists()
