@@ -195,3 +195,19 @@ def validate_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         raise InputError(f"{schema.name}: table is empty (0 rows)")
     _check_values(schema, frame, to_scan)
     return frame
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+
+
+def read_row_aligned(paths: list[Path], columns: list[list[str]]) -> tuple[dd.DataFrame, ...]:
+    """Row-aligned tables written file by file (logs and their truth): one partition per file in each, so that
+    partition i of every frame holds the same rows. (`dd.read_parquet` may merge small files differently for each
+    column selection.) Validate the tables with `read_table` first."""
+    files = [_parquet_files(Path(path)) for path in paths]
+    names = [[file.name for file in group] for group in files]
+    if any(group != names[0] for group in names[1:]):
+        raise InputError(f"tables {[str(p) for p in paths]}: not row-aligned (different part files)")
+    return tuple(dd.from_map(pd.read_parquet, group, columns=wanted, label="read-aligned", enforce_metadata=False)
+                 for group, wanted in zip(files, columns, strict=True))

@@ -30,7 +30,7 @@ from pipelines.io import write_csv
 from pipelines.models import FittedPolicy, load_fitted_policy
 from pipelines.stages.bandit_data import BanditLogConfig, user_mask
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
-from pipelines.tables import NUMERIC, Column, Schema, read_table
+from pipelines.tables import NUMERIC, Column, Schema, read_row_aligned, read_table
 
 
 class EvaluatePolicyConfig(BanditLogConfig):
@@ -164,9 +164,9 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     truth_path = _truth_path(context, config)
     data = logs
     if truth_path is not None:
-        truth = read_table(truth_path, _truth_schema(fitted.arms),
-                           columns=[f"mu_{arm}" for arm in fitted.arms])
-        data = (logs, truth)
+        truth_columns = [f"mu_{arm}" for arm in fitted.arms]
+        read_table(truth_path, _truth_schema(fitted.arms), columns=truth_columns)  # validates
+        data = read_row_aligned([config.data, truth_path], [columns, truth_columns])
     seed = context.stage_seed("evaluate-policy")
     work = _Pass(config, fitted, seed)
     try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -308,3 +309,59 @@ def test_compare_reads_the_server_and_saves_a_plot(tracked_job, tracking, tmp_pa
     job = job_run(EXPERIMENT, "nightly")
     assert f"nightly {job['run_id'][:8]}" in done.stdout
     assert "profile-logs.rows" in done.stdout and "generate.n_log_rows" in done.stdout
+
+
+BANDIT_JOB_YAML = f"""\
+seed: 5
+experiment: {EXPERIMENT}-bandit
+generate: {{out: data/campaign, n_users: 3000, n_days: 3, chunk_users: 1000, avg_degree: 0}}
+fit-bandit:
+  data: data/campaign/logs
+  out: out/policy
+  features: [price_sensitivity, channel, is_member, basket_value]
+  policy: lin-ts
+  users: train
+evaluate-policy: {{data: data/campaign/logs, out: out/value.csv, users: holdout}}
+"""
+SCORING_USERS = {"dataframe_split": {
+    "columns": ["price_sensitivity", "channel", "is_member", "basket_value"],
+    "data": [[0.2, "app", 1, 30.0], [0.9, "store", 0, None], [0.5, None, 1, 12.5]]},
+    "params": {"random_state": 11}}
+
+
+def test_policy_model_logged_to_the_server_loads_and_serves(mlflow_server, tracking, tmp_path):
+    (tmp_path / "job.yaml").write_text(BANDIT_JOB_YAML)
+    done = run_campaign("run", "job.yaml", "--tracking-uri", mlflow_server.url, cwd=tmp_path, env=WIDE, timeout=240)
+    expect(done, 0, "bandit job --tracking-uri")
+    job = job_run(f"{EXPERIMENT}-bandit")
+    stages = stage_runs(job["run_id"])
+    assert sorted(stages) == ["evaluate-policy", "fit-bandit", "generate"]
+    assert stages["evaluate-policy"]["metrics.dr.se"] > 0
+    # the logged model, read back from the server in this process (the job ran in another one)
+    model = mlflow.pyfunc.load_model(f"runs:/{stages['fit-bandit']['run_id']}/policy")
+    users = pd.DataFrame(SCORING_USERS["dataframe_split"]["data"], columns=SCORING_USERS["dataframe_split"]["columns"])
+    scored = model.predict(users, params={"random_state": 11})
+    assert list(scored.columns[:2]) == ["arm", "propensity"] and len(scored) == 3
+    # `mlflow models serve` on the saved folder answers /invocations with the same decisions
+    port = free_port()
+    env = service_env(PATH=f"{MLFLOW.parent}:{service_env().get('PATH', '')}")
+    server = start([str(MLFLOW), "models", "serve", "-m", str(tmp_path / "out" / "policy"), "--env-manager", "local",
+                    "--host", "127.0.0.1", "-p", str(port)], tmp_path / "serve.log", tmp_path, env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        answer = None
+        while time.monotonic() < deadline and server.poll() is None and answer is None:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             data=json.dumps(SCORING_USERS).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    answer = json.loads(response.read())
+            except (urllib.error.URLError, OSError):
+                time.sleep(1.0)
+        assert answer is not None, f"model server did not answer:\n{tail(tmp_path / 'serve.log')}"
+    finally:
+        stop(server)
+    served = pd.DataFrame(answer["predictions"])
+    assert served["arm"].tolist() == scored["arm"].tolist()
+    np.testing.assert_allclose(served["propensity"], scored["propensity"])
