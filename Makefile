@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 OBP_CACHE ?= .cache/wheels
+# The Open Bandit Dataset sample ships inside the obp wheel (obp itself does not install on Python >= 3.11).
+OBP_WHEEL  = $(OBP_CACHE)/obp-0.4.1-py3-none-any.whl
 
 .PHONY: install demo test test-all bench clean
 
@@ -20,17 +22,20 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+$(OBP_WHEEL): $(BIN)/python
+	$(BIN)/pip download --quiet obp==0.4.1 --no-deps -d $(OBP_CACHE)
+
 demo: $(STAMP)
 	$(BIN)/campaign demo
 
-test: $(STAMP)
+test: $(STAMP) $(OBP_WHEEL)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Everything, including the slow scale runs excluded from `make test`.
-test-all: $(STAMP)
+test-all: $(STAMP) $(OBP_WHEEL)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) $(OBP_WHEEL)
 	$(BIN)/pip install --quiet -e ".[dev,bench]" || echo "bench extra: some peer libraries failed to install"
 	$(BIN)/python -m benchmarks.run_all
 
