@@ -61,6 +61,15 @@ def check_target_probabilities(probabilities: np.ndarray, n_rounds: int, n_arms:
     return np.clip(array, 0.0, 1.0)
 
 
+def sorted_labels(labels) -> tuple:
+    """Arm labels in a stable order: sorted, or sorted as text when they mix types."""
+    labels = list(labels)
+    try:
+        return tuple(sorted(labels))
+    except TypeError:
+        return tuple(sorted(labels, key=str))
+
+
 def encode_arms(labels: np.ndarray, arm_labels: Sequence, name: str = "arm") -> np.ndarray:
     """Codes 0..K-1 of arm labels; ValueError naming the unknown labels when some are not in `arm_labels`."""
     index = pd.Index(list(arm_labels))
@@ -164,32 +173,42 @@ class LoggedFeedback:
                               self.arm_labels, self.feature_names, take(self.costs), take(self.user_ids))
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, features: Sequence[str], *, arm: str = "arm", reward: str = "reward",
+    def from_frame(cls, frame: pd.DataFrame, features, *, arm: str = "arm", reward: str = "reward",
                    propensity: str | None = "propensity", cost: str | None = None, user_id: str | None = None,
                    arms: Sequence | None = None) -> LoggedFeedback:
         """Build from a decision-log DataFrame; `arms` fixes the arm order (default: sorted labels in the logs).
 
-        Every named column must exist and numeric features must be finite: encode categoricals and impute missing
-        values first (see `bandits.ContextEncoder`).
+        `features` is a list of numeric, finite columns, or a `bandits.ContextEncoder` (fitted on this frame if it
+        is not fitted yet) that encodes categories and missing values into the contexts.
         """
-        wanted = [*features, arm, reward, *(c for c in (propensity, cost, user_id) if c)]
+        encoder = features if hasattr(features, "transform") else None
+        columns = list(encoder.features) if encoder is not None and encoder.features is not None else (
+            [] if encoder is not None else list(features))
+        wanted = [*columns, arm, reward, *(c for c in (propensity, cost, user_id) if c)]
         missing = [column for column in wanted if column not in frame.columns]
         if missing:
             raise ValueError(f"feedback: columns not in the frame: {missing}")
-        if len(features) == 0:
-            raise ValueError("features: need at least one context column")
-        non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-        if non_numeric:
-            raise ValueError(f"features: non-numeric columns {non_numeric}; encode them first (bandits.ContextEncoder)")
+        if encoder is not None:
+            if not hasattr(encoder, "features_"):
+                encoder.fit(frame)
+            contexts, names = encoder.transform(frame), list(encoder.feature_names_out_)
+        else:
+            if not columns:
+                raise ValueError("features: need at least one context column")
+            non_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
+            if non_numeric:
+                raise ValueError(f"features: non-numeric columns {non_numeric}; encode them first "
+                                 f"(pass a bandits.ContextEncoder as features)")
+            contexts, names = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan), columns
+            bad = ~np.isfinite(contexts)
+            if bad.any():
+                column = columns[int(np.flatnonzero(bad.any(axis=0))[0])]
+                raise ValueError(f"{column}: NaN or inf in {_count(bad.any(axis=1))}; impute before fitting "
+                                 f"(or pass a bandits.ContextEncoder as features)")
         labels = frame[arm]
         if labels.isna().any():
             raise ValueError(f"{arm}: missing arm in {_count(labels.isna().to_numpy())}")
-        arm_labels = tuple(arms) if arms is not None else tuple(sorted(pd.unique(labels).tolist()))
-        contexts = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~np.isfinite(contexts)
-        if bad.any():
-            column = list(features)[int(np.flatnonzero(bad.any(axis=0))[0])]
-            raise ValueError(f"{column}: NaN or inf in {_count(bad.any(axis=1))}; impute before fitting")
+        arm_labels = tuple(arms) if arms is not None else sorted_labels(pd.unique(labels).tolist())
         if not pd.api.types.is_numeric_dtype(frame[reward]):
             raise ValueError(f"{reward}: rewards must be numeric, got dtype {frame[reward].dtype}")
         rewards = frame[reward].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -200,7 +219,7 @@ class LoggedFeedback:
             propensities = check_propensities(frame[propensity].to_numpy(dtype=np.float64, na_value=np.nan),
                                               name=propensity)
         return cls(contexts, encode_arms(labels.to_numpy(), arm_labels, name=arm), rewards, propensities,
-                   arm_labels, tuple(features),
+                   arm_labels, tuple(names),
                    None if cost is None else frame[cost].to_numpy(dtype=np.float64),
                    None if user_id is None else frame[user_id].to_numpy())
 

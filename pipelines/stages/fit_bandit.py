@@ -28,7 +28,7 @@ from bandits import (
     NeuralTS,
     ThompsonSampling,
 )
-from bandits.feedback import encode_arms
+from bandits.feedback import encode_arms, sorted_labels
 from bandits.policies.linear import _LinearPolicy
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
@@ -115,7 +115,7 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
     n_rows, arm_set = tree_reduce(logs, lambda chunk: _count_and_arms(chunk, config), _merge_count_and_arms)
     if n_rows == 0:
         raise InputError(f"fit-bandit: no rows for users={config.users!r} in {config.data}")
-    arms = sorted(arm_set, key=str)
+    arms = list(sorted_labels(arm_set))
     if len(arms) < 2:
         raise InputError(f"{config.arm}: the logs have {len(arms)} arm(s) {arms}; a bandit needs at least 2")
     sample = logs.sample(frac=min(1.0, config.encoder_rows / n_rows), random_state=seed).compute()
