@@ -27,6 +27,22 @@ profile-logs:
 """
 
 
+def bandit_job_yaml(experiment: str) -> str:
+    """generate (3,000 users in 3 chunks) + fit-bandit on the train users + evaluate-policy on the holdout."""
+    return f"""\
+seed: 5
+experiment: {experiment}
+generate: {{out: data/campaign, n_users: 3000, n_days: 3, chunk_users: 1000, avg_degree: 0}}
+fit-bandit:
+  data: data/campaign/logs
+  out: out/policy
+  features: [price_sensitivity, channel, is_member, basket_value]
+  policy: lin-ts
+  users: train
+evaluate-policy: {{data: data/campaign/logs, out: out/value.csv, users: holdout, estimators: [ips, snips, dr, replay]}}
+"""
+
+
 def service_env(**extra: str) -> dict[str, str]:
     """The test process's environment without the variables that would point a service elsewhere."""
     env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "MLFLOW_TRACKING_URI")}

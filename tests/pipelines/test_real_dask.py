@@ -7,16 +7,18 @@ in-process run writes, and its tasks must really run on the external worker.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_campaign
-from tests.services import campaign_job_yaml, free_port, listens, start, stop, tail
+from tests.services import bandit_job_yaml, campaign_job_yaml, free_port, listens, start, stop, tail
 
 pytestmark = [pytest.mark.real_services, pytest.mark.xdist_group("dask")]
 
@@ -141,3 +143,25 @@ def test_scheduler_environment_variable_gives_byte_identical_outputs(dask_cluste
     expect_ok(done, "run with DASK_SCHEDULER_ADDRESS")
     assert dask_cluster.executed_tasks() - before >= 3, "DASK_SCHEDULER_ADDRESS was not used"
     assert digests(folder) == in_process_run
+
+
+def test_bandit_stages_on_the_cluster_match_the_in_process_run(dask_cluster, tmp_path):
+    """fit-bandit (map-reduce of ridge statistics) and evaluate-policy (two OPE passes) give the same policy and the
+    same estimates table, byte for byte, on the external cluster as in process."""
+    tables, policies = {}, {}
+    for where, extra in (("local", ()), ("cluster", ("--scheduler", dask_cluster.address))):
+        folder = tmp_path / where
+        folder.mkdir()
+        (folder / "job.yaml").write_text(bandit_job_yaml("real-dask-bandit"))
+        before = dask_cluster.executed_tasks()
+        expect_ok(run_campaign("run", "job.yaml", *extra, cwd=folder, timeout=240), f"bandit job {where}")
+        if extra:
+            assert dask_cluster.executed_tasks() - before >= 6, "the bandit stages did not run on the worker"
+        tables[where] = (folder / "out" / "value.csv").read_bytes()
+        with open(folder / "out" / "policy" / "artifacts" / "policy.pkl", "rb") as file:
+            policies[where] = pickle.load(file)
+    assert tables["local"] == tables["cluster"]
+    local, cluster = policies["local"], policies["cluster"]
+    assert np.array_equal(local.policy.theta_, cluster.policy.theta_)  # bit for bit, not approximately
+    assert np.array_equal(local.policy.stats_.gram, cluster.policy.stats_.gram)
+    assert local.encoder.numeric_ == cluster.encoder.numeric_ and local.encoder.levels_ == cluster.encoder.levels_

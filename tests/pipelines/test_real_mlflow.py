@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 import pipelines
 from pipelines.tracking import fingerprint, git_commit, package_version
 from tests.conftest import run_campaign
-from tests.services import campaign_job_yaml, free_port, listens, service_env, start, stop, tail
+from tests.services import bandit_job_yaml, campaign_job_yaml, free_port, listens, service_env, start, stop, tail
 
 pytestmark = [pytest.mark.real_services, pytest.mark.xdist_group("mlflow")]
 
@@ -311,18 +311,7 @@ def test_compare_reads_the_server_and_saves_a_plot(tracked_job, tracking, tmp_pa
     assert "profile-logs.rows" in done.stdout and "generate.n_log_rows" in done.stdout
 
 
-BANDIT_JOB_YAML = f"""\
-seed: 5
-experiment: {EXPERIMENT}-bandit
-generate: {{out: data/campaign, n_users: 3000, n_days: 3, chunk_users: 1000, avg_degree: 0}}
-fit-bandit:
-  data: data/campaign/logs
-  out: out/policy
-  features: [price_sensitivity, channel, is_member, basket_value]
-  policy: lin-ts
-  users: train
-evaluate-policy: {{data: data/campaign/logs, out: out/value.csv, users: holdout}}
-"""
+BANDIT_JOB_YAML = bandit_job_yaml(f"{EXPERIMENT}-bandit")
 SCORING_USERS = {"dataframe_split": {
     "columns": ["price_sensitivity", "channel", "is_member", "basket_value"],
     "data": [[0.2, "app", 1, 30.0], [0.9, "store", 0, None], [0.5, None, 1, 12.5]]},
