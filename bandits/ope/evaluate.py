@@ -51,16 +51,21 @@ def target_probabilities_of(target, feedback: LoggedFeedback) -> np.ndarray:
 def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
              reward_model="ridge", *, n_folds: int = 5, clip: float | None = None, switch_threshold: float = 10.0,
              shrinkage: float = 10.0, confidence: float = 0.95, random_state: int = 0,
-             min_ess_share: float = 0.02) -> pd.DataFrame:
+             min_ess_share: float = 0.02, reward_contexts: np.ndarray | None = None) -> pd.DataFrame:
     """Estimate the target policy's value (mean reward per round) from logged feedback.
 
     target: a fitted policy (its `action_probabilities` on the logged contexts are used) or an (n, K) array of
     target probabilities in the logs' arm order. reward_model: "ridge" (cross-fitted per-arm ridge), a scikit-learn
-    estimator (cross-fitted per arm over `n_folds`), an (n, K) array of already out-of-fold estimates, or None
-    (then only ips, snips and replay can be asked for). Returns one row per estimator with value, se, ci_low,
-    ci_high (normal interval at `confidence`), rows_used, and support diagnostics (n_rounds, effective_sample_size,
-    ess_share, tiny_target_share, max_weight); warns `PoorOverlapWarning` when the effective sample size is below
-    `min_ess_share` of the rows or below 100.
+    estimator (cross-fitted per arm over `n_folds`), an (n, K) array of already out-of-fold estimates, or None (then
+    only ips, snips and replay can be asked for); `reward_contexts` (n, d') gives the reward model more features
+    than the policy's contexts (recommended when the logger targeted on other features). Returns one row per
+    estimator with value, se, ci_low, ci_high (normal interval at `confidence`), rows_used, and support diagnostics
+    (n_rounds, effective_sample_size, ess_share, tiny_target_share, max_weight); warns `PoorOverlapWarning` when the
+    effective sample size is below `min_ess_share` of the rows or below 100.
+
+    The standard errors treat the reward model as fixed: for ips, snips, dr and replay that is right (the model only
+    enters through mean-zero corrections, or not at all); dm, switch-dr and dr-shrink also inherit the model's bias,
+    which no interval computed from the rows can show, so their intervals are too narrow when q is misspecified.
     """
     names = check_estimators(estimators)
     settings = EstimatorSettings(clip, switch_threshold, shrinkage)
@@ -78,7 +83,7 @@ def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAU
                 raise ValueError(f"reward_model: expected a finite ({feedback.n_rounds}, {feedback.n_arms}) array "
                                  f"of estimates, got shape {q.shape}")
         else:
-            q = cross_fit_rewards(feedback, reward_model, n_folds, random_state)
+            q = cross_fit_rewards(feedback, reward_model, n_folds, random_state, contexts=reward_contexts)
     rows = np.arange(feedback.n_rounds)
     replay_match = None
     if "replay" in names:

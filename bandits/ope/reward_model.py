@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone, is_classifier
 
-from bandits.feedback import LoggedFeedback
+from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies.linear import LinearStats, design
 
 
@@ -68,10 +68,17 @@ def ridge_predict(X: np.ndarray, folds: np.ndarray, coefficients: np.ndarray) ->
 
 
 def cross_fit_rewards(feedback: LoggedFeedback, model="ridge", n_folds: int = 5, random_state: int = 0,
-                      l2: float = 1.0) -> np.ndarray:
-    """(n, K) cross-fitted estimates of every arm's expected reward for every logged row."""
+                      l2: float = 1.0, contexts: np.ndarray | None = None) -> np.ndarray:
+    """(n, K) cross-fitted estimates of every arm's expected reward for every logged row.
+
+    `contexts` (n, d') lets the reward model see more than the policy does: the logger may have targeted on features
+    the target policy ignores, and a reward model without them is confounded (DM biased, DR noisier).
+    """
     folds = assign_folds(feedback, n_folds, random_state)
-    X, arms, rewards = feedback.contexts, feedback.arms, feedback.rewards
+    X = feedback.contexts if contexts is None else check_contexts(contexts, "reward_contexts")
+    if len(X) != feedback.n_rounds:
+        raise ValueError(f"reward_contexts: expected {feedback.n_rounds} rows, got {len(X)}")
+    arms, rewards = feedback.arms, feedback.rewards
     if isinstance(model, str):
         if model != "ridge":
             raise ValueError(f"reward_model: unknown model {model!r}; use 'ridge', a scikit-learn estimator "

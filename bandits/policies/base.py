@@ -44,7 +44,9 @@ class BasePolicy(BaseEstimator):
     """Base for all policies. Subclasses implement `_reset(n_features)`, `_update(feedback)` and `_probabilities(X)`.
 
     Hyperparameters live in `__init__` (scikit-learn style, so `sklearn.base.clone` works); fitted state ends in `_`.
-    `arms` fixes the arm labels and their order; when None the first `fit` takes them from the feedback.
+    `arms` fixes the arm labels and their order; when None the first `fit` takes them from the feedback. A policy
+    given its `arms` can act before any fit (cold start: context-free policies are uniform or follow their prior,
+    linear ones their ridge prior).
     """
 
     arms: Sequence | None
@@ -91,7 +93,20 @@ class BasePolicy(BaseEstimator):
     def n_arms(self) -> int:
         return len(self.arms_)
 
+    def _cold_start(self, X) -> None:
+        """Before any fit, a policy given its `arms` acts from its prior (uniform, or the ridge prior)."""
+        if hasattr(self, "arms_") or self.arms is None:
+            return
+        n_features = check_contexts(X, "contexts").shape[1]
+        if len(self.arms) < 2:
+            raise ValueError(f"arms: a policy needs at least 2 arms, got {len(self.arms)}")
+        self.arms_ = np.asarray(tuple(self.arms), dtype=object)
+        self.feature_names_in_ = np.asarray([f"x{j}" for j in range(n_features)], dtype=object)
+        self.n_features_in_ = n_features
+        self._reset(n_features)
+
     def _check_X(self, X) -> np.ndarray:
+        self._cold_start(X)
         check_is_fitted(self, "arms_")
         return check_contexts(X, "contexts", self.n_features_in_)
 

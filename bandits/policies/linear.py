@@ -122,6 +122,7 @@ class _LinearPolicy(BasePolicy):
         return Z @ self.theta_.T, width
 
     def _check_X(self, X) -> np.ndarray:
+        self._cold_start(X)
         check_is_fitted(self, "theta_")
         return check_contexts(X, "contexts", self.n_features_in_)
 

@@ -7,8 +7,9 @@ posterior says how uncertain each arm's reward is. The last layer is a `LinTS`, 
 computed the same way (Monte Carlo with a fixed seed).
 
 Learning keeps a buffer of the most recent `max_buffer` rounds: each `partial_fit` appends to it, continues
-training the network for `epochs` passes over the buffer, then refits the last-layer posterior on the buffer's
-embeddings (the embedding changes as the network trains, so the posterior is rebuilt, not updated).
+training the network for `epochs` passes of as many rows as the update brought, drawn from the whole buffer (so an
+update costs in proportion to its new rows and old rounds are replayed), then refits the last-layer posterior on the
+buffer's embeddings (the embedding changes as the network trains, so the posterior is rebuilt, not updated).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class NeuralTS(BasePolicy):
         self.buffer_ = (X, arms, rewards, row_weights)
         self.x_mean_ = X.mean(axis=0)
         self.x_scale_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
-        self._train(X, arms, rewards, row_weights)
+        self._train(X, arms, rewards, row_weights, rows_per_epoch=min(len(X), feedback.n_rounds))
         embedding = self._embed(X)
         stats = LinearStats.partial(embedding, arms, rewards, self.n_arms, weights=row_weights)
         self.last_layer_.fit_statistics(stats, tuple(self.arms_), self.last_layer_.feature_names_in_)
@@ -100,13 +101,16 @@ class NeuralTS(BasePolicy):
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float64, device=self.device)
 
-    def _train(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray) -> None:
+    def _train(self, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray,
+               rows_per_epoch: int) -> None:
+        """`epochs` passes of `rows_per_epoch` rows drawn from the buffer: an update costs in proportion to the new
+        rows, not to everything seen so far (a first fit is plain epochs over all rows)."""
         inputs = self._tensor((X - self.x_mean_) / self.x_scale_)
         arm_index, target, weight = self._tensor(arms).long(), self._tensor(rewards), self._tensor(weights)
         self.network_.train()
         for _ in range(self.epochs):
-            order = torch.as_tensor(self._rng.permutation(len(X)), device=self.device)
-            for start in range(0, len(X), self.batch_size):
+            order = torch.as_tensor(self._rng.permutation(len(X))[:rows_per_epoch], device=self.device)
+            for start in range(0, rows_per_epoch, self.batch_size):
                 rows = order[start:start + self.batch_size]
                 _, predicted = self.network_(inputs[rows])
                 chosen = predicted.gather(1, arm_index[rows, None])[:, 0]
@@ -127,6 +131,7 @@ class NeuralTS(BasePolicy):
         return self.last_layer_.expected_rewards(self._embed(self._check_X(X)))
 
     def _check_X(self, X) -> np.ndarray:
+        self._cold_start(X)
         check_is_fitted(self, "network_")
         return check_contexts(X, "contexts", self.n_features_in_)
 

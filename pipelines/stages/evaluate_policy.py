@@ -1,10 +1,11 @@
 """Stage `evaluate-policy`: estimate a policy's value from the decision log by off-policy evaluation, with intervals.
 
 Two mergeable passes over the log's partitions: (1) per-fold per-arm ridge statistics for the cross-fitted reward
-model (folds by a seeded hash of user_id, so a user's rows never predict themselves); (2) the OPE sums of every
-estimator (`bandits.ope.ope_partial`). Memory is a few matrices and sums however many rows. When the log comes from
-the synthetic generator (`truth`: its row-aligned truth/logs with mu_<arm>), the true value of the policy on the
-same rows is computed in the same pass and every interval is checked against it.
+model (folds by a seeded hash of user_id, so a user's rows never predict themselves; by default on every feature of
+the log, since a logger that targeted on features the policy ignores confounds a model without them); (2) the OPE
+sums of every estimator (`bandits.ope.ope_partial`). Memory is a few matrices and sums however many rows. When the
+log comes from the synthetic generator (`truth`: its row-aligned truth/logs with mu_<arm>), the true value of the
+policy on the same rows is computed in the same pass and every interval is checked against it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from bandits.encoding import ContextEncoder
 from bandits.feedback import encode_arms
 from bandits.ope import DEFAULT_ESTIMATORS, ESTIMATORS, EstimatorSettings, OPEStats, finalize, ope_partial
 from bandits.ope.evaluate import NEEDS_REWARD_MODEL, PoorOverlapWarning, overlap_warnings
@@ -38,6 +40,8 @@ class EvaluatePolicyConfig(BanditLogConfig):
     policy: ConfigPath | None = Field(None, description="policy model folder written by fit-bandit "
                                                         "(none: the policy fitted by fit-bandit in this job)")
     estimators: list[str] = Field(list(DEFAULT_ESTIMATORS), description="of: " + ", ".join(ESTIMATORS))
+    reward_features: list[str] | None = Field(None, description="features of the reward model (none: every feature "
+                                                                "column of the log, not only the policy's)")
     n_folds: int = Field(5, ge=2, description="cross-fitting folds of the reward model")
     l2: float = Field(1.0, gt=0, description="ridge penalty of the reward model")
     clip: float | None = Field(None, gt=0, description="IPS weight clip (none: no clipping)")
@@ -74,8 +78,9 @@ def _fitted_policy(context: StageContext, config: EvaluatePolicyConfig) -> Fitte
 class _Pass:
     """The per-partition work of both passes, as picklable state for the workers."""
 
-    def __init__(self, config: EvaluatePolicyConfig, fitted: FittedPolicy, seed: int):
-        self.config, self.fitted, self.seed = config, fitted, seed
+    def __init__(self, config: EvaluatePolicyConfig, fitted: FittedPolicy, seed: int,
+                 reward_encoder: ContextEncoder):
+        self.config, self.fitted, self.seed, self.reward_encoder = config, fitted, seed, reward_encoder
         self.estimators = tuple(config.estimators)
         self.needs_model = any(name in NEEDS_REWARD_MODEL for name in self.estimators)
         self.coefficients: np.ndarray | None = None
@@ -84,23 +89,24 @@ class _Pass:
         keep = user_mask(chunk, self.config)  # positional: truth is row-aligned with the chunk
         chunk = chunk[keep]
         truth = None if truth is None else truth[keep]
-        contexts = self.fitted.contexts(chunk)
         arms = encode_arms(chunk[self.config.arm].to_numpy(), self.fitted.arms, self.config.arm)
         folds = fold_of(chunk[self.config.user_id].to_numpy(), self.config.n_folds, self.seed)
-        return chunk, truth, contexts, arms, folds
+        return chunk, truth, arms, folds
 
     def reward_statistics(self, chunk: pd.DataFrame) -> list[LinearStats]:
-        chunk, _, contexts, arms, folds = self._rows(chunk)
+        chunk, _, arms, folds = self._rows(chunk)
         rewards = chunk[self.config.reward].to_numpy(dtype=np.float64)
-        return ridge_fold_statistics(contexts, arms, rewards, folds, len(self.fitted.arms), self.config.n_folds)
+        return ridge_fold_statistics(self.reward_encoder.transform(chunk), arms, rewards, folds,
+                                     len(self.fitted.arms), self.config.n_folds)
 
     def ope_statistics(self, chunk: pd.DataFrame, truth: pd.DataFrame | None = None
                        ) -> tuple[OPEStats, float, int, float]:
         """OPE sums, the sum of true policy values (0 without truth), rows, and the logged rewards' sum."""
-        chunk, truth, contexts, arms, folds = self._rows(chunk, truth)
-        target = self.fitted.policy.action_probabilities(contexts)
+        chunk, truth, arms, folds = self._rows(chunk, truth)
+        target = self.fitted.probabilities(chunk)
         rows = np.arange(len(chunk))
-        q = None if self.coefficients is None else ridge_predict(contexts, folds, self.coefficients)
+        q = None if self.coefficients is None else ridge_predict(self.reward_encoder.transform(chunk), folds,
+                                                                 self.coefficients)
         replay = None
         if "replay" in self.estimators:
             first = int(chunk[self.config.user_id].iloc[0]) if len(chunk) and pd.api.types.is_integer_dtype(
@@ -159,7 +165,13 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     missing = [name for name in fitted.features if name not in logs.columns]
     if missing:
         raise InputError(f"evaluate-policy: the policy's features are not in {config.data}: {missing}")
-    columns = list(dict.fromkeys([config.user_id, config.arm, config.reward, config.propensity, *fitted.features]))
+    reserved = {config.user_id, config.arm, config.reward, config.propensity, *config.exclude}
+    reward_features = config.reward_features or [c for c in logs.columns if c not in reserved]
+    unknown = [name for name in reward_features if name not in logs.columns]
+    if unknown:
+        raise InputError(f"evaluate-policy.reward_features: columns not in {config.data}: {unknown}")
+    columns = list(dict.fromkeys([config.user_id, config.arm, config.reward, config.propensity, *fitted.features,
+                                  *reward_features]))
     logs = logs[columns]
     truth_path = _truth_path(context, config)
     data = logs
@@ -168,7 +180,9 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
         read_table(truth_path, _truth_schema(fitted.arms), columns=truth_columns)  # validates
         data = read_row_aligned([config.data, truth_path], [columns, truth_columns])
     seed = context.stage_seed("evaluate-policy")
-    work = _Pass(config, fitted, seed)
+    # The reward model's encoder is fitted on the first partition (a chunk of users like any other).
+    reward_encoder = ContextEncoder(reward_features).fit(logs.partitions[0].compute())
+    work = _Pass(config, fitted, seed, reward_encoder)
     try:
         if work.needs_model:
             fold_stats = tree_reduce(logs, work.reward_statistics, _merge_fold_stats)
