@@ -82,7 +82,7 @@ def encode_arms(labels: np.ndarray, arm_labels: Sequence, name: str = "arm") -> 
     return codes.astype(np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoggedFeedback:
     """Logged bandit feedback: n rounds of (context, arm, reward, logging propensity).
 
@@ -133,14 +133,15 @@ class LoggedFeedback:
             costs = np.asarray(self.costs, dtype=np.float64)
             if costs.shape != (n,) or not np.isfinite(costs).all() or (costs < 0).any():
                 raise ValueError("cost: expected one finite value >= 0 per row")
-        if self.user_ids is not None and len(self.user_ids) != n:
-            raise ValueError(f"user_id: expected {n} rows, got {len(self.user_ids)}")
+        user_ids = None if self.user_ids is None else np.asarray(self.user_ids)
+        if user_ids is not None and user_ids.shape != (n,):
+            raise ValueError(f"user_id: expected {n} rows, got shape {user_ids.shape}")
         names = tuple(self.feature_names) or tuple(f"x{j}" for j in range(contexts.shape[1]))
         if len(names) != contexts.shape[1]:
             raise ValueError(f"feature_names: {len(names)} names for {contexts.shape[1]} context columns")
         for key, value in (("contexts", contexts), ("arms", arms.astype(np.int64, copy=False)), ("rewards", rewards),
                            ("propensities", propensities), ("costs", costs), ("arm_labels", labels),
-                           ("feature_names", names), ("_checked", True)):
+                           ("feature_names", names), ("user_ids", user_ids), ("_checked", True)):
             object.__setattr__(self, key, value)
 
     @property

@@ -29,6 +29,8 @@ def bts_position_probabilities(alpha: np.ndarray, beta: np.ndarray, n_positions:
     alpha, beta = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
     if alpha.shape != beta.shape or alpha.ndim != 1 or (alpha <= 0).any() or (beta <= 0).any():
         raise ValueError("alpha, beta: need two equal-length 1-d arrays of positive Beta parameters")
+    if not 1 <= n_positions <= alpha.size:
+        raise ValueError(f"n_positions: must be between 1 and the number of items ({alpha.size}), got {n_positions}")
     rng = np.random.default_rng(random_state)
     counts = np.zeros((alpha.size, n_positions))
     for start in range(0, n_draws, block):

@@ -95,6 +95,12 @@ class SyntheticBandit:
             probabilities = self.logging_probabilities(X)
         else:
             probabilities = logger.action_probabilities(X) if hasattr(logger, "action_probabilities") else logger(X)
+            if hasattr(logger, "arms_"):  # a policy's columns follow its own arm order: put them in ours
+                order = list(logger.arms_)
+                unknown = [arm for arm in self.arm_labels if arm not in order]
+                if unknown or len(order) != self.n_arms:
+                    raise ValueError(f"logger: its arms {order} are not this environment's {list(self.arm_labels)}")
+                probabilities = probabilities[:, [order.index(arm) for arm in self.arm_labels]]
         arms = sample_from(probabilities, rng)
         rewards = self.rewards(X, arms, rng)
         feedback = LoggedFeedback(X, arms, rewards, probabilities[np.arange(n), arms], self.arm_labels,

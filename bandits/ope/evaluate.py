@@ -20,8 +20,8 @@ class PoorOverlapWarning(UserWarning):
     """The target policy puts its mass where the logger rarely went: estimates rest on few effective rows."""
 
 
-def check_estimators(estimators: Sequence[str]) -> tuple[str, ...]:
-    names = tuple(estimators)
+def check_estimators(estimators: Sequence[str] | str) -> tuple[str, ...]:
+    names = (estimators,) if isinstance(estimators, str) else tuple(estimators)
     unknown = [name for name in names if name not in ESTIMATORS]
     if unknown or not names:
         raise ValueError(f"estimators: unknown {unknown or 'empty list'}; choose from {list(ESTIMATORS)}")
@@ -68,6 +68,8 @@ def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAU
     which no interval computed from the rows can show, so their intervals are too narrow when q is misspecified.
     """
     names = check_estimators(estimators)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
     settings = EstimatorSettings(clip, switch_threshold, shrinkage)
     propensities = feedback.require_propensities("off-policy evaluation")
     target_probabilities = target_probabilities_of(target, feedback)

@@ -79,6 +79,12 @@ def ope_partial(estimators: tuple[str, ...], rewards: np.ndarray, target_on_logg
     target_on_logged: pi(a_i|x_i), the target's probability of the logged arm; propensities: the logger's;
     q_logged: q(x_i, a_i); q_target: sum_a pi(a|x_i) q(x_i, a); replay_match: the target's draw equals a_i.
     """
+    needs = {"replay": ("replay_match", replay_match)}
+    for name in estimators:
+        if name in NEEDS_REWARD_MODEL and (q_logged is None or q_target is None):
+            raise ValueError(f"{name}: needs the reward model's q_logged and q_target")
+        if name in needs and needs[name][1] is None:
+            raise ValueError(f"{name}: needs {needs[name][0]}")
     weights = target_on_logged / propensities
     moments = np.empty((len(estimators), 5))
     residual = None if q_logged is None else rewards - q_logged

@@ -98,7 +98,10 @@ class ThompsonSampling(_ArmCounts):
 
     def _reset(self, n_features: int) -> None:
         for name in ("prior_alpha", "prior_beta"):
-            value = np.broadcast_to(np.asarray(getattr(self, name), dtype=float), (self.n_arms,))
+            given = np.asarray(getattr(self, name), dtype=float)
+            if given.ndim > 1 or (given.ndim == 1 and given.size != self.n_arms):
+                raise ValueError(f"{name}: expected one value or one per arm ({self.n_arms}), got shape {given.shape}")
+            value = np.broadcast_to(given, (self.n_arms,))
             if (value <= 0).any() or not np.isfinite(value).all():
                 raise ValueError(f"{name}: must be > 0 (one value or one per arm), got {getattr(self, name)}")
         if self.n_draws < 1:

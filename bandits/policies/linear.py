@@ -83,9 +83,16 @@ class _LinearPolicy(BasePolicy):
 
     def fit_statistics(self, stats: LinearStats, arms: Sequence, feature_names: Sequence[str]) -> _LinearPolicy:
         """Fit from merged statistics (the Dask path): same result as `fit` on the rows they summarize."""
-        self.arms_ = np.asarray(tuple(self.arms) if self.arms is not None else tuple(arms), dtype=object)
-        if len(self.arms_) != stats.gram.shape[0]:
-            raise ValueError(f"stats: {stats.gram.shape[0]} arms in the statistics, {len(self.arms_)} in the policy")
+        labels = tuple(self.arms) if self.arms is not None else tuple(arms)
+        if len(labels) < 2:
+            raise ValueError(f"arms: a policy needs at least 2 arms, got {len(labels)}")
+        if len(labels) != stats.gram.shape[0]:
+            raise ValueError(f"stats: {stats.gram.shape[0]} arms in the statistics, {len(labels)} in the policy")
+        width = len(feature_names) + int(self.fit_intercept)
+        if stats.gram.shape[1:] != (width, width) or stats.xty.shape[1:] != (width,):
+            raise ValueError(f"stats: statistics of width {stats.gram.shape[1]} for {len(feature_names)} features "
+                             f"(expected {width} with fit_intercept={self.fit_intercept})")
+        self.arms_ = np.asarray(labels, dtype=object)
         self.feature_names_in_ = np.asarray(feature_names, dtype=object)
         self.n_features_in_ = len(feature_names)
         self._reset(self.n_features_in_)
