@@ -180,7 +180,8 @@ class LoggedFeedback:
         """Build from a decision-log DataFrame; `arms` fixes the arm order (default: sorted labels in the logs).
 
         `features` is a list of numeric, finite columns, or a `bandits.ContextEncoder` (fitted on this frame if it
-        is not fitted yet) that encodes categories and missing values into the contexts.
+        is not fitted yet; without a feature list it takes every column except arm, reward, propensity, cost and
+        user id) that encodes categories and missing values into the contexts.
         """
         encoder = features if hasattr(features, "transform") else None
         columns = list(encoder.features) if encoder is not None and encoder.features is not None else (
@@ -190,8 +191,9 @@ class LoggedFeedback:
         if missing:
             raise ValueError(f"feedback: columns not in the frame: {missing}")
         if encoder is not None:
-            if not hasattr(encoder, "features_"):
-                encoder.fit(frame)
+            if not hasattr(encoder, "features_"):  # an encoder of "all columns" means all but the log's own
+                log_columns = [c for c in (arm, reward, propensity, cost, user_id) if c]
+                encoder.fit(frame if encoder.features is not None else frame.drop(columns=log_columns))
             contexts, names = encoder.transform(frame), list(encoder.feature_names_out_)
         else:
             if not columns:
