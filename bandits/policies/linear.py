@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
@@ -70,9 +71,13 @@ class LinearStats:
 class _LinearPolicy(BasePolicy):
     """Shared state: stats_ (LinearStats), theta_ (K, d) ridge coefficients, and a factor of each A_k^-1."""
 
+    def _check_hyperparameters(self) -> None:
+        """Subclass checks of their own hyperparameters (one-line ValueErrors)."""
+
     def _reset(self, n_features: int) -> None:
         if self.l2 <= 0:
             raise ValueError(f"l2: the ridge penalty must be > 0, got {self.l2}")
+        self._check_hyperparameters()
         self.stats_ = LinearStats.zeros(self.n_arms, n_features + int(self.fit_intercept))
         self._refresh()
 
@@ -95,7 +100,9 @@ class _LinearPolicy(BasePolicy):
         self.arms_ = np.asarray(labels, dtype=object)
         self.feature_names_in_ = np.asarray(feature_names, dtype=object)
         self.n_features_in_ = len(feature_names)
-        self._reset(self.n_features_in_)
+        if self.l2 <= 0:
+            raise ValueError(f"l2: the ridge penalty must be > 0, got {self.l2}")
+        self._check_hyperparameters()
         self.stats_ = stats
         self._refresh()
         return self
@@ -110,8 +117,11 @@ class _LinearPolicy(BasePolicy):
             A = self.stats_.gram[k] + self.l2 * identity
             factor = cho_factor(A, lower=True)
             self.theta_[k] = cho_solve(factor, self.stats_.xty[k])
-            # F = L^-T, so F F' = L^-T L^-1 = A^-1.
-            inverse_factors[k] = solve_triangular(np.tril(factor[0]), identity, lower=True).T
+            # F = L^-T, so F F' = L^-T L^-1 = A^-1. (LAPACK trtri: solve_triangular stalls on BLAS threads here.)
+            inverse, info = dtrtri(np.tril(factor[0]), lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"ridge factor of arm {k} is singular")
+            inverse_factors[k] = inverse.T
         self._stacked_factors = np.ascontiguousarray(inverse_factors.transpose(1, 0, 2).reshape(d, n_arms * d))
 
     def expected_rewards(self, X) -> np.ndarray:
@@ -165,46 +175,57 @@ class LinEpsilonGreedy(_LinearPolicy):
         self.arms = arms
         self.weight_by_propensity = weight_by_propensity
 
-    def _reset(self, n_features: int) -> None:
+    def _check_hyperparameters(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {self.epsilon}")
-        super()._reset(n_features)
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
         return epsilon_greedy_probabilities(design(X, self.fit_intercept) @ self.theta_.T, self.epsilon)
 
 
 def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int, random_state: int,
-                                  block_cells: int = 1 << 22) -> np.ndarray:
+                                  block_cells: int = 1 << 21) -> np.ndarray:
     """P(arm k has the largest draw) for independent N(mean_k, sd_k^2) per row, by Monte Carlo, shape (n, K).
 
-    The same `n_draws` standard-normal draws (seeded by `random_state`) are used for every row (common random
-    numbers), so the probabilities are a fixed function of (mean, sd): each is a multiple of 1/n_draws.
-    Rows where the best mean beats every other arm even at the extremes of those draws (best - sd z_max > other +
-    sd z_max, z_max the largest |draw|) get probability 1 without sampling: the Monte Carlo answer is exactly that.
+    The same draws are used for every row (common random numbers, seeded by `random_state`; antithetic pairs z, -z,
+    so every arm's draws have mean exactly 0 and no arm is favoured in close calls): the probabilities are a fixed
+    function of (mean, sd), each a multiple of 1/n_draws. Two shortcuts give exactly the Monte Carlo answer at a
+    fraction of its cost: a row whose best arm beats every other arm even at the extremes of the draws gets
+    probability 1 without drawing; otherwise only the arms that can win some draw (their largest draw reaches the
+    largest smallest draw of any arm) are drawn, with a running maximum (ties go to the lower arm, as argmax).
     """
     n, n_arms = mean.shape
-    normals = np.random.default_rng(random_state).standard_normal((n_draws, n_arms)).astype(np.float32)
+    half = np.random.default_rng(random_state).standard_normal(((n_draws + 1) // 2, n_arms))
+    normals = np.concatenate([half, -half])[:n_draws].astype(np.float32)
     z_max = float(np.abs(normals).max())
+    slack = 1e-5 * (1.0 + np.abs(mean).max(initial=0.0) + z_max * sd.max(initial=0.0))  # covers float32 rounding
+    low, high = mean - sd * z_max, mean + sd * z_max
     best = mean.argmax(axis=1)
     rows = np.arange(n)
-    low_best = mean[rows, best] - sd[rows, best] * z_max
-    high_other = mean + sd * z_max
+    high_other = high.copy()
     high_other[rows, best] = -np.inf
-    decided = low_best > high_other.max(axis=1)
+    decided = low[rows, best] > high_other.max(axis=1) + slack
     out = np.zeros((n, n_arms))
     out[rows[decided], best[decided]] = 1.0
     undecided = np.flatnonzero(~decided)
-    step = max(1, block_cells // (n_draws * n_arms))
-    offsets = (np.arange(step)[:, None] * n_arms).astype(np.int64)
+    step = max(1, block_cells // n_draws)
     for start in range(0, undecided.size, step):
         block = undecided[start:start + step]
-        m = mean[block].astype(np.float32)
-        s = sd[block].astype(np.float32)
-        draws = m[:, None, :] + s[:, None, :] * normals[None, :, :]
-        winners = draws.argmax(axis=2) + offsets[:len(block)]
-        counts = np.bincount(winners.ravel(), minlength=len(block) * n_arms).reshape(len(block), n_arms)
-        out[block] = counts / n_draws
+        m, s = mean[block].astype(np.float32), sd[block].astype(np.float32)
+        candidates = high[block] >= low[block].max(axis=1, keepdims=True) - slack
+        best_draw = np.full((len(block), n_draws), -np.inf, dtype=np.float32)
+        winner = np.zeros((len(block), n_draws), dtype=np.int64)
+        for k in range(n_arms):
+            members = np.flatnonzero(candidates[:, k])
+            if members.size == 0:
+                continue
+            draws = m[members, k, None] + s[members, k, None] * normals[None, :, k]
+            better = draws > best_draw[members]
+            best_draw[members] = np.where(better, draws, best_draw[members])
+            winner[members] = np.where(better, k, winner[members])
+        counts = np.bincount((winner + (np.arange(len(block)) * n_arms)[:, None]).ravel(),
+                             minlength=len(block) * n_arms)
+        out[block] = counts.reshape(len(block), n_arms) / n_draws
     return out
 
 
@@ -225,12 +246,11 @@ class LinTS(_LinearPolicy):
         self.arms = arms
         self.weight_by_propensity = weight_by_propensity
 
-    def _reset(self, n_features: int) -> None:
+    def _check_hyperparameters(self) -> None:
         if self.alpha < 0:
             raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
         if self.n_draws < 1:
             raise ValueError(f"n_draws: must be >= 1, got {self.n_draws}")
-        super()._reset(n_features)
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
         mean, width = self._mean_and_width(X)
