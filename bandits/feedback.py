@@ -8,7 +8,7 @@ codes into that tuple.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -100,7 +100,6 @@ class LoggedFeedback:
     feature_names: tuple[str, ...] = ()
     costs: np.ndarray | None = None
     user_ids: np.ndarray | None = None
-    _checked: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         labels = tuple(self.arm_labels)
@@ -141,7 +140,7 @@ class LoggedFeedback:
             raise ValueError(f"feature_names: {len(names)} names for {contexts.shape[1]} context columns")
         for key, value in (("contexts", contexts), ("arms", arms.astype(np.int64, copy=False)), ("rewards", rewards),
                            ("propensities", propensities), ("costs", costs), ("arm_labels", labels),
-                           ("feature_names", names), ("user_ids", user_ids), ("_checked", True)):
+                           ("feature_names", names), ("user_ids", user_ids)):
             object.__setattr__(self, key, value)
 
     @property

@@ -8,6 +8,7 @@ fixed seed where no closed form exists), which is the quantity an off-policy eva
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ def sample_from(probabilities: np.ndarray, random_state: int | np.random.Generat
     return np.minimum((draws[:, None] >= cumulative).sum(axis=1), probabilities.shape[1] - 1)
 
 
-class BasePolicy(BaseEstimator):
+class BasePolicy(BaseEstimator, ABC):
     """Base for all policies. Subclasses implement `_reset(n_features)`, `_update(feedback)` and `_probabilities(X)`.
 
     Hyperparameters live in `__init__` (scikit-learn style, so `sklearn.base.clone` works); fitted state ends in `_`.
@@ -120,9 +121,8 @@ class BasePolicy(BaseEstimator):
 
     def sample(self, X, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(arms, propensities): one arm label per row drawn from `action_probabilities`, and its probability."""
-        probabilities = self.action_probabilities(X)
-        codes = sample_from(probabilities, random_state)
-        return self.arms_[codes], probabilities[np.arange(len(codes)), codes]
+        codes, propensities = self.sample_codes(X, random_state)
+        return self.arms_[codes], propensities
 
     def sample_codes(self, X, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Like `sample`, with arm codes (indices into `arms_`) instead of labels."""
@@ -131,11 +131,14 @@ class BasePolicy(BaseEstimator):
         return codes, probabilities[np.arange(len(codes)), codes]
 
     # ----------------------------------------------------------------- for subclasses
+    @abstractmethod
     def _reset(self, n_features: int) -> None:
-        raise NotImplementedError
+        """Start from the prior: fitted state for `n_features` context columns and `arms_`."""
 
+    @abstractmethod
     def _update(self, feedback: LoggedFeedback, weights: np.ndarray | None) -> None:
-        raise NotImplementedError
+        """Add the feedback (arms already coded in `arms_` order) to the fitted state."""
 
+    @abstractmethod
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """(n, K) action probabilities of a block of checked contexts."""

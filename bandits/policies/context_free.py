@@ -6,6 +6,7 @@ They ignore the context: every row gets the same action probabilities. State is 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,8 +32,9 @@ class _ArmCounts(BasePolicy):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.pulls_ > 0, self.reward_sums_ / np.maximum(self.pulls_, 1e-300), np.inf)
 
+    @abstractmethod
     def _row_probabilities(self) -> np.ndarray:
-        raise NotImplementedError
+        """(K,) the action probabilities every row gets."""
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self._row_probabilities(), (X.shape[0], self.n_arms)).copy()
