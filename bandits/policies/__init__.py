@@ -2,7 +2,7 @@
 
 from bandits.policies.base import BasePolicy
 from bandits.policies.context_free import UCB1, EpsilonGreedy, ThompsonSampling
-from bandits.policies.linear import LinearStats, LinEpsilonGreedy, LinTS, LinUCB
+from bandits.policies.linear import LinearPolicy, LinearStats, LinEpsilonGreedy, LinTS, LinUCB
 
 __all__ = ["BasePolicy", "EpsilonGreedy", "UCB1", "ThompsonSampling", "LinUCB", "LinTS", "LinEpsilonGreedy",
-           "LinearStats"]
+           "LinearStats", "LinearPolicy"]

@@ -68,7 +68,7 @@ class LinearStats:
     __add__ = merge
 
 
-class _LinearPolicy(BasePolicy):
+class LinearPolicy(BasePolicy):
     """Shared state: stats_ (LinearStats), theta_ (K, d) ridge coefficients, and a factor of each A_k^-1."""
 
     def _check_hyperparameters(self) -> None:
@@ -86,7 +86,7 @@ class _LinearPolicy(BasePolicy):
                                                         self.n_arms, weights=weights, fit_intercept=self.fit_intercept)
         self._refresh()
 
-    def fit_statistics(self, stats: LinearStats, arms: Sequence, feature_names: Sequence[str]) -> _LinearPolicy:
+    def fit_statistics(self, stats: LinearStats, arms: Sequence, feature_names: Sequence[str]) -> LinearPolicy:
         """Fit from merged statistics (the Dask path): same result as `fit` on the rows they summarize."""
         labels = tuple(self.arms) if self.arms is not None else tuple(arms)
         if len(labels) < 2:
@@ -144,7 +144,7 @@ class _LinearPolicy(BasePolicy):
         return check_contexts(X, "contexts", self.n_features_in_)
 
 
-class LinUCB(_LinearPolicy):
+class LinUCB(LinearPolicy):
     """LinUCB (Li et al. 2010, disjoint): arm with the largest x'theta_k + alpha sqrt(x' A_k^-1 x); ties split."""
 
     def __init__(self, alpha: float = 1.0, l2: float = 1.0, fit_intercept: bool = True, arms: Sequence | None = None,
@@ -164,7 +164,7 @@ class LinUCB(_LinearPolicy):
         return argmax_probabilities(mean + self.alpha * width)
 
 
-class LinEpsilonGreedy(_LinearPolicy):
+class LinEpsilonGreedy(LinearPolicy):
     """Arm with the largest ridge estimate x'theta_k with probability 1 - epsilon, a uniform arm otherwise."""
 
     def __init__(self, epsilon: float = 0.1, l2: float = 1.0, fit_intercept: bool = True,
@@ -229,7 +229,7 @@ def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int
     return out
 
 
-class LinTS(_LinearPolicy):
+class LinTS(LinearPolicy):
     """Linear Thompson sampling (Agrawal and Goyal 2013): theta_k ~ N(A_k^-1 b_k, alpha^2 A_k^-1), play the argmax.
 
     The action probabilities (chance each arm wins the posterior draw) come from `n_draws` Monte Carlo draws with the

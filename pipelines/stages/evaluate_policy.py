@@ -21,7 +21,7 @@ from pydantic import Field
 from bandits.encoding import ContextEncoder
 from bandits.feedback import encode_arms
 from bandits.ope import DEFAULT_ESTIMATORS, ESTIMATORS, EstimatorSettings, OPEStats, finalize, ope_partial
-from bandits.ope.evaluate import NEEDS_REWARD_MODEL, PoorOverlapWarning, overlap_warnings
+from bandits.ope.evaluate import NEEDS_REWARD_MODEL, PoorOverlapWarning, check_estimators, overlap_warnings
 from bandits.ope.reward_model import fold_of, ridge_fold_coefficients, ridge_fold_statistics, ridge_predict
 from bandits.policies.base import sample_from
 from bandits.policies.linear import LinearStats
@@ -154,10 +154,10 @@ def estimates_figure(table: pd.DataFrame, true_value: float | None, logged_value
 @register_stage("evaluate-policy", EvaluatePolicyConfig, order=40, demo=_demo)
 def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> StageResult:
     """Estimate a policy's value from logged decisions (IPS, SNIPS, DM, DR, Switch-DR, DR-shrink, replay)."""
-    unknown = [name for name in config.estimators if name not in ESTIMATORS]
-    if unknown or not config.estimators:
-        raise InputError(f"evaluate-policy.estimators: unknown {unknown or 'empty list'}; choose from "
-                         f"{list(ESTIMATORS)}")
+    try:
+        check_estimators(config.estimators)
+    except ValueError as error:
+        raise InputError(f"evaluate-policy.{error}") from None
     if not config.propensity:
         raise InputError("evaluate-policy: off-policy evaluation needs the propensity column")
     fitted = _fitted_policy(context, config)

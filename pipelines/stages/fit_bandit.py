@@ -29,7 +29,7 @@ from bandits import (
     ThompsonSampling,
 )
 from bandits.feedback import encode_arms, sorted_labels
-from bandits.policies.linear import _LinearPolicy
+from bandits.policies.linear import LinearPolicy
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
 from pipelines.execution import tree_reduce
@@ -89,7 +89,7 @@ def _feedback(chunk: pd.DataFrame, config: FitBanditConfig, encoder: ContextEnco
 
 
 def _linear_statistics(chunk: pd.DataFrame, config: FitBanditConfig, encoder: ContextEncoder, arms: list,
-                       policy: _LinearPolicy) -> LinearStats:
+                       policy: LinearPolicy) -> LinearStats:
     chunk = select_users(chunk, config)
     if len(chunk) == 0:
         return LinearStats.zeros(len(arms), len(encoder.feature_names_out_) + int(policy.fit_intercept))
@@ -121,7 +121,7 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
     sample = logs.sample(frac=min(1.0, config.encoder_rows / n_rows), random_state=seed).compute()
     encoder = ContextEncoder(features).fit(sample)
     try:
-        if isinstance(policy, _LinearPolicy):
+        if isinstance(policy, LinearPolicy):
             stats = tree_reduce(logs, lambda chunk: _linear_statistics(chunk, config, encoder, arms, policy),
                                 LinearStats.merge)
             policy.fit_statistics(stats, arms, list(encoder.feature_names_out_))
