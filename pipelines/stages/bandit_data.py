@@ -67,6 +67,12 @@ def select_users(chunk: pd.DataFrame, config: BanditLogConfig) -> pd.DataFrame:
     return chunk if config.users == "all" else chunk[user_mask(chunk, config)]
 
 
+def log_features(config: BanditLogConfig, columns: list[str]) -> list[str]:
+    """Every column of the log that is not the arm, reward, propensity, user id or an excluded column."""
+    reserved = {config.arm, config.reward, config.propensity, config.user_id, *config.exclude}
+    return [column for column in columns if column not in reserved]
+
+
 def resolve_features(config: BanditLogConfig, context: StageContext, columns: list[str]) -> list[str]:
     """Explicit features, else what select-features selected in this job, else every non-reserved column."""
     if config.features:
@@ -74,8 +80,7 @@ def resolve_features(config: BanditLogConfig, context: StageContext, columns: li
     elif "select-features" in context.results and context.results["select-features"].data.get("selected"):
         features = list(context.results["select-features"].data["selected"])
     else:
-        reserved = {config.arm, config.reward, config.propensity, config.user_id, *config.exclude}
-        features = [column for column in columns if column not in reserved]
+        features = log_features(config, columns)
     missing = [name for name in features if name not in columns]
     if missing:
         raise InputError(f"features: columns not in {config.data}: {missing}")

@@ -30,7 +30,7 @@ from pipelines.errors import InputError
 from pipelines.execution import tree_reduce
 from pipelines.io import write_csv
 from pipelines.models import FittedPolicy, load_fitted_policy
-from pipelines.stages.bandit_data import BanditLogConfig, user_mask
+from pipelines.stages.bandit_data import BanditLogConfig, log_features, user_mask
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import NUMERIC, Column, Schema, read_row_aligned, read_table
 
@@ -165,8 +165,7 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     missing = [name for name in fitted.features if name not in logs.columns]
     if missing:
         raise InputError(f"evaluate-policy: the policy's features are not in {config.data}: {missing}")
-    reserved = {config.user_id, config.arm, config.reward, config.propensity, *config.exclude}
-    reward_features = config.reward_features or [c for c in logs.columns if c not in reserved]
+    reward_features = config.reward_features or log_features(config, list(logs.columns))
     unknown = [name for name in reward_features if name not in logs.columns]
     if unknown:
         raise InputError(f"evaluate-policy.reward_features: columns not in {config.data}: {unknown}")

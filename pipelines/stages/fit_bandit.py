@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -28,7 +27,7 @@ from bandits import (
     NeuralTS,
     ThompsonSampling,
 )
-from bandits.feedback import encode_arms, sorted_labels
+from bandits.feedback import sorted_labels
 from bandits.policies.linear import LinearPolicy
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
@@ -82,10 +81,8 @@ def _merge_count_and_arms(left: tuple[int, frozenset], right: tuple[int, frozens
 
 
 def _feedback(chunk: pd.DataFrame, config: FitBanditConfig, encoder: ContextEncoder, arms: list) -> LoggedFeedback:
-    return LoggedFeedback(encoder.transform(chunk), encode_arms(chunk[config.arm].to_numpy(), arms, config.arm),
-                          chunk[config.reward].to_numpy(dtype=np.float64),
-                          None if not config.propensity else chunk[config.propensity].to_numpy(dtype=np.float64),
-                          tuple(arms), tuple(encoder.feature_names_out_), user_ids=chunk[config.user_id].to_numpy())
+    return LoggedFeedback.from_frame(chunk, encoder, arm=config.arm, reward=config.reward,
+                                     propensity=config.propensity, user_id=config.user_id, arms=arms)
 
 
 def _linear_statistics(chunk: pd.DataFrame, config: FitBanditConfig, encoder: ContextEncoder, arms: list,
