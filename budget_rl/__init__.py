@@ -1,4 +1,9 @@
-"""Budget allocation: two-stage response model + dual LP, and offline constrained RL with a mixed policy.
+"""Budget allocation across users: response models and the two-stage (response model + dual LP) allocator."""
 
-Specified in ../shared/specs/budget_rl.md; implemented by issues 5 and 6. No public API yet.
-"""
+from budget_rl.allocation import Allocation, FractionalUser, allocate
+from budget_rl.constraints import AllocationConstraints
+from budget_rl.dual import spend_at_multiplier
+from budget_rl.lp import InfeasibleAllocationError
+
+__all__ = ["Allocation", "AllocationConstraints", "FractionalUser", "InfeasibleAllocationError", "allocate",
+           "spend_at_multiplier"]

@@ -1,0 +1,249 @@
+"""`allocate`: which incentive level each user gets so that total value is largest within the budget.
+
+Value v_ij and cost c_ij are per user i and level j (e.g. v = response probability, c = coupon value times the
+probability it is redeemed), in the caller's units; the budget is in the cost's units. The solution of the LP
+relaxation has at most one user per binding constraint between two levels (the *fractional* users); `level`
+gives those users their cheaper level, so the integral allocation never spends more than the budget.
+
+Input rules (checked before any work, one-line ValueError naming the argument):
+value and cost (n, J) with the same shape, finite; cost >= 0; budget finite and >= 0; user ids unique integers;
+every user has a zero-cost level (the "nothing" option) unless the budget covers everyone's highest-value level
+and there are no segment caps (otherwise the budget could bind and a user could have nothing affordable).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from budget_rl.constraints import AllocationConstraints
+from budget_rl.dual import ArrayBlocks, DualSolution, solve_dual
+from budget_rl.lp import solve_lp
+
+Method = Literal["dual", "lp"]
+
+
+@dataclass(frozen=True)
+class FractionalUser:
+    """A user the LP optimum splits between two levels: `share` of them at `upper_level`, the rest at `level`."""
+
+    user_id: int
+    level: int
+    upper_level: int
+    share: float
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The allocation and what it achieves.
+
+    level : (n,) level index per user (fractional users at their cheaper level); None when written elsewhere
+        (a partitioned run writes it per partition).
+    fractional : the users the optimum splits (at most one per binding constraint).
+    value, spend : of the optimum, fractional users counted by their share (= the LP objective and its spend).
+    integral_value, integral_spend : of `level` as given (spend <= budget).
+    budget_multiplier : the shadow price of the budget, in value per currency unit (0 when it does not bind).
+    segment_multipliers : extra price of each capped segment's cap (0 when it does not bind).
+    frontier : value against spend as the multiplier sweeps (columns budget_multiplier, spend, value,
+        marginal_value); None for the LP.
+    diagnostics : solver facts (method, passes or solver status, seconds, ...).
+    """
+
+    level: np.ndarray | None
+    fractional: tuple[FractionalUser, ...]
+    value: float
+    spend: float
+    integral_value: float
+    integral_spend: float
+    budget: float
+    budget_multiplier: float
+    segment_multipliers: dict[str, float]
+    frontier: pd.DataFrame | None
+    diagnostics: dict = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        """One row: budget, spend, value, integral spend and value, multiplier, fractional users, method, seconds."""
+        return pd.DataFrame([{
+            "budget": self.budget, "spend": self.spend, "value": self.value, "integral_spend": self.integral_spend,
+            "integral_value": self.integral_value, "budget_multiplier": self.budget_multiplier,
+            "fractional_users": len(self.fractional), "method": self.diagnostics.get("method"),
+            "seconds": self.diagnostics.get("seconds"),
+        }])
+
+    def to_frame(self, user_ids: np.ndarray | None = None, level_labels: list | None = None) -> pd.DataFrame:
+        """Per user: user_id, level (label if given), upper_level and upper_share (fractional users only)."""
+        if self.level is None:
+            raise ValueError("level: this allocation was written per partition; read its parquet instead")
+        n = len(self.level)
+        ids = np.arange(n) if user_ids is None else np.asarray(user_ids)
+        upper = np.full(n, -1)
+        share = np.zeros(n)
+        position = pd.Index(ids).get_indexer([f.user_id for f in self.fractional])
+        upper[position] = [f.upper_level for f in self.fractional]
+        share[position] = [f.share for f in self.fractional]
+        frame = pd.DataFrame({"user_id": ids, "level": self.level, "upper_level": upper, "upper_share": share})
+        if level_labels is not None:
+            labels = np.asarray(level_labels, dtype=object)
+            frame["level"] = labels[frame["level"]]
+            frame["upper_level"] = np.where(upper >= 0, labels[np.maximum(upper, 0)], None)
+        return frame
+
+
+def _matrix(name: str, array) -> np.ndarray:
+    try:
+        matrix = np.ascontiguousarray(array, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: must be a numeric (n_users, n_levels) array ({error})") from None
+    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ValueError(f"{name}: must be a non-empty (n_users, n_levels) array, got shape {matrix.shape}")
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(f"{name}: {int(bad.sum())} entries are NaN or infinite (in {rows.size} users, first row "
+                         f"{rows[0]})")
+    return matrix
+
+
+@dataclass(frozen=True)
+class _Checked:
+    value: np.ndarray
+    cost: np.ndarray
+    user_id: np.ndarray
+    segment_codes: np.ndarray  # code into capped_segments, -1 for users of uncapped segments
+    capped_segments: list[str]
+
+
+def check_allocation_input(value, cost, budget: float, constraints: AllocationConstraints,
+                           segments=None, user_ids=None) -> _Checked:
+    """Validate every input of `allocate` (module docstring) and return the arrays it works on."""
+    value, cost = _matrix("value", value), _matrix("cost", cost)
+    if cost.shape != value.shape:
+        raise ValueError(f"cost: shape {cost.shape} does not match value's {value.shape}")
+    if (cost < 0).any():
+        raise ValueError(f"cost: {int((cost < 0).sum())} entries are negative (smallest {cost.min():g}); "
+                         "costs must be >= 0")
+    if not (isinstance(budget, int | float | np.number) and np.isfinite(budget) and budget >= 0):
+        raise ValueError(f"budget: must be a finite number >= 0, got {budget!r}")
+    n, n_levels = value.shape
+    constraints.check_levels(n_levels)
+    if user_ids is None:
+        user_id = np.arange(n, dtype=np.int64)
+    else:
+        user_id = np.asarray(user_ids)
+        if user_id.shape != (n,) or not np.issubdtype(user_id.dtype, np.integer):
+            raise ValueError(f"user_ids: must be {n} integers, got shape {user_id.shape} dtype {user_id.dtype}")
+        user_id = user_id.astype(np.int64)
+        duplicated = n - np.unique(user_id).size
+        if duplicated:
+            raise ValueError(f"user_ids: {duplicated} ids are repeated; each user needs a unique id")
+    capped = list(constraints.segment_caps)
+    codes = np.full(n, -1, dtype=np.int64)
+    if capped:
+        if segments is None:
+            raise ValueError("constraints.segment_caps: needs `segments` (one label per user)")
+        labels = pd.Series(np.asarray(segments, dtype=object))
+        if len(labels) != n:
+            raise ValueError(f"segments: {len(labels)} labels for {n} users")
+        if labels.isna().any():
+            raise ValueError(f"segments: {int(labels.isna().sum())} users have no segment")
+        known = set(labels.unique())
+        unknown = [label for label in capped if label not in known]
+        if unknown:
+            raise ValueError(f"constraints.segment_caps: unknown segment(s) {unknown} (segments are "
+                             f"{sorted(map(str, known))})")
+        codes = pd.Categorical(labels, categories=capped).codes.astype(np.int64)
+    no_free = int((cost.min(axis=1) > 0).sum())
+    if no_free:
+        top = np.argmax(value - 1e-12 * cost, axis=1)
+        top_spend = float(cost[np.arange(n), top].sum())
+        if capped or budget < top_spend:
+            raise ValueError(f"cost: {no_free} users have no zero-cost level; every user needs one (e.g. 'nothing') "
+                             f"when the budget can bind (budget {budget:g} < {top_spend:g} at the highest-value "
+                             "levels, or segment caps are set)")
+    return _Checked(value, cost, user_id, codes, capped)
+
+
+def _fractional_users(user_id: np.ndarray, level: np.ndarray, upper: np.ndarray,
+                      share: np.ndarray) -> tuple[FractionalUser, ...]:
+    rows = np.flatnonzero(upper >= 0)
+    return tuple(FractionalUser(int(user_id[i]), int(level[i]), int(upper[i]), float(share[i])) for i in rows)
+
+
+def _from_dual(checked: _Checked, budget: float, solution: DualSolution, started: float) -> Allocation:
+    blocks = ArrayBlocks(checked.value, checked.cost, checked.user_id, checked.segment_codes)
+    parts = [solution.assign(block) for block in blocks.blocks()]
+    level, upper, share = (np.concatenate(column) for column in zip(*parts, strict=True))
+    rows = np.arange(len(level))
+    value, cost = checked.value, checked.cost
+    integral_value = float(value[rows, level].sum())
+    integral_spend = float(cost[rows, level].sum())
+    fractional = _fractional_users(checked.user_id, level, upper, share)
+    extra_value = sum(f.share * (value[i, f.upper_level] - value[i, f.level])
+                      for i, f in zip(np.flatnonzero(upper >= 0), fractional, strict=True))
+    extra_cost = sum(f.share * (cost[i, f.upper_level] - cost[i, f.level])
+                     for i, f in zip(np.flatnonzero(upper >= 0), fractional, strict=True))
+    diagnostics = solution.diagnostics
+    return Allocation(
+        level=level, fractional=fractional, value=integral_value + extra_value, spend=integral_spend + extra_cost,
+        integral_value=integral_value, integral_spend=integral_spend, budget=float(budget),
+        budget_multiplier=solution.budget_multiplier,
+        segment_multipliers={label: max(0.0, s.budget_multiplier - solution.budget_multiplier)
+                             for label, s in zip(checked.capped_segments, solution.segment_solutions, strict=True)},
+        frontier=solution.frontier,
+        diagnostics={"method": "dual", "passes": diagnostics.passes, "refinements": diagnostics.refinements,
+                     "candidates": diagnostics.candidates, "seconds": time.perf_counter() - started})
+
+
+def _from_lp(checked: _Checked, budget: float, constraints: AllocationConstraints, solver: str,
+             started: float) -> Allocation:
+    solution = solve_lp(checked.value, checked.cost, budget, constraints, checked.segment_codes,
+                        checked.capped_segments, solver)
+    shares = solution.shares
+    n, n_levels = shares.shape
+    rows = np.arange(n)
+    order = np.argsort(-shares, axis=1, kind="stable")[:, :2]
+    split = shares[rows, order[:, 0]] < 1.0 - 1e-7
+    first, second = order[:, 0], order[:, 1] if n_levels > 1 else order[:, 0]
+    cheaper_first = checked.cost[rows, first] <= checked.cost[rows, second]
+    level = np.where(split & ~cheaper_first, second, first).astype(np.int16)
+    upper = np.where(split, np.where(cheaper_first, second, first), -1).astype(np.int16)
+    share = np.where(split, shares[rows, np.maximum(upper, 0)], 0.0)
+    value, cost = checked.value, checked.cost
+    return Allocation(
+        level=level, fractional=_fractional_users(checked.user_id, level, upper, share),
+        value=float((value * shares).sum()), spend=float((cost * shares).sum()),
+        integral_value=float(value[rows, level].sum()), integral_spend=float(cost[rows, level].sum()),
+        budget=float(budget), budget_multiplier=max(0.0, solution.budget_multiplier),
+        segment_multipliers=solution.segment_multipliers, frontier=None,
+        diagnostics={"method": "lp", "solver": solution.solver, "status": solution.status,
+                     "objective": solution.objective, "seconds": time.perf_counter() - started})
+
+
+def allocate(value, cost, budget: float, method: Method = "dual", constraints: AllocationConstraints | None = None,
+             *, segments=None, user_ids=None, solver: str = "HIGHS") -> Allocation:
+    """The best allocation of incentive levels within `budget` (and `constraints`).
+
+    value, cost : (n_users, n_levels) arrays (see the module docstring for units and rules).
+    method : "dual" (exact multiplier search, seconds at 10^7 users; budget and segment caps) or "lp" (cvxpy with
+        `solver`, every constraint; the reference).
+    segments : one label per user, needed for segment caps. user_ids : unique integers (ties between users are
+        broken by id, so the result does not depend on row order); default 0..n-1.
+    For users in a Dask DataFrame, `pipelines.allocation.allocate_frame` runs the same dual as a map-reduce.
+    """
+    constraints = constraints or AllocationConstraints()
+    if method not in ("dual", "lp"):
+        raise ValueError(f"method: must be 'dual' or 'lp', got {method!r}")
+    if method == "dual" and constraints.needs_lp:
+        raise ValueError(f"constraints: {', '.join(constraints.needs_lp)} need method='lp' "
+                         "(the dual handles the budget and segment spend caps)")
+    checked = check_allocation_input(value, cost, budget, constraints, segments, user_ids)
+    started = time.perf_counter()
+    if method == "lp":
+        return _from_lp(checked, budget, constraints, solver, started)
+    caps = np.array([constraints.segment_caps[label] for label in checked.capped_segments], dtype=float)
+    blocks = ArrayBlocks(checked.value, checked.cost, checked.user_id, checked.segment_codes)
+    return _from_dual(checked, budget, solve_dual(blocks, float(budget), caps), started)
