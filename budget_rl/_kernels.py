@@ -47,7 +47,7 @@ def _weight(slope: float, user: int, step: int, key_slope: float, key_user: int,
     return 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bin_of(slope: float, edges: np.ndarray) -> int:
     """Index b with edges[b] <= slope < edges[b + 1], or -1 when outside [edges[0], edges[-1])."""
     if slope < edges[0] or slope >= edges[edges.size - 1]:
@@ -62,7 +62,7 @@ def _bin_of(slope: float, edges: np.ndarray) -> int:
     return low
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, keys_slope, keys_user, keys_step,
                    keys_share):
     """Per group: start spend, start value and users; per (group, slope bin): extra cost, extra value, count.
@@ -114,7 +114,7 @@ def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, k
     return start_cost, start_value, users, extra_cost, extra_value, count, above_cost, above_value
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def candidate_pass(value, cost, user_id, group, low, high, filter_group, keys_slope, keys_user, keys_step,
                    keys_share):
     """The upgrades of group g with low[g] <= slope < high[g]: slope, user id, step, weighted extra cost and value."""
@@ -163,7 +163,7 @@ def candidate_pass(value, cost, user_id, group, low, high, filter_group, keys_sl
     return slopes[:size], users[:size], steps[:size], costs[:size], values[:size], groups[:size]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def assign_pass(value, cost, user_id, segment, keys_slope, keys_user, keys_step, keys_share, global_slope,
                 global_user, global_step, global_share):
     """Each user's level at the solution, and the partly taken upgrade if any (upper level and its share, else -1, 0).
@@ -197,7 +197,7 @@ def assign_pass(value, cost, user_id, segment, keys_slope, keys_user, keys_step,
     return level, upper_level, upper_share
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def spend_at(value, cost, multiplier):
     """Spend, value and users at their argmax_j (v_ij - multiplier c_ij) levels (ties: the cheaper level)."""
     spend, total = 0.0, 0.0

@@ -175,7 +175,7 @@ def _fractional_users(user_id: np.ndarray, level: np.ndarray, upper: np.ndarray,
 
 def _from_dual(checked: _Checked, budget: float, solution: DualSolution, started: float) -> Allocation:
     blocks = ArrayBlocks(checked.value, checked.cost, checked.user_id, checked.segment_codes)
-    parts = [solution.assign(block) for block in blocks.blocks()]
+    parts = blocks.map(solution.assign)
     level, upper, share = (np.concatenate(column) for column in zip(*parts, strict=True))
     rows = np.arange(len(level))
     value, cost = checked.value, checked.cost

@@ -22,8 +22,11 @@ in-memory arrays (`ArrayBlocks`) and on Dask partitions (`pipelines.allocation`)
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -88,12 +91,17 @@ class ArrayBlocks:
                       self.user_id[s:s + self.block_rows], self.segment[s:s + self.block_rows])
                 for s in range(0, max(n, 1), self.block_rows)]
 
+    def map(self, function: Callable[[Block], S]) -> list[S]:
+        """`function` of every block, in block order; blocks run on threads (the compiled passes release the GIL)."""
+        blocks = self.blocks()
+        if len(blocks) == 1:
+            return [function(blocks[0])]
+        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+            return list(pool.map(function, blocks))
+
     def map_reduce(self, partial: Callable[[Block], S], merge: Callable[[S, S], S]) -> S:
-        result = None
-        for block in self.blocks():
-            stats = partial(block)
-            result = stats if result is None else merge(result, stats)
-        return result
+        """Merged in block order, so the result does not depend on the thread count."""
+        return functools.reduce(merge, self.map(partial))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class CampaignConfig(BaseModel):
     activity_logit: float = Field(0.3, description="logit of an average user being active on a day")
     logging_bias: float = Field(1.0, ge=0.0, description="strength of the logging policy's targeting")
     logging_epsilon: float = Field(0.05, ge=0.0, le=1.0, description="uniform share in the logging policy")
+    hidden_targeting: float = Field(0.0, ge=0.0, description="strength of an unlogged coupon affinity that raises "
+                                    "coupon effects and steers the logging policy (confounding; 0: none)")
     randomized_share: float = Field(0.05, ge=0.0, le=1.0, description="share of users in the randomized slice")
     avg_degree: float = Field(10.0, ge=0.0, description="mean number of friends per user (0: no graph)")
     community_size: int = Field(40, ge=2, description="mean community size of the social graph")

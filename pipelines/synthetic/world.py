@@ -16,6 +16,11 @@ raised today's purchase into more activity and purchases later. A redeemed coupo
 
 Logging policy: a softmax targeting rule over a few features (marketers give coupons to engaged users and members),
 mixed with `logging_epsilon` of uniform; users in the randomized slice get every arm with probability 1/K.
+
+Hidden targeting (off by default): with `hidden_targeting` = h > 0 every coupon's effect gains h u_i and the logging
+policy's coupon logits gain 2 h u_i, for an unlogged coupon affinity u_i ~ N(0, 1) (marketers know who hunts for
+deals from data the analyst lacks). Models fitted on the logs then overstate coupon effects; only the randomized
+slice shows them as they are.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def stream(seed: int, *key: int) -> np.random.Generator:
 
 
 # Stream keys: one purpose each, so adding draws to one purpose never shifts another's numbers.
-WORLD_STREAM, USERS_STREAM, ACTIVITY_STREAM, GRAPH_STREAM = 0, 1, 2, 3
+WORLD_STREAM, USERS_STREAM, ACTIVITY_STREAM, GRAPH_STREAM, HIDDEN_STREAM = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -107,6 +112,7 @@ class UserBlock:
     prognostic_signal: np.ndarray  # (n, n_prognostic)
     engagement: np.ndarray  # latent z_i ~ N(0, 1): drives activity, sessions, purchases and sociability
     randomized: np.ndarray  # bool: user is in the uniformly randomized slice
+    coupon_affinity: np.ndarray  # unlogged u_i ~ N(0, 1): used only when config.hidden_targeting > 0
 
     def __len__(self) -> int:
         return len(self.user_id)
@@ -180,12 +186,16 @@ class CampaignWorld:
                                if by_role[PROGNOSTIC] else np.zeros((n, 0))),
             engagement=engagement,
             randomized=randomized,
+            coupon_affinity=stream(self.seed, HIDDEN_STREAM, chunk_index).standard_normal(n),
         )
 
     # ------------------------------------------------------------------ truth
     def arm_effects(self, users: UserBlock) -> np.ndarray:
         """tau_k(x_i): per-user logit effect of each arm against control, shape (n, K)."""
-        return self.arm_base[None, :] + users.modifier_signal @ self.effects.T
+        effects = self.arm_base[None, :] + users.modifier_signal @ self.effects.T
+        if self.config.hidden_targeting > 0:
+            effects[:, 1:] += self.config.hidden_targeting * users.coupon_affinity[:, None]
+        return effects
 
     def baseline_logit(self, users: UserBlock) -> np.ndarray:
         """Control-arm logit of each user at zero habit: base plus the prognostic part, shape (n,)."""
@@ -204,6 +214,8 @@ class CampaignWorld:
         """The logging policy's arm probabilities per user, shape (n, K); uniform for the randomized slice."""
         signal = np.hstack([users.modifier_signal, users.prognostic_signal])
         logits = self.logging_intercepts[None, :] + self.config.logging_bias * signal @ self.logging_weights.T
+        if self.config.hidden_targeting > 0:
+            logits[:, 1:] += 2.0 * self.config.hidden_targeting * users.coupon_affinity[:, None]
         logits -= logits.max(axis=1, keepdims=True)
         softmax = np.exp(logits)
         softmax /= softmax.sum(axis=1, keepdims=True)
