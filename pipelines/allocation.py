@@ -1,0 +1,253 @@
+"""The dual allocator on a Dask DataFrame of users: the same passes as `budget_rl.allocate`, as map-reduces.
+
+The users frame holds one value and one cost column per level, a unique integer user id and optionally a segment.
+Each pass of `budget_rl.dual.solve_dual` maps a compiled kernel over the partitions and tree-reduces the small
+results (histograms, then the few upgrades in the crossing bin), so memory stays at one partition per worker. The
+last pass assigns levels partition by partition and writes them as parquet, one file per partition, into a folder
+that appears in one rename.
+
+Partitioned input is held to the strict zero-cost rule: every user needs a zero-cost level (whether the budget binds
+is only known after a pass). Constraints other than the budget and segment caps need the LP: `method="lp"`
+collects the users into memory, up to `max_lp_users`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from budget_rl import Allocation, AllocationConstraints, FractionalUser, allocate
+from budget_rl.dual import Block, DualSolution, solve_dual
+from pipelines.errors import InputError
+from pipelines.execution import tree_reduce
+from pipelines.progress import busy
+from pipelines.io import atomic_output
+
+
+@dataclass(frozen=True)
+class FrameUsers:
+    """Which columns of the users frame hold what; turns a partition into a `budget_rl.dual.Block`."""
+
+    value_columns: tuple[str, ...]
+    cost_columns: tuple[str, ...]
+    user_id: str
+    segment: str | None
+    capped_segments: tuple[str, ...]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.value_columns)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys([self.user_id, *([self.segment] if self.segment else []),
+                                   *self.value_columns, *self.cost_columns]))
+
+    def block(self, partition: pd.DataFrame) -> Block:
+        """The partition as arrays, after checking the values (ValueError naming the column)."""
+        value = _matrix(partition, self.value_columns)
+        cost = _matrix(partition, self.cost_columns)
+        negative = cost < 0
+        if negative.any():
+            column = self.cost_columns[int(np.flatnonzero(negative.any(axis=0))[0])]
+            raise ValueError(f"{column}: {int(negative.sum())} negative costs in a partition; costs must be >= 0")
+        no_free = int((cost.min(axis=1) > 0).sum()) if cost.size else 0
+        if no_free:
+            raise ValueError(f"{', '.join(self.cost_columns)}: {no_free} users have no zero-cost level; every user "
+                             "needs one (e.g. 'nothing')")
+        user_id = partition[self.user_id].to_numpy()
+        if not np.issubdtype(user_id.dtype, np.integer):
+            raise ValueError(f"{self.user_id}: user ids must be integers, got {user_id.dtype}")
+        codes = np.full(len(partition), -1, dtype=np.int64)
+        if self.capped_segments:
+            codes = pd.Categorical(partition[self.segment].astype(object),
+                                   categories=list(self.capped_segments)).codes.astype(np.int64)
+        return Block(value, cost, user_id.astype(np.int64), codes)
+
+
+def _matrix(partition: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    matrix = np.ascontiguousarray(partition[list(columns)].to_numpy(dtype=np.float64, na_value=np.nan))
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        column = columns[int(np.flatnonzero(bad.any(axis=0))[0])]
+        raise ValueError(f"{column}: {int(bad.sum())} NaN or infinite values in a partition")
+    return matrix
+
+
+def _apply(partial, users: FrameUsers, partition: pd.DataFrame):
+    return partial(users.block(partition))
+
+
+@dataclass(frozen=True)
+class FrameBlocks:
+    """A `budget_rl.dual.BlockSource` over the partitions of a Dask (or pandas) DataFrame."""
+
+    frame: dd.DataFrame | pd.DataFrame
+    users: FrameUsers
+
+    @property
+    def n_levels(self) -> int:
+        return self.users.n_levels
+
+    def map_reduce(self, partial, merge):
+        return tree_reduce(self.frame, functools.partial(_apply, partial, self.users), merge)
+
+
+@dataclass
+class _Written:
+    """What the assignment pass returns from each partition: totals and the fractional users."""
+
+    rows: int
+    integral_value: float
+    integral_spend: float
+    extra_value: float
+    extra_cost: float
+    fractional: list[FractionalUser]
+
+    def merge(self, other: _Written) -> _Written:
+        return _Written(self.rows + other.rows, self.integral_value + other.integral_value,
+                        self.integral_spend + other.integral_spend, self.extra_value + other.extra_value,
+                        self.extra_cost + other.extra_cost, self.fractional + other.fractional)
+
+
+def _assign_partition(solution: DualSolution, users: FrameUsers, level_labels: list[str], folder: Path | None,
+                      index: int, partition: pd.DataFrame) -> _Written:
+    block = users.block(partition)
+    level, upper, share = solution.assign(block)
+    rows = np.arange(len(level))
+    value = block.value[rows, level]
+    cost = block.cost[rows, level]
+    split = np.flatnonzero(upper >= 0)
+    upper_value = block.value[split, upper[split]] - value[split]
+    upper_cost = block.cost[split, upper[split]] - cost[split]
+    if folder is not None:
+        labels = np.asarray(level_labels, dtype=object)
+        table = {"user_id": block.user_id}
+        if users.segment:
+            table["segment"] = partition[users.segment].astype(str).to_numpy()
+        table |= {"level": pa.array(labels[level], type=pa.string()),
+                  "upper_level": pa.array(np.where(upper >= 0, labels[np.maximum(upper, 0)], None), type=pa.string()),
+                  "upper_share": share, "value": value, "cost": cost}
+        pq.write_table(pa.table(table), folder / f"part-{index:05d}.parquet", compression="zstd")
+    fractional = [FractionalUser(int(block.user_id[i]), int(level[i]), int(upper[i]), float(share[i])) for i in split]
+    return _Written(len(level), float(value.sum()), float(cost.sum()), float((share[split] * upper_value).sum()),
+                    float((share[split] * upper_cost).sum()), fractional)
+
+
+def _check_columns(frame: dd.DataFrame | pd.DataFrame, users: FrameUsers) -> None:
+    missing = [column for column in users.columns if column not in frame.columns]
+    if missing:
+        raise InputError(f"users: missing column(s) {missing}")
+    for column in [*users.value_columns, *users.cost_columns]:
+        if not pd.api.types.is_numeric_dtype(frame[column].dtype):
+            raise InputError(f"{column}: must be numeric, got {frame[column].dtype}")
+    if len(users.value_columns) != len(users.cost_columns) or not users.value_columns:
+        raise InputError(f"value/cost columns: need the same number (>= 1), got {len(users.value_columns)} and "
+                         f"{len(users.cost_columns)}")
+
+
+def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str], cost_columns: list[str],
+                   budget: float, *, level_labels: list[str] | None = None, user_id: str = "user_id",
+                   segment: str | None = None, constraints: AllocationConstraints | None = None,
+                   method: str = "dual", out: Path | None = None, max_lp_users: int = 200_000) -> Allocation:
+    """Allocate levels to the users of `frame` (see the module docstring); writes the per-user allocation to `out`
+    (parquet folder: user_id, segment, level, upper_level, upper_share, value, cost) when given."""
+    constraints = constraints or AllocationConstraints()
+    level_labels = list(level_labels or [str(j) for j in range(len(value_columns))])
+    if not (np.isfinite(budget) and budget >= 0):
+        raise InputError(f"budget: must be a finite number >= 0, got {budget!r}")
+    capped = tuple(constraints.segment_caps)
+    if capped and segment is None:
+        raise InputError("constraints.segment_caps: needs the segment column")
+    users = FrameUsers(tuple(value_columns), tuple(cost_columns), user_id, segment, capped)
+    _check_columns(frame, users)
+    try:
+        constraints.check_levels(users.n_levels)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if capped:
+        with busy("reading segments"):
+            known = set(map(str, _compute(frame[segment].astype(str).unique())))
+        unknown = [label for label in capped if label not in known]
+        if unknown:
+            raise InputError(f"constraints.segment_caps: unknown segment(s) {unknown} (segments are {sorted(known)})")
+    frame = frame[users.columns]
+    if method == "lp" or constraints.needs_lp:
+        return _allocate_in_memory(frame, users, budget, constraints, level_labels, out, max_lp_users)
+    caps = np.array([constraints.segment_caps[label] for label in capped], dtype=float)
+    try:
+        solution = solve_dual(FrameBlocks(frame, users), float(budget), caps)
+        written = _write_assignment(frame, solution, users, level_labels, out)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    diagnostics = solution.diagnostics
+    return Allocation(
+        level=None, fractional=tuple(written.fractional), value=written.integral_value + written.extra_value,
+        spend=written.integral_spend + written.extra_cost, integral_value=written.integral_value,
+        integral_spend=written.integral_spend, budget=float(budget), budget_multiplier=solution.budget_multiplier,
+        segment_multipliers={label: max(0.0, s.budget_multiplier - solution.budget_multiplier)
+                             for label, s in zip(capped, solution.segment_solutions, strict=True)},
+        frontier=solution.frontier,
+        diagnostics={"method": "dual", "passes": diagnostics.passes + 1, "refinements": diagnostics.refinements,
+                     "candidates": diagnostics.candidates, "users": written.rows})
+
+
+def _compute(collection):
+    return collection.compute() if hasattr(collection, "compute") else collection
+
+
+def _write_assignment(frame, solution: DualSolution, users: FrameUsers, level_labels: list[str],
+                      out: Path | None) -> _Written:
+    partitions = frame.to_delayed() if isinstance(frame, dd.DataFrame) else [frame]
+
+    def run(folder: Path | None) -> _Written:
+        work = functools.partial(_assign_partition, solution, users, level_labels, folder)
+        if isinstance(frame, dd.DataFrame):
+            tasks = [dask.delayed(work)(i, part) for i, part in enumerate(partitions)]
+            with busy(f"assigning {len(tasks)} partitions"):
+                results = dask.compute(*tasks)
+        else:
+            results = [work(0, frame)]
+        return functools.reduce(_Written.merge, results)
+
+    if out is None:
+        return run(None)
+    with atomic_output(Path(out)) as temporary:
+        temporary.mkdir(parents=True, exist_ok=True)
+        return run(temporary)
+
+
+def _allocate_in_memory(frame, users: FrameUsers, budget: float, constraints: AllocationConstraints,
+                        level_labels: list[str], out: Path | None, max_lp_users: int) -> Allocation:
+    n = int(_compute(frame.shape[0]))
+    if n > max_lp_users:
+        raise InputError(f"method: the LP collects users into memory and is limited to {max_lp_users} users "
+                         f"(got {n}); use the dual (budget and segment caps) or raise max_lp_users")
+    users_frame = _compute(frame).reset_index(drop=True)
+    try:
+        allocation = allocate(users_frame[list(users.value_columns)].to_numpy(dtype=float),
+                              users_frame[list(users.cost_columns)].to_numpy(dtype=float), budget, "lp",
+                              constraints, segments=users_frame[users.segment] if users.segment else None,
+                              user_ids=users_frame[users.user_id].to_numpy())
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if out is not None:
+        table = allocation.to_frame(users_frame[users.user_id].to_numpy(), level_labels)
+        if users.segment:
+            table.insert(1, "segment", users_frame[users.segment].astype(str).to_numpy())
+        rows = np.arange(len(table))
+        table["value"] = users_frame[list(users.value_columns)].to_numpy()[rows, allocation.level]
+        table["cost"] = users_frame[list(users.cost_columns)].to_numpy()[rows, allocation.level]
+        with atomic_output(Path(out)) as temporary:
+            temporary.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pandas(table, preserve_index=False), temporary / "part-00000.parquet",
+                           compression="zstd")
+    return allocation
