@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+
 @njit(cache=True, inline="always")
 def _start(value_row: np.ndarray, cost_row: np.ndarray) -> int:
     best = 0

@@ -27,7 +27,8 @@ class AllocationConstraints:
     def __post_init__(self) -> None:
         for label, cap in self.segment_caps.items():
             if not (isinstance(cap, int | float) and math.isfinite(cap) and cap >= 0):
-                raise ValueError(f"constraints.segment_caps: cap of segment {label!r} must be a number >= 0, got {cap!r}")
+                raise ValueError(f"constraints.segment_caps: cap of segment {label!r} must be a number >= 0, "
+                                 f"got {cap!r}")
         if not 0.0 <= self.min_treated_share <= 1.0:
             raise ValueError(f"constraints.min_treated_share: must be in [0, 1], got {self.min_treated_share}")
         for level, count in self.level_inventory.items():

@@ -28,8 +28,8 @@ from budget_rl import Allocation, AllocationConstraints, FractionalUser, allocat
 from budget_rl.dual import Block, DualSolution, solve_dual
 from pipelines.errors import InputError
 from pipelines.execution import tree_reduce
-from pipelines.progress import busy
 from pipelines.io import atomic_output
+from pipelines.progress import busy
 
 
 @dataclass(frozen=True)

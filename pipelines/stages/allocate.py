@@ -1,0 +1,241 @@
+"""Stage `allocate`: the two-stage budget allocator. Response model on the logs, then the dual LP over all users.
+
+1. Response model (unless `scores` gives value_<level>/cost_<level> per user already): on a seeded sample of the
+   decision log, P(purchase | features, level) by gradient boosting, plain or debiased with the randomized slice
+   (`budget_rl.response`). Half of the randomized users (by a hash of user_id) are held out of both fits; on their
+   rows both models are scored (log-loss, calibration), so the choice is visible in every run.
+2. Scores: for every user in `users`, value_ij = value_per_response * p_ij and cost_ij = face value_j * p_ij (a
+   coupon is paid only when redeemed). Face values are read off the log (cost of redeemed rows per arm) unless
+   `level_costs` gives them; history features (`recent_purchases`) are set to 0: a fresh campaign.
+3. Allocation: `pipelines.allocation.allocate_frame` (dual map-reduce; the LP for the constraints only it handles)
+   writes the per-user allocation; the frontier, its plot, the multiplier and the spend go to MLflow. On a
+   synthetic campaign the allocation is also scored under the true response (truth/users p0_<arm>).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from budget_rl import AllocationConstraints, frontier_figure
+from budget_rl.evaluation import response_metrics
+from budget_rl.response import DebiasedResponseModel, ResponseModel
+from pipelines.allocation import allocate_frame
+from pipelines.config import ConfigPath, StageConfig
+from pipelines.errors import InputError
+from pipelines.stages.bandit_data import in_holdout
+from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
+from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
+
+#: Columns of the users table that are never response-model features.
+NOT_FEATURES = ["user_id", "segment"]
+
+
+class AllocateConfig(StageConfig):
+    users: ConfigPath = Field(description="users table (parquet): user_id, features, segment; or, with `scores`, "
+                                          "value_<level> and cost_<level> columns")
+    out: ConfigPath = Field(description="per-user allocation (parquet folder): user_id, segment, level, "
+                                        "upper_level, upper_share, value, cost")
+    data: ConfigPath | None = Field(None, description="decision log to fit the response model on (parquet)")
+    scores: bool = Field(False, description="`users` already holds value_<level> and cost_<level> (no model)")
+    response_model: Literal["plain", "debiased"] = Field("debiased", description="which model allocates")
+    features: list[str] | None = Field(None, description="model features (none: every users-table column that "
+                                                         "the log also has)")
+    history_features: list[str] = Field(["recent_purchases"], description="log columns of recent history: used "
+                                                                          "in training, 0 when scoring users")
+    level_costs: dict[str, float] | None = Field(None, description="level -> face value paid on a response "
+                                                                   "(none: read off the log's cost column)")
+    value_per_response: float = Field(1.0, gt=0, description="value of one response (e.g. margin)")
+    budget: float | None = Field(None, ge=0, description="total budget in cost units (none: budget_per_user x "
+                                                         "users)")
+    budget_per_user: float = Field(1.0, ge=0, description="budget per user when `budget` is none")
+    method: Literal["dual", "lp"] = Field("dual", description="dual (any size) or the cvxpy LP (in memory)")
+    segment: str | None = Field("segment", description="segment column (none: no segments)")
+    segment_caps: dict[str, float] = Field({}, description="segment -> spend cap")
+    min_treated_share: float = Field(0.0, ge=0, le=1, description="least share of users given a level (LP)")
+    level_inventory: dict[str, float] = Field({}, description="level -> most users given it (LP)")
+    max_training_rows: int = Field(200_000, ge=1000, description="log rows sampled to fit the response model")
+    max_iter: int = Field(100, ge=1, description="boosting iterations of the response model")
+    truth: ConfigPath | None = Field(None, description="truth users table with p0_<level> (synthetic data; none: "
+                                                       "found automatically when this job generated the campaign)")
+
+
+def _demo(inputs: DemoInputs) -> dict:
+    return {"users": str(inputs.campaign_dir / "users"), "data": str(inputs.campaign_dir / "logs"),
+            "out": str(inputs.out_dir / "allocation")}
+
+
+def _levels(config: AllocateConfig, sample: pd.DataFrame) -> dict[str, float]:
+    """Level label -> face value, cheapest first (the zero-cost level is the 'nothing' option)."""
+    if config.level_costs is not None:
+        costs = dict(config.level_costs)
+        unknown = sorted(set(sample["arm"].astype(str)) - set(costs))
+        if unknown:
+            raise InputError(f"level_costs: the log has levels {unknown} without a cost")
+    else:
+        redeemed = sample[sample["reward"] > 0]
+        costs = redeemed.groupby(redeemed["arm"].astype(str))["cost"].mean().to_dict()
+        costs |= {arm: 0.0 for arm in set(sample["arm"].astype(str)) - set(costs)}
+    negative = [level for level, cost in costs.items() if not np.isfinite(cost) or cost < 0]
+    if negative:
+        raise InputError(f"level_costs: levels {negative} have a negative or missing cost")
+    if min(costs.values()) > 0:
+        raise InputError(f"level_costs: no zero-cost level among {sorted(costs)}; allocation needs a 'nothing' "
+                         "option")
+    return dict(sorted(costs.items(), key=lambda item: (item[1], item[0])))
+
+
+def _features(config: AllocateConfig, users: dd.DataFrame, logs: dd.DataFrame) -> list[str]:
+    if config.features:
+        missing = [f for f in config.features if f not in users.columns or f not in logs.columns]
+        if missing:
+            raise InputError(f"features: not in both the users table and the log: {missing}")
+        return list(config.features)
+    return [c for c in users.columns if c not in NOT_FEATURES and c != config.segment and c in logs.columns]
+
+
+class _Scorer:
+    """Turns a users partition into user_id, segment, value_<level>, cost_<level> (picklable for the workers)."""
+
+    def __init__(self, model, features: list[str], history: list[str], levels: dict[str, float],
+                 config: AllocateConfig):
+        self.model, self.features, self.history, self.levels, self.config = model, features, history, levels, config
+
+    def __call__(self, partition: pd.DataFrame) -> pd.DataFrame:
+        frame = partition[self.features].reset_index(drop=True).assign(**{name: 0 for name in self.history})
+        response = self.model.predict_proba(frame) if len(frame) else np.zeros((0, len(self.levels)))
+        scores = pd.DataFrame({"user_id": partition["user_id"].to_numpy()})
+        if self.config.segment:
+            scores["segment"] = partition[self.config.segment].astype(str).to_numpy()
+        for j, (level, face) in enumerate(self.levels.items()):
+            scores[f"value_{level}"] = self.config.value_per_response * response[:, j]
+            scores[f"cost_{level}"] = face * response[:, j]
+        return scores
+
+
+def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str], levels: dict[str, float],
+                seed: int) -> tuple[dict, pd.DataFrame]:
+    """Fit the plain and (with a randomized slice) the debiased model; metrics on the randomized hold-out."""
+    codes = pd.Categorical(sample["arm"].astype(str), categories=list(levels)).codes.astype(np.int64)
+    reward = (sample["reward"].to_numpy() > 0).astype(float)
+    X = sample[features].reset_index(drop=True)
+    randomized = sample["randomized"].to_numpy(dtype=bool) if "randomized" in sample else np.zeros(len(X), bool)
+    evaluation = randomized & in_holdout(sample["user_id"].to_numpy(), 0.5)
+    train = ~evaluation
+    models = {"plain": ResponseModel(max_iter=config.max_iter, random_state=seed).fit(
+        X[train], codes[train], reward[train], n_levels=len(levels))}
+    if (randomized & train).sum() >= 20 * len(levels):
+        propensity = sample["propensity"].to_numpy()[train] if "propensity" in sample else None
+        models["debiased"] = DebiasedResponseModel(max_iter=config.max_iter, random_state=seed).fit(
+            X[train], codes[train], reward[train], randomized[train], propensity, n_levels=len(levels))
+    elif config.response_model == "debiased":
+        raise InputError(f"response_model: debiased needs a randomized slice (column `randomized`) with at least "
+                         f"{20 * len(levels)} rows in the sample; got {int((randomized & train).sum())}")
+    rows = [{"model": name, "rows": int(evaluation.sum()),
+             **response_metrics(model.predict_at(X[evaluation], codes[evaluation]), reward[evaluation],
+                                codes[evaluation], len(levels))}
+            for name, model in models.items()] if evaluation.sum() >= 50 else []
+    return models, pd.DataFrame(rows)
+
+
+def _truth_path(context: StageContext, config: AllocateConfig) -> Path | None:
+    if config.truth is not None:
+        return config.truth
+    generated = context.results.get("generate")
+    if generated is not None and Path(config.users).resolve() == (Path(generated.data["campaign_dir"]) / "users"
+                                                                   ).resolve():
+        return Path(generated.data["campaign_dir"]) / "truth" / "users"
+    return None
+
+
+def _true_outcome(allocation_path: Path, truth_path: Path, levels: dict[str, float],
+                  value_per_response: float) -> dict[str, float]:
+    """True value and spend of the written allocation under truth p0_<level> (synthetic campaigns)."""
+    allocation = pd.read_parquet(allocation_path, columns=["user_id", "level"])
+    truth = pd.read_parquet(truth_path, columns=["user_id", *[f"p0_{level}" for level in levels]])
+    merged = allocation.merge(truth, on="user_id", how="left")
+    codes = pd.Categorical(merged["level"], categories=list(levels)).codes
+    p0 = merged[[f"p0_{level}" for level in levels]].to_numpy()[np.arange(len(merged)), codes]
+    faces = np.asarray(list(levels.values()))[codes]
+    return {"true_value": float(value_per_response * p0.sum()), "true_spend": float((faces * p0).sum())}
+
+
+@register_stage("allocate", AllocateConfig, order=50, demo=_demo)
+def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult:
+    """Allocate incentive levels to users under a budget: response model, then the dual LP (frontier to MLflow)."""
+    seed = context.stage_seed("allocate")
+    users = read_table(config.users, Schema("users", required=(Column("user_id", LABEL),)))
+    if config.segment and config.segment not in users.columns:
+        if config.segment_caps:
+            raise InputError(f"segment: column {config.segment!r} is not in {config.users}")
+        config = config.model_copy(update={"segment": None})
+    metrics_table = pd.DataFrame()
+    if config.scores:
+        levels = {column.removeprefix("value_"): np.nan for column in users.columns if column.startswith("value_")}
+        missing = [f"cost_{level}" for level in levels if f"cost_{level}" not in users.columns]
+        if not levels or missing:
+            raise InputError(f"users: scores need value_<level> and cost_<level> columns; missing "
+                             f"{missing or ['value_*']}")
+        scores = users
+    else:
+        if config.data is None:
+            raise InputError("data: the decision log is needed to fit the response model (or set scores: true)")
+        logs = read_table(config.data, Schema("data", required=(
+            Column("user_id", LABEL), Column("arm", LABEL), Column("reward", NUMERIC), Column("cost", NUMERIC))))
+        features = _features(config, users, logs)
+        history = [name for name in config.history_features if name in logs.columns]
+        if not features:
+            raise InputError(f"features: no column is in both {config.users} and {config.data}")
+        extra = [c for c in ("propensity", "randomized") if c in logs.columns]
+        n_rows = int(logs.shape[0].compute())
+        sample = logs[list(dict.fromkeys(["user_id", "arm", "reward", "cost", *extra, *features, *history]))]
+        sample = sample.sample(frac=min(1.0, config.max_training_rows / n_rows), random_state=seed).compute()
+        levels = _levels(config, sample)
+        models, metrics_table = _fit_models(config, sample, [*features, *history], levels, seed)
+        model = models[config.response_model]
+        scorer = _Scorer(model, features, history, levels, config)
+        scores = users.map_partitions(scorer, meta=scorer(users._meta)).persist()
+        context.log.params({"levels": ",".join(levels), "level_face_values": ",".join(f"{v:g}" for v in
+                                                                                         levels.values()),
+                            "model_features": ",".join([*features, *history]), "training_rows": len(sample)})
+    level_names = list(levels)
+    n_users = int(scores.shape[0].compute())
+    budget = config.budget if config.budget is not None else config.budget_per_user * n_users
+    unknown_inventory = [level for level in config.level_inventory if level not in level_names]
+    if unknown_inventory:
+        raise InputError(f"level_inventory: unknown level(s) {unknown_inventory} (levels are {level_names})")
+    constraints = AllocationConstraints(
+        segment_caps=config.segment_caps, min_treated_share=config.min_treated_share,
+        level_inventory={level_names.index(level): count for level, count in config.level_inventory.items()})
+    allocation = allocate_frame(scores, [f"value_{level}" for level in level_names],
+                                [f"cost_{level}" for level in level_names], budget, level_labels=level_names,
+                                segment=config.segment, constraints=constraints, method=config.method, out=config.out)
+
+    metrics = {"users": n_users, "budget": budget, "value": allocation.value, "spend": allocation.spend,
+               "integral_value": allocation.integral_value, "integral_spend": allocation.integral_spend,
+               "budget_multiplier": allocation.budget_multiplier, "fractional_users": len(allocation.fractional)}
+    metrics |= {f"segment_multiplier.{label}": price for label, price in allocation.segment_multipliers.items()}
+    metrics |= {f"{key}": value for key, value in allocation.diagnostics.items() if isinstance(value, int | float)}
+    for _, row in metrics_table.iterrows():
+        metrics |= {f"{row['model']}.{key}": float(row[key]) for key in ("log_loss", "brier", "ece")}
+    truth_path = _truth_path(context, config)
+    if truth_path is not None and not config.scores:
+        metrics |= _true_outcome(config.out, truth_path, levels, config.value_per_response)
+    context.log.metrics(metrics)
+    if allocation.frontier is not None:
+        context.log.table(allocation.frontier, "frontier", index=False)
+        context.log.figure(frontier_figure(allocation.frontier, allocation, value_label="expected responses",
+                                           spend_label="expected spend"), "frontier")
+    if not metrics_table.empty:
+        context.log.table(metrics_table, "response_models", index=False)
+    summary = {"budget": f"{budget:,.0f}", "spend": f"{allocation.spend:,.0f}", "value": f"{allocation.value:,.1f}",
+               "multiplier": f"{allocation.budget_multiplier:.4g}"}
+    if "true_value" in metrics:
+        summary["true value"] = f"{metrics['true_value']:,.1f}"
+    return StageResult(summary=summary, outputs={"allocation": config.out},
+                       data={"allocation": allocation, "levels": levels, "response_models": metrics_table})
