@@ -21,6 +21,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from budget_rl import AllocationConstraints, frontier_figure
 from budget_rl.evaluation import response_metrics
@@ -108,7 +109,9 @@ class _Scorer:
 
     def __call__(self, partition: pd.DataFrame) -> pd.DataFrame:
         frame = partition[self.features].reset_index(drop=True).assign(**{name: 0 for name in self.history})
-        response = self.model.predict_proba(frame) if len(frame) else np.zeros((0, len(self.levels)))
+        # One OpenMP thread per task: the Dask workers are the parallelism (nested threads thrash on few cores).
+        with threadpool_limits(1):
+            response = self.model.predict_proba(frame) if len(frame) else np.zeros((0, len(self.levels)))
         scores = pd.DataFrame({"user_id": partition["user_id"].to_numpy()})
         if self.config.segment:
             scores["segment"] = partition[self.config.segment].astype(str).to_numpy()

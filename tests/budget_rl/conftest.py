@@ -1,0 +1,59 @@
+"""Shared helpers for the budget_rl tests: random allocation instances (hypothesis) and LP-share bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+def relative_gap(ours: float, reference: float) -> float:
+    """|ours - reference| relative to max(1, |reference|)."""
+    return abs(ours - reference) / max(1.0, abs(reference))
+
+
+def unconstrained_spend(cost: np.ndarray, value: np.ndarray) -> float:
+    """The largest spend a budget can ever buy: every user at its most expensive level."""
+    return float(cost.max(axis=1).sum())
+
+
+@st.composite
+def instances(draw, min_users: int = 1, max_users: int = 60, min_levels: int = 1, max_levels: int = 6,
+              ties: bool | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(value, cost, budget): column 0 costs 0; values continuous (no ties) or small integers (many ties);
+    budgets 0, inside the range, above every spend, or at an integer (hitting breakpoints for integer costs)."""
+    n = draw(st.integers(min_users, max_users))
+    n_levels = draw(st.integers(min_levels, max_levels))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    integer = draw(st.booleans()) if ties is None else ties
+    if integer:
+        value = rng.integers(-2, 5, (n, n_levels)).astype(float)
+        cost = rng.integers(0, 4, (n, n_levels)).astype(float)
+    else:
+        value = rng.normal(size=(n, n_levels)) * draw(st.sampled_from([1e-3, 1.0, 1e3]))
+        cost = rng.exponential(size=(n, n_levels)) * draw(st.sampled_from([1e-2, 1.0, 1e2]))
+    cost[:, 0] = 0.0
+    top = unconstrained_spend(cost, value)
+    budget = draw(st.sampled_from(["zero", "inside", "above", "integer"]))
+    budget = {"zero": 0.0, "inside": float(rng.uniform(0, 1) * top), "above": 1.5 * top + 1.0,
+              "integer": float(rng.integers(0, int(top) + 2))}[budget]
+    return value, cost, budget
+
+
+def shares_of(allocation, n_levels: int) -> np.ndarray:
+    """The (n, J) shares an Allocation describes: 1 at `level`, moved by each fractional user's share."""
+    n = len(allocation.level)
+    shares = np.zeros((n, n_levels))
+    shares[np.arange(n), allocation.level] = 1.0
+    position = {int(uid): i for i, uid in enumerate(allocation_user_ids(allocation, n))}
+    for user in allocation.fractional:
+        i = position[user.user_id]
+        shares[i, user.level] -= user.share
+        shares[i, user.upper_level] += user.share
+    return shares
+
+
+def allocation_user_ids(allocation, n: int) -> np.ndarray:
+    return np.asarray(allocation.diagnostics.get("user_ids", np.arange(n)))
