@@ -155,7 +155,7 @@ def check_allocation_input(value, cost, budget: float, constraints: AllocationCo
         if unknown:
             raise ValueError(f"constraints.segment_caps: unknown segment(s) {unknown} (segments are "
                              f"{sorted(map(str, known))})")
-        codes = pd.Categorical(labels, categories=capped).codes.astype(np.int64)
+        codes = pd.Index(capped, dtype=object).get_indexer(labels).astype(np.int64)
     no_free = int((cost.min(axis=1) > 0).sum())
     if no_free:
         top = np.argmax(value - 1e-12 * cost, axis=1)

@@ -68,8 +68,7 @@ class FrameUsers:
             raise ValueError(f"{self.user_id}: user ids must be integers, got {user_id.dtype}")
         codes = np.full(len(partition), -1, dtype=np.int64)
         if self.capped_segments:
-            codes = pd.Categorical(partition[self.segment].astype(object),
-                                   categories=list(self.capped_segments)).codes.astype(np.int64)
+            codes = pd.Index(self.capped_segments).get_indexer(partition[self.segment].astype(str)).astype(np.int64)
         return Block(value, cost, user_id.astype(np.int64), codes)
 
 

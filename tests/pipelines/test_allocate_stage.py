@@ -1,0 +1,160 @@
+"""Stage `allocate` and `pipelines.allocation.allocate_frame`: CLI and YAML job, MLflow record, Dask equals memory,
+the written allocation, truth scoring on the synthetic campaign, bad input."""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from budget_rl import AllocationConstraints, allocate
+from pipelines.allocation import allocate_frame
+from pipelines.cli import main
+from pipelines.errors import InputError
+from pipelines.job import load_job, run_job
+
+LEVELS = 4
+
+
+def _scores(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    faces = np.array([0.0, 2.0, 5.0, 9.0])
+    response = np.sort(rng.uniform(0.0, 0.5, size=(n, LEVELS)), axis=1)
+    frame = pd.DataFrame({"user_id": rng.permutation(np.arange(10 * n, 11 * n)),
+                          "segment": rng.choice(["a", "b", "c"], n)})
+    for j in range(LEVELS):
+        frame[f"value_{j}"] = response[:, j]
+        frame[f"cost_{j}"] = faces[j] * response[:, j]
+    return frame
+
+
+VALUES = [f"value_{j}" for j in range(LEVELS)]
+COSTS = [f"cost_{j}" for j in range(LEVELS)]
+
+
+@pytest.mark.parametrize("caps", [{}, {"a": 40.0, "c": 15.0}])
+def test_frame_dual_equals_in_memory_and_writes_every_user(tmp_path, caps):
+    frame = _scores(3000, 1)
+    budget = 0.25 * frame["cost_3"].sum()
+    constraints = AllocationConstraints(segment_caps=caps)
+    with dask.config.set(scheduler="synchronous"):
+        partitioned = allocate_frame(dd.from_pandas(frame, npartitions=7), VALUES, COSTS, budget,
+                                     segment="segment", constraints=constraints, out=tmp_path / "alloc")
+    memory = allocate(frame[VALUES].to_numpy(), frame[COSTS].to_numpy(), budget, constraints=constraints,
+                      segments=frame["segment"], user_ids=frame["user_id"].to_numpy())
+    assert partitioned.value == pytest.approx(memory.value, rel=1e-12)
+    assert partitioned.spend == pytest.approx(memory.spend, rel=1e-12)
+    assert partitioned.budget_multiplier == memory.budget_multiplier
+    assert partitioned.fractional == memory.fractional
+    written = pd.read_parquet(tmp_path / "alloc").set_index("user_id").loc[frame["user_id"]]
+    assert len(written) == len(frame)
+    assert (written["level"].astype(int).to_numpy() == memory.level).all()
+    assert written["cost"].sum() == pytest.approx(memory.integral_spend, rel=1e-12)
+    assert written["cost"].sum() <= budget * (1 + 1e-12)
+    for label, cap in caps.items():
+        assert written.loc[written["segment"] == label, "cost"].sum() <= cap * (1 + 1e-12)
+
+
+def test_frame_lp_path_for_lp_only_constraints(tmp_path):
+    frame = _scores(200, 2)
+    budget = 0.1 * frame["cost_3"].sum()
+    constraints = AllocationConstraints(min_treated_share=0.6)
+    result = allocate_frame(dd.from_pandas(frame, npartitions=2), VALUES, COSTS, budget, constraints=constraints,
+                            out=tmp_path / "alloc")
+    assert result.diagnostics["method"] == "lp"
+    written = pd.read_parquet(tmp_path / "alloc")
+    treated = (written["level"] != "0").sum() + written["upper_share"].where(written["level"] == "0", 0).sum()
+    assert treated >= 0.6 * len(frame) - 1e-6
+    with pytest.raises(InputError, match="max_lp_users"):
+        allocate_frame(frame, VALUES, COSTS, budget, constraints=constraints, max_lp_users=100)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda f: f.assign(cost_2=-f["cost_2"]), "cost_2: .* negative"),
+    (lambda f: f.assign(value_1=np.where(np.arange(len(f)) == 5, np.nan, f["value_1"])), "value_1: 1 NaN"),
+    (lambda f: f.assign(cost_0=0.5), "no zero-cost level"),
+    (lambda f: f.drop(columns="cost_3"), "missing column"),
+    (lambda f: f.assign(value_2="x"), "value_2: must be numeric"),
+])
+def test_frame_bad_input_is_one_line_and_writes_nothing(tmp_path, change, match):
+    frame = change(_scores(100, 3))
+    with pytest.raises(InputError, match=match) as error:
+        allocate_frame(dd.from_pandas(frame, npartitions=2), VALUES, COSTS, 10.0, out=tmp_path / "alloc")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "alloc").exists()
+
+
+def test_frame_unknown_segment_cap_fails_before_any_pass(tmp_path):
+    frame = _scores(100, 4)
+    with pytest.raises(InputError, match="unknown segment"):
+        allocate_frame(frame, VALUES, COSTS, 10.0, segment="segment",
+                       constraints=AllocationConstraints(segment_caps={"zzz": 1.0}), out=tmp_path / "alloc")
+    assert not (tmp_path / "alloc").exists()
+
+
+def test_cli_allocate_on_campaign_logs_frontier_and_truth(tmp_path, mlflow_uri, small_campaign, capsys):
+    out = tmp_path / "allocation"
+    code = main(["allocate", "--users", str(small_campaign.paths.users), "--data", str(small_campaign.paths.logs),
+                 "--out", str(out), "--budget-per-user", "0.5", "--truth", str(small_campaign.paths.truth_users),
+                 "--max-iter", "30", "--tracking-uri", mlflow_uri, "--experiment", "alloc"])
+    assert code == 0, capsys.readouterr().err
+    written = pd.read_parquet(out)
+    users = pd.read_parquet(small_campaign.paths.users)
+    assert sorted(written["user_id"]) == sorted(users["user_id"])
+    assert set(written["level"]) <= {"control", "discount_5", "free_shipping", "cashback_10"}
+    assert written["cost"].sum() <= 0.5 * len(users) * (1 + 1e-9)
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    run = mlflow.search_runs(experiment_names=["alloc"]).query("`tags.campaign.stage` == 'allocate'").iloc[0]
+    assert run["metrics.spend"] == pytest.approx(0.5 * len(users), rel=1e-9)  # the budget binds
+    assert run["metrics.budget_multiplier"] > 0
+    assert run["metrics.integral_spend"] == pytest.approx(written["cost"].sum(), rel=1e-9)
+    assert 0 < run["metrics.true_spend"] and 0 < run["metrics.true_value"] < len(users)
+    assert run["metrics.plain.log_loss"] > 0 and run["metrics.debiased.log_loss"] > 0
+    assert run["params.levels"].split(",")[0] == "control"  # the zero-cost level first
+    client = MlflowClient(mlflow_uri)
+    figures = {a.path for a in client.list_artifacts(run["run_id"], "figures")}
+    assert "figures/frontier.png" in figures
+
+
+def test_yaml_job_with_scores_and_segment_caps(tmp_path, mlflow_uri):
+    frame = _scores(2000, 5)
+    frame.to_parquet(tmp_path / "scores.parquet")
+    job = tmp_path / "job.yaml"
+    job.write_text("""
+experiment: alloc-yaml
+allocate:
+  users: scores.parquet
+  scores: true
+  out: allocation
+  budget: 300
+  segment_caps: {a: 50}
+""")
+    report = run_job(load_job(job), tracking_uri=mlflow_uri)
+    allocation = report.results["allocate"].data["allocation"]
+    memory = allocate(frame[VALUES].to_numpy(), frame[COSTS].to_numpy(), 300.0,
+                      constraints=AllocationConstraints(segment_caps={"a": 50.0}), segments=frame["segment"],
+                      user_ids=frame["user_id"].to_numpy())
+    assert allocation.value == pytest.approx(memory.value, rel=1e-12)
+    assert allocation.segment_multipliers["a"] == pytest.approx(memory.segment_multipliers["a"])
+    written = pd.read_parquet(tmp_path / "allocation")
+    assert written.loc[written["segment"] == "a", "cost"].sum() <= 50.0 * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--budget", "-1"], "budget"),
+    (["--segment-caps", "{nowhere: 5}"], "unknown segment"),
+    (["--level-costs", "{control: 0, discount_5: 5}"], "level_costs"),
+    (["--level-inventory", "{gold: 5}", "--method", "lp"], "level_inventory: unknown level"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, mlflow_uri, small_campaign, capsys, args, match):
+    code = main(["allocate", "--users", str(small_campaign.paths.users), "--data", str(small_campaign.paths.logs),
+                 "--out", str(tmp_path / "allocation"), "--max-iter", "5", "--tracking-uri", mlflow_uri, *args])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert match.split(":")[0] in err
+    assert not (tmp_path / "allocation").exists()
