@@ -146,16 +146,6 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
     return models, pd.DataFrame(rows)
 
 
-def _truth_path(context: StageContext, config: AllocateConfig) -> Path | None:
-    if config.truth is not None:
-        return config.truth
-    generated = context.results.get("generate")
-    if generated is not None and Path(config.users).resolve() == (Path(generated.data["campaign_dir"]) / "users"
-                                                                   ).resolve():
-        return Path(generated.data["campaign_dir"]) / "truth" / "users"
-    return None
-
-
 def _true_outcome(allocation_path: Path, truth_path: Path, levels: dict[str, float],
                   value_per_response: float) -> dict[str, float]:
     """True value and spend of the written allocation under truth p0_<level> (synthetic campaigns)."""
@@ -226,7 +216,7 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
     metrics |= {f"{key}": value for key, value in allocation.diagnostics.items() if isinstance(value, int | float)}
     for _, row in metrics_table.iterrows():
         metrics |= {f"{row['model']}.{key}": float(row[key]) for key in ("log_loss", "brier", "ece")}
-    truth_path = _truth_path(context, config)
+    truth_path = context.generated_truth(config.users, config.truth)
     if truth_path is not None and not config.scores:
         metrics |= _true_outcome(config.out, truth_path, levels, config.value_per_response)
     context.log.metrics(metrics)

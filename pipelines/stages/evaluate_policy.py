@@ -11,7 +11,6 @@ policy on the same rows is computed in the same pass and every interval is check
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,16 +54,6 @@ class EvaluatePolicyConfig(BanditLogConfig):
 def _demo(inputs: DemoInputs) -> dict:
     return {"data": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy_value.csv"),
             "users": "holdout"}
-
-
-def _truth_path(context: StageContext, config: EvaluatePolicyConfig) -> Path | None:
-    if config.truth is not None:
-        return config.truth
-    generated = context.results.get("generate")
-    if generated is not None and Path(config.data).resolve() == (Path(generated.data["campaign_dir"]) / "logs"
-                                                                  ).resolve():
-        return Path(generated.data["campaign_dir"]) / "truth" / "logs"
-    return None
 
 
 def _fitted_policy(context: StageContext, config: EvaluatePolicyConfig) -> FittedPolicy:
@@ -172,7 +161,7 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     columns = list(dict.fromkeys([config.user_id, config.arm, config.reward, config.propensity, *fitted.features,
                                   *reward_features]))
     logs = logs[columns]
-    truth_path = _truth_path(context, config)
+    truth_path = context.generated_truth(config.data, config.truth)
     data = logs
     if truth_path is not None:
         truth_columns = [f"mu_{arm}" for arm in fitted.arms]
