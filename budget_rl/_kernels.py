@@ -48,6 +48,16 @@ def _weight(slope: float, user: int, step: int, key_slope: float, key_user: int,
     return 0.0
 
 
+@njit(cache=True, inline="always")
+def _segment_weight(slope: float, user: int, step: int, segment: int, keys_slope, keys_user, keys_step,
+                    keys_share) -> float:
+    """The weight the key of `segment` gives an upgrade; 1 for users outside every capped segment (-1)."""
+    if segment < 0:
+        return 1.0
+    return _weight(slope, user, step, keys_slope[segment], keys_user[segment], keys_step[segment],
+                   keys_share[segment])
+
+
 @njit(cache=True, nogil=True)
 def _bin_of(slope: float, edges: np.ndarray) -> int:
     """Index b with edges[b] <= slope < edges[b + 1], or -1 when outside [edges[0], edges[-1])."""
@@ -95,11 +105,9 @@ def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, k
             nxt, slope = _next(value[i], cost[i], current)
             if nxt < 0:
                 break
-            weight = 1.0
-            if f >= 0:
-                weight = _weight(slope, user_id[i], step, keys_slope[f], keys_user[f], keys_step[f], keys_share[f])
-                if weight == 0.0:
-                    break
+            weight = _segment_weight(slope, user_id[i], step, f, keys_slope, keys_user, keys_step, keys_share)
+            if weight == 0.0:
+                break
             delta_cost = weight * (cost[i, nxt] - cost[i, current])
             delta_value = weight * (value[i, nxt] - value[i, current])
             b = _bin_of(slope, edges[g])
@@ -138,11 +146,9 @@ def candidate_pass(value, cost, user_id, group, low, high, filter_group, keys_sl
             nxt, slope = _next(value[i], cost[i], current)
             if nxt < 0 or slope < low[g]:
                 break
-            weight = 1.0
-            if f >= 0:
-                weight = _weight(slope, user_id[i], step, keys_slope[f], keys_user[f], keys_step[f], keys_share[f])
-                if weight == 0.0:
-                    break
+            weight = _segment_weight(slope, user_id[i], step, f, keys_slope, keys_user, keys_step, keys_share)
+            if weight == 0.0:
+                break
             if slope < high[g]:
                 if size == capacity:
                     capacity *= 2
@@ -184,8 +190,8 @@ def assign_pass(value, cost, user_id, segment, keys_slope, keys_user, keys_step,
             if nxt < 0:
                 break
             weight = _weight(slope, user_id[i], step, global_slope, global_user, global_step, global_share)
-            if s >= 0 and weight > 0.0:
-                weight *= _weight(slope, user_id[i], step, keys_slope[s], keys_user[s], keys_step[s], keys_share[s])
+            if weight > 0.0:
+                weight *= _segment_weight(slope, user_id[i], step, s, keys_slope, keys_user, keys_step, keys_share)
             if weight >= 1.0:
                 current = nxt
                 step += 1
