@@ -42,18 +42,15 @@ def instances(draw, min_users: int = 1, max_users: int = 60, min_levels: int = 1
     return value, cost, budget
 
 
-def shares_of(allocation, n_levels: int) -> np.ndarray:
+def shares_of(allocation, n_levels: int, user_ids=None) -> np.ndarray:
     """The (n, J) shares an Allocation describes: 1 at `level`, moved by each fractional user's share."""
     n = len(allocation.level)
+    ids = np.arange(n) if user_ids is None else np.asarray(user_ids)
+    position = {int(uid): i for i, uid in enumerate(ids)}
     shares = np.zeros((n, n_levels))
     shares[np.arange(n), allocation.level] = 1.0
-    position = {int(uid): i for i, uid in enumerate(allocation_user_ids(allocation, n))}
     for user in allocation.fractional:
         i = position[user.user_id]
         shares[i, user.level] -= user.share
         shares[i, user.upper_level] += user.share
     return shares
-
-
-def allocation_user_ids(allocation, n: int) -> np.ndarray:
-    return np.asarray(allocation.diagnostics.get("user_ids", np.arange(n)))
