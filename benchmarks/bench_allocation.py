@@ -123,8 +123,7 @@ def measure_models(n_users: int, seed: int, hidden_targeting: float) -> dict:
     models = {
         "plain": ResponseModel(random_state=seed).fit(X[train], level[train], reward[train], n_levels=len(arms)),
         "debiased": DebiasedResponseModel(random_state=seed).fit(
-            X[train], level[train], reward[train], logs["randomized"].to_numpy()[train],
-            logs["propensity"].to_numpy()[train], n_levels=len(arms)),
+            X[train], level[train], reward[train], logs["randomized"].to_numpy()[train], n_levels=len(arms)),
     }
     users = campaign.users[features[:-1]].assign(recent_purchases=0)
     p0 = truth.users[[f"p0_{arm}" for arm in arms]].to_numpy()

@@ -149,7 +149,7 @@ def candidate_pass(value, cost, user_id, group, low, high, filter_group, keys_sl
             weight = _segment_weight(slope, user_id[i], step, f, keys_slope, keys_user, keys_step, keys_share)
             if weight == 0.0:
                 break
-            if slope < high[g]:
+            if slope < high[g] or high[g] == np.inf:  # the top bin includes slopes that overflowed to +inf
                 if size == capacity:
                     capacity *= 2
                     slopes = np.concatenate((slopes, np.empty(size)))

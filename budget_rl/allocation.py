@@ -29,7 +29,10 @@ Method = Literal["dual", "lp"]
 
 @dataclass(frozen=True)
 class FractionalUser:
-    """A user the LP optimum splits between two levels: `share` of them at `upper_level`, the rest at `level`."""
+    """A user the LP optimum splits between two levels: `share` of them at `upper_level`, the rest at `level`.
+
+    With LP-only constraints the optimum may split a user over more than two levels; such a user appears once per
+    extra level (each entry moves its share from `level`, the cheapest level used, to its `upper_level`)."""
 
     user_id: int
     level: int
@@ -203,18 +206,19 @@ def _from_lp(checked: _Checked, budget: float, constraints: AllocationConstraint
     solution = solve_lp(checked.value, checked.cost, budget, constraints, checked.segment_codes,
                         checked.capped_segments, solver)
     shares = solution.shares
-    n, n_levels = shares.shape
+    n = shares.shape[0]
     rows = np.arange(n)
-    order = np.argsort(-shares, axis=1, kind="stable")[:, :2]
-    split = shares[rows, order[:, 0]] < 1.0 - 1e-7
-    first, second = order[:, 0], order[:, 1] if n_levels > 1 else order[:, 0]
-    cheaper_first = checked.cost[rows, first] <= checked.cost[rows, second]
-    level = np.where(split & ~cheaper_first, second, first).astype(np.int16)
-    upper = np.where(split, np.where(cheaper_first, second, first), -1).astype(np.int16)
-    share = np.where(split, shares[rows, np.maximum(upper, 0)], 0.0)
+    positive = shares > 1e-7
+    positive[rows, np.argmax(shares, axis=1)] = True
+    level = np.argmin(np.where(positive, checked.cost, np.inf), axis=1).astype(np.int16)  # the cheapest one used
+    others = positive.copy()
+    others[rows, level] = False
+    users, uppers = np.nonzero(others)
+    fractional = tuple(FractionalUser(int(checked.user_id[i]), int(level[i]), int(j), float(shares[i, j]))
+                       for i, j in zip(users, uppers, strict=True))
     value, cost = checked.value, checked.cost
     return Allocation(
-        level=level, fractional=_fractional_users(checked.user_id, level, upper, share),
+        level=level, fractional=fractional,
         value=float((value * shares).sum()), spend=float((cost * shares).sum()),
         integral_value=float(value[rows, level].sum()), integral_spend=float(cost[rows, level].sum()),
         budget=float(budget), budget_multiplier=max(0.0, solution.budget_multiplier),

@@ -273,6 +273,7 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
         else:
             diagnostics.refinements += 1
         low, high, before = np.full(n_groups, np.inf), np.full(n_groups, np.inf), np.zeros(n_groups)
+        collect: list[int] = []
         for g in sorted(pending):
             need = budgets[g] - first.start_cost[g]
             found = _crossing_bin(hist, g, need)
@@ -287,8 +288,8 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
                 edges[g] = np.linspace(lo, hi, edges.shape[1])
             else:
                 low[g], high[g] = lo, hi
+                collect.append(g)
         pending -= solved.keys()
-        collect = [g for g in sorted(pending) if np.isfinite(low[g])]
         if collect:
             candidates = source.map_reduce(lambda block, lo=low, hi=high: plan.candidates(lo, hi, block),
                                            _Candidates.merge)
@@ -310,6 +311,8 @@ def _crossing_key(candidates: _Candidates, mine: np.ndarray, need: float) -> Key
     k = min(int(np.searchsorted(running, need, side="left")), len(order) - 1)
     bought = need - (running[k] - extra_cost[order[k]])
     share = float(np.clip(bought / extra_cost[order[k]], 0.0, 1.0))
+    if share > 1.0 - 1e-12:  # the budget ends on this upgrade: rounding must not leave it as a fractional user
+        share = 1.0
     i = order[k]
     return Key(float(slope[i]), int(user[i]), int(step[i]), share)
 
@@ -322,7 +325,7 @@ def frontier_table(hist: _Histogram, start_spend: float, start_value: float, poi
     spend = start_spend + hist.above_cost[0] + np.cumsum(extra_cost)
     value = start_value + hist.above_value[0] + np.cumsum(extra_value)
     multiplier = LOG_EDGES[:-1][::-1]
-    keep = np.r_[True, np.diff(spend) > 0]
+    keep = np.diff(np.r_[start_spend, spend]) > 0
     spend, value, multiplier = spend[keep], value[keep], multiplier[keep]
     if len(spend) > points:
         targets = np.linspace(spend[0], spend[-1], points)

@@ -133,9 +133,8 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
     models = {"plain": ResponseModel(max_iter=config.max_iter, random_state=seed).fit(
         X[train], codes[train], reward[train], n_levels=len(levels))}
     if (randomized & train).sum() >= 20 * len(levels):
-        propensity = sample["propensity"].to_numpy()[train] if "propensity" in sample else None
         models["debiased"] = DebiasedResponseModel(max_iter=config.max_iter, random_state=seed).fit(
-            X[train], codes[train], reward[train], randomized[train], propensity, n_levels=len(levels))
+            X[train], codes[train], reward[train], randomized[train], n_levels=len(levels))
     elif config.response_model == "debiased":
         raise InputError(f"response_model: debiased needs a randomized slice (column `randomized`) with at least "
                          f"{20 * len(levels)} rows in the sample; got {int((randomized & train).sum())}")
@@ -184,7 +183,7 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
         history = [name for name in config.history_features if name in logs.columns]
         if not features:
             raise InputError(f"features: no column is in both {config.users} and {config.data}")
-        extra = [c for c in ("propensity", "randomized") if c in logs.columns]
+        extra = ["randomized"] if "randomized" in logs.columns else []
         n_rows = int(logs.shape[0].compute())
         sample = logs[list(dict.fromkeys(["user_id", "arm", "reward", "cost", *extra, *features, *history]))]
         sample = sample.sample(frac=min(1.0, config.max_training_rows / n_rows), random_state=seed).compute()

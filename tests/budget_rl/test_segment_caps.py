@@ -204,7 +204,7 @@ def test_dual_refuses_lp_only_constraints(constraints):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with two coupling constraints the LP splits one user over 3 levels; _from_lp keeps only the top two shares, so level/fractional do not describe the reported value and spend")  # noqa: E501
+
 def test_lp_allocation_fractional_users_describe_the_reported_optimum():
     # one user; the optimum is unique: x = (1/2, 1/6, 1/3) (treated share 1/2, budget 0.1/6 + 1/3 = 0.35)
     value = np.array([[0.5, 0.0, 1.0]])
