@@ -42,7 +42,6 @@ BINS_PER_OCTAVE = 64
 LOWEST_OCTAVE, HIGHEST_OCTAVE = -60, 60
 #: A crossing bin holding more upgrades than this is split by another histogram pass before collecting.
 MAX_CANDIDATES = 2_000_000
-_ALL = (-np.inf, -1, -1, 1.0)  # a key before which every upgrade lies
 
 
 def _log_edges() -> np.ndarray:
@@ -113,12 +112,8 @@ class Key:
     step: int
     share: float
 
-    @property
-    def takes_all(self) -> bool:
-        return self.slope == -np.inf
 
-
-_TAKE_ALL = Key(*_ALL)
+_TAKE_ALL = Key(-np.inf, -1, -1, 1.0)  # the key before which every upgrade lies
 
 
 @dataclass(frozen=True)
