@@ -1,0 +1,112 @@
+"""Wolfe's minimum-norm point against a QP solver, and the mixed-policy search on the spec's one-state case and on
+random finite policy sets (against the exact LP over all policies)."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+
+from budget_rl.min_norm_point import affine_minimizer, min_norm_point
+from budget_rl.mixed import MixedPolicy, maximize_under_budget
+
+
+def _qp_distance(points: np.ndarray) -> float:
+    weights = cp.Variable(len(points), nonneg=True)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(points.T @ weights)), [cp.sum(weights) == 1])
+    problem.solve(solver="CLARABEL")
+    return float(np.sqrt(max(problem.value, 0.0)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 25), st.integers(1, 5), st.integers(0, 2**31 - 1), st.floats(0.0, 3.0))
+def test_min_norm_point_matches_a_qp_and_holds_the_certificate(m, d, seed, shift):
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(m, d)) + shift * rng.normal(size=d)
+    result = min_norm_point(points)
+    assert np.linalg.norm(result.x) == pytest.approx(_qp_distance(points), abs=1e-6)
+    assert len(result.active) <= d + 1
+    assert result.weights.sum() == pytest.approx(1.0) and (result.weights > 0).all()
+    np.testing.assert_allclose(result.weights @ points[result.active], result.x, atol=1e-9)
+    assert (points @ result.x >= result.x @ result.x - 1e-9).all()  # the optimality certificate
+
+
+def test_min_norm_point_of_a_segment_and_of_a_polytope_around_the_origin():
+    segment = min_norm_point([[1.0, -1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(segment.x, [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(np.sort(segment.weights), [0.5, 0.5])
+    around = min_norm_point([[1.0, 0.0], [-1.0, 1.0], [-1.0, -1.0], [5.0, 5.0]])
+    assert np.linalg.norm(around.x) < 1e-9 and len(around.active) <= 3
+
+
+def test_affine_minimizer_of_a_line_is_the_foot_of_the_perpendicular():
+    alpha = affine_minimizer(np.array([[2.0, 0.0], [2.0, 4.0]]))  # the line x = 2: the foot is (2, 0)
+    np.testing.assert_allclose(alpha, [1.0, 0.0], atol=1e-12)
+    alpha = affine_minimizer(np.array([[1.0, 1.0], [3.0, -1.0]]))  # the line x + y = 2: foot (1, 1)
+    np.testing.assert_allclose(alpha @ np.array([[1.0, 1.0], [3.0, -1.0]]), [1.0, 1.0], atol=1e-12)
+
+
+@pytest.mark.parametrize("points", [np.zeros((0, 2)), np.array([1.0, 2.0]), np.array([[np.nan, 1.0]])])
+def test_min_norm_point_rejects_bad_points(points):
+    with pytest.raises(ValueError, match="^points:"):
+        min_norm_point(points)
+
+
+ONE_STATE = np.array([[0.0, 0.0], [1.0, 1.0], [0.6, 0.3]])  # (reward, cost) of the three actions
+
+
+def _finite_oracle(measurements: np.ndarray, calls: list | None = None):
+    def oracle(direction: np.ndarray):
+        if calls is not None:
+            calls.append(direction)
+        index = int(np.argmin(measurements @ direction))
+        return index, measurements[index]
+    return oracle
+
+
+def test_one_state_case_mixes_two_policies_for_value_0_4_at_cost_0_2():
+    mixed = maximize_under_budget(_finite_oracle(ONE_STATE), [0.2])
+    assert mixed.expected[0] >= 0.4 - 1e-9 and mixed.expected[1] <= 0.2 + 1e-9
+    assert len(mixed.components) <= 3
+    assert dict(zip(mixed.components, np.round(mixed.weights, 9), strict=True)) == {0: pytest.approx(1 / 3),
+                                                                                   2: pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize("multiplier", np.linspace(0.0, 5.0, 101))
+def test_one_state_case_every_fixed_multiplier_greedy_policy_is_infeasible_or_worthless(multiplier):
+    greedy = ONE_STATE[int(np.argmax(ONE_STATE[:, 0] - multiplier * ONE_STATE[:, 1]))]
+    assert greedy[1] > 0.2 or greedy[0] == 0.0
+
+
+def test_budget_below_the_cheapest_policy_is_reported_with_the_cheapest_spend():
+    with pytest.raises(ValueError, match=r"^limits: infeasible.*\[0\.3\]"):
+        maximize_under_budget(_finite_oracle(ONE_STATE[1:]), [0.2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_mixture_matches_the_lp_over_all_policies_with_at_most_d_plus_1_stored(n_policies, n_limits, seed):
+    rng = np.random.default_rng(seed)
+    measurements = rng.uniform(0.0, 1.0, size=(n_policies, n_limits + 1))
+    measurements[0, 1:] = 0.0  # a free "do nothing" policy keeps every budget feasible
+    limits = rng.uniform(0.05, 0.6, size=n_limits)
+    mixed = maximize_under_budget(_finite_oracle(measurements), limits)
+    exact = linprog(-measurements[:, 0], A_ub=measurements[:, 1:].T, b_ub=limits,
+                    A_eq=np.ones((1, n_policies)), b_eq=[1.0], bounds=(0, None), method="highs")
+    assert mixed.expected[0] == pytest.approx(-exact.fun, abs=1e-6)
+    assert (mixed.expected[1:] <= limits + 1e-9).all()
+    assert len(mixed.components) <= n_limits + 2
+
+
+def test_assignment_by_hash_reproduces_the_mixture_and_not_per_day_draws():
+    mixture = MixedPolicy((0, 2), np.array([1 / 3, 2 / 3]), ONE_STATE[[0, 2]])
+    users = np.arange(200_000)
+    component = mixture.assign(users, salt="spring-campaign")
+    shares = np.bincount(component, minlength=2) / len(users)
+    np.testing.assert_allclose(shares, mixture.weights, atol=3 * np.sqrt(2 / 9 / len(users)))
+    np.testing.assert_array_equal(mixture.assign(users[::-1], salt="spring-campaign"), component[::-1])
+    other = mixture.assign(users, salt="summer-campaign")
+    assert 0.4 < (other == component).mean() < 0.7  # a new salt draws anew
