@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
+from budget_rl.offline import Transitions
+
 
 @dataclass(frozen=True)
 class TabularCMDP:
@@ -117,3 +119,24 @@ def random_cmdp(n_states: int, n_actions: int, horizon: int, seed: int) -> Tabul
     cost = np.sort(rng.uniform(0.0, 1.0, size=(n_states, n_actions)), axis=1)
     cost[:, 0] = 0.0
     return TabularCMDP(transition, reward, cost, rng.dirichlet(np.ones(n_states)), horizon)
+
+
+def log_transitions(model: TabularCMDP, n_users: int, seed: int, logging: np.ndarray | None = None) -> Transitions:
+    """Episodes of `n_users` users under a logging policy (S, A) (default uniform: full coverage), with one-hot
+    state features: the offline data the learners of `budget_rl.offline` take."""
+    rng = np.random.default_rng(seed)
+    logging = np.full((model.n_states, model.n_actions), 1.0 / model.n_actions) if logging is None else logging
+    eye = np.eye(model.n_states)
+    state = rng.choice(model.n_states, size=n_users, p=model.initial)
+    columns: dict[str, list] = {key: [] for key in ("state", "action", "next", "day")}
+    for day in range(model.horizon):
+        action = (rng.random(n_users)[:, None] > logging[state].cumsum(axis=1)).sum(axis=1)
+        following = (rng.random(n_users)[:, None] > model.transition[state, action].cumsum(axis=1)).sum(axis=1)
+        for key, value in (("state", state), ("action", action), ("next", following),
+                           ("day", np.full(n_users, day))):
+            columns[key].append(value)
+        state = following
+    state, action, following, day = (np.concatenate(columns[key]) for key in ("state", "action", "next", "day"))
+    return Transitions(eye[state], action, model.reward[state, action], model.cost[state, action], eye[following],
+                       day, np.tile(np.arange(n_users), model.horizon), model.n_actions, model.horizon)
+

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from budget_rl.mixed import MixedPolicy, maximize_under_budget
-from budget_rl.tabular import TabularCMDP, per_day_mixture, random_cmdp
+from budget_rl.offline import Transitions, fitted_q_evaluation, fitted_q_iteration, fqe_oracle
+from budget_rl.tabular import TabularCMDP, log_transitions, per_day_mixture, random_cmdp
 
 
 def _budget(model: TabularCMDP, share: float) -> float:
@@ -116,3 +117,62 @@ def test_bad_cmdp_is_refused(change, match):
               "horizon": model.horizon} | change(model)
     with pytest.raises(ValueError, match=match):
         TabularCMDP(**fields)
+
+
+# ------------------------------------------------------------------------------------- offline learners on logs
+def _deterministic_cmdp(seed: int) -> TabularCMDP:
+    model = random_cmdp(4, 3, 5, seed)
+    following = np.random.default_rng(seed).integers(0, 4, size=(4, 3))
+    return TabularCMDP(np.eye(4)[following], model.reward, model.cost, model.initial, model.horizon)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fqe_equals_exact_evaluation_on_a_deterministic_tabular_mdp_with_full_coverage(seed):
+    model = _deterministic_cmdp(seed)
+    data = log_transitions(model, 2_000, seed)
+    policy = fitted_q_iteration(data, 1.0, -0.3)
+    table = np.stack([policy.act(np.eye(4), day) for day in range(model.horizon)])
+    first_states = data.state[data.day == 0].argmax(axis=1)
+    start = np.bincount(first_states, minlength=4) / len(first_states)  # FQE averages over the logged first states
+    exact = TabularCMDP(model.transition, model.reward, model.cost, start, model.horizon).evaluate(table)
+    np.testing.assert_allclose(fitted_q_evaluation(data, policy), exact, rtol=1e-9, atol=1e-12)
+    relabelled = TabularCMDP(model.transition, model.reward - 0.3 * model.cost, np.zeros_like(model.cost), start,
+                             model.horizon)
+    best, _ = relabelled.best_response(np.array([-1.0, 0.0]))
+    assert relabelled.evaluate(table)[0] == pytest.approx(relabelled.evaluate(best)[0])  # FQI found the optimum
+
+
+def test_fqe_matches_the_true_value_within_sampling_error_on_a_stochastic_mdp():
+    model = random_cmdp(4, 3, 4, seed=3)
+    data = log_transitions(model, 30_000, seed=0)
+    policy = fitted_q_iteration(data, 1.0, -0.5)
+    table = np.stack([policy.act(np.eye(4), day) for day in range(model.horizon)])
+    np.testing.assert_allclose(fitted_q_evaluation(data, policy), model.evaluate(table), rtol=0.01)
+
+
+def test_mixed_policy_learned_offline_is_within_1_percent_of_the_lp_optimum_and_within_budget():
+    model = random_cmdp(4, 3, 4, seed=3)
+    data = log_transitions(model, 30_000, seed=0)
+    budget = _budget(model, 0.4)
+    mixed = maximize_under_budget(fqe_oracle(data), [budget])
+    assert len(mixed.components) <= 3
+    tables = [np.stack([p.act(np.eye(4), day) for day in range(model.horizon)]) for p in mixed.components]
+    true = sum(w * model.evaluate(table) for w, table in zip(mixed.weights, tables, strict=True))
+    optimum, _ = model.constrained_optimum(budget)
+    assert true[0] >= 0.99 * optimum
+    assert true[1] <= 1.005 * budget
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda d: {"action": np.where(np.arange(len(d.action)) == 3, 7, d.action)}, "^action: 1 logged actions"),
+    (lambda d: {"reward": np.where(np.arange(len(d.reward)) == 0, np.nan, d.reward)}, "^reward: 1 values are NaN"),
+    (lambda d: {"cost": -d.cost - 1}, "^cost:"),
+    (lambda d: {"day": d.day + 1}, "^day:"),
+    (lambda d: {"state": d.state[:-1]}, "^state:"),
+])
+def test_bad_transitions_are_refused(change, match):
+    data = log_transitions(random_cmdp(3, 2, 2, seed=0), 50, seed=0)
+    fields = {name: getattr(data, name) for name in ("state", "action", "reward", "cost", "next_state", "day",
+                                                      "user", "n_actions", "horizon")} | change(data)
+    with pytest.raises(ValueError, match=match):
+        Transitions(**fields)

@@ -1,0 +1,174 @@
+"""Offline learning from logged campaign transitions: fitted Q iteration (the best-response oracle) and fitted Q
+evaluation (value and cost of any policy), for finite-horizon campaigns.
+
+An episode is one user over the campaign's days. With horizon T, the Q-function of day t is fitted by backward
+induction on the transitions of day t: target = relabelled reward + (day t + 1's value at the next state), zero
+after the last day. So there is no discount and no bootstrapping across days of the same fit, and with one-hot
+state features and every (state, action) logged (full coverage) both procedures are exactly the tabular ones on
+the empirical MDP.
+
+Q regressors: `RidgeQ` (per-action ridge regression in closed form; exact for one-hot features) and `MLPQ` (a torch
+network with one output per action, for rich state features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """Logged decisions as (state, action, reward, cost, next state) per user and day.
+
+    state, next_state : (n, p) finite features. action : (n,) codes 0..n_actions-1. reward, cost : (n,) finite,
+    cost >= 0. day : (n,) in 0..horizon-1 (the next state of the last day is ignored). user : (n,) episode ids.
+    """
+
+    state: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    cost: np.ndarray
+    next_state: np.ndarray
+    day: np.ndarray
+    user: np.ndarray
+    n_actions: int
+    horizon: int
+
+    def __post_init__(self) -> None:
+        n = len(self.action)
+        for name in ("state", "next_state"):
+            array = getattr(self, name)
+            if array.ndim != 2 or array.shape[0] != n or not np.isfinite(array).all():
+                raise ValueError(f"{name}: must be {n} rows of finite features, got shape {array.shape}")
+        for name in ("reward", "cost", "day", "user"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name}: must have {n} values, got shape {getattr(self, name).shape}")
+        for name in ("reward", "cost"):
+            bad = int((~np.isfinite(getattr(self, name))).sum())
+            if bad:
+                raise ValueError(f"{name}: {bad} values are NaN or infinite")
+        if (self.cost < 0).any():
+            raise ValueError(f"cost: {int((self.cost < 0).sum())} values are negative")
+        outside = int(((self.action < 0) | (self.action >= self.n_actions)).sum())
+        if outside:
+            raise ValueError(f"action: {outside} logged actions are outside 0..{self.n_actions - 1}")
+        if ((self.day < 0) | (self.day >= self.horizon)).any():
+            raise ValueError(f"day: values must be in 0..{self.horizon - 1}")
+
+    def on_day(self, day: int) -> np.ndarray:
+        return np.flatnonzero(self.day == day)
+
+
+class RidgeQ:
+    """Per-action ridge regression of the target on the features (closed form); predict gives (n, n_actions)."""
+
+    def __init__(self, l2: float = 1e-8):
+        self.l2 = l2
+
+    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int) -> RidgeQ:
+        p = features.shape[1]
+        self.coefficients_ = np.zeros((n_actions, p))
+        for a in range(n_actions):
+            rows = action == a
+            x = features[rows]
+            self.coefficients_[a] = np.linalg.solve(x.T @ x + self.l2 * np.eye(p), x.T @ target[rows])
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.coefficients_.T
+
+
+class MLPQ:
+    """A torch MLP with one output per action, fitted on the taken action's output by Adam (seeded, CPU or GPU)."""
+
+    def __init__(self, hidden: int = 64, epochs: int = 30, batch_size: int = 1024, learning_rate: float = 3e-3,
+                 random_state: int = 0, device: str = "cpu"):
+        self.hidden, self.epochs, self.batch_size = hidden, epochs, batch_size
+        self.learning_rate, self.random_state, self.device = learning_rate, random_state, device
+
+    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int) -> MLPQ:
+        generator = torch.Generator().manual_seed(self.random_state)
+        torch.manual_seed(self.random_state)
+        self.network_ = torch.nn.Sequential(
+            torch.nn.Linear(features.shape[1], self.hidden), torch.nn.ReLU(),
+            torch.nn.Linear(self.hidden, self.hidden), torch.nn.ReLU(),
+            torch.nn.Linear(self.hidden, n_actions)).to(self.device)
+        x = torch.as_tensor(features, dtype=torch.float32, device=self.device)
+        a = torch.as_tensor(action, dtype=torch.int64, device=self.device)
+        y = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
+        for _ in range(self.epochs):
+            order = torch.randperm(len(x), generator=generator).to(self.device)
+            for start in range(0, len(x), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                predicted = self.network_(x[batch]).gather(1, a[batch, None])[:, 0]
+                loss = torch.mean((predicted - y[batch]) ** 2)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(features, dtype=torch.float32, device=self.device)
+            return self.network_(x).cpu().numpy().astype(np.float64)
+
+
+Regressor = Callable[[], RidgeQ | MLPQ]
+
+
+@dataclass(frozen=True)
+class GreedyQPolicy:
+    """Acts greedily on one fitted Q-function per day (from `fitted_q_iteration`)."""
+
+    q_functions: tuple
+
+    def act(self, features: np.ndarray, day: int) -> np.ndarray:
+        return np.argmax(self.q_functions[day].predict(features), axis=1)
+
+
+def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: float,
+                       regressor: Regressor = RidgeQ) -> GreedyQPolicy:
+    """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c (backward induction)."""
+    relabelled = reward_weight * data.reward + cost_weight * data.cost
+    q_functions: list = [None] * data.horizon
+    for day in reversed(range(data.horizon)):
+        rows = data.on_day(day)
+        target = relabelled[rows].copy()
+        if day + 1 < data.horizon:
+            target += q_functions[day + 1].predict(data.next_state[rows]).max(axis=1)
+        q_functions[day] = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions)
+    return GreedyQPolicy(tuple(q_functions))
+
+
+def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ) -> np.ndarray:
+    """(value, cost) per episode of `policy`: mean over the logged first-day states of the day-0 Q-functions (one
+    for reward, one for cost) at the policy's action."""
+    estimates = []
+    for signal in (data.reward, data.cost):
+        q_next = None
+        for day in reversed(range(data.horizon)):
+            rows = data.on_day(day)
+            target = signal[rows].copy()
+            if q_next is not None:
+                following = data.next_state[rows]
+                target += q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
+            q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions)
+        first = data.state[data.on_day(0)]
+        estimates.append(float(q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)].mean()))
+    return np.asarray(estimates)
+
+
+def fqe_oracle(data: Transitions, regressor: Regressor = RidgeQ):
+    """A best-response oracle for `budget_rl.mixed.maximize_under_budget`: FQI on the reward relabelled by the
+    direction, then FQE of the resulting policy for its (value, cost)."""
+
+    def oracle(direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:
+        policy = fitted_q_iteration(data, -float(direction[0]), -float(direction[1]), regressor)
+        return policy, fitted_q_evaluation(data, policy, regressor)
+
+    return oracle
