@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
+from budget_rl.baselines import fixed_multiplier_policy, game_theoretic_mixture
 from budget_rl.min_norm_point import affine_minimizer, min_norm_point
 from budget_rl.mixed import MixedPolicy, maximize_under_budget
 
@@ -110,3 +111,29 @@ def test_assignment_by_hash_reproduces_the_mixture_and_not_per_day_draws():
     np.testing.assert_array_equal(mixture.assign(users[::-1], salt="spring-campaign"), component[::-1])
     other = mixture.assign(users, salt="summer-campaign")
     assert 0.4 < (other == component).mean() < 0.7  # a new salt draws anew
+
+
+def test_baselines_on_the_one_state_case():
+    oracle = _finite_oracle(ONE_STATE)
+    fixed = fixed_multiplier_policy(oracle, 0.2)
+    assert fixed.measurement[1] <= 0.2 and fixed.measurement[0] == 0.0  # the only affordable greedy policy: nothing
+    game = game_theoretic_mixture(oracle, 0.2, iterations=200)
+    assert len(game.components) == 200  # one stored policy per iteration
+    assert game.expected[0] == pytest.approx(0.4, abs=0.02) and game.expected[1] == pytest.approx(0.2, abs=0.01)
+    mixed = maximize_under_budget(oracle, [0.2])
+    assert len(mixed.components) * 10 <= len(game.components)
+
+
+def test_mixed_policy_beats_both_baselines_on_a_tabular_campaign():
+    from budget_rl.tabular import random_cmdp
+
+    model = random_cmdp(6, 4, 7, seed=1)
+    free = model.evaluate(np.zeros((7, 6), dtype=np.int64))[1]
+    budget = free + 0.4 * (model.best_response(np.array([-1.0, 0.0]))[1][1] - free)
+    mixed = maximize_under_budget(model.best_response, [budget])
+    game = game_theoretic_mixture(model.best_response, budget, iterations=200, lambda_max=5.0)
+    fixed = fixed_multiplier_policy(model.best_response, budget)
+    optimum, _ = model.constrained_optimum(budget)
+    assert mixed.expected[0] == pytest.approx(optimum, rel=1e-7)
+    assert fixed.measurement[1] <= budget and fixed.measurement[0] < mixed.expected[0] - 1e-3
+    assert game.expected[0] < mixed.expected[0] and len(game.components) >= 10 * len(mixed.components)

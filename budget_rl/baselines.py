@@ -1,0 +1,63 @@
+"""Baselines of the constrained-RL allocator, on the same best-response oracle as `mixed.maximize_under_budget`.
+
+- `game_theoretic_mixture` (Le, Voloshin and Yue, ICML 2019): the budget's multiplier lambda in [0, lambda_max]
+  plays exponentiated gradient against best responses; the output is the uniform average of every iterate's
+  policy, so it stores one policy per iteration.
+- `fixed_multiplier_policy`: one greedy policy for r - lambda c, lambda found by bisection as the smallest whose
+  policy is within budget: the single value-based policy a team would deploy; in general over budget or below the
+  mixed optimum (spec section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from budget_rl.mixed import MixedPolicy, Oracle
+
+
+def game_theoretic_mixture(oracle: Oracle, limit: float, *, iterations: int = 100, lambda_max: float = 10.0,
+                           learning_rate: float = 1.0) -> MixedPolicy:
+    """Le et al.'s mixture: lambda_t by exponentiated gradient on the two-point simplex (lambda, lambda_max -
+    lambda), pi_t the best response to r - lambda_t c; returns the uniform mixture of all `iterations` policies."""
+    log_weights = np.zeros(2)  # weights of (lambda_max, 0): lambda = lambda_max * share of the first
+    components, measurements, history = [], [], []
+    for _ in range(iterations):
+        share = np.exp(log_weights - log_weights.max())
+        multiplier = lambda_max * share[0] / share.sum()
+        policy, measurement = oracle(np.array([-1.0, multiplier]))
+        measurement = np.asarray(measurement, dtype=float)
+        components.append(policy)
+        measurements.append(measurement)
+        history.append(np.mean(measurements, axis=0))
+        log_weights[0] += learning_rate * (measurement[1] - limit)  # over budget: raise the price
+    weights = np.full(iterations, 1.0 / iterations)
+    return MixedPolicy(tuple(components), weights, np.asarray(measurements), iterations, tuple(history))
+
+
+@dataclass(frozen=True)
+class FixedMultiplierPolicy:
+    """One greedy policy for r - multiplier c, with its (value, cost)."""
+
+    policy: object
+    multiplier: float
+    measurement: np.ndarray
+
+
+def fixed_multiplier_policy(oracle: Oracle, limit: float, *, lambda_max: float = 100.0,
+                            steps: int = 50) -> FixedMultiplierPolicy:
+    """The greedy policy of the smallest multiplier (bisection on [0, lambda_max]) whose cost is within `limit`."""
+    low, high = 0.0, lambda_max
+    policy, measurement = oracle(np.array([-1.0, 0.0]))
+    if measurement[1] <= limit:
+        return FixedMultiplierPolicy(policy, 0.0, np.asarray(measurement, dtype=float))
+    best = oracle(np.array([-1.0, high]))
+    for _ in range(steps):
+        middle = 0.5 * (low + high)
+        candidate = oracle(np.array([-1.0, middle]))
+        if candidate[1][1] <= limit:
+            high, best = middle, candidate
+        else:
+            low = middle
+    return FixedMultiplierPolicy(best[0], high, np.asarray(best[1], dtype=float))
