@@ -1,0 +1,121 @@
+"""The synthetic campaign as a constrained MDP: every user gets a decision every day, under any policy.
+
+Same world, same formulas as `CampaignWorld.simulate` (which logs only active users' decisions under the logging
+policy): each day user i is active with probability sigmoid(activity logit(habit, previous arm)); an active user
+purchases with probability mu_ik(t) = sigmoid(base + prognostic + tau_k(x) + habit_effect h); a purchase costs
+the coupon's face value and adds to the habit, h(t+1) = habit_decay h(t) + purchase(t); the arm an active user got
+raises tomorrow's activity (carry-over). An inactive user sees nothing: no purchase, no cost, no carry-over.
+
+Reward = purchase (0/1) and cost = face value if purchased, per user-day; an episode is one user over `horizon`
+days. The policy sees the state features: the user's encoded features (`bandits.ContextEncoder`), purchases in the
+last 7 days / 7, purchased yesterday, whether the user was active yesterday, and day / horizon. Habit itself is
+latent. `run` returns `budget_rl.offline.Transitions` and the per-user totals; random streams are keyed by
+(seed, purpose, chunk), so the same seed gives the same episodes whatever the policy's batch sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bandits import ContextEncoder
+from budget_rl.offline import Transitions
+from pipelines.synthetic.world import RECENT_WINDOW_DAYS, CampaignWorld, UserBlock, _sigmoid, stream
+
+EPISODE_STREAM = 5
+DYNAMIC_FEATURES = ["recent_purchases", "purchased_yesterday", "active_yesterday", "day_share"]
+
+#: policy(state features (n, p), day) -> arm index per user (n,)
+Policy = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """The transitions of a run and each user's totals over the campaign."""
+
+    transitions: Transitions
+    total_reward: np.ndarray
+    total_cost: np.ndarray
+
+    @property
+    def value(self) -> float:
+        """Mean purchases per user over the campaign (the long-term value)."""
+        return float(self.total_reward.mean())
+
+    @property
+    def spend(self) -> float:
+        """Mean spend per user over the campaign."""
+        return float(self.total_cost.mean())
+
+
+class CampaignEpisodes:
+    """Runs `horizon` campaign days for one chunk of users under any policy; `logging_policy` is the world's."""
+
+    def __init__(self, world: CampaignWorld, chunk_index: int, n_users: int, horizon: int):
+        self.world, self.chunk_index, self.horizon = world, chunk_index, horizon
+        self.users: UserBlock = world.draw_users(chunk_index, chunk_index * world.config.chunk_users, n_users)
+        frame = pd.DataFrame(self.users.columns)
+        self.encoder = ContextEncoder(list(frame.columns)).fit(frame)
+        self.static = self.encoder.transform(frame)
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.world.arm_base)
+
+    def features(self, purchases: np.ndarray, active: np.ndarray, day: int) -> np.ndarray:
+        """State features: (n, p) static encoding, then DYNAMIC_FEATURES."""
+        recent = purchases.sum(axis=0) / RECENT_WINDOW_DAYS
+        yesterday = purchases[(day - 1) % RECENT_WINDOW_DAYS] if day > 0 else np.zeros(len(self.users))
+        dynamic = np.column_stack([recent, yesterday, active, np.full(len(self.users), day / self.horizon)])
+        return np.hstack([self.static, dynamic])
+
+    def logging_policy(self, seed: int) -> Policy:
+        """The world's feature-biased logging policy (uniform for the randomized slice), drawn per user-day."""
+        probabilities = self.world.logging_probabilities(self.users)
+        cumulative = np.cumsum(probabilities, axis=1)
+        rng = stream(seed, EPISODE_STREAM, self.chunk_index, 1)
+
+        def act(features: np.ndarray, day: int) -> np.ndarray:
+            return np.minimum((rng.random(len(features))[:, None] > cumulative).sum(axis=1), self.n_arms - 1)
+
+        return act
+
+    def run(self, policy: Policy, seed: int) -> Episodes:
+        """Simulate the campaign under `policy` (common random numbers for a given seed: comparisons between
+        policies on the same seed differ only through the policies)."""
+        world, n = self.world, len(self.users)
+        rng = stream(seed, EPISODE_STREAM, self.chunk_index, 0)
+        baseline, effects = world.baseline_logit(self.users), world.arm_effects(self.users)
+        faces = world.arm_costs
+        habit = np.zeros(n)
+        previous_arm = np.full(n, -1, dtype=np.int64)
+        purchases = np.zeros((RECENT_WINDOW_DAYS, n))
+        active_yesterday = np.zeros(n)
+        rows: dict[str, list[np.ndarray]] = {key: [] for key in ("state", "action", "reward", "cost", "day")}
+        state = self.features(purchases, active_yesterday, 0)
+        for day in range(self.horizon):
+            action = np.asarray(policy(state, day), dtype=np.int64)
+            active = rng.random(n) < _sigmoid(world.activity_logit(self.users, habit, previous_arm))
+            mu = _sigmoid(baseline + effects[np.arange(n), action] + world.config.habit_effect * habit)
+            purchase = (active & (rng.random(n) < mu)).astype(np.float64)
+            rows["state"].append(state)
+            rows["action"].append(action)
+            rows["reward"].append(purchase)
+            rows["cost"].append(faces[action] * purchase)
+            rows["day"].append(np.full(n, day))
+            habit = world.config.habit_decay * habit + purchase
+            previous_arm = np.where(active, action, previous_arm)
+            purchases[day % RECENT_WINDOW_DAYS] = purchase
+            active_yesterday = active.astype(np.float64)
+            state = self.features(purchases, active_yesterday, day + 1)
+        states = np.vstack(rows["state"])
+        next_states = np.vstack([*rows["state"][1:], state])
+        reward, cost = np.concatenate(rows["reward"]), np.concatenate(rows["cost"])
+        transitions = Transitions(states, np.concatenate(rows["action"]), reward, cost, next_states,
+                                  np.concatenate(rows["day"]), np.tile(self.users.user_id, self.horizon),
+                                  self.n_arms, self.horizon)
+        return Episodes(transitions, reward.reshape(self.horizon, n).sum(axis=0),
+                        cost.reshape(self.horizon, n).sum(axis=0))
