@@ -8,7 +8,8 @@ raises tomorrow's activity (carry-over). An inactive user sees nothing: no purch
 
 Reward = purchase (0/1) and cost = face value if purchased, per user-day; an episode is one user over `horizon`
 days. The policy sees the state features: the user's encoded features (`bandits.ContextEncoder`), purchases in the
-last 7 days / 7, purchased yesterday, whether the user was active yesterday, and day / horizon. Habit itself is
+last 7 days / 7, purchased yesterday, whether the user was active yesterday, day / horizon, purchase counts
+decayed at 0.5 and 0.9 per day, and the last arm the user saw (one-hot; none before the first). Habit itself is
 latent. `run` returns `budget_rl.offline.Transitions` and the per-user totals; random streams are keyed by
 (seed, purpose, chunk), so the same seed gives the same episodes whatever the policy's batch sizes.
 """
@@ -26,7 +27,10 @@ from budget_rl.offline import Transitions
 from pipelines.synthetic.world import RECENT_WINDOW_DAYS, CampaignWorld, UserBlock, _sigmoid, stream
 
 EPISODE_STREAM = 5
-DYNAMIC_FEATURES = ["recent_purchases", "purchased_yesterday", "active_yesterday", "day_share"]
+#: Purchase histories decayed at these rates stand in for the latent habit (whose decay the analyst does not know).
+HISTORY_DECAYS = (0.5, 0.9)
+DYNAMIC_FEATURES = ["recent_purchases", "purchased_yesterday", "active_yesterday", "day_share",
+                    *[f"purchases_decay_{d}" for d in HISTORY_DECAYS]]
 
 #: policy(state features (n, p), day) -> arm index per user (n,)
 Policy = Callable[[np.ndarray, int], np.ndarray]
@@ -65,12 +69,14 @@ class CampaignEpisodes:
     def n_arms(self) -> int:
         return len(self.world.arm_base)
 
-    def features(self, purchases: np.ndarray, active: np.ndarray, day: int) -> np.ndarray:
-        """State features: (n, p) static encoding, then DYNAMIC_FEATURES."""
+    def features(self, purchases: np.ndarray, active: np.ndarray, day: int, decayed: np.ndarray,
+                 previous_arm: np.ndarray) -> np.ndarray:
+        """State features: (n, p) static encoding, then DYNAMIC_FEATURES, then the last arm seen (one-hot)."""
         recent = purchases.sum(axis=0) / RECENT_WINDOW_DAYS
         yesterday = purchases[(day - 1) % RECENT_WINDOW_DAYS] if day > 0 else np.zeros(len(self.users))
-        dynamic = np.column_stack([recent, yesterday, active, np.full(len(self.users), day / self.horizon)])
-        return np.hstack([self.static, dynamic])
+        dynamic = np.column_stack([recent, yesterday, active, np.full(len(self.users), day / self.horizon), decayed])
+        last_arm = (previous_arm[:, None] == np.arange(self.n_arms)[None, :]).astype(np.float64)
+        return np.hstack([self.static, dynamic, last_arm])
 
     def logging_policy(self, seed: int) -> Policy:
         """The world's feature-biased logging policy (uniform for the randomized slice), drawn per user-day."""
@@ -94,8 +100,10 @@ class CampaignEpisodes:
         previous_arm = np.full(n, -1, dtype=np.int64)
         purchases = np.zeros((RECENT_WINDOW_DAYS, n))
         active_yesterday = np.zeros(n)
+        decays = np.asarray(HISTORY_DECAYS)
+        decayed = np.zeros((n, len(decays)))
         rows: dict[str, list[np.ndarray]] = {key: [] for key in ("state", "action", "reward", "cost", "day")}
-        state = self.features(purchases, active_yesterday, 0)
+        state = self.features(purchases, active_yesterday, 0, decayed, previous_arm)
         for day in range(self.horizon):
             action = np.asarray(policy(state, day), dtype=np.int64)
             active = rng.random(n) < _sigmoid(world.activity_logit(self.users, habit, previous_arm))
@@ -110,7 +118,8 @@ class CampaignEpisodes:
             previous_arm = np.where(active, action, previous_arm)
             purchases[day % RECENT_WINDOW_DAYS] = purchase
             active_yesterday = active.astype(np.float64)
-            state = self.features(purchases, active_yesterday, day + 1)
+            decayed = decays[None, :] * decayed + purchase[:, None]
+            state = self.features(purchases, active_yesterday, day + 1, decayed, previous_arm)
         states = np.vstack(rows["state"])
         next_states = np.vstack([*rows["state"][1:], state])
         reward, cost = np.concatenate(rows["reward"]), np.concatenate(rows["cost"])

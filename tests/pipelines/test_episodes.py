@@ -44,9 +44,10 @@ def test_transitions_chain_day_to_day_and_state_features_are_as_documented(env):
     episodes = env.run(env.logging_policy(seed=1), seed=1)
     data = episodes.transitions
     n = len(env.users)
-    assert data.state.shape == (6 * n, env.static.shape[1] + len(DYNAMIC_FEATURES))
+    assert data.state.shape == (6 * n, env.static.shape[1] + len(DYNAMIC_FEATURES) + env.n_arms)
     np.testing.assert_array_equal(data.next_state[:5 * n], data.state[n:])
-    np.testing.assert_allclose(data.state[data.day == 3][:, -1], 0.5)  # day / horizon
+    day_share = env.static.shape[1] + DYNAMIC_FEATURES.index("day_share")
+    np.testing.assert_allclose(data.state[data.day == 3][:, day_share], 0.5)
     np.testing.assert_allclose(episodes.total_reward, data.reward.reshape(6, n).sum(axis=0))
     assert set(np.unique(data.action)) == {0, 1, 2, 3}
     randomized = env.users.randomized
