@@ -163,6 +163,38 @@ def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Reg
     return np.asarray(estimates)
 
 
+@dataclass(frozen=True)
+class PolicyEstimate:
+    """FQE of a policy: (value, cost) per episode, with percentile bootstrap intervals over users."""
+
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    replicates: np.ndarray
+
+
+def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ, *,
+                       n_bootstrap: int = 50, confidence: float = 0.95, random_state: int = 0) -> PolicyEstimate:
+    """FQE on the logs and on `n_bootstrap` resamples of the users (episodes drawn with replacement, whole)."""
+    estimate = fitted_q_evaluation(data, policy, regressor)
+    rng = np.random.default_rng(random_state)
+    users, position = np.unique(data.user, return_inverse=True)
+    rows_of = np.argsort(position, kind="stable")
+    starts = np.searchsorted(position[rows_of], np.arange(len(users)))
+    counts = np.bincount(position, minlength=len(users))
+    replicates = []
+    for _ in range(n_bootstrap):
+        drawn = rng.integers(0, len(users), size=len(users))
+        rows = np.concatenate([rows_of[starts[u]:starts[u] + counts[u]] for u in drawn])
+        sample = Transitions(data.state[rows], data.action[rows], data.reward[rows], data.cost[rows],
+                             data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon)
+        replicates.append(fitted_q_evaluation(sample, policy, regressor))
+    replicates = np.asarray(replicates)
+    tail = 100 * (1 - confidence) / 2
+    return PolicyEstimate(estimate, np.percentile(replicates, tail, axis=0),
+                          np.percentile(replicates, 100 - tail, axis=0), replicates)
+
+
 def fqe_oracle(data: Transitions, regressor: Regressor = RidgeQ):
     """A best-response oracle for `budget_rl.mixed.maximize_under_budget`: FQI on the reward relabelled by the
     direction, then FQE of the resulting policy for its (value, cost)."""
