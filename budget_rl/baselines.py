@@ -6,6 +6,8 @@
 - `fixed_multiplier_policy`: one greedy policy for r - lambda c, lambda found by bisection as the smallest whose
   policy is within budget: the single value-based policy a team would deploy; in general over budget or below the
   mixed optimum (spec section 2).
+- `myopic_allocator`: the two-stage allocator of section 1 applied day by day: one-step models of today's reward
+  and cost per action, then `budget_rl.allocate` with the day's share of the budget. Blind to carry-over.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from budget_rl.allocation import allocate
 from budget_rl.mixed import MixedPolicy, Oracle
+from budget_rl.offline import Regressor, RidgeQ, Transitions
 
 
 def game_theoretic_mixture(oracle: Oracle, limit: float, *, iterations: int = 100, lambda_max: float = 10.0,
@@ -61,3 +65,27 @@ def fixed_multiplier_policy(oracle: Oracle, limit: float, *, lambda_max: float =
         else:
             low = middle
     return FixedMultiplierPolicy(best[0], high, np.asarray(best[1], dtype=float))
+
+
+@dataclass(frozen=True)
+class MyopicAllocator:
+    """Per day, predicted (reward, cost) of every action for every user, allocated under the day's budget."""
+
+    reward_models: tuple
+    cost_models: tuple
+    budget_per_user_day: float
+
+    def act(self, features: np.ndarray, day: int) -> np.ndarray:
+        value = self.reward_models[day].predict(features)
+        cost = np.maximum(self.cost_models[day].predict(features), 0.0)
+        return allocate(value, cost, self.budget_per_user_day * len(features)).level.astype(np.int64)
+
+
+def myopic_allocator(data: Transitions, budget_per_user: float, regressor: Regressor = RidgeQ) -> MyopicAllocator:
+    """The day-by-day two-stage allocator fitted on the logs; `budget_per_user` covers the whole campaign."""
+    reward_models, cost_models = [], []
+    for day in range(data.horizon):
+        rows = data.on_day(day)
+        reward_models.append(regressor().fit(data.state[rows], data.action[rows], data.reward[rows], data.n_actions))
+        cost_models.append(regressor().fit(data.state[rows], data.action[rows], data.cost[rows], data.n_actions))
+    return MyopicAllocator(tuple(reward_models), tuple(cost_models), budget_per_user / data.horizon)

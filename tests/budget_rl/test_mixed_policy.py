@@ -137,3 +137,18 @@ def test_mixed_policy_beats_both_baselines_on_a_tabular_campaign():
     assert mixed.expected[0] == pytest.approx(optimum, rel=1e-7)
     assert fixed.measurement[1] <= budget and fixed.measurement[0] < mixed.expected[0] - 1e-3
     assert game.expected[0] < mixed.expected[0] and len(game.components) >= 10 * len(mixed.components)
+
+
+def test_myopic_allocator_spends_each_days_share_of_the_budget_on_its_own_predictions():
+    from budget_rl.baselines import myopic_allocator
+    from budget_rl.tabular import log_transitions, random_cmdp
+
+    model = random_cmdp(5, 3, 4, seed=2)
+    data = log_transitions(model, 5_000, seed=0)
+    allocator = myopic_allocator(data, budget_per_user=0.8)
+    states = np.eye(5)[np.random.default_rng(0).integers(0, 5, size=400)]
+    for day in range(model.horizon):
+        action = allocator.act(states, day)
+        predicted = np.maximum(allocator.cost_models[day].predict(states), 0.0)[np.arange(400), action]
+        assert predicted.sum() <= 0.2 * 400 * (1 + 1e-9)  # 0.8 over 4 days
+        np.testing.assert_allclose(allocator.reward_models[day].predict(np.eye(5)), model.reward, atol=1e-6)
