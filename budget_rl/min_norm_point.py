@@ -32,30 +32,34 @@ class MinNormPoint:
     minor_cycles: int
 
 
-def affine_minimizer(corral: np.ndarray) -> np.ndarray:
-    """Weights alpha (summing to 1, any sign) of the minimum-norm point of the affine hull of the rows of `corral`.
+def affine_minimizer(corral: np.ndarray, rays: np.ndarray | None = None) -> np.ndarray:
+    """Weights alpha of the minimum-norm point of alpha @ corral where the weights of the points sum to 1 and those
+    of the rays (rows marked in `rays`) are free: the affine hull of the points plus the span of the rays.
 
-    Solves min ||alpha @ corral||^2 s.t. sum(alpha) = 1 through its KKT system (least squares, so a nearly
-    degenerate corral still gives the minimum-norm solution)."""
+    Solves the KKT system by least squares, so a nearly degenerate corral still gives the minimum-norm solution."""
     k = corral.shape[0]
+    counted = np.ones(k) if rays is None else (~np.asarray(rays, dtype=bool)).astype(float)
     system = np.zeros((k + 1, k + 1))
     system[:k, :k] = corral @ corral.T
-    system[:k, k] = 1.0
-    system[k, :k] = 1.0
+    system[:k, k] = counted
+    system[k, :k] = counted
     right = np.zeros(k + 1)
     right[k] = 1.0
     solution = np.linalg.lstsq(system, right, rcond=None)[0]
     return solution[:k]
 
 
-def wolfe_step(points: np.ndarray, active: list[int], weights: np.ndarray, tolerance: float
-               ) -> tuple[list[int], np.ndarray, int]:
-    """One corral update after a new point joined `active` (with weight 0): minimize over the affine hull, and while
-    that leaves the convex hull, step back to its boundary and drop the points whose weight reached 0.
-    Returns the new active set, its weights and the number of step-backs."""
+def wolfe_step(points: np.ndarray, active: list[int], weights: np.ndarray, tolerance: float,
+               rays: np.ndarray | None = None) -> tuple[list[int], np.ndarray, int]:
+    """One corral update after a new element joined `active` (with weight 0): minimize over the affine hull, and
+    while that leaves the hull, step back to its boundary and drop the elements whose weight reached 0.
+
+    `rays` marks rows of `points` that are directions (their weights need only be >= 0, not sum to 1: the hull is
+    then conv(points) + cone(rays)). Returns the new active set, its weights and the number of step-backs."""
+    is_ray = np.zeros(len(points), dtype=bool) if rays is None else np.asarray(rays, dtype=bool)
     minor = 0
     while True:
-        alpha = affine_minimizer(points[active])
+        alpha = affine_minimizer(points[active], is_ray[active])
         if (alpha > tolerance).all():
             return active, alpha, minor
         minor += 1
@@ -69,7 +73,8 @@ def wolfe_step(points: np.ndarray, active: list[int], weights: np.ndarray, toler
             keep[np.argmin(weights)] = False
         active = [index for index, kept in zip(active, keep, strict=True) if kept]
         weights = weights[keep]
-        weights = weights / weights.sum()
+        mass = weights[~is_ray[active]].sum()
+        weights = np.where(is_ray[active], weights, weights / mass)
 
 
 def min_norm_point(points, *, tolerance: float = 1e-10, max_iterations: int = 1000) -> MinNormPoint:

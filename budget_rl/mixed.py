@@ -13,7 +13,13 @@ store if its reduced value is positive, and policies with zero weight leave it, 
 stored at any time. It stops when no policy improves (the optimum over the whole hull). The stored policies'
 weights are the mixture; `MixedPolicy.assign` executes it by hashing user ids.
 
-`budget_rl.min_norm_point` has Wolfe's minimum-norm point and its corral update for the distance-to-target-set loop.
+`approach_target` is the spec's minimum-norm-point loop for a target set C = {sense * z <= bound}: conditional
+gradient on f(m) = 1/2 dist(m, C)^2 over the hull (m = sense * z), the oracle called with the gradient
+m - proj_C(m), and Wolfe's corral update (`min_norm_point.wolfe_step`: affine minimization towards proj_C(m), step
+back to the hull, drop zero weights), so at most d + 1 policies are held at every iteration. It stops when the
+mixture is in C, or when the Frank-Wolfe gap shows that no mixture gets within 1% of the current distance (the
+target is out of reach). `maximize_by_target_search` wraps it in a bisection on the value target, warm-started
+from the last feasible corral: the other maximization the spec allows, kept as a check on column generation.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import linprog
+
+from budget_rl.min_norm_point import wolfe_step
 
 #: oracle(direction) -> (deterministic policy minimizing <direction, z(policy)>, its measurement vector z)
 Oracle = Callable[[np.ndarray], tuple[Any, np.ndarray]]
@@ -104,3 +112,115 @@ def maximize_under_budget(oracle: Oracle, limits: Sequence[float], *, tolerance:
     keep = np.flatnonzero(weights > 0)
     return MixedPolicy(tuple(components[i] for i in keep), weights[keep], np.asarray(vectors)[keep], calls,
                        tuple(history))
+
+
+@dataclass
+class Corral:
+    """What a target search holds: policies (at most d + 1) with their signed measurement vectors and weights."""
+
+    components: list
+    signed: list
+    weights: np.ndarray
+
+    def point(self) -> np.ndarray:
+        return self.weights @ np.asarray(self.signed)
+
+
+def _caratheodory(points: np.ndarray, rays: np.ndarray, active: list[int], weights: np.ndarray,
+                  d: int) -> tuple[list[int], np.ndarray]:
+    """Drop elements while the corral has more than d + 1, keeping the same point: move the weights along a null
+    vector of [elements; point indicator] until one reaches 0 (Caratheodory)."""
+    while len(active) > d + 1:
+        system = np.vstack([points[active].T, (~rays[active]).astype(float)])
+        direction = np.linalg.svd(system)[2][-1]
+        if not (direction > 1e-12).any():
+            direction = -direction
+        positive = direction > 1e-12
+        step = np.min(weights[positive] / direction[positive])
+        weights = weights - step * direction
+        keep = weights > 1e-15
+        keep[np.argmin(np.where(positive, weights, np.inf))] = False
+        active = [i for i, k in zip(active, keep, strict=True) if k]
+        weights = weights[keep]
+    return active, weights
+
+
+def approach_target(oracle: Oracle, sense: np.ndarray, bound: np.ndarray, start: Corral, *,
+                    tolerance: float = 1e-9, max_iterations: int = 500) -> tuple[Corral, bool, int, int]:
+    """Move the mixture into C = {sense * z <= bound}: Wolfe's minimum-norm point of conv(m_i - bound) + R^d_+
+    (a point x = 0 there is a mixture inside C; the unit vectors are rays of the corral, so the gradient direction
+    is exact and the corral update converges like Wolfe's). Returns the corral of policies, whether C was reached,
+    the oracle calls and the largest number of policies held at any iteration."""
+    d = len(bound)
+    scale = max(1.0, float(np.abs(np.asarray(start.signed)).max()), float(np.abs(bound).max()))
+    tol = tolerance * scale
+    components = list(start.components)
+    points = [np.asarray(v, dtype=float) - bound for v in start.signed]
+    rays = [False] * len(points)
+    active = list(range(len(points)))
+    weights = np.asarray(start.weights, dtype=float)
+    calls, largest = 0, len(points)
+    unit = np.eye(d)
+    for _ in range(max_iterations):
+        table = np.asarray(points)
+        x = weights @ table[active]
+        if np.linalg.norm(x) <= tol:
+            break
+        direction = int(np.argmin(x))
+        ray_index = next((i for i, (r, p) in enumerate(zip(rays, points, strict=True))
+                          if r and np.array_equal(p, unit[direction])), None)
+        if x[direction] < -tol and ray_index not in active:
+            if ray_index is None:
+                points.append(unit[direction])
+                rays.append(True)
+                components.append(None)
+                ray_index = len(points) - 1
+            new = ray_index
+        else:
+            policy, measurement = oracle(x * sense)
+            calls += 1
+            shifted = sense * np.asarray(measurement, dtype=float) - bound
+            if x @ shifted >= x @ x - tol * scale:
+                break  # Wolfe's certificate: x is the minimum-norm point; C is out of reach if x != 0
+            points.append(shifted)
+            rays.append(False)
+            components.append(policy)
+            new = len(points) - 1
+        active, weights, _ = wolfe_step(np.asarray(points), [*active, new], np.r_[weights, 0.0], tol * tol,
+                                        np.asarray(rays))
+        active, weights = _caratheodory(np.asarray(points), np.asarray(rays), active, weights, d)
+        largest = max(largest, sum(not rays[i] for i in active))
+    x = weights @ np.asarray(points)[active]
+    kept = [(i, w) for i, w in zip(active, weights, strict=True) if not rays[i]]
+    corral = Corral([components[i] for i, _ in kept], [points[i] + bound for i, _ in kept],
+                    np.array([w for _, w in kept]))
+    return corral, bool(np.linalg.norm(x) <= tol), calls, largest
+
+
+def maximize_by_target_search(oracle: Oracle, limits: Sequence[float], *, tolerance: float = 1e-9,
+                              search_steps: int = 40) -> tuple[MixedPolicy, int]:
+    """The value-maximizing mixture under `limits` by bisection on the value target, each step `approach_target`
+    from the last feasible corral. Returns the mixture and the largest number of policies held at any time."""
+    limits = np.asarray(limits, dtype=float)
+    sense = np.r_[-1.0, np.ones(len(limits))]
+    cheapest, low_z = oracle(np.r_[0.0, np.ones(len(limits))])
+    richest, high_z = oracle(np.r_[-1.0, np.zeros(len(limits))])
+    low_z, high_z = np.asarray(low_z, float), np.asarray(high_z, float)
+    if (low_z[1:] > limits + tolerance).any():
+        raise ValueError(f"limits: infeasible; the cheapest policy found needs {low_z[1:].tolist()} "
+                         f"against limits {limits.tolist()}")
+    if (high_z[1:] <= limits).all():
+        return MixedPolicy((richest,), np.ones(1), high_z[None, :], 2), 1
+    best = Corral([cheapest], [sense * low_z], np.ones(1))
+    low, high, calls, largest = float(low_z[0]), float(high_z[0]), 2, 1
+    for _ in range(search_steps):
+        target = 0.5 * (low + high)
+        corral, reached, used, held = approach_target(oracle, sense, np.r_[-target, limits], best,
+                                                      tolerance=tolerance)
+        calls, largest = calls + used, max(largest, held)
+        if reached:
+            best, low = corral, target
+        else:
+            high = target
+    measurements = sense * np.asarray(best.signed)
+    return MixedPolicy(tuple(best.components), best.weights, measurements, calls), largest

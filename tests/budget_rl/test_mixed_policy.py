@@ -152,3 +152,34 @@ def test_myopic_allocator_spends_each_days_share_of_the_budget_on_its_own_predic
         predicted = np.maximum(allocator.cost_models[day].predict(states), 0.0)[np.arange(400), action]
         assert predicted.sum() <= 0.2 * 400 * (1 + 1e-9)  # 0.8 over 4 days
         np.testing.assert_allclose(allocator.reward_models[day].predict(np.eye(5)), model.reward, atol=1e-6)
+
+
+def test_target_search_with_the_min_norm_point_loop_on_the_one_state_case():
+    from budget_rl.mixed import maximize_by_target_search
+
+    mixed, held = maximize_by_target_search(_finite_oracle(ONE_STATE), [0.2])
+    assert mixed.expected[0] >= 0.4 - 1e-7 and mixed.expected[1] <= 0.2 + 1e-9
+    assert held <= 3 and len(mixed.components) <= 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_target_search_matches_column_generation_and_holds_at_most_d_plus_1(n_policies, n_limits, seed):
+    from budget_rl.mixed import maximize_by_target_search
+
+    rng = np.random.default_rng(seed)
+    measurements = rng.uniform(0.0, 1.0, size=(n_policies, n_limits + 1))
+    measurements[0, 1:] = 0.0
+    limits = rng.uniform(0.05, 0.6, size=n_limits)
+    searched, held = maximize_by_target_search(_finite_oracle(measurements), limits)
+    generated = maximize_under_budget(_finite_oracle(measurements), limits)
+    assert searched.expected[0] == pytest.approx(generated.expected[0], abs=1e-6)
+    assert (searched.expected[1:] <= limits + 1e-7).all()
+    assert held <= n_limits + 2  # d + 1 policies at every iteration of every search step
+
+
+def test_affine_minimizer_with_a_ray_reaches_past_the_points():
+    # the point (1, 1) plus the ray (0, -1): the nearest point of (1, 1) + cone{(0, -1)} to the origin is (1, 0)
+    alpha = affine_minimizer(np.array([[1.0, 1.0], [0.0, -1.0]]), np.array([False, True]))
+    np.testing.assert_allclose(alpha @ np.array([[1.0, 1.0], [0.0, -1.0]]), [1.0, 0.0], atol=1e-12)
+    assert alpha[0] == pytest.approx(1.0) and alpha[1] == pytest.approx(1.0)
