@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -37,6 +38,7 @@ class Transitions:
     user: np.ndarray
     n_actions: int
     horizon: int
+    propensity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.action)
@@ -58,6 +60,45 @@ class Transitions:
             raise ValueError(f"action: {outside} logged actions are outside 0..{self.n_actions - 1}")
         if ((self.day < 0) | (self.day >= self.horizon)).any():
             raise ValueError(f"day: values must be in 0..{self.horizon - 1}")
+        if self.propensity is not None:
+            bad = int((~((self.propensity > 0) & (self.propensity <= 1))).sum()) if self.propensity.shape == (n,) else n
+            if bad:
+                raise ValueError(f"propensity: {bad} values are not in (0, 1] (or the length is not {n})")
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, actions: list, horizon: int, *, state_prefix: str = "state_",
+                   next_prefix: str = "next_") -> Transitions:
+        """From a table with user_id, day, action (labels in `actions`), reward, cost, optional propensity, and the
+        state columns `state_<name>` with their `next_<name>`; one row per user and day 0..horizon-1."""
+        required = ["user_id", "day", "action", "reward", "cost"]
+        missing = [column for column in required if column not in frame.columns]
+        if missing:
+            raise ValueError(f"transitions: missing column(s) {missing}")
+        states = [c for c in frame.columns if c.startswith(state_prefix)]
+        nexts = [next_prefix + c.removeprefix(state_prefix) for c in states]
+        absent = [c for c in nexts if c not in frame.columns]
+        if not states or absent:
+            raise ValueError(f"transitions: need {state_prefix}* columns and their {next_prefix}* twins; "
+                             f"missing {absent or [state_prefix + '*']}")
+        codes = pd.Index(actions).get_indexer(frame["action"])
+        unknown = frame["action"][codes < 0].unique().tolist()
+        if unknown:
+            raise ValueError(f"action: {int((codes < 0).sum())} logged actions are outside the action set "
+                             f"{list(actions)}: {unknown[:5]}")
+        repeated = int(frame.duplicated(["user_id", "day"]).sum())
+        if repeated:
+            raise ValueError(f"day: {repeated} rows repeat a (user_id, day) pair; one row per user and day")
+        ordered = frame.sort_values(["day", "user_id"], kind="stable")
+        per_user = ordered.groupby("user_id")["day"].agg(["min", "max", "count"])
+        broken = int(((per_user["min"] != 0) | (per_user["count"] != per_user["max"] + 1)).sum())
+        if broken:
+            raise ValueError(f"day: {broken} users do not have consecutive days from 0 (inconsistent user/day order)")
+        codes = pd.Index(actions).get_indexer(ordered["action"])
+        propensity = ordered["propensity"].to_numpy(dtype=float) if "propensity" in ordered else None
+        return cls(ordered[states].to_numpy(dtype=float), codes.astype(np.int64),
+                   ordered["reward"].to_numpy(dtype=float), ordered["cost"].to_numpy(dtype=float),
+                   ordered[nexts].to_numpy(dtype=float), ordered["day"].to_numpy(dtype=np.int64),
+                   ordered["user_id"].to_numpy(), len(actions), horizon, propensity)
 
     def on_day(self, day: int) -> np.ndarray:
         return np.flatnonzero(self.day == day)
@@ -187,7 +228,8 @@ def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regr
         drawn = rng.integers(0, len(users), size=len(users))
         rows = np.concatenate([rows_of[starts[u]:starts[u] + counts[u]] for u in drawn])
         sample = Transitions(data.state[rows], data.action[rows], data.reward[rows], data.cost[rows],
-                             data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon)
+                             data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon,
+                             None if data.propensity is None else data.propensity[rows])
         replicates.append(fitted_q_evaluation(sample, policy, regressor))
     replicates = np.asarray(replicates)
     tail = 100 * (1 - confidence) / 2

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bandits import ContextEncoder
 from budget_rl.offline import Transitions
+from pipelines.io import atomic_output
 from pipelines.synthetic.world import RECENT_WINDOW_DAYS, CampaignWorld, UserBlock, _sigmoid, stream
 
 EPISODE_STREAM = 5
@@ -58,12 +62,43 @@ class Episodes:
 class CampaignEpisodes:
     """Runs `horizon` campaign days for one chunk of users under any policy; `logging_policy` is the world's."""
 
-    def __init__(self, world: CampaignWorld, chunk_index: int, n_users: int, horizon: int):
+    def __init__(self, world: CampaignWorld, chunk_index: int, n_users: int, horizon: int,
+                 encoder: ContextEncoder | None = None):
         self.world, self.chunk_index, self.horizon = world, chunk_index, horizon
         self.users: UserBlock = world.draw_users(chunk_index, chunk_index * world.config.chunk_users, n_users)
         frame = pd.DataFrame(self.users.columns)
-        self.encoder = ContextEncoder(list(frame.columns)).fit(frame)
+        self.encoder = encoder if encoder is not None else ContextEncoder(list(frame.columns)).fit(frame)
         self.static = self.encoder.transform(frame)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the state features, in column order."""
+        return [*self.encoder.feature_names_out_, *DYNAMIC_FEATURES,
+                *[f"last_arm_{label}" for label in self.world.arm_labels]]
+
+    def log(self, seed: int) -> Episodes:
+        """The campaign under the world's logging policy, with each decision's propensity recorded."""
+        episodes = self.run(self.logging_policy(seed), seed)
+        data = episodes.transitions
+        probabilities = self.world.logging_probabilities(self.users)
+        propensity = probabilities[np.tile(np.arange(len(self.users)), self.horizon), data.action]
+        logged = Transitions(data.state, data.action, data.reward, data.cost, data.next_state, data.day, data.user,
+                             data.n_actions, data.horizon, propensity)
+        return Episodes(logged, episodes.total_reward, episodes.total_cost)
+
+    def to_frame(self, episodes: Episodes) -> pd.DataFrame:
+        """The transitions as a table: user_id, day, action (arm label), reward, cost, propensity (when logged),
+        state_<feature> and next_<feature> (`budget_rl.offline.Transitions.from_frame` reads it back)."""
+        data = episodes.transitions
+        frame = pd.DataFrame({"user_id": data.user, "day": data.day,
+                              "action": np.asarray(self.world.arm_labels, dtype=object)[data.action],
+                              "reward": data.reward, "cost": data.cost})
+        if data.propensity is not None:
+            frame["propensity"] = data.propensity
+        names = self.feature_names
+        states = pd.DataFrame(data.state, columns=[f"state_{name}" for name in names])
+        nexts = pd.DataFrame(data.next_state, columns=[f"next_{name}" for name in names])
+        return pd.concat([frame, states, nexts], axis=1)
 
     @property
     def n_arms(self) -> int:
@@ -128,3 +163,20 @@ class CampaignEpisodes:
                                   self.n_arms, self.horizon)
         return Episodes(transitions, reward.reshape(self.horizon, n).sum(axis=0),
                         cost.reshape(self.horizon, n).sum(axis=0))
+
+
+def write_transitions(world: CampaignWorld, n_users: int, horizon: int, out_dir: Path | str, seed: int) -> Path:
+    """Logged transitions of `n_users` users over `horizon` days under the logging policy, as parquet (one file per
+    chunk of users, the state encoder fitted on the first chunk), replaced in one rename."""
+    size = world.config.chunk_users
+    target = Path(out_dir)
+    with atomic_output(target) as temporary:
+        temporary.mkdir(parents=True)
+        encoder = None
+        for chunk, first in enumerate(range(0, n_users, size)):
+            episodes = CampaignEpisodes(world, chunk, min(size, n_users - first), horizon, encoder)
+            encoder = episodes.encoder
+            frame = episodes.to_frame(episodes.log(seed))
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), temporary / f"part-{chunk:05d}.parquet",
+                           compression="zstd")
+    return target

@@ -62,3 +62,44 @@ def test_a_coupon_builds_long_term_value(env):
     n = len(env.users)
     first_day_gain = always.transitions.reward[:n].mean() - never.transitions.reward[:n].mean()
     assert always.value - never.value > env.horizon * first_day_gain
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    import pandas as pd
+
+    from pipelines.synthetic.episodes import write_transitions
+
+    world = CampaignWorld.from_config(CampaignConfig(n_users=1500, avg_degree=0, chunk_users=500), seed=4)
+    folder = write_transitions(world, 1500, 4, tmp_path_factory.mktemp("rl") / "transitions", seed=2)
+    return world, pd.read_parquet(folder)
+
+
+def test_written_transitions_read_back_with_propensities_of_the_logging_policy(written):
+    from budget_rl.offline import Transitions
+
+    world, frame = written
+    data = Transitions.from_frame(frame, world.arm_labels, horizon=4)
+    assert data.state.shape[0] == 1500 * 4 and data.propensity is not None
+    first_chunk = CampaignEpisodes(world, 0, 500, 4)
+    probabilities = world.logging_probabilities(first_chunk.users)
+    day0 = frame[(frame["day"] == 0) & (frame["user_id"] < 500)].sort_values("user_id")
+    codes = np.asarray([world.arm_labels.index(a) for a in day0["action"]])
+    np.testing.assert_allclose(day0["propensity"], probabilities[np.arange(500), codes])
+    np.testing.assert_array_equal(np.sort(frame["user_id"].unique()), np.arange(1500))
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda f: f.drop(columns="cost"), r"^transitions: missing column\(s\) \['cost'\]"),
+    (lambda f: f.assign(action=f["action"].where(f.index != 7, "gold")), r"^action: 1 logged actions are outside"),
+    (lambda f: f.assign(reward=f["reward"].where(f.index != 3, np.nan)), r"^reward: 1 values are NaN"),
+    (lambda f: f.drop(index=f.index[(f["user_id"] == 5) & (f["day"] == 1)]), r"^day: 1 users do not have"),
+    (lambda f: pytest.importorskip("pandas").concat([f, f.iloc[:2]]), r"^day: 2 rows repeat"),
+])
+def test_bad_transitions_are_refused_with_one_line(written, change, match):
+    from budget_rl.offline import Transitions
+
+    world, frame = written
+    with pytest.raises(ValueError, match=match) as error:
+        Transitions.from_frame(change(frame), world.arm_labels, horizon=4)
+    assert "\n" not in str(error.value)
