@@ -13,13 +13,15 @@ store if its reduced value is positive, and policies with zero weight leave it, 
 stored at any time. It stops when no policy improves (the optimum over the whole hull). The stored policies'
 weights are the mixture; `MixedPolicy.assign` executes it by hashing user ids.
 
-`approach_target` is the spec's minimum-norm-point loop for a target set C = {sense * z <= bound}: conditional
-gradient on f(m) = 1/2 dist(m, C)^2 over the hull (m = sense * z), the oracle called with the gradient
-m - proj_C(m), and Wolfe's corral update (`min_norm_point.wolfe_step`: affine minimization towards proj_C(m), step
-back to the hull, drop zero weights), so at most d + 1 policies are held at every iteration. It stops when the
-mixture is in C, or when the Frank-Wolfe gap shows that no mixture gets within 1% of the current distance (the
-target is out of reach). `maximize_by_target_search` wraps it in a bisection on the value target, warm-started
-from the last feasible corral: the other maximization the spec allows, kept as a check on column generation.
+`approach_target` is the spec's minimum-norm-point loop for a target set C = {sense * z <= bound}: Wolfe's
+algorithm on conv(m_i - bound) + R^d_+ (m = sense * z; the orthant's unit vectors are rays of the corral), whose
+minimum-norm point is 0 exactly when a mixture lies in C. Each iteration calls the oracle with the current point x
+(the gradient of 1/2 dist^2), adds the policy or the ray that improves, and applies the corral update
+(`min_norm_point.wolfe_step`: affine minimization, step back to the hull, drop zero weights; a Caratheodory step
+keeps the corral at d + 1), so at most d + 1 policies are held at every iteration. It stops at x = 0 (in C) or at
+Wolfe's certificate <x, v> >= ||x||^2 for every policy (out of reach). `maximize_by_target_search` wraps it in a
+bisection on the value target, warm-started from the last feasible corral: the other maximization the spec
+allows, kept as a check on column generation.
 """
 
 from __future__ import annotations
@@ -73,6 +75,23 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _checked_limits(limits: Sequence[float]) -> np.ndarray:
+    limits = np.asarray(limits, dtype=float)
+    if limits.ndim != 1 or len(limits) == 0 or not np.isfinite(limits).all():
+        raise ValueError(f"limits: need one finite limit per constrained measurement, got {limits.tolist()}")
+    return limits
+
+
+def _cheapest(oracle: Oracle, limits: np.ndarray, tolerance: float) -> tuple[Any, np.ndarray]:
+    """The policy minimizing the constrained measurements; ValueError (with what it needs) if over a limit."""
+    policy, measurement = oracle(np.r_[0.0, np.ones(len(limits))])
+    measurement = np.asarray(measurement, dtype=float)
+    if (measurement[1:] > limits + tolerance).any():
+        raise ValueError(f"limits: infeasible; the cheapest policy found needs {measurement[1:].tolist()} "
+                         f"against limits {limits.tolist()}")
+    return policy, measurement
+
+
 def maximize_under_budget(oracle: Oracle, limits: Sequence[float], *, tolerance: float = 1e-9,
                           max_iterations: int = 500) -> MixedPolicy:
     """The mixture of oracle policies with the largest first measurement (value) subject to measurement j + 1 <=
@@ -80,14 +99,8 @@ def maximize_under_budget(oracle: Oracle, limits: Sequence[float], *, tolerance:
 
     Raises ValueError when even the policy minimizing the constrained measurements violates a limit, naming the
     least achievable values."""
-    limits = np.asarray(limits, dtype=float)
-    if limits.ndim != 1 or len(limits) == 0 or not np.isfinite(limits).all():
-        raise ValueError(f"limits: need one finite limit per constrained measurement, got {limits.tolist()}")
-    cheapest, measurement = oracle(np.r_[0.0, np.ones(len(limits))])
-    measurement = np.asarray(measurement, dtype=float)
-    if (measurement[1:] > limits + tolerance).any():
-        raise ValueError(f"limits: infeasible; the cheapest policy found needs {measurement[1:].tolist()} "
-                         f"against limits {limits.tolist()}")
+    limits = _checked_limits(limits)
+    cheapest, measurement = _cheapest(oracle, limits, tolerance)
     components, vectors = [cheapest], [measurement]
     weights, calls, history = np.ones(1), 1, [measurement]
     for _ in range(max_iterations):
@@ -201,14 +214,11 @@ def maximize_by_target_search(oracle: Oracle, limits: Sequence[float], *, tolera
                               search_steps: int = 40) -> tuple[MixedPolicy, int]:
     """The value-maximizing mixture under `limits` by bisection on the value target, each step `approach_target`
     from the last feasible corral. Returns the mixture and the largest number of policies held at any time."""
-    limits = np.asarray(limits, dtype=float)
+    limits = _checked_limits(limits)
     sense = np.r_[-1.0, np.ones(len(limits))]
-    cheapest, low_z = oracle(np.r_[0.0, np.ones(len(limits))])
+    cheapest, low_z = _cheapest(oracle, limits, tolerance)
     richest, high_z = oracle(np.r_[-1.0, np.zeros(len(limits))])
-    low_z, high_z = np.asarray(low_z, float), np.asarray(high_z, float)
-    if (low_z[1:] > limits + tolerance).any():
-        raise ValueError(f"limits: infeasible; the cheapest policy found needs {low_z[1:].tolist()} "
-                         f"against limits {limits.tolist()}")
+    high_z = np.asarray(high_z, float)
     if (high_z[1:] <= limits).all():
         return MixedPolicy((richest,), np.ones(1), high_z[None, :], 2), 1
     best = Corral([cheapest], [sense * low_z], np.ones(1))
