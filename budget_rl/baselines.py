@@ -47,6 +47,7 @@ class FixedMultiplierPolicy:
     policy: object
     multiplier: float
     measurement: np.ndarray
+    oracle_calls: int
 
 
 def fixed_multiplier_policy(oracle: Oracle, limit: float, *, lambda_max: float = 100.0,
@@ -55,7 +56,7 @@ def fixed_multiplier_policy(oracle: Oracle, limit: float, *, lambda_max: float =
     low, high = 0.0, lambda_max
     policy, measurement = oracle(np.array([-1.0, 0.0]))
     if measurement[1] <= limit:
-        return FixedMultiplierPolicy(policy, 0.0, np.asarray(measurement, dtype=float))
+        return FixedMultiplierPolicy(policy, 0.0, np.asarray(measurement, dtype=float), 1)
     best = oracle(np.array([-1.0, high]))
     for _ in range(steps):
         middle = 0.5 * (low + high)
@@ -64,7 +65,7 @@ def fixed_multiplier_policy(oracle: Oracle, limit: float, *, lambda_max: float =
             high, best = middle, candidate
         else:
             low = middle
-    return FixedMultiplierPolicy(best[0], high, np.asarray(best[1], dtype=float))
+    return FixedMultiplierPolicy(best[0], high, np.asarray(best[1], dtype=float), steps + 2)
 
 
 @dataclass(frozen=True)

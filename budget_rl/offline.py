@@ -191,16 +191,19 @@ def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Reg
     for reward, one for cost) at the policy's action."""
     estimates = []
     for signal in (data.reward, data.cost):
+        floor = 0.0 if signal.min() >= 0 else -np.inf  # a non-negative signal (cost) has non-negative values
         q_next = None
         for day in reversed(range(data.horizon)):
             rows = data.on_day(day)
             target = signal[rows].copy()
             if q_next is not None:
                 following = data.next_state[rows]
-                target += q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
+                predicted = q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
+                target += np.maximum(predicted, floor)
             q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions)
         first = data.state[data.on_day(0)]
-        estimates.append(float(q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)].mean()))
+        start = q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)]
+        estimates.append(float(np.maximum(start, floor).mean()))
     return np.asarray(estimates)
 
 
@@ -226,7 +229,9 @@ def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regr
     replicates = []
     for _ in range(n_bootstrap):
         drawn = rng.integers(0, len(users), size=len(users))
-        rows = np.concatenate([rows_of[starts[u]:starts[u] + counts[u]] for u in drawn])
+        lengths = counts[drawn]
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rows = rows_of[np.repeat(starts[drawn], lengths) + within]
         sample = Transitions(data.state[rows], data.action[rows], data.reward[rows], data.cost[rows],
                              data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon,
                              None if data.propensity is None else data.propensity[rows])

@@ -103,3 +103,14 @@ def test_bad_transitions_are_refused_with_one_line(written, change, match):
     with pytest.raises(ValueError, match=match) as error:
         Transitions.from_frame(change(frame), world.arm_labels, horizon=4)
     assert "\n" not in str(error.value)
+
+
+def test_fqe_on_campaign_logs_never_estimates_a_negative_spend():
+    """Regression: a linear cost model extrapolates below zero, and greedy policies seek exactly those actions."""
+    from budget_rl.offline import RidgeQ, fqe_oracle
+
+    world = CampaignWorld.from_config(CampaignConfig(n_users=10000, avg_degree=0), seed=1)
+    episodes = CampaignEpisodes(world, 0, 10000, horizon=14)
+    oracle = fqe_oracle(episodes.run(episodes.logging_policy(7), seed=7).transitions, lambda: RidgeQ(1e-3))
+    for multiplier in (0.5, 1.0, 2.0, 5.0):
+        assert oracle(np.array([-1.0, multiplier]))[1][1] >= 0.0
