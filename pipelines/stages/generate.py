@@ -7,12 +7,16 @@ from pydantic import Field
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.synthetic import CampaignConfig, generate_campaign
+from pipelines.synthetic.episodes import write_transitions
 
 
 class GenerateConfig(StageConfig, CampaignConfig):
     """A campaign's parameters plus where to write it."""
 
     out: ConfigPath = Field(description="output folder (replaced atomically)")
+    transitions_horizon: int | None = Field(None, ge=1, le=365, description="also write transitions/: every user "
+                                            "decided every day for this many days under the logging policy "
+                                            "(offline constrained-RL data; none: not written)")
 
 
 def _demo(inputs: DemoInputs) -> dict:
@@ -23,8 +27,12 @@ def _demo(inputs: DemoInputs) -> dict:
                 cli_aliases={"n_users": "users", "n_days": "days"})
 def generate(context: StageContext, config: GenerateConfig) -> StageResult:
     """Write a synthetic campaign (users, logs, edges, ground truth) as partitioned parquet."""
-    campaign = CampaignConfig(**config.model_dump(exclude={"out"}))
+    campaign = CampaignConfig(**config.model_dump(exclude={"out", "transitions_horizon"}))
     truth = generate_campaign(campaign, config.out, seed=context.seed)
+    outputs = {"campaign": config.out}
+    if config.transitions_horizon is not None:
+        outputs["transitions"] = write_transitions(truth.world, campaign.n_users, config.transitions_horizon,
+                                                   config.out / "transitions", seed=context.seed)
     best = truth.users["best_arm"].value_counts(normalize=True)
     context.log.metrics({
         "n_users": campaign.n_users,
@@ -38,7 +46,7 @@ def generate(context: StageContext, config: GenerateConfig) -> StageResult:
     return StageResult(
         summary={"users": campaign.n_users, "log rows": truth.n_log_rows,
                  "hidden interactions": len(truth.interactions)},
-        outputs={"campaign": config.out},
+        outputs=outputs,
         data={"campaign_dir": config.out, "truth": truth},
     )
 

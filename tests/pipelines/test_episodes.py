@@ -114,3 +114,20 @@ def test_fqe_on_campaign_logs_never_estimates_a_negative_spend():
     oracle = fqe_oracle(episodes.run(episodes.logging_policy(7), seed=7).transitions, lambda: RidgeQ(1e-3))
     for multiplier in (0.5, 1.0, 2.0, 5.0):
         assert oracle(np.array([-1.0, multiplier]))[1][1] >= 0.0
+
+
+def test_generate_stage_writes_transitions_on_request(tmp_path, mlflow_uri):
+    import pandas as pd
+
+    from budget_rl.offline import Transitions
+    from pipelines.cli import main
+
+    out = tmp_path / "campaign"
+    assert main(["generate", "--users", "600", "--days", "2", "--out", str(out), "--transitions-horizon", "3",
+                 "--tracking-uri", mlflow_uri]) == 0
+    data = Transitions.from_frame(pd.read_parquet(out / "transitions"),
+                                  ["control", "discount_5", "free_shipping", "cashback_10"], horizon=3)
+    assert len(data.action) == 600 * 3 and data.propensity is not None
+    assert main(["generate", "--users", "600", "--days", "2", "--out", str(tmp_path / "plain"),
+                 "--tracking-uri", mlflow_uri]) == 0
+    assert not (tmp_path / "plain" / "transitions").exists()
