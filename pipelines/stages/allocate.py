@@ -32,6 +32,7 @@ from pipelines.allocation import allocate_frame
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.stages.bandit_data import in_holdout
+from pipelines.stages.constrained_rl import run_constrained_rl
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
 
@@ -40,10 +41,11 @@ NOT_FEATURES = ["user_id", "segment"]
 
 
 class AllocateConfig(StageConfig):
-    users: ConfigPath = Field(description="users table (parquet): user_id, features, segment; or, with `scores`, "
-                                          "value_<level> and cost_<level> columns")
+    users: ConfigPath | None = Field(None, description="users table (parquet): user_id, features, segment; or, "
+                                                       "with `scores`, value_<level> and cost_<level> columns")
     out: ConfigPath = Field(description="per-user allocation (parquet folder): user_id, segment, level, "
-                                        "upper_level, upper_share, value, cost")
+                                        "upper_level, upper_share, value, cost; with constrained_rl, the mixed "
+                                        "policy's MLflow model folder")
     data: ConfigPath | None = Field(None, description="decision log to fit the response model on (parquet)")
     scores: bool = Field(False, description="`users` already holds value_<level> and cost_<level> (no model)")
     response_model: Literal["plain", "debiased"] = Field("plain", description="which model allocates (both are "
@@ -58,7 +60,12 @@ class AllocateConfig(StageConfig):
     budget: float | None = Field(None, ge=0, description="total budget in cost units (none: budget_per_user x "
                                                          "users)")
     budget_per_user: float = Field(1.0, ge=0, description="budget per user when `budget` is none")
-    method: Literal["dual", "lp"] = Field("dual", description="dual (any size) or the cvxpy LP (in memory)")
+    method: Literal["dual", "lp", "constrained_rl"] = Field(
+        "dual", description="dual (any size), the cvxpy LP (in memory), or constrained_rl (a mixed policy learned "
+                            "offline from `transitions`, budget per user over the campaign)")
+    transitions: ConfigPath | None = Field(None, description="logged transitions for constrained_rl (campaign "
+                                                             "generate --transitions-horizon D writes them)")
+    bootstrap: int = Field(20, ge=2, description="bootstrap resamples of the constrained_rl value and spend")
     segment: str | None = Field("segment", description="segment column (none: no segments)")
     segment_caps: dict[str, float] = Field({}, description="segment -> spend cap")
     min_treated_share: float = Field(0.0, ge=0, le=1, description="least share of users given a level (LP)")
@@ -163,6 +170,10 @@ def _true_outcome(allocation_path: Path, truth_path: Path, levels: dict[str, flo
 @register_stage("allocate", AllocateConfig, order=50, demo=_demo)
 def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult:
     """Allocate incentive levels to users under a budget: response model, then the dual LP (frontier to MLflow)."""
+    if config.method == "constrained_rl":
+        return run_constrained_rl(context, config)
+    if config.users is None:
+        raise InputError(f"users: method {config.method} needs the users table")
     seed = context.stage_seed("allocate")
     users = read_table(config.users, Schema("users", required=(Column("user_id", LABEL),)))
     if config.segment and config.segment not in users.columns:

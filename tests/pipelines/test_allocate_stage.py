@@ -158,3 +158,36 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, mlflow_uri, small_campaig
     err = capsys.readouterr().err
     assert match.split(":")[0] in err
     assert not (tmp_path / "allocation").exists()
+
+
+def test_constrained_rl_learns_a_mixed_policy_from_generated_transitions(tmp_path, mlflow_uri, capsys):
+    campaign = tmp_path / "campaign"
+    assert main(["generate", "--users", "800", "--days", "2", "--out", str(campaign), "--transitions-horizon", "3",
+                 "--avg-degree", "0", "--tracking-uri", mlflow_uri]) == 0
+    out = tmp_path / "mixed_policy"
+    code = main(["allocate", "--method", "constrained_rl", "--transitions", str(campaign / "transitions"),
+                 "--out", str(out), "--budget-per-user", "1.0", "--bootstrap", "5", "--tracking-uri", mlflow_uri,
+                 "--experiment", "rl"])
+    assert code == 0, capsys.readouterr().err
+    mlflow.set_tracking_uri(mlflow_uri)
+    run = mlflow.search_runs(experiment_names=["rl"]).query("`tags.campaign.stage` == 'allocate'").iloc[0]
+    assert 1 <= run["metrics.stored_policies"] <= 3
+    assert run["metrics.spend"] <= 1.0 + 1e-9
+    assert run["metrics.value_ci_low"] <= run["metrics.value_ci_high"]
+    assert run["metrics.fixed_multiplier.spend"] <= 1.0 + 1e-9
+    client = MlflowClient(mlflow_uri)
+    components = [a.path for a in client.list_artifacts(run["run_id"], "components")]
+    assert len(components) == run["metrics.stored_policies"]
+    frame = pd.read_parquet(campaign / "transitions")
+    decided = mlflow.pyfunc.load_model(str(out)).predict(frame)
+    assert set(decided["action"]) <= {"control", "discount_5", "free_shipping", "cashback_10"}
+    per_user = decided.groupby(frame["user_id"])["component"].nunique()
+    assert (per_user == 1).all()  # one component per user for the whole campaign
+
+
+def test_constrained_rl_without_transitions_is_a_one_line_error(tmp_path, mlflow_uri, capsys):
+    code = main(["allocate", "--method", "constrained_rl", "--out", str(tmp_path / "mixed"),
+                 "--tracking-uri", mlflow_uri])
+    assert code == 2
+    assert "transitions" in capsys.readouterr().err
+    assert not (tmp_path / "mixed").exists()

@@ -1,0 +1,146 @@
+"""`allocate` with `method: constrained_rl`: a mixed policy of at most d + 1 offline-learned policies that maximizes
+long-term value with the expected spend per user within the budget (spec section 2).
+
+Reads logged transitions (what `campaign generate --transitions-horizon D` writes: user_id, day, action, reward,
+cost, propensity, state_*/next_*), learns by column generation over the FQI/FQE oracle (`budget_rl.offline`, ridge
+Q-functions), and records in MLflow the stored-policy count, the mixture's value and spend with bootstrap
+intervals, the fixed-multiplier policy for comparison, the component policies as artifacts and the mixed policy
+as a pyfunc model: `predict(frame with user_id, day, state_*)` returns each user's component (drawn once per user
+by a salted hash) and its action label.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+import budget_rl
+import pipelines
+from budget_rl.baselines import fixed_multiplier_policy
+from budget_rl.mixed import MixedPolicy, maximize_under_budget
+from budget_rl.offline import RidgeQ, Transitions, fqe_oracle, fqe_with_intervals
+from pipelines.errors import InputError
+from pipelines.io import atomic_output
+from pipelines.models import _quiet_pyfunc, _requirements
+from pipelines.stages.registry import StageContext, StageResult
+
+
+@dataclass(frozen=True)
+class FittedMixedPolicy:
+    """The mixed policy with its action labels, state columns and the salt that assigns users to components."""
+
+    mixed: MixedPolicy
+    actions: list
+    state_columns: list[str]
+    salt: str
+
+    def decide(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in ["user_id", "day", *self.state_columns] if c not in frame.columns]
+        if missing:
+            raise ValueError(f"input: missing column(s) {missing[:5]}")
+        component = self.mixed.assign(frame["user_id"].to_numpy(), self.salt)
+        states = frame[self.state_columns].to_numpy(dtype=float)
+        days = frame["day"].to_numpy()
+        action = np.zeros(len(frame), dtype=np.int64)
+        for index, policy in enumerate(self.mixed.components):
+            for day in np.unique(days):
+                rows = (component == index) & (days == day)
+                if rows.any():
+                    action[rows] = policy.act(states[rows], int(day))
+        return pd.DataFrame({"component": component, "action": np.asarray(self.actions, dtype=object)[action]},
+                            index=frame.index)
+
+
+class MixedPolicyModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper of a `FittedMixedPolicy` (pickled as the `mixed_policy` artifact)."""
+
+    def load_context(self, context) -> None:
+        with open(context.artifacts["mixed_policy"], "rb") as file:
+            self.fitted = pickle.load(file)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.fitted.decide(pd.DataFrame(model_input))
+
+
+def _model_arguments(fitted: FittedMixedPolicy, example: pd.DataFrame, folder: Path) -> dict:
+    artifact = folder / "mixed_policy.pkl"
+    with open(artifact, "wb") as file:
+        pickle.dump(fitted, file)
+    return {"python_model": MixedPolicyModel(), "artifacts": {"mixed_policy": str(artifact)},
+            "input_example": example, "pip_requirements": _requirements(),
+            "code_paths": [str(Path(budget_rl.__file__).parent), str(Path(pipelines.__file__).parent)]}
+
+
+def _levels(frame: pd.DataFrame, level_costs: dict | None) -> list:
+    """Action labels cheapest first: from `level_costs`, else the mean cost of rewarded rows per action."""
+    if level_costs is not None:
+        return [label for label, _ in sorted(level_costs.items(), key=lambda item: (item[1], item[0]))]
+    paid = frame[frame["reward"] > 0].groupby("action")["cost"].mean()
+    labels = sorted(frame["action"].unique(), key=lambda label: (paid.get(label, 0.0), str(label)))
+    return list(labels)
+
+
+def run_constrained_rl(context: StageContext, config) -> StageResult:
+    """Learn, evaluate and save the mixed policy (module docstring)."""
+    if config.transitions is None:
+        raise InputError("transitions: method constrained_rl needs logged transitions (campaign generate "
+                         "--transitions-horizon D writes them)")
+    if not Path(config.transitions).exists():
+        raise InputError(f"transitions: {config.transitions} does not exist")
+    frame = pd.read_parquet(config.transitions)
+    if "day" not in frame.columns:
+        raise InputError("transitions: missing column(s) ['day']")
+    horizon = int(frame["day"].max()) + 1
+    actions = _levels(frame, config.level_costs)
+    try:
+        data = Transitions.from_frame(frame, actions, horizon)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    budget = config.budget / frame["user_id"].nunique() if config.budget is not None else config.budget_per_user
+    oracle = fqe_oracle(data, RidgeQ)
+    try:
+        mixed = maximize_under_budget(oracle, [budget])
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    replicates = [fqe_with_intervals(data, policy, n_bootstrap=config.bootstrap,
+                                     random_state=context.stage_seed("allocate") + i).replicates
+                  for i, policy in enumerate(mixed.components)]
+    mixture = np.tensordot(mixed.weights, np.asarray(replicates), axes=1)  # (bootstrap, 2)
+    low, high = np.percentile(mixture, [2.5, 97.5], axis=0)
+    fixed = fixed_multiplier_policy(oracle, budget, steps=20)
+    state_columns = [c for c in frame.columns if c.startswith("state_")]
+    fitted = FittedMixedPolicy(mixed, actions, state_columns, salt=f"campaign-{context.seed}")
+    example = frame[["user_id", "day", *state_columns]].head(5).reset_index(drop=True)
+    with (atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, _quiet_pyfunc(),
+          warnings.catch_warnings()):
+        warnings.simplefilter("ignore", UserWarning)  # integer user ids are meant: they are hashed as integers
+        mlflow.pyfunc.save_model(path=str(temporary), **_model_arguments(fitted, example, Path(folder)))
+    with tempfile.TemporaryDirectory() as folder, _quiet_pyfunc(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(name="mixed_policy", **_model_arguments(fitted, example, Path(folder)))
+        for index, policy in enumerate(mixed.components):
+            path = Path(folder) / f"component_{index}.pkl"
+            path.write_bytes(pickle.dumps(policy))
+            mlflow.log_artifact(str(path), artifact_path="components")
+    value, spend = mixed.expected
+    context.log.params({"actions": ",".join(map(str, actions)), "horizon": horizon})
+    context.log.metrics({
+        "stored_policies": len(mixed.components), "oracle_calls": mixed.oracle_calls, "budget_per_user": budget,
+        "value": float(value), "spend": float(spend), "value_ci_low": float(low[0]), "value_ci_high": float(high[0]),
+        "spend_ci_low": float(low[1]), "spend_ci_high": float(high[1]),
+        "fixed_multiplier.value": float(fixed.measurement[0]), "fixed_multiplier.spend": float(fixed.measurement[1]),
+        "fixed_multiplier.multiplier": fixed.multiplier})
+    components = pd.DataFrame({"weight": mixed.weights, "value": mixed.measurements[:, 0],
+                               "spend": mixed.measurements[:, 1]})
+    context.log.table(components, "components", index=False)
+    return StageResult(summary={"stored policies": len(mixed.components), "value": f"{value:.3f}",
+                                "spend": f"{spend:.3f} (budget {budget:.3f})"},
+                       outputs={"mixed_policy": config.out},
+                       data={"mixed": mixed, "fitted": fitted, "model_uri": info.model_uri})
