@@ -1,9 +1,10 @@
 """Compiled per-block passes of the dual allocator (numba): hull walk, slope histogram, candidate pick, assignment.
 
-Every pass walks each user's upper hull (see `budget_rl.hull`) without storing it, so a block of n users costs
-O(n J^2) time and O(bins) memory. The order of breakpoints everywhere is the total order (slope descending, user id
-ascending, hull step ascending); a *key* (slope, user id, step, share) marks one breakpoint of that order: the ones
-before it are taken whole, the key itself with `share`, the ones after not at all. A key with slope -inf takes all.
+Every pass walks each user's upper hull of (cost, value) (see `budget_rl.dual`) without storing it, so a block of
+n users costs O(n J^2) time and O(bins) memory. The order of breakpoints everywhere is the total order (slope
+descending, user id ascending, hull step ascending); a *key* (slope, user id, step, share) marks one breakpoint of
+that order: the ones before it are taken whole, the key itself with `share`, the ones after not at all. A key with
+slope -inf takes all.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _bin_of(slope: float, edges: np.ndarray) -> int:
 @njit(cache=True, nogil=True)
 def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, keys_slope, keys_user, keys_step,
                    keys_share):
-    """Per group: start spend, start value and users; per (group, slope bin): extra cost, extra value, count.
+    """Per group: start spend and start value; per (group, slope bin): extra cost, extra value, count.
 
     `group[i]` (-1: none) is the histogram row of user i; upgrades are weighted by the key of `filter_group[i]`
     (-1: no filter), so a capped segment contributes only what its own cap lets through. `edges[g]` are the bin
@@ -85,7 +86,6 @@ def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, k
     n_bins = edges.shape[1] - 1
     start_cost = np.zeros(n_groups)
     start_value = np.zeros(n_groups)
-    users = np.zeros(n_groups, dtype=np.int64)
     extra_cost = np.zeros((n_groups, n_bins))
     extra_value = np.zeros((n_groups, n_bins))
     count = np.zeros((n_groups, n_bins), dtype=np.int64)
@@ -98,7 +98,6 @@ def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, k
         current = _start(value[i], cost[i])
         start_cost[g] += cost[i, current]
         start_value[g] += value[i, current]
-        users[g] += 1
         f = filter_group[i]
         step = 0
         while True:
@@ -120,7 +119,7 @@ def histogram_pass(value, cost, user_id, group, n_groups, edges, filter_group, k
                 above_value[g] += delta_value
             current = nxt
             step += 1
-    return start_cost, start_value, users, extra_cost, extra_value, count, above_cost, above_value
+    return start_cost, start_value, extra_cost, extra_value, count, above_cost, above_value
 
 
 @njit(cache=True, nogil=True)
@@ -206,7 +205,7 @@ def assign_pass(value, cost, user_id, segment, keys_slope, keys_user, keys_step,
 
 @njit(cache=True, nogil=True)
 def spend_at(value, cost, multiplier):
-    """Spend, value and users at their argmax_j (v_ij - multiplier c_ij) levels (ties: the cheaper level)."""
+    """Spend and value with every user at their argmax_j (v_ij - multiplier c_ij) levels (ties: the cheaper level)."""
     spend, total = 0.0, 0.0
     for i in range(value.shape[0]):
         best = _start(value[i], cost[i])

@@ -170,35 +170,57 @@ def check_allocation_input(value, cost, budget: float, constraints: AllocationCo
     return _Checked(value, cost, user_id, codes, capped)
 
 
-def _fractional_users(user_id: np.ndarray, level: np.ndarray, upper: np.ndarray,
-                      share: np.ndarray) -> tuple[FractionalUser, ...]:
-    rows = np.flatnonzero(upper >= 0)
-    return tuple(FractionalUser(int(user_id[i]), int(level[i]), int(upper[i]), float(share[i])) for i in rows)
+@dataclass(frozen=True)
+class AssignmentTotals:
+    """What an assigned block of users adds up to: users, value and spend of their integral levels, the extra value
+    and cost the fractional users' shares buy, and those users. Mergeable, so partitions add up in any order."""
+
+    users: int
+    integral_value: float
+    integral_spend: float
+    extra_value: float
+    extra_cost: float
+    fractional: tuple[FractionalUser, ...]
+
+    @classmethod
+    def of(cls, value: np.ndarray, cost: np.ndarray, user_id: np.ndarray, level: np.ndarray, upper: np.ndarray,
+           share: np.ndarray) -> AssignmentTotals:
+        """Totals of one block from the dual's (level, upper_level, upper_share) per user."""
+        rows = np.arange(len(level))
+        split = np.flatnonzero(upper >= 0)
+        extra_value = share[split] * (value[split, upper[split]] - value[split, level[split]])
+        extra_cost = share[split] * (cost[split, upper[split]] - cost[split, level[split]])
+        fractional = tuple(FractionalUser(int(user_id[i]), int(level[i]), int(upper[i]), float(share[i]))
+                           for i in split)
+        return cls(len(level), float(value[rows, level].sum()), float(cost[rows, level].sum()),
+                   float(extra_value.sum()), float(extra_cost.sum()), fractional)
+
+    def merge(self, other: AssignmentTotals) -> AssignmentTotals:
+        return AssignmentTotals(self.users + other.users, self.integral_value + other.integral_value,
+                                self.integral_spend + other.integral_spend, self.extra_value + other.extra_value,
+                                self.extra_cost + other.extra_cost, self.fractional + other.fractional)
+
+
+def dual_allocation(solution: DualSolution, totals: AssignmentTotals, budget: float, capped_segments: list,
+                    level: np.ndarray | None, diagnostics: dict) -> Allocation:
+    """The `Allocation` of a solved dual from its assignment totals (in memory or summed over partitions)."""
+    return Allocation(
+        level=level, fractional=totals.fractional, value=totals.integral_value + totals.extra_value,
+        spend=totals.integral_spend + totals.extra_cost, integral_value=totals.integral_value,
+        integral_spend=totals.integral_spend, budget=float(budget), budget_multiplier=solution.budget_multiplier,
+        segment_multipliers={label: max(0.0, s.budget_multiplier - solution.budget_multiplier)
+                             for label, s in zip(capped_segments, solution.segment_solutions, strict=True)},
+        frontier=solution.frontier,
+        diagnostics={"method": "dual", "refinements": solution.diagnostics.refinements,
+                     "candidates": solution.diagnostics.candidates} | diagnostics)
 
 
 def _from_dual(checked: _Checked, budget: float, solution: DualSolution, started: float) -> Allocation:
     blocks = ArrayBlocks(checked.value, checked.cost, checked.user_id, checked.segment_codes)
-    parts = blocks.map(solution.assign)
-    level, upper, share = (np.concatenate(column) for column in zip(*parts, strict=True))
-    rows = np.arange(len(level))
-    value, cost = checked.value, checked.cost
-    integral_value = float(value[rows, level].sum())
-    integral_spend = float(cost[rows, level].sum())
-    fractional = _fractional_users(checked.user_id, level, upper, share)
-    extra_value = sum(f.share * (value[i, f.upper_level] - value[i, f.level])
-                      for i, f in zip(np.flatnonzero(upper >= 0), fractional, strict=True))
-    extra_cost = sum(f.share * (cost[i, f.upper_level] - cost[i, f.level])
-                     for i, f in zip(np.flatnonzero(upper >= 0), fractional, strict=True))
-    diagnostics = solution.diagnostics
-    return Allocation(
-        level=level, fractional=fractional, value=integral_value + extra_value, spend=integral_spend + extra_cost,
-        integral_value=integral_value, integral_spend=integral_spend, budget=float(budget),
-        budget_multiplier=solution.budget_multiplier,
-        segment_multipliers={label: max(0.0, s.budget_multiplier - solution.budget_multiplier)
-                             for label, s in zip(checked.capped_segments, solution.segment_solutions, strict=True)},
-        frontier=solution.frontier,
-        diagnostics={"method": "dual", "passes": diagnostics.passes, "refinements": diagnostics.refinements,
-                     "candidates": diagnostics.candidates, "seconds": time.perf_counter() - started})
+    level, upper, share = (np.concatenate(column) for column in zip(*blocks.map(solution.assign), strict=True))
+    totals = AssignmentTotals.of(checked.value, checked.cost, checked.user_id, level, upper, share)
+    return dual_allocation(solution, totals, budget, checked.capped_segments, level,
+                           {"passes": solution.diagnostics.passes, "seconds": time.perf_counter() - started})
 
 
 def _from_lp(checked: _Checked, budget: float, constraints: AllocationConstraints, solver: str,

@@ -139,7 +139,6 @@ class Keys:
 class _Histogram:
     start_cost: np.ndarray
     start_value: np.ndarray
-    users: np.ndarray
     extra_cost: np.ndarray
     extra_value: np.ndarray
     count: np.ndarray
@@ -194,7 +193,6 @@ class GroupSolution:
     key: Key
     budget_multiplier: float
     start_spend: float
-    users: int
     binding: bool
 
 
@@ -273,7 +271,7 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
             need = budgets[g] - first.start_cost[g]
             found = _crossing_bin(hist, g, need)
             if found is None and hist is first:  # everything fits: the budget does not bind
-                solved[g] = GroupSolution(_TAKE_ALL, 0.0, float(first.start_cost[g]), int(first.users[g]), False)
+                solved[g] = GroupSolution(_TAKE_ALL, 0.0, float(first.start_cost[g]), False)
                 continue
             bin_index, before[g] = found if found is not None else _lowest_bin(hist, g)
             top = bin_index >= edges.shape[1] - 1
@@ -292,7 +290,7 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
             diagnostics.candidates += len(candidates.slope)
             for g in collect:
                 key = _crossing_key(candidates, candidates.group == g, budgets[g] - first.start_cost[g] - before[g])
-                solved[g] = GroupSolution(key, key.slope, float(first.start_cost[g]), int(first.users[g]), True)
+                solved[g] = GroupSolution(key, key.slope, float(first.start_cost[g]), True)
             pending -= set(collect)
     return [solved[g] for g in range(n_groups)], first
 

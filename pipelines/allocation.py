@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from budget_rl import Allocation, AllocationConstraints, FractionalUser, allocate
+from budget_rl import Allocation, AllocationConstraints, allocate
+from budget_rl.allocation import AssignmentTotals, dual_allocation
 from budget_rl.dual import Block, DualSolution, solve_dual
 from pipelines.errors import InputError
 from pipelines.execution import tree_reduce
@@ -100,45 +101,21 @@ class FrameBlocks:
         return tree_reduce(self.frame, functools.partial(_apply, partial, self.users), merge)
 
 
-@dataclass
-class _Written:
-    """What the assignment pass returns from each partition: totals and the fractional users."""
-
-    rows: int
-    integral_value: float
-    integral_spend: float
-    extra_value: float
-    extra_cost: float
-    fractional: list[FractionalUser]
-
-    def merge(self, other: _Written) -> _Written:
-        return _Written(self.rows + other.rows, self.integral_value + other.integral_value,
-                        self.integral_spend + other.integral_spend, self.extra_value + other.extra_value,
-                        self.extra_cost + other.extra_cost, self.fractional + other.fractional)
-
-
 def _assign_partition(solution: DualSolution, users: FrameUsers, level_labels: list[str], folder: Path | None,
-                      index: int, partition: pd.DataFrame) -> _Written:
+                      index: int, partition: pd.DataFrame) -> AssignmentTotals:
     block = users.block(partition)
     level, upper, share = solution.assign(block)
-    rows = np.arange(len(level))
-    value = block.value[rows, level]
-    cost = block.cost[rows, level]
-    split = np.flatnonzero(upper >= 0)
-    upper_value = block.value[split, upper[split]] - value[split]
-    upper_cost = block.cost[split, upper[split]] - cost[split]
     if folder is not None:
+        rows = np.arange(len(level))
         labels = np.asarray(level_labels, dtype=object)
         table = {"user_id": block.user_id}
         if users.segment:
             table["segment"] = partition[users.segment].astype(str).to_numpy()
         table |= {"level": pa.array(labels[level], type=pa.string()),
                   "upper_level": pa.array(np.where(upper >= 0, labels[np.maximum(upper, 0)], None), type=pa.string()),
-                  "upper_share": share, "value": value, "cost": cost}
+                  "upper_share": share, "value": block.value[rows, level], "cost": block.cost[rows, level]}
         pq.write_table(pa.table(table), folder / f"part-{index:05d}.parquet", compression="zstd")
-    fractional = [FractionalUser(int(block.user_id[i]), int(level[i]), int(upper[i]), float(share[i])) for i in split]
-    return _Written(len(level), float(value.sum()), float(cost.sum()), float((share[split] * upper_value).sum()),
-                    float((share[split] * upper_cost).sum()), fractional)
+    return AssignmentTotals.of(block.value, block.cost, block.user_id, level, upper, share)
 
 
 def _check_columns(frame: dd.DataFrame | pd.DataFrame, users: FrameUsers) -> None:
@@ -187,16 +164,8 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
         written = _write_assignment(frame, solution, users, level_labels, out)
     except ValueError as error:
         raise InputError(str(error)) from None
-    diagnostics = solution.diagnostics
-    return Allocation(
-        level=None, fractional=tuple(written.fractional), value=written.integral_value + written.extra_value,
-        spend=written.integral_spend + written.extra_cost, integral_value=written.integral_value,
-        integral_spend=written.integral_spend, budget=float(budget), budget_multiplier=solution.budget_multiplier,
-        segment_multipliers={label: max(0.0, s.budget_multiplier - solution.budget_multiplier)
-                             for label, s in zip(capped, solution.segment_solutions, strict=True)},
-        frontier=solution.frontier,
-        diagnostics={"method": "dual", "passes": diagnostics.passes + 1, "refinements": diagnostics.refinements,
-                     "candidates": diagnostics.candidates, "users": written.rows})
+    return dual_allocation(solution, written, budget, list(capped), None,
+                           {"passes": solution.diagnostics.passes + 1, "users": written.users})
 
 
 def _compute(collection):
@@ -204,10 +173,10 @@ def _compute(collection):
 
 
 def _write_assignment(frame, solution: DualSolution, users: FrameUsers, level_labels: list[str],
-                      out: Path | None) -> _Written:
+                      out: Path | None) -> AssignmentTotals:
     partitions = frame.to_delayed() if isinstance(frame, dd.DataFrame) else [frame]
 
-    def run(folder: Path | None) -> _Written:
+    def run(folder: Path | None) -> AssignmentTotals:
         work = functools.partial(_assign_partition, solution, users, level_labels, folder)
         if isinstance(frame, dd.DataFrame):
             tasks = [dask.delayed(work)(i, part) for i, part in enumerate(partitions)]
@@ -215,7 +184,7 @@ def _write_assignment(frame, solution: DualSolution, users: FrameUsers, level_la
                 results = dask.compute(*tasks)
         else:
             results = [work(0, frame)]
-        return functools.reduce(_Written.merge, results)
+        return functools.reduce(AssignmentTotals.merge, results)
 
     if out is None:
         return run(None)
