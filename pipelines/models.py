@@ -24,11 +24,10 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 import bandits
+import pipelines
 from bandits.encoding import ContextEncoder
 from bandits.policies.base import BasePolicy, sample_from
 from pipelines.errors import InputError
-
-POLICY_ARTIFACT = "policy.pkl"
 
 
 @dataclass
@@ -79,7 +78,8 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
         return self.fitted.decide(pd.DataFrame(model_input), random_state)
 
 
-def _requirements() -> list[str]:
+def model_requirements() -> list[str]:
+    """The pip requirements every campaign pyfunc model declares (pinned to what is installed here)."""
     import scipy
     import sklearn
     import torch
@@ -89,22 +89,33 @@ def _requirements() -> list[str]:
             f"torch=={torch.__version__.split('+')[0]}"]
 
 
+def pyfunc_arguments(python_model: mlflow.pyfunc.PythonModel, artifact: str, content: object, folder: Path,
+                     example: pd.DataFrame, packages: list, signature=None) -> dict:
+    """Arguments of `mlflow.pyfunc.save_model` / `log_model`: `content` pickled as artifact `artifact` (in the
+    temporary `folder`), the requirements, and the code of `packages` (modules) carried along."""
+    path = folder / f"{artifact}.pkl"
+    with open(path, "wb") as file:
+        pickle.dump(content, file)
+    arguments = {"python_model": python_model, "artifacts": {artifact: str(path)}, "input_example": example,
+                 "pip_requirements": model_requirements(),
+                 "code_paths": [str(Path(package.__file__).parent) for package in packages]}
+    if signature is not None:
+        arguments["signature"] = signature
+    return arguments
+
+
 def _model_arguments(fitted: FittedPolicy, example: pd.DataFrame, folder: Path) -> dict:
-    artifact = folder / POLICY_ARTIFACT
-    with open(artifact, "wb") as file:
-        pickle.dump(fitted, file)
     example = example[fitted.features].head(5).reset_index(drop=True)
     for name in example.columns:  # integer columns may hold missing values at scoring time: declare them as doubles
         if pd.api.types.is_integer_dtype(example[name]):
             example[name] = example[name].astype(np.float64)
     signature = infer_signature(example, fitted.decide(example), params={"random_state": 0})
-    return {"python_model": PolicyModel(), "artifacts": {"policy": str(artifact)}, "signature": signature,
-            "input_example": example, "pip_requirements": _requirements(),
-            "code_paths": [str(Path(bandits.__file__).parent), str(Path(__file__).parent)]}
+    return pyfunc_arguments(PolicyModel(), "policy", fitted, folder, example, [bandits, pipelines],
+                            signature)
 
 
 @contextlib.contextmanager
-def _quiet_pyfunc() -> Iterator[None]:
+def quiet_pyfunc() -> Iterator[None]:
     """Silence MLflow's notice that a python_model object is cloudpickled (that is the intended format here)."""
     logger = logging.getLogger("mlflow.pyfunc")
     level = logger.level
@@ -117,13 +128,13 @@ def _quiet_pyfunc() -> Iterator[None]:
 
 def save_policy_model(fitted: FittedPolicy, path: Path, example: pd.DataFrame) -> None:
     """Write the model as an MLflow model folder at `path` (which must not exist yet)."""
-    with tempfile.TemporaryDirectory() as folder, _quiet_pyfunc():
+    with tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         mlflow.pyfunc.save_model(path=str(path), **_model_arguments(fitted, example, Path(folder)))
 
 
 def log_policy_model(fitted: FittedPolicy, name: str, example: pd.DataFrame) -> str:
     """Log the model to the active MLflow run; returns its model URI."""
-    with tempfile.TemporaryDirectory() as folder, _quiet_pyfunc():
+    with tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         info = mlflow.pyfunc.log_model(name=name, **_model_arguments(fitted, example, Path(folder)))
     return info.model_uri
 

@@ -33,6 +33,7 @@ from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.stages.bandit_data import in_holdout
 from pipelines.stages.constrained_rl import run_constrained_rl
+from pipelines.stages.levels import face_values
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
 
@@ -79,26 +80,6 @@ class AllocateConfig(StageConfig):
 def _demo(inputs: DemoInputs) -> dict:
     return {"users": str(inputs.campaign_dir / "users"), "data": str(inputs.campaign_dir / "logs"),
             "out": str(inputs.out_dir / "allocation")}
-
-
-def _levels(config: AllocateConfig, sample: pd.DataFrame) -> dict[str, float]:
-    """Level label -> face value, cheapest first (the zero-cost level is the 'nothing' option)."""
-    if config.level_costs is not None:
-        costs = dict(config.level_costs)
-        unknown = sorted(set(sample["arm"].astype(str)) - set(costs))
-        if unknown:
-            raise InputError(f"level_costs: the log has levels {unknown} without a cost")
-    else:
-        redeemed = sample[sample["reward"] > 0]
-        costs = redeemed.groupby(redeemed["arm"].astype(str))["cost"].mean().to_dict()
-        costs |= {arm: 0.0 for arm in set(sample["arm"].astype(str)) - set(costs)}
-    negative = [level for level, cost in costs.items() if not np.isfinite(cost) or cost < 0]
-    if negative:
-        raise InputError(f"level_costs: levels {negative} have a negative or missing cost")
-    if min(costs.values()) > 0:
-        raise InputError(f"level_costs: no zero-cost level among {sorted(costs)}; allocation needs a 'nothing' "
-                         "option")
-    return dict(sorted(costs.items(), key=lambda item: (item[1], item[0])))
 
 
 def _features(config: AllocateConfig, users: dd.DataFrame, logs: dd.DataFrame) -> list[str]:
@@ -201,7 +182,7 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
         n_rows = int(logs.shape[0].compute())
         sample = logs[list(dict.fromkeys(["user_id", "arm", "reward", "cost", *extra, *features, *history]))]
         sample = sample.sample(frac=min(1.0, config.max_training_rows / n_rows), random_state=seed).compute()
-        levels = _levels(config, sample)
+        levels = face_values(sample, config.level_costs, column="arm")
         models, metrics_table = _fit_models(config, sample, [*features, *history], levels, seed)
         model = models[config.response_model]
         scorer = _Scorer(model, features, history, levels, config)

@@ -28,7 +28,8 @@ from budget_rl.mixed import MixedPolicy, maximize_under_budget
 from budget_rl.offline import RidgeQ, Transitions, fqe_oracle, fqe_with_intervals
 from pipelines.errors import InputError
 from pipelines.io import atomic_output
-from pipelines.models import _quiet_pyfunc, _requirements
+from pipelines.models import pyfunc_arguments, quiet_pyfunc
+from pipelines.stages.levels import face_values
 from pipelines.stages.registry import StageContext, StageResult
 
 
@@ -69,22 +70,8 @@ class MixedPolicyModel(mlflow.pyfunc.PythonModel):
         return self.fitted.decide(pd.DataFrame(model_input))
 
 
-def _model_arguments(fitted: FittedMixedPolicy, example: pd.DataFrame, folder: Path) -> dict:
-    artifact = folder / "mixed_policy.pkl"
-    with open(artifact, "wb") as file:
-        pickle.dump(fitted, file)
-    return {"python_model": MixedPolicyModel(), "artifacts": {"mixed_policy": str(artifact)},
-            "input_example": example, "pip_requirements": _requirements(),
-            "code_paths": [str(Path(budget_rl.__file__).parent), str(Path(pipelines.__file__).parent)]}
-
-
-def _levels(frame: pd.DataFrame, level_costs: dict | None) -> list:
-    """Action labels cheapest first: from `level_costs`, else the mean cost of rewarded rows per action."""
-    if level_costs is not None:
-        return [label for label, _ in sorted(level_costs.items(), key=lambda item: (item[1], item[0]))]
-    paid = frame[frame["reward"] > 0].groupby("action")["cost"].mean()
-    labels = sorted(frame["action"].unique(), key=lambda label: (paid.get(label, 0.0), str(label)))
-    return list(labels)
+def _arguments(fitted: FittedMixedPolicy, example: pd.DataFrame, folder: Path) -> dict:
+    return pyfunc_arguments(MixedPolicyModel(), "mixed_policy", fitted, folder, example, [budget_rl, pipelines])
 
 
 def run_constrained_rl(context: StageContext, config) -> StageResult:
@@ -98,7 +85,7 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
     if "day" not in frame.columns:
         raise InputError("transitions: missing column(s) ['day']")
     horizon = int(frame["day"].max()) + 1
-    actions = _levels(frame, config.level_costs)
+    actions = list(face_values(frame, config.level_costs, column="action"))
     try:
         data = Transitions.from_frame(frame, actions, horizon)
     except ValueError as error:
@@ -118,13 +105,13 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
     state_columns = [c for c in frame.columns if c.startswith("state_")]
     fitted = FittedMixedPolicy(mixed, actions, state_columns, salt=f"campaign-{context.seed}")
     example = frame[["user_id", "day", *state_columns]].head(5).reset_index(drop=True)
-    with (atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, _quiet_pyfunc(),
+    with (atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, quiet_pyfunc(),
           warnings.catch_warnings()):
         warnings.simplefilter("ignore", UserWarning)  # integer user ids are meant: they are hashed as integers
-        mlflow.pyfunc.save_model(path=str(temporary), **_model_arguments(fitted, example, Path(folder)))
-    with tempfile.TemporaryDirectory() as folder, _quiet_pyfunc(), warnings.catch_warnings():
+        mlflow.pyfunc.save_model(path=str(temporary), **_arguments(fitted, example, Path(folder)))
+    with tempfile.TemporaryDirectory() as folder, quiet_pyfunc(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        info = mlflow.pyfunc.log_model(name="mixed_policy", **_model_arguments(fitted, example, Path(folder)))
+        info = mlflow.pyfunc.log_model(name="mixed_policy", **_arguments(fitted, example, Path(folder)))
         for index, policy in enumerate(mixed.components):
             path = Path(folder) / f"component_{index}.pkl"
             path.write_bytes(pickle.dumps(policy))
