@@ -18,7 +18,7 @@ import numpy as np
 
 from budget_rl.allocation import allocate
 from budget_rl.mixed import MixedPolicy, Oracle
-from budget_rl.offline import Regressor, RidgeQ, Transitions
+from budget_rl.offline import Regressor, RidgeQ, Transitions, step_weight
 
 
 def game_theoretic_mixture(oracle: Oracle, limit: float, *, iterations: int = 100, lambda_max: float = 10.0,
@@ -82,11 +82,14 @@ class MyopicAllocator:
         return allocate(value, cost, self.budget_per_user_day * len(features)).level.astype(np.int64)
 
 
-def myopic_allocator(data: Transitions, budget_per_user: float, regressor: Regressor = RidgeQ) -> MyopicAllocator:
-    """The day-by-day two-stage allocator fitted on the logs; `budget_per_user` covers the whole campaign."""
+def myopic_allocator(data: Transitions, budget_per_user: float, regressor: Regressor = RidgeQ, *,
+                     importance_weighted: bool = False) -> MyopicAllocator:
+    """The day-by-day two-stage allocator fitted on the logs; `budget_per_user` covers the whole campaign.
+    importance_weighted as in `budget_rl.offline.fitted_q_iteration`."""
     reward_models, cost_models = [], []
     for day in range(data.horizon):
         rows = data.on_day(day)
-        reward_models.append(regressor().fit(data.state[rows], data.action[rows], data.reward[rows], data.n_actions))
-        cost_models.append(regressor().fit(data.state[rows], data.action[rows], data.cost[rows], data.n_actions))
+        weight = step_weight(data, rows, importance_weighted)
+        for models, signal in ((reward_models, data.reward), (cost_models, data.cost)):
+            models.append(regressor().fit(data.state[rows], data.action[rows], signal[rows], data.n_actions, weight))
     return MyopicAllocator(tuple(reward_models), tuple(cost_models), budget_per_user / data.horizon)

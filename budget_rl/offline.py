@@ -110,13 +110,15 @@ class RidgeQ:
     def __init__(self, l2: float = 1e-8):
         self.l2 = l2
 
-    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int) -> RidgeQ:
+    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int,
+            weight: np.ndarray | None = None) -> RidgeQ:
         p = features.shape[1]
         self.coefficients_ = np.zeros((n_actions, p))
         for a in range(n_actions):
             rows = action == a
             x = features[rows]
-            self.coefficients_[a] = np.linalg.solve(x.T @ x + self.l2 * np.eye(p), x.T @ target[rows])
+            weighted = x if weight is None else x * weight[rows, None]
+            self.coefficients_[a] = np.linalg.solve(weighted.T @ x + self.l2 * np.eye(p), weighted.T @ target[rows])
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -131,7 +133,8 @@ class MLPQ:
         self.hidden, self.epochs, self.batch_size = hidden, epochs, batch_size
         self.learning_rate, self.random_state, self.device = learning_rate, random_state, device
 
-    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int) -> MLPQ:
+    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int,
+            weight: np.ndarray | None = None) -> MLPQ:
         generator = torch.Generator().manual_seed(self.random_state)
         torch.manual_seed(self.random_state)
         self.network_ = torch.nn.Sequential(
@@ -141,13 +144,15 @@ class MLPQ:
         x = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         a = torch.as_tensor(action, dtype=torch.int64, device=self.device)
         y = torch.as_tensor(target, dtype=torch.float32, device=self.device)
+        w = torch.as_tensor(np.ones(len(target)) if weight is None else weight / weight.mean(), dtype=torch.float32,
+                            device=self.device)
         optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
         for _ in range(self.epochs):
             order = torch.randperm(len(x), generator=generator).to(self.device)
             for start in range(0, len(x), self.batch_size):
                 batch = order[start:start + self.batch_size]
                 predicted = self.network_(x[batch]).gather(1, a[batch, None])[:, 0]
-                loss = torch.mean((predicted - y[batch]) ** 2)
+                loss = torch.mean(w[batch] * (predicted - y[batch]) ** 2)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -172,9 +177,23 @@ class GreedyQPolicy:
         return np.argmax(self.q_functions[day].predict(features), axis=1)
 
 
+def step_weight(data: Transitions, rows: np.ndarray, importance_weighted: bool) -> np.ndarray | None:
+    """Per-step inverse propensities of the logged actions (or None): each day's regression for action a then
+    fits the day's whole state distribution rather than the states the logging policy gave a to."""
+    if not importance_weighted:
+        return None
+    if data.propensity is None:
+        raise ValueError("propensity: importance weighting needs the logged propensities")
+    return 1.0 / data.propensity[rows]
+
+
 def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: float,
-                       regressor: Regressor = RidgeQ) -> GreedyQPolicy:
-    """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c (backward induction)."""
+                       regressor: Regressor = RidgeQ, *, importance_weighted: bool = False) -> GreedyQPolicy:
+    """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c (backward induction).
+
+    importance_weighted: weight each regression row by 1 / logged propensity (needs `data.propensity`); this
+    removes the bias a misspecified Q-function picks up from a targeted logging policy (covariate shift between
+    the states each action was logged at and all states), at the price of variance."""
     relabelled = reward_weight * data.reward + cost_weight * data.cost
     q_functions: list = [None] * data.horizon
     for day in reversed(range(data.horizon)):
@@ -182,13 +201,15 @@ def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: flo
         target = relabelled[rows].copy()
         if day + 1 < data.horizon:
             target += q_functions[day + 1].predict(data.next_state[rows]).max(axis=1)
-        q_functions[day] = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions)
+        q_functions[day] = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions,
+                                           step_weight(data, rows, importance_weighted))
     return GreedyQPolicy(tuple(q_functions))
 
 
-def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ) -> np.ndarray:
+def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ, *,
+                        importance_weighted: bool = False) -> np.ndarray:
     """(value, cost) per episode of `policy`: mean over the logged first-day states of the day-0 Q-functions (one
-    for reward, one for cost) at the policy's action."""
+    for reward, one for cost) at the policy's action. importance_weighted as in `fitted_q_iteration`."""
     estimates = []
     for signal in (data.reward, data.cost):
         floor = 0.0 if signal.min() >= 0 else -np.inf  # a non-negative signal (cost) has non-negative values
@@ -200,7 +221,8 @@ def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Reg
                 following = data.next_state[rows]
                 predicted = q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
                 target += np.maximum(predicted, floor)
-            q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions)
+            q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions,
+                                     step_weight(data, rows, importance_weighted))
         first = data.state[data.on_day(0)]
         start = q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)]
         estimates.append(float(np.maximum(start, floor).mean()))
@@ -218,9 +240,10 @@ class PolicyEstimate:
 
 
 def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ, *,
-                       n_bootstrap: int = 50, confidence: float = 0.95, random_state: int = 0) -> PolicyEstimate:
+                       importance_weighted: bool = False, n_bootstrap: int = 50, confidence: float = 0.95,
+                       random_state: int = 0) -> PolicyEstimate:
     """FQE on the logs and on `n_bootstrap` resamples of the users (episodes drawn with replacement, whole)."""
-    estimate = fitted_q_evaluation(data, policy, regressor)
+    estimate = fitted_q_evaluation(data, policy, regressor, importance_weighted=importance_weighted)
     rng = np.random.default_rng(random_state)
     users, position = np.unique(data.user, return_inverse=True)
     rows_of = np.argsort(position, kind="stable")
@@ -235,19 +258,21 @@ def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regr
         sample = Transitions(data.state[rows], data.action[rows], data.reward[rows], data.cost[rows],
                              data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon,
                              None if data.propensity is None else data.propensity[rows])
-        replicates.append(fitted_q_evaluation(sample, policy, regressor))
+        replicates.append(fitted_q_evaluation(sample, policy, regressor, importance_weighted=importance_weighted))
     replicates = np.asarray(replicates)
     tail = 100 * (1 - confidence) / 2
     return PolicyEstimate(estimate, np.percentile(replicates, tail, axis=0),
                           np.percentile(replicates, 100 - tail, axis=0), replicates)
 
 
-def fqe_oracle(data: Transitions, regressor: Regressor = RidgeQ):
+def fqe_oracle(data: Transitions, regressor: Regressor = RidgeQ, *, importance_weighted: bool = False):
     """A best-response oracle for `budget_rl.mixed.maximize_under_budget`: FQI on the reward relabelled by the
     direction, then FQE of the resulting policy for its (value, cost)."""
+    step_weight(data, data.on_day(0), importance_weighted)  # no propensities: fail before any work
 
     def oracle(direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:
-        policy = fitted_q_iteration(data, -float(direction[0]), -float(direction[1]), regressor)
-        return policy, fitted_q_evaluation(data, policy, regressor)
+        policy = fitted_q_iteration(data, -float(direction[0]), -float(direction[1]), regressor,
+                                    importance_weighted=importance_weighted)
+        return policy, fitted_q_evaluation(data, policy, regressor, importance_weighted=importance_weighted)
 
     return oracle

@@ -123,7 +123,7 @@ def random_cmdp(n_states: int, n_actions: int, horizon: int, seed: int) -> Tabul
 
 def log_transitions(model: TabularCMDP, n_users: int, seed: int, logging: np.ndarray | None = None) -> Transitions:
     """Episodes of `n_users` users under a logging policy (S, A) (default uniform: full coverage), with one-hot
-    state features: the offline data the learners of `budget_rl.offline` take."""
+    state features and the logged propensities: the offline data the learners of `budget_rl.offline` take."""
     rng = np.random.default_rng(seed)
     logging = np.full((model.n_states, model.n_actions), 1.0 / model.n_actions) if logging is None else logging
     eye = np.eye(model.n_states)
@@ -138,5 +138,6 @@ def log_transitions(model: TabularCMDP, n_users: int, seed: int, logging: np.nda
         state = following
     state, action, following, day = (np.concatenate(columns[key]) for key in ("state", "action", "next", "day"))
     return Transitions(eye[state], action, model.reward[state, action], model.cost[state, action], eye[following],
-                       day, np.tile(np.arange(n_users), model.horizon), model.n_actions, model.horizon)
+                       day, np.tile(np.arange(n_users), model.horizon), model.n_actions, model.horizon,
+                       logging[state, action])
 
