@@ -67,6 +67,11 @@ class AllocateConfig(StageConfig):
     transitions: ConfigPath | None = Field(None, description="logged transitions for constrained_rl (campaign "
                                                              "generate --transitions-horizon D writes them)")
     bootstrap: int = Field(20, ge=2, description="bootstrap resamples of the constrained_rl value and spend")
+    q_model: Literal["ridge", "mlp"] = Field("ridge", description="constrained_rl Q-functions: per-action ridge "
+                                                                  "(seconds) or a torch MLP (minutes; GPU if any)")
+    importance_weighting: Literal["auto", "on", "off"] = Field(
+        "auto", description="constrained_rl: weight FQI/FQE rows by 1 / logged propensity (auto: when the "
+                            "transitions have a propensity column)")
     segment: str | None = Field("segment", description="segment column (none: no segments)")
     segment_caps: dict[str, float] = Field({}, description="segment -> spend cap")
     min_treated_share: float = Field(0.0, ge=0, le=1, description="least share of users given a level (LP)")

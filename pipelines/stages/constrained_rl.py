@@ -2,11 +2,11 @@
 long-term value with the expected spend per user within the budget (spec section 2).
 
 Reads logged transitions (what `campaign generate --transitions-horizon D` writes: user_id, day, action, reward,
-cost, propensity, state_*/next_*), learns by column generation over the FQI/FQE oracle (`budget_rl.offline`, ridge
-Q-functions), and records in MLflow the stored-policy count, the mixture's value and spend with bootstrap
-intervals, the fixed-multiplier policy for comparison, the component policies as artifacts and the mixed policy
-as a pyfunc model: `predict(frame with user_id, day, state_*)` returns each user's component (drawn once per user
-by a salted hash) and its action label.
+cost, propensity, state_*/next_*), learns by column generation over the FQI/FQE oracle (`budget_rl.offline`: ridge
+or torch MLP Q-functions, rows weighted by 1 / logged propensity when the logs have it), and records in MLflow the
+stored-policy count, the mixture's value and spend with bootstrap intervals, the fixed-multiplier policy for
+comparison, the component policies as artifacts and the mixed policy as a pyfunc model: `predict(frame with user_id,
+day, state_*)` returns each user's component (drawn once per user by a salted hash) and its action label.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 
 import budget_rl
 import pipelines
 from budget_rl.baselines import fixed_multiplier_policy
 from budget_rl.mixed import MixedPolicy, maximize_under_budget
-from budget_rl.offline import RidgeQ, Transitions, fqe_oracle, fqe_with_intervals
+from budget_rl.offline import MLPQ, RidgeQ, Transitions, fqe_oracle, fqe_with_intervals
 from pipelines.errors import InputError
 from pipelines.io import atomic_output
 from pipelines.models import pyfunc_arguments, quiet_pyfunc
@@ -74,6 +75,11 @@ def _arguments(fitted: FittedMixedPolicy, example: pd.DataFrame, folder: Path) -
     return pyfunc_arguments(MixedPolicyModel(), "mixed_policy", fitted, folder, example, [budget_rl, pipelines])
 
 
+def _mlp(seed: int):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return lambda: MLPQ(random_state=seed, device=device)
+
+
 def run_constrained_rl(context: StageContext, config) -> StageResult:
     """Learn, evaluate and save the mixed policy (module docstring)."""
     if config.transitions is None:
@@ -91,12 +97,18 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
     except ValueError as error:
         raise InputError(str(error)) from None
     budget = config.budget / frame["user_id"].nunique() if config.budget is not None else config.budget_per_user
-    oracle = fqe_oracle(data, RidgeQ)
+    weighted = config.importance_weighting == "on" or (config.importance_weighting == "auto"
+                                                       and data.propensity is not None)
+    if weighted and data.propensity is None:
+        raise InputError("propensity: importance_weighting on needs a propensity column in the transitions")
+    regressor = RidgeQ if config.q_model == "ridge" else _mlp(context.stage_seed("allocate"))
+    oracle = fqe_oracle(data, regressor, importance_weighted=weighted)
     try:
         mixed = maximize_under_budget(oracle, [budget])
     except ValueError as error:
         raise InputError(str(error)) from None
-    replicates = [fqe_with_intervals(data, policy, n_bootstrap=config.bootstrap,
+    replicates = [fqe_with_intervals(data, policy, regressor, importance_weighted=weighted,
+                                     n_bootstrap=config.bootstrap,
                                      random_state=context.stage_seed("allocate") + i).replicates
                   for i, policy in enumerate(mixed.components)]
     mixture = np.tensordot(mixed.weights, np.asarray(replicates), axes=1)  # (bootstrap, 2)
@@ -117,7 +129,8 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
             path.write_bytes(pickle.dumps(policy))
             mlflow.log_artifact(str(path), artifact_path="components")
     value, spend = mixed.expected
-    context.log.params({"actions": ",".join(map(str, actions)), "horizon": horizon})
+    context.log.params({"actions": ",".join(map(str, actions)), "horizon": horizon, "q_model": config.q_model,
+                        "importance_weighted": weighted})
     context.log.metrics({
         "stored_policies": len(mixed.components), "oracle_calls": mixed.oracle_calls, "budget_per_user": budget,
         "value": float(value), "spend": float(spend), "value_ci_low": float(low[0]), "value_ci_high": float(high[0]),

@@ -185,6 +185,26 @@ def test_constrained_rl_learns_a_mixed_policy_from_generated_transitions(tmp_pat
     assert (per_user == 1).all()  # one component per user for the whole campaign
 
 
+def test_constrained_rl_with_torch_q_functions_and_no_propensities(tmp_path, mlflow_uri, capsys):
+    campaign = tmp_path / "campaign"
+    assert main(["generate", "--users", "400", "--days", "2", "--out", str(campaign), "--transitions-horizon", "2",
+                 "--avg-degree", "0", "--tracking-uri", mlflow_uri]) == 0
+    frame = pd.read_parquet(campaign / "transitions").drop(columns="propensity")
+    frame.to_parquet(tmp_path / "no_propensity.parquet")
+    common = ["allocate", "--method", "constrained_rl", "--transitions", str(tmp_path / "no_propensity.parquet"),
+              "--budget-per-user", "1.0", "--bootstrap", "2", "--tracking-uri", mlflow_uri, "--experiment", "mlp"]
+    code = main([*common, "--out", str(tmp_path / "refused"), "--importance-weighting", "on"])
+    assert code == 2
+    assert "propensity: importance_weighting on needs a propensity column" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    assert main([*common, "--out", str(tmp_path / "mixed"), "--q-model", "mlp"]) == 0, capsys.readouterr().err
+    mlflow.set_tracking_uri(mlflow_uri)
+    run = mlflow.search_runs(experiment_names=["mlp"]).query("`tags.campaign.stage` == 'allocate'").iloc[0]
+    assert run["params.q_model"] == "mlp" and run["params.importance_weighted"] == "false"
+    assert 1 <= run["metrics.stored_policies"] <= 3
+    assert run["metrics.spend"] <= 1.0 + 1e-9
+
+
 def test_constrained_rl_without_transitions_is_a_one_line_error(tmp_path, mlflow_uri, capsys):
     code = main(["allocate", "--method", "constrained_rl", "--out", str(tmp_path / "mixed"),
                  "--tracking-uri", mlflow_uri])
