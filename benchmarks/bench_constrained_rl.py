@@ -65,17 +65,7 @@ def _environment(n_users: int, world_seed: int, overrides: dict):
 
 def _hashed(mixed, user_ids: np.ndarray, salt: str = "benchmark"):
     """Executes a mixture: one component per user for the whole campaign."""
-    component = mixed.assign(user_ids, salt)
-
-    def act(features: np.ndarray, day: int) -> np.ndarray:
-        action = np.zeros(len(features), dtype=np.int64)
-        for index, policy in enumerate(mixed.components):
-            rows = component == index
-            if rows.any():
-                action[rows] = policy.act(features[rows], day)
-        return action
-
-    return act
+    return lambda features, day: mixed.act(user_ids, features, day, salt)
 
 
 def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Sequence[float]) -> dict:

@@ -68,6 +68,18 @@ class MixedPolicy:
         return np.minimum(np.searchsorted(np.cumsum(self.weights), uniform, side="right"), len(self.weights) - 1)
 
 
+    def act(self, user_ids, states: np.ndarray, day: int, salt: str) -> np.ndarray:
+        """Actions on `day` for users in `states` (n, p): each user follows the component `assign` draws for them
+        (the same every day), whose `act(states, day)` decides."""
+        component = self.assign(user_ids, salt)
+        action = np.zeros(len(states), dtype=np.int64)
+        for index, policy in enumerate(self.components):
+            rows = component == index
+            if rows.any():
+                action[rows] = policy.act(states[rows], day)
+        return action
+
+
 def _mix64(z: np.ndarray) -> np.ndarray:
     """The splitmix64 finalizer: every input bit moves every output bit (uint64 arithmetic wraps)."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

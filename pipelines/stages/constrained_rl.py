@@ -47,15 +47,14 @@ class FittedMixedPolicy:
         missing = [c for c in ["user_id", "day", *self.state_columns] if c not in frame.columns]
         if missing:
             raise ValueError(f"input: missing column(s) {missing[:5]}")
-        component = self.mixed.assign(frame["user_id"].to_numpy(), self.salt)
+        users = frame["user_id"].to_numpy()
         states = frame[self.state_columns].to_numpy(dtype=float)
         days = frame["day"].to_numpy()
         action = np.zeros(len(frame), dtype=np.int64)
-        for index, policy in enumerate(self.mixed.components):
-            for day in np.unique(days):
-                rows = (component == index) & (days == day)
-                if rows.any():
-                    action[rows] = policy.act(states[rows], int(day))
+        for day in np.unique(days):
+            rows = days == day
+            action[rows] = self.mixed.act(users[rows], states[rows], int(day), self.salt)
+        component = self.mixed.assign(users, self.salt)
         return pd.DataFrame({"component": component, "action": np.asarray(self.actions, dtype=object)[action]},
                             index=frame.index)
 

@@ -113,6 +113,22 @@ def test_assignment_by_hash_reproduces_the_mixture_and_not_per_day_draws():
     assert 0.4 < (other == component).mean() < 0.7  # a new salt draws anew
 
 
+def test_act_follows_each_users_component_every_day():
+    class Constant:
+        def __init__(self, arm):
+            self.arm = arm
+
+        def act(self, states, day):
+            return np.full(len(states), self.arm + 10 * day)
+
+    mixture = MixedPolicy((Constant(0), Constant(2)), np.array([0.5, 0.5]), ONE_STATE[[0, 2]])
+    users = np.arange(1_000)
+    component = mixture.assign(users, salt="s")
+    for day in (0, 3):
+        actions = mixture.act(users, np.zeros((1_000, 4)), day, salt="s")
+        np.testing.assert_array_equal(actions, np.where(component == 0, 0, 2) + 10 * day)
+
+
 def test_baselines_on_the_one_state_case():
     oracle = _finite_oracle(ONE_STATE)
     fixed = fixed_multiplier_policy(oracle, 0.2)
