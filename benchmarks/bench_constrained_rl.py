@@ -22,8 +22,8 @@
    Worlds: `default` (habit decay 0.7, habit effect 0.5: the platform's synthetic campaign) and `strong habit`
    (decay 0.9, effect 1.0: purchases carry further into later days).
 2. **Training time** of the whole loop (column generation over FQI + FQE until no policy improves) from 10^5 users
-   x 14 days of logs at b = 4, on this machine's CPU: ridge Q-functions, and the torch MLP Q-functions (2 x 64
-   hidden units, 5 epochs per fit).
+   x 14 days of logs at b = 4 (default world), on this machine's CPU: ridge Q-functions, and the torch MLP
+   Q-functions (2 x 64 hidden units, 5 epochs per fit); with the mixture's planned and simulated (value, spend).
 
     python -m benchmarks.bench_constrained_rl                 # full sizes
     python -m benchmarks.bench_constrained_rl --quick         # 2x10^4 users, default world only
@@ -68,7 +68,8 @@ def _hashed(mixed, user_ids: np.ndarray, salt: str = "benchmark"):
     return lambda features, day: mixed.act(user_ids, features, day, salt)
 
 
-def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Sequence[float]) -> dict:
+def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Sequence[float],
+                  log_seed: int = LOG_SEED) -> dict:
     """Learn every method at every budget from one log, simulate each policy; per-user totals stay in memory for
     the bootstrap, which runs here too."""
     from budget_rl import baselines
@@ -76,7 +77,7 @@ def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Seque
     from budget_rl.offline import RidgeQ, fqe_oracle
 
     env = _environment(n_users, world_seed, overrides)
-    logs = env.log(LOG_SEED).transitions
+    logs = env.log(log_seed).transitions
     oracle = fqe_oracle(logs, RidgeQ, importance_weighted=True)
     runs, totals = [], []
 
@@ -174,26 +175,29 @@ def measure_training(n_users: int, world_seed: int, q_model: str, budget: float)
     from budget_rl.mixed import maximize_under_budget
     from budget_rl.offline import MLPQ, RidgeQ, fqe_oracle
 
-    logs = _environment(n_users, world_seed, {}).log(LOG_SEED).transitions
+    env = _environment(n_users, world_seed, {})
+    logs = env.log(LOG_SEED).transitions
     regressor = RidgeQ if q_model == "ridge" else (lambda: MLPQ(epochs=5))
     oracle = fqe_oracle(logs, regressor, importance_weighted=True)
     started = time.perf_counter()
     mixed = maximize_under_budget(oracle, [budget])
     seconds = time.perf_counter() - started
+    realised = env.run(_hashed(mixed, env.users.user_id), EVALUATION_SEED)
     return {"seconds": seconds, "oracle_calls": mixed.oracle_calls, "stored_policies": len(mixed.components),
-            "rows": int(len(logs.action)), "planned": [float(v) for v in mixed.expected]}
+            "rows": int(len(logs.action)), "planned": [float(v) for v in mixed.expected],
+            "realised": [realised.value, realised.spend]}
 
 
-def run(n_users: int, worlds: Sequence[str], parts: Sequence[str], seed: int, command: str) -> dict:
-    payload: dict = {"sizes": {"users": n_users, "horizon": HORIZON, "budgets": list(BUDGETS)}}
+def run(n_users: int, worlds: Sequence[str], parts: Sequence[str], seed: int, log_seed: int, command: str) -> dict:
+    payload: dict = {"sizes": {"users": n_users, "horizon": HORIZON, "budgets": list(BUDGETS), "log_seed": log_seed}}
     target = "benchmarks.bench_constrained_rl"
     if "compare" in parts:
         payload["compare"] = {}
         for world in worlds:
             result = measure_in_subprocess(f"{target}:measure_world", n_users=n_users, world_seed=seed,
-                                           overrides=WORLDS[world], budgets=list(BUDGETS))
+                                           overrides=WORLDS[world], budgets=list(BUDGETS), log_seed=log_seed)
             payload["compare"][world] = result
-            _print_world(world, result)
+            _print_world(f"{world} (log seed {log_seed})", result)
     if "timing" in parts:
         payload["timing"] = {}
         rows = []
@@ -203,10 +207,12 @@ def run(n_users: int, worlds: Sequence[str], parts: Sequence[str], seed: int, co
             payload["timing"][q_model] = result
             rows.append([q_model, f"{n_users:,} x {HORIZON}", f"{result['seconds']:.1f}", result["oracle_calls"],
                          f"{result['seconds'] / result['oracle_calls']:.2f}", result["stored_policies"],
-                         mib(result["peak_rss_bytes"])])
-        print(table(["Q-functions", "users x days", "loop s", "oracle calls", "s per call", "stored", "peak RSS"],
-                    rows))
-    path = save_results("constrained_rl", command, payload)
+                         mib(result["peak_rss_bytes"]), "({:.3f}, {:.3f})".format(*result["planned"]),
+                         "({:.3f}, {:.3f})".format(*result["realised"])])
+        print(table(["Q-functions", "users x days", "loop s", "oracle calls", "s per call", "stored", "peak RSS",
+                     "planned (value, spend)", "realised (value, spend)"], rows))
+    path = save_results("constrained_rl" if log_seed == LOG_SEED else f"constrained_rl_log{log_seed}", command,
+                        payload)
     print(f"saved {path}")
     return payload
 
@@ -234,11 +240,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, default=None, help="simulated users (default 10^5)")
     parser.add_argument("--worlds", nargs="+", choices=list(WORLDS), default=None)
     parser.add_argument("--parts", nargs="+", choices=["compare", "timing"], default=["compare", "timing"])
+    parser.add_argument("--log-seed", type=int, default=LOG_SEED, help=f"seed of the logged campaign ({LOG_SEED})")
     add_common_arguments(parser, repeat=1)
     args = parser.parse_args(argv)
     apply_common_arguments(args)
     return run(args.users or (20_000 if args.quick else 100_000),
-               args.worlds or (["default"] if args.quick else list(WORLDS)), args.parts, args.seed,
+               args.worlds or (["default"] if args.quick else list(WORLDS)), args.parts, args.seed, args.log_seed,
                command_line("benchmarks.bench_constrained_rl", argv))
 
 
