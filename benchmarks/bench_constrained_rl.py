@@ -211,8 +211,8 @@ def run(n_users: int, worlds: Sequence[str], parts: Sequence[str], seed: int, lo
                          "({:.3f}, {:.3f})".format(*result["realised"])])
         print(table(["Q-functions", "users x days", "loop s", "oracle calls", "s per call", "stored", "peak RSS",
                      "planned (value, spend)", "realised (value, spend)"], rows))
-    path = save_results("constrained_rl" if log_seed == LOG_SEED else f"constrained_rl_log{log_seed}", command,
-                        payload)
+    name = "_".join(["constrained_rl", *sorted(parts), *([] if log_seed == LOG_SEED else [f"log{log_seed}"])])
+    path = save_results(name, command, payload)  # one file per part and log seed: later runs keep earlier ones
     print(f"saved {path}")
     return payload
 
