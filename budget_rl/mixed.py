@@ -67,7 +67,6 @@ class MixedPolicy:
         uniform = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
         return np.minimum(np.searchsorted(np.cumsum(self.weights), uniform, side="right"), len(self.weights) - 1)
 
-
     def act(self, user_ids, states: np.ndarray, day: int, salt: str) -> np.ndarray:
         """Actions on `day` for users in `states` (n, p): each user follows the component `assign` draws for them
         (the same every day), whose `act(states, day)` decides."""

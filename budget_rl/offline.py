@@ -192,8 +192,9 @@ def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: flo
     """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c (backward induction).
 
     importance_weighted: weight each regression row by 1 / logged propensity (needs `data.propensity`); this
-    removes the bias a misspecified Q-function picks up from a targeted logging policy (covariate shift between
-    the states each action was logged at and all states), at the price of variance."""
+    removes the part of a misspecified Q-function's bias that comes from a targeted logging policy (each action
+    logged at other states than the day's whole distribution), at the price of variance. The shift in later days'
+    states between the logging and the evaluated policy remains."""
     relabelled = reward_weight * data.reward + cost_weight * data.cost
     q_functions: list = [None] * data.horizon
     for day in reversed(range(data.horizon)):
