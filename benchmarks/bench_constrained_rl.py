@@ -166,7 +166,6 @@ def _compare_at_equal_spend(runs: list[dict], totals: list, n_bootstrap: int = 4
             draws = draws[np.isfinite(draws)]
             row[f"{baseline} interval"] = ([float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
                                            if len(draws) else [float("nan")] * 2)
-        row |= {key: float(value) for key, value in row.items() if isinstance(value, np.floating)}
     return point
 
 

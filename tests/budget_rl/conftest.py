@@ -19,6 +19,20 @@ def unconstrained_spend(cost: np.ndarray, value: np.ndarray) -> float:
     return float(cost.max(axis=1).sum())
 
 
+def value_and_cost(rng: np.random.Generator, n: int, n_levels: int, integer: bool, lowest_value: int,
+                   scales: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(n, J) values and costs, level 0 free: small integers (many ties; values from `lowest_value` to 4) or
+    continuous (normal values and exponential costs times `scales`)."""
+    if integer:
+        value = rng.integers(lowest_value, 5, (n, n_levels)).astype(float)
+        cost = rng.integers(0, 4, (n, n_levels)).astype(float)
+    else:
+        value = rng.normal(size=(n, n_levels)) * scales[0]
+        cost = rng.exponential(size=(n, n_levels)) * scales[1]
+    cost[:, 0] = 0.0
+    return value, cost
+
+
 @st.composite
 def instances(draw, min_users: int = 1, max_users: int = 60, min_levels: int = 1, max_levels: int = 6,
               ties: bool | None = None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -28,13 +42,9 @@ def instances(draw, min_users: int = 1, max_users: int = 60, min_levels: int = 1
     n_levels = draw(st.integers(min_levels, max_levels))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     integer = draw(st.booleans()) if ties is None else ties
-    if integer:
-        value = rng.integers(-2, 5, (n, n_levels)).astype(float)
-        cost = rng.integers(0, 4, (n, n_levels)).astype(float)
-    else:
-        value = rng.normal(size=(n, n_levels)) * draw(st.sampled_from([1e-3, 1.0, 1e3]))
-        cost = rng.exponential(size=(n, n_levels)) * draw(st.sampled_from([1e-2, 1.0, 1e2]))
-    cost[:, 0] = 0.0
+    scales = (1.0, 1.0) if integer else (draw(st.sampled_from([1e-3, 1.0, 1e3])),
+                                         draw(st.sampled_from([1e-2, 1.0, 1e2])))
+    value, cost = value_and_cost(rng, n, n_levels, integer, -2, scales)
     top = unconstrained_spend(cost, value)
     budget = draw(st.sampled_from(["zero", "inside", "above", "integer"]))
     budget = {"zero": 0.0, "inside": float(rng.uniform(0, 1) * top), "above": 1.5 * top + 1.0,

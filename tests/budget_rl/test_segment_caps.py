@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from budget_rl import AllocationConstraints, InfeasibleAllocationError, allocate, spend_at_multiplier
 
-from .conftest import SETTINGS, relative_gap, shares_of
+from .conftest import SETTINGS, relative_gap, shares_of, value_and_cost
 
 TOL = 1e-6
 
@@ -22,14 +22,7 @@ def segmented(draw, ties: bool | None = None):
     n_levels = draw(st.integers(2, 5))
     n_segments = draw(st.integers(2, 4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    integer = draw(st.booleans()) if ties is None else ties
-    if integer:
-        value = rng.integers(-1, 5, (n, n_levels)).astype(float)
-        cost = rng.integers(0, 4, (n, n_levels)).astype(float)
-    else:
-        value = rng.normal(size=(n, n_levels))
-        cost = rng.exponential(size=(n, n_levels))
-    cost[:, 0] = 0.0
+    value, cost = value_and_cost(rng, n, n_levels, draw(st.booleans()) if ties is None else ties, -1)
     segments = np.array([f"seg{k}" for k in rng.integers(0, n_segments + 1, n)], dtype=object)  # seg{S}: no cap
     caps = {}
     for k in range(n_segments):
