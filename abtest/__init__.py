@@ -1,4 +1,25 @@
-"""Graph-clustered A/B tests: Louvain / LinkLouvain assignment and interference-aware readout.
+"""Graph-clustered A/B tests: cluster users who interact (Louvain, LinkLouvain), assign whole clusters, check the
+design before launch, and read out with estimators that account for interference.
 
-Specified in ../shared/specs/abtest.md; implemented by issue 7. No public API yet.
+    graph = build_graph(edges, users)
+    clusters = cluster_graph(graph, method="louvain", max_cluster_size=500, seed=7)
+    groups = assign(clusters, salt="spring-invite-2026", p=0.5)
+    design_diagnostics(graph, groups).summary()
+    readout(outcomes, groups, "conversions", graph=graph).table
+
+Specified in ../shared/specs/abtest.md.
 """
+
+from abtest.assign import assign
+from abtest.cluster import Clustering, SingleClusterWarning, cluster_graph, modularity
+from abtest.diagnostics import DesignDiagnostics, cluster_size_figure, design_diagnostics
+from abtest.estimate import Effect, NetworkEffectTest, difference_in_means, exposure_estimate, network_effect_test
+from abtest.exposure import exposure_probabilities, realized_exposure
+from abtest.graph import GraphInputWarning, InteractionGraph, build_graph, graph_from_networkx
+from abtest.readout import MissingOutcomeWarning, Readout, SampleRatioCheck, readout, readout_figure
+
+__all__ = ["Clustering", "DesignDiagnostics", "Effect", "GraphInputWarning", "InteractionGraph",
+           "MissingOutcomeWarning", "NetworkEffectTest", "Readout", "SampleRatioCheck", "SingleClusterWarning",
+           "assign", "build_graph", "cluster_graph", "cluster_size_figure", "design_diagnostics",
+           "difference_in_means", "exposure_estimate", "exposure_probabilities", "graph_from_networkx", "modularity",
+           "network_effect_test", "readout", "readout_figure", "realized_exposure"]
