@@ -8,7 +8,8 @@ that defines who is in the experiment. The rules for untidy input, applied in th
 - self-loops are dropped (a user does not interfere with themself);
 - edges naming a user who is not in `users` (when given) are dropped, or raise with `unknown_users="error"`;
 - duplicate pairs, in either direction, are collapsed into one edge whose weight is the sum of theirs
-  (two invitations between the same users are twice the interaction of one).
+  (two invitations between the same users are twice the interaction of one); the warning counts duplicates within
+  one `kind`, since a friendship and an invitation between the same users are two relations, not a duplicate.
 
 Missing `src`/`dst` values, and weights that are missing, non-numeric, infinite or not positive, raise
 `ValueError` before any work is done.
@@ -136,20 +137,22 @@ def build_graph(edges: pd.DataFrame, users: pd.DataFrame | pd.Series | np.ndarra
     weight = _checked_weights(edges)
     src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
 
+    kind = edges["kind"].to_numpy() if "kind" in edges.columns else None
     if kinds is not None:
-        if "kind" not in edges.columns:
+        if kind is None:
             raise ValueError("edges: kinds= was given but the table has no 'kind' column")
         wanted = [kinds] if isinstance(kinds, str) else list(kinds)
         keep = edges["kind"].isin(wanted).to_numpy()
         if not keep.any():
             raise ValueError(f"edges.kind: no edge of kind {wanted} (kinds present: "
                              f"{sorted(edges['kind'].dropna().unique().tolist())})")
-        src, dst, weight = src[keep], dst[keep], weight[keep]
+        src, dst, weight, kind = src[keep], dst[keep], weight[keep], kind[keep]
 
     loops = src == dst
     if loops.any():
         _warn(f"edges: dropped {int(loops.sum())} self-loop(s)")
         src, dst, weight = src[~loops], dst[~loops], weight[~loops]
+        kind = kind[~loops] if kind is not None else None
 
     if users is None:
         user_ids = pd.unique(np.concatenate([src, dst])) if len(src) else np.zeros(0, dtype=np.int64)
@@ -167,13 +170,17 @@ def build_graph(edges: pd.DataFrame, users: pd.DataFrame | pd.Series | np.ndarra
             raise ValueError(message)
         _warn(message + "; dropped")
         a, b, weight = a[~unknown], b[~unknown], weight[~unknown]
+        kind = kind[~unknown] if kind is not None else None
 
     lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
     key = lo * np.int64(max(len(user_ids), 1)) + hi
     unique_keys, inverse = np.unique(key, return_inverse=True)
-    if len(unique_keys) < len(key):
-        _warn(f"edges: collapsed {len(key) - len(unique_keys)} duplicate edge(s) (either direction) by summing "
-              "their weights")
+    duplicates = len(key) - len(unique_keys)
+    if duplicates and kind is not None:
+        duplicates = int(pd.DataFrame({"kind": kind, "key": key}).duplicated().sum())
+    if duplicates:
+        _warn(f"edges: collapsed {duplicates} duplicate edge(s) (either direction, same kind) by summing their "
+              "weights")
     merged = np.bincount(inverse, weights=weight, minlength=len(unique_keys))
     n = np.int64(max(len(user_ids), 1))
     return InteractionGraph(np.asarray(user_ids), unique_keys // n, unique_keys % n, merged.astype(np.float64))
