@@ -161,18 +161,49 @@ def _split_oversized(graph: InteractionGraph, labels: np.ndarray, max_size: int,
                      backend: str) -> np.ndarray:
     """Re-cluster every cluster above `max_size` users on its own subgraph until all parts fit."""
     labels = canonical_labels(labels)
-    queue = [np.flatnonzero(labels == c) for c in np.flatnonzero(np.bincount(labels) > max_size)]
+    oversized = np.flatnonzero(np.bincount(labels) > max_size)
+    if oversized.size == 0:
+        return labels
+    if backend == "auto" and graph.n_edges > NETWORKX_MAX_EDGES:
+        backend = "igraph"  # the pieces of a large graph are small, but there are many: keep the fast backend
+    # Each oversized cluster's internal edges, sliced once (not one pass over the whole graph per cluster).
+    inside = (labels[graph.src] == labels[graph.dst]) & np.isin(labels[graph.src], oversized)
+    src, dst, weight = graph.src[inside], graph.dst[inside], graph.weight[inside]
+    order = np.argsort(labels[src], kind="stable")
+    src, dst, weight = src[order], dst[order], weight[order]
+    edge_start = np.searchsorted(labels[src], oversized, side="left")
+    edge_stop = np.searchsorted(labels[src], oversized, side="right")
+    members_order = np.argsort(labels, kind="stable")
+    member_start = np.searchsorted(labels[members_order], oversized, side="left")
+    member_stop = np.searchsorted(labels[members_order], oversized, side="right")
+    local = np.full(graph.n_users, -1, dtype=np.int64)
     next_label = int(labels.max()) + 1
-    while queue:
-        nodes = queue.pop()
-        sub = graph.subgraph(nodes)
-        parts = _merge_small_parts(sub, _lowest_resolution_split(sub, seed, backend, max_size), max_size)
-        for part in np.unique(parts):
-            members = nodes[parts == part]
+    for index in range(len(oversized)):
+        nodes = members_order[member_start[index]:member_stop[index]]
+        local[nodes] = np.arange(len(nodes))
+        edges = slice(edge_start[index], edge_stop[index])
+        a, b = local[src[edges]], local[dst[edges]]
+        sub = InteractionGraph(graph.user_ids[nodes], np.minimum(a, b), np.maximum(a, b), weight[edges])
+        parts = _split_to_fit(sub, max_size, seed, backend)
+        labels[nodes] = next_label + parts
+        next_label += int(parts.max()) + 1
+    return labels
+
+
+def _split_to_fit(sub: InteractionGraph, max_size: int, seed: int, backend: str) -> np.ndarray:
+    """Labels 0..k-1 of `sub`'s users, every part at most `max_size` users."""
+    parts = _merge_small_parts(sub, _lowest_resolution_split(sub, seed, backend, max_size), max_size)
+    labels = np.empty(sub.n_users, dtype=np.int64)
+    next_label = 0
+    for part in np.unique(parts):
+        members = np.flatnonzero(parts == part)
+        if len(members) > max_size:
+            inner = _split_to_fit(sub.subgraph(members), max_size, seed, backend)
+            labels[members] = next_label + inner
+            next_label += int(inner.max()) + 1
+        else:
             labels[members] = next_label
             next_label += 1
-            if len(members) > max_size:
-                queue.append(members)
     return labels
 
 
