@@ -20,7 +20,8 @@ class DesignDiagnostics:
 
     cut_weight_share: share of edge weight between clusters (interactions the design cannot keep in one arm).
     same_cluster_share: mean over users with neighbours of the share of their neighbours in their own cluster (under
-        linear-in-means this is the share of the spillover a cluster design recovers).
+        unweighted linear-in-means this is the share of the spillover a cluster design recovers).
+    same_cluster_weight_share: the same with edge weights (the share that matters when interaction strength does).
     same_arm_share: the same for the arm actually drawn (expected value: same_cluster + rest (p^2 + (1-p)^2)).
     balance: per covariate, arm means, standardized difference and a randomization-unit-robust p-value.
     exposure: per user `exposure_p1`, `exposure_p0` under the design and condition.
@@ -31,6 +32,7 @@ class DesignDiagnostics:
     cluster_sizes: np.ndarray
     cut_weight_share: float
     same_cluster_share: float
+    same_cluster_weight_share: float
     same_arm_share: float
     treated_share: float
     balance: pd.DataFrame
@@ -43,6 +45,7 @@ class DesignDiagnostics:
             "cluster_size_median": float(np.median(sizes)), "cluster_size_p90": float(np.quantile(sizes, 0.9)),
             "cluster_size_max": int(sizes.max()), "largest_cluster_share": float(sizes.max() / sizes.sum()),
             "cut_weight_share": self.cut_weight_share, "same_cluster_share": self.same_cluster_share,
+            "same_cluster_weight_share": self.same_cluster_weight_share,
             "same_arm_share": self.same_arm_share, "treated_share": self.treated_share,
             "mean_exposure_p1": float(self.exposure["exposure_p1"].mean()),
             "mean_exposure_p0": float(self.exposure["exposure_p0"].mean()),
@@ -62,12 +65,14 @@ def design_diagnostics(graph: InteractionGraph, assignment: pd.DataFrame, p: flo
     cluster, group = frame["cluster"].to_numpy(), frame["group"].to_numpy()
     weight_total = graph.weight.sum()
     cut = float(graph.weight[cluster[graph.src] != cluster[graph.dst]].sum() / weight_total) if weight_total else 0.0
-    indptr, neighbour, _ = graph.adjacency
+    indptr, neighbour, weight = graph.adjacency
     row = np.repeat(np.arange(graph.n_users), np.diff(indptr))
     degree = graph.degree
     has = degree > 0
     same_cluster = np.bincount(row, cluster[neighbour] == cluster[row], minlength=graph.n_users)
     same_arm = np.bincount(row, group[neighbour] == group[row], minlength=graph.n_users)
+    same_weight = np.bincount(row, weight * (cluster[neighbour] == cluster[row]), minlength=graph.n_users)
+    strength = np.bincount(row, weight, minlength=graph.n_users)
     if design == "network_test":
         exposure = pd.DataFrame({"user_id": graph.user_ids, "exposure_p1": np.nan, "exposure_p0": np.nan})
     else:
@@ -77,6 +82,7 @@ def design_diagnostics(graph: InteractionGraph, assignment: pd.DataFrame, p: flo
         n_users=graph.n_users, n_clusters=int(np.unique(cluster).size),
         cluster_sizes=np.unique(cluster, return_counts=True)[1], cut_weight_share=cut,
         same_cluster_share=float(np.mean(same_cluster[has] / degree[has])) if has.any() else 1.0,
+        same_cluster_weight_share=float(np.mean(same_weight[has] / strength[has])) if has.any() else 1.0,
         same_arm_share=float(np.mean(same_arm[has] / degree[has])) if has.any() else 1.0,
         treated_share=float(group.mean()), balance=_balance(frame, covariates, unit), exposure=exposure)
 

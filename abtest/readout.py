@@ -104,7 +104,13 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
     y[position] = outcomes[metric].to_numpy(dtype=float)
     group = assignment["group"].to_numpy()
     unit = assignment["user_id"].to_numpy() if design == "user" else assignment["cluster"].to_numpy()
-    srm = sample_ratio_check(group, unit, observed, p)
+    if design == "network_test":
+        # Units of the sample-ratio check: users in the user-randomized half, clusters in the other.
+        by_user = assignment["design"].to_numpy() == "user"
+        srm_unit = np.where(by_user, -1 - np.arange(len(assignment)), assignment["cluster"].to_numpy())
+    else:
+        srm_unit = unit
+    srm = sample_ratio_check(group, srm_unit, observed, p)
 
     rows = observed
     effects: list[Effect] = []
