@@ -79,8 +79,8 @@ def _paired(cluster: np.ndarray, salt: str) -> tuple[np.ndarray, np.ndarray]:
     treated[second[~coin]] = True
     pair = ids.copy()
     pair[first] = pair[second] = np.minimum(ids[first], ids[second])
-    if len(ids) % 2:
-        treated[order[-1]] = draw[order[-1]] < 0.5
+    if len(ids) % 2:  # the odd cluster out: a coin of its own (its sort draw is the largest among tied sizes)
+        treated[order[-1]] = cluster_uniform(ids[order[-1:]], salt + "/odd")[0] < 0.5
     where = np.searchsorted(ids, cluster)
     return treated[where], pair[where]
 

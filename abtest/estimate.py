@@ -68,7 +68,7 @@ def difference_in_means(y, treated, unit, *, covariate=None, alpha: float = 0.05
         return _empty(name, n1, n0, unit, "an arm has no users")
     if covariate is not None:
         x = np.asarray(covariate, dtype=float)
-        variance = x.var()
+        variance = x.var(ddof=1)
         theta = np.cov(x, y)[0, 1] / variance if variance > 0 else 0.0
         y = y - theta * (x - x.mean())
     design = np.column_stack([np.ones_like(y), treated.astype(float)])

@@ -111,7 +111,11 @@ class InteractionGraph:
 
 def graph_from_networkx(graph, weight: str | None = "weight") -> InteractionGraph:
     """An `InteractionGraph` from a networkx graph (node labels become `user_ids`; weight 1 where absent)."""
-    labels = np.asarray(list(graph.nodes()))
+    nodes = list(graph.nodes())
+    labels = np.empty(len(nodes), dtype=object)
+    labels[:] = nodes  # element-wise: tuple labels (grid graphs) stay one label each
+    if len(nodes) and all(isinstance(node, int | np.integer) for node in nodes):
+        labels = labels.astype(np.int64)
     edges = list(graph.edges(data=True))
     frame = pd.DataFrame({"src": [u for u, _, _ in edges], "dst": [v for _, v, _ in edges],
                           "weight": [float(d.get(weight, 1.0)) if weight else 1.0 for _, _, d in edges]})

@@ -97,6 +97,14 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
     if graph is not None:
         assignment = aligned_assignment(graph, assignment)
         position = pd.Index(assignment["user_id"]).get_indexer(outcomes["user_id"])
+        outside = position < 0
+        if outside.any():
+            message = (f"outcomes.user_id: {int(outside.sum())} assigned user(s) are not users of the graph "
+                       f"(e.g. {outcomes['user_id'].to_numpy()[outside][0]!r})")
+            if unknown_users == "error":
+                raise ValueError(message)
+            warnings.warn(message + "; dropped", MissingOutcomeWarning, stacklevel=2)
+            outcomes, position = outcomes[~outside], position[~outside]
 
     observed = np.zeros(len(assignment), dtype=bool)
     observed[position] = True

@@ -60,6 +60,11 @@ class ThresholdOutcome:
     theta: float = 0.5
     noise: float = 1.0
 
+    def __post_init__(self):
+        if not 0.0 < self.theta <= 1.0:
+            raise ValueError(f"theta: the treated share that switches the spillover on must be in (0, 1], "
+                             f"got {self.theta}")
+
     def outcomes(self, graph: InteractionGraph, treated: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         share = treated_neighbour_share(graph, treated)
         spill = (share >= self.theta) & (graph.degree > 0)
@@ -84,11 +89,12 @@ def watts_strogatz(n: int, k: int, rewire: float, seed: int = 0) -> InteractionG
 
 
 def lfr(n: int = 1000, mu: float = 0.1, average_degree: float = 10, min_community: int = 20,
-        seed: int = 10) -> InteractionGraph:
+        max_degree: int = 50, seed: int = 10) -> InteractionGraph:
     """networkx LFR benchmark graph (power-law degrees and community sizes, a share `mu` of edges across)."""
     import networkx as nx
 
     graph = nx.LFR_benchmark_graph(n, tau1=3, tau2=1.5, mu=mu, average_degree=average_degree,
-                                   min_community=min_community, max_community=max(5 * min_community, 100), seed=seed)
+                                   min_community=min_community, max_community=max(5 * min_community, 100),
+                                   max_degree=max_degree, seed=seed)
     graph.remove_edges_from(nx.selfloop_edges(graph))
     return graph_from_networkx(graph)
