@@ -129,3 +129,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mlflow_uri
     err = capsys.readouterr().err
     assert "not in the assignment" in err and "Traceback" not in err
     assert not effects.exists()
+
+
+def test_cli_linklouvain_reports_the_link_auc_and_clusters_the_predicted_graph(tmp_path, mlflow_uri, small_campaign,
+                                                                               capsys):
+    out = tmp_path / "assignment.parquet"
+    code = _assign(small_campaign, out, mlflow_uri, "--method", "linklouvain", "--experiment", "ll",
+                   "--max-cluster-size", "300")
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_parquet(out)
+    assert table.groupby("cluster").size().max() <= 300
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["ll"])
+    stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
+    assert stage["metrics.link_auc"] > 0.8
+    assert stage["metrics.link_kept"] > 0
