@@ -14,9 +14,7 @@ Graphs (default about 2,000 users each; `--quick` 600; `--graphs` names them by 
   communities);
 - [lfr] LFR, mu 0.1: networkx `LFR_benchmark_graph(n, tau1=3, tau2=1.5, mu=0.1, average_degree=10, max_degree=50,
   min_community=20, max_community=100)` minus self-loops, through `graph_from_networkx`: what `abtest.simulate.lfr`
-  builds plus `max_degree=50`. `abtest.simulate.lfr` itself cannot be used: it has no `max_degree`, and without one
-  networkx's LFR fails to converge (`ExceededMaxIterations: Could not assign communities`) at 1,000 and 2,000 users
-  for every seed tried, its own defaults (n=1000, seed=10) included.
+  builds, called directly because the planted communities (node attribute "community") are needed here too.
 Outcomes (`abtest.simulate`): `LinearInMeans(a=1, b=0.5, g=1, noise=1)` and `ThresholdOutcome(a=1, b=0.5, g=1,
 theta=0.5, noise=1)`; global effect b + g = 1.5 for users with neighbours.
 Designs (`abtest.assign`, p = 0.5): user-level Bernoulli (`design="user"`), cluster Bernoulli, cluster paired.
