@@ -1,27 +1,34 @@
-"""Clustering for graph-clustered A/B tests: `abtest.cluster_graph` (Louvain, igraph backend) against networkx Louvain.
+"""Clustering for graph-clustered A/B tests: `abtest.cluster_graph` (Louvain, Leiden; igraph) vs networkx Louvain.
 
-Both run on the same graph, one fresh process per run, side by side:
+All run on the same graph, one fresh process per run, side by side:
 
-- **ours**: `abtest.cluster_graph(graph, method="louvain", seed=...)` with `backend="auto"`, which picks igraph's C
-  Louvain above `abtest.cluster.NETWORKX_MAX_EDGES` (20,000) edges. The timed call is the whole `cluster_graph`:
-  building the igraph graph from our `InteractionGraph` (included; also timed apart after the call, least of 3
-  calls), Louvain, relabelling clusters by size, and the modularity it reports. `import igraph` happens before the
-  timer (a one-time cost, like networkx's import, which is also outside its timer).
+- **ours, louvain**: `abtest.cluster_graph(graph, method="louvain", seed=...)` with `backend="auto"`, which picks
+  igraph's C Louvain above `abtest.cluster.NETWORKX_MAX_EDGES` (20,000) edges.
+- **ours, leiden**: `abtest.cluster_graph(graph, method="leiden", seed=...)`: igraph's Leiden (modularity objective,
+  two iterations), Louvain plus a refinement step that keeps clusters connected.
+  For both, the timed call is the whole `cluster_graph`: building the igraph graph from our `InteractionGraph`
+  (included; also timed apart after the call, least of 3 calls), the clustering, relabelling clusters by size, and
+  the modularity it reports. `import igraph` happens before the timer (a one-time cost, like networkx's import,
+  which is also outside its timer).
 - **networkx**: `nx.community.louvain_communities(G, weight="weight", seed=...)` on a prebuilt `nx.Graph`
   (`InteractionGraph.to_networkx()`, built before the timer; its build time is reported apart).
 
 So the conversion is *included* for ours and *excluded* for networkx: the ratio favours networkx. Both partitions are
 scored by the same function, `abtest.modularity` (resolution 1). Ours runs 1 warm-up + 3 measured runs (median);
-networkx once per size (about 5 minutes at 10^6 edges on this machine). Every run uses the same seed.
+networkx once per graph (15-50 s at 10^6 edges here; ECOSYSTEM_NOTES measured about 5 minutes on its planted
+graphs, whose structure is not recorded: networkx's time depends strongly on the graph). Every run uses the same
+seed.
 
 Graph: a degree-corrected planted partition drawn with numpy (`dcsbm`): n users in communities of about 100
-(uniform community labels), degree propensities lognormal(0, 0.5), n * 20 / 2 distinct edges whose first end is
-drawn in proportion to the propensity and whose second end is, with probability 0.8, a member of the first end's
-community (in proportion to the propensity) and otherwise any user: average degree 20, about 22% of edges across
-communities. Sizes: 10^4 users (10^5 edges) and 10^5 users (10^6 edges); `--quick` 2,500 users (25,000 edges, just
-above the igraph threshold). Graphs are cached under benchmarks/.data/abtest_clustering/.
+(uniform community labels), degree propensities lognormal(0, 0.5), n * d / 2 distinct edges whose first end is
+drawn in proportion to the propensity and whose second end is, with probability 1 - mixing, a member of the first
+end's community (in proportion to the propensity) and otherwise any user. Graphs (users, average degree d, mixing):
+10^4 / 20 / 0.2 (10^5 edges); 10^5 / 20 / 0.2 (10^6 edges, strong communities, about 22% of edges across);
+2 x 10^5 / 10 / 0.5 (10^6 edges, weak communities, about half the edges across: networkx's Louvain needs more
+passes here). `--quick`: 2,500 / 20 / 0.2 (25,000 edges, just above the igraph threshold); `--users N ...`: N / 20
+/ 0.2 each. Graphs are cached under benchmarks/.data/abtest_clustering/.
 
-    python -m benchmarks.bench_abtest_clustering            # 10^5 and 10^6 edges (about 8 minutes)
+    python -m benchmarks.bench_abtest_clustering            # the three graphs (about 3 minutes)
     python -m benchmarks.bench_abtest_clustering --quick    # 25,000 edges, 1 run each (a few seconds)
 """
 
@@ -49,8 +56,9 @@ from benchmarks._harness import (
 AVERAGE_DEGREE = 20
 COMMUNITY_SIZE = 100
 MIXING = 0.2
-DEFAULT_USERS = (10_000, 100_000)
-QUICK_USERS = (2_500,)
+DEFAULT_GRAPHS = ((10_000, 20, 0.2), (100_000, 20, 0.2), (200_000, 10, 0.5))  # (users, average degree, mixing)
+QUICK_GRAPHS = ((2_500, 20, 0.2),)
+METHODS = ("louvain", "leiden")
 SPEED_GOAL, MODULARITY_TOLERANCE = 15.0, 0.01
 GOAL_EDGES = 1_000_000  # the size the goal is stated at
 
@@ -88,14 +96,14 @@ def dcsbm(n_users: int, average_degree: float = AVERAGE_DEGREE, community_size: 
     return keys // n, keys % n, community
 
 
-def graph_file(n_users: int, seed: int) -> Path:
-    """The cached graph (src, dst, community) of this size and seed; drawn and written if missing."""
-    path = DATA_DIR / "abtest_clustering" / (f"dcsbm-n{n_users}-d{AVERAGE_DEGREE}-c{COMMUNITY_SIZE}-mix{MIXING}"
+def graph_file(n_users: int, average_degree: float, mixing: float, seed: int) -> Path:
+    """The cached graph (src, dst, community) of this size, density, mixing and seed; drawn and written if missing."""
+    path = DATA_DIR / "abtest_clustering" / (f"dcsbm-n{n_users}-d{average_degree:g}-c{COMMUNITY_SIZE}-mix{mixing:g}"
                                              f"-seed{seed}.npz")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        src, dst, community = dcsbm(n_users, seed=seed)
+        src, dst, community = dcsbm(n_users, average_degree, mixing=mixing, seed=seed)
         temporary = path.with_name(f".{path.stem}.tmp.npz")
         np.savez(temporary, src=src, dst=dst, community=community)
         temporary.replace(path)
@@ -115,8 +123,8 @@ def _load(path: str):
     return graph, data["community"]
 
 
-def measure_ours(path: str, seed: int, resolution: float = 1.0) -> dict:
-    """Time `cluster_graph` (igraph via "auto") on the cached graph; also time the igraph conversion alone."""
+def measure_ours(path: str, seed: int, method: str = "louvain", resolution: float = 1.0) -> dict:
+    """Time `cluster_graph(method=...)` (igraph via "auto") on the cached graph; also time the igraph conversion."""
     import igraph  # noqa: F401  (a one-time import, outside the timer)
 
     from abtest import cluster_graph, modularity
@@ -124,15 +132,15 @@ def measure_ours(path: str, seed: int, resolution: float = 1.0) -> dict:
 
     graph, _ = _load(path)
     started = time.perf_counter()
-    clustering = cluster_graph(graph, method="louvain", resolution=resolution, seed=seed)
+    clustering = cluster_graph(graph, method=method, resolution=resolution, seed=seed)
     seconds = time.perf_counter() - started
     conversion_s = float("inf")
     for _ in range(3):  # the least of 3: a garbage-collector pass can land in any one of them
         started = time.perf_counter()
         graph.to_igraph()
         conversion_s = min(conversion_s, time.perf_counter() - started)
-    return {"seconds": seconds, "conversion_s": conversion_s,
-            "backend": "networkx" if graph.n_edges <= NETWORKX_MAX_EDGES else "igraph",
+    return {"seconds": seconds, "conversion_s": conversion_s, "method": method,
+            "backend": "networkx" if method == "louvain" and graph.n_edges <= NETWORKX_MAX_EDGES else "igraph",
             "modularity": modularity(graph, clustering.cluster, resolution),
             "reported_modularity": clustering.modularity, "n_clusters": clustering.n_clusters,
             "largest_cluster": int(clustering.sizes.max()), "n_users": graph.n_users, "n_edges": graph.n_edges}
@@ -168,30 +176,31 @@ def planted(path: str) -> dict:
             "cross_share": float(np.mean(community[graph.src] != community[graph.dst]))}
 
 
-def run(sizes: Sequence[int], seed: int, repeat: int, warmup: int, networkx_runs: int, command: str,
-        quick: bool) -> dict:
+def run(graphs: Sequence[tuple[int, float, float]], seed: int, repeat: int, warmup: int, networkx_runs: int,
+        command: str, quick: bool) -> dict:
     target = "benchmarks.bench_abtest_clustering"
-    payload: dict = {"quick": quick, "settings": {"average_degree": AVERAGE_DEGREE, "community_size": COMMUNITY_SIZE,
-                                                  "mixing": MIXING, "seed": seed, "resolution": 1.0,
+    payload: dict = {"quick": quick, "settings": {"community_size": COMMUNITY_SIZE, "seed": seed, "resolution": 1.0,
                                                   "repeat": repeat, "warmup": warmup,
                                                   "networkx_runs": networkx_runs},
                      "sizes": []}
-    for n_users in sizes:
-        path = str(graph_file(n_users, seed))
+    for n_users, average_degree, mixing in graphs:
+        path = str(graph_file(n_users, average_degree, mixing, seed))
         reference = planted(path)
-        ours_all = [measure_in_subprocess(f"{target}:measure_ours", path=path, seed=seed)
-                    for _ in range(warmup + repeat)]
-        ours = ours_all[warmup:]
         theirs = [measure_in_subprocess(f"{target}:measure_networkx", timeout=3600, path=path, seed=seed)
                   for _ in range(networkx_runs)]
-        ours_s = statistics.median(r["seconds"] for r in ours)
         theirs_s = statistics.median(r["seconds"] for r in theirs)
-        entry = {"n_users": n_users, "n_edges": ours[0]["n_edges"], "planted": reference,
-                 "ours_s": ours_s, "networkx_s": theirs_s, "ratio": theirs_s / ours_s,
-                 "ours_modularity": ours[0]["modularity"], "networkx_modularity": theirs[0]["modularity"],
-                 "modularity_difference": ours[0]["modularity"] - theirs[0]["modularity"],
-                 "ours_identical_across_runs": len({round(r["modularity"], 12) for r in ours_all}) == 1,
-                 "ours_warmup": ours_all[:warmup], "ours": ours, "networkx": theirs}
+        entry = {"n_users": n_users, "average_degree": average_degree, "mixing": mixing,
+                 "n_edges": theirs[0]["n_edges"], "planted": reference, "networkx_s": theirs_s,
+                 "networkx_modularity": theirs[0]["modularity"], "networkx": theirs, "methods": {}}
+        for method in METHODS:
+            runs = [measure_in_subprocess(f"{target}:measure_ours", path=path, seed=seed, method=method)
+                    for _ in range(warmup + repeat)]
+            ours_s = statistics.median(r["seconds"] for r in runs[warmup:])
+            entry["methods"][method] = {
+                "seconds": ours_s, "ratio": theirs_s / ours_s, "modularity": runs[-1]["modularity"],
+                "modularity_difference": runs[-1]["modularity"] - theirs[0]["modularity"],
+                "identical_across_runs": len({round(r["modularity"], 12) for r in runs}) == 1,
+                "warmup": runs[:warmup], "runs": runs[warmup:]}
         payload["sizes"].append(entry)
         _print_size(entry)
     _print_summary(payload["sizes"])
@@ -204,19 +213,27 @@ def _load_cell(runs: Sequence[dict]) -> str:
     return " / ".join(f"{r['other_load_cores']:.2f}" for r in runs)
 
 
+def _goal_met(result: dict) -> bool:
+    return result["ratio"] >= SPEED_GOAL and result["modularity_difference"] >= -MODULARITY_TOLERANCE
+
+
 def _print_size(entry: dict) -> None:
-    ours, theirs = entry["ours"], entry["networkx"]
-    print(f"\n## {entry['n_users']:,} users, {entry['n_edges']:,} edges (planted: {entry['planted']['n_communities']} "
-          f"communities, modularity {entry['planted']['modularity']:.4f}, {entry['planted']['cross_share']:.1%} of "
-          "edges across)")
-    rows = [["ours: cluster_graph (" + ours[0]["backend"] + ")", len(ours), f"{entry['ours_s']:.2f}",
-             f"{min(r['seconds'] for r in ours):.2f}", f"{statistics.median(r['conversion_s'] for r in ours):.2f} "
-             "(included)", f"{entry['ours_modularity']:.4f}", ours[0]["n_clusters"], ours[0]["largest_cluster"],
-             mib(max(r["peak_rss_bytes"] for r in ours)), _load_cell(entry["ours_warmup"] + ours)],
-            ["networkx louvain_communities", len(theirs), f"{entry['networkx_s']:.2f}",
-             f"{min(r['seconds'] for r in theirs):.2f}", f"{theirs[0]['build_s']:.2f} (excluded)",
-             f"{entry['networkx_modularity']:.4f}", theirs[0]["n_clusters"], theirs[0]["largest_cluster"],
-             mib(max(r["peak_rss_bytes"] for r in theirs)), _load_cell(theirs)]]
+    theirs = entry["networkx"]
+    print(f"\n## {entry['n_users']:,} users, {entry['n_edges']:,} edges, average degree {entry['average_degree']:g}, "
+          f"mixing {entry['mixing']:g} (planted: {entry['planted']['n_communities']} communities, modularity "
+          f"{entry['planted']['modularity']:.4f}, {entry['planted']['cross_share']:.1%} of edges across)")
+    rows = []
+    for method, result in entry["methods"].items():
+        runs = result["runs"]
+        rows.append([f"ours: cluster_graph {method} ({runs[0]['backend']})", len(runs), f"{result['seconds']:.2f}",
+                     f"{min(r['seconds'] for r in runs):.2f}",
+                     f"{statistics.median(r['conversion_s'] for r in runs):.2f} (included)",
+                     f"{result['modularity']:.4f}", runs[0]["n_clusters"], runs[0]["largest_cluster"],
+                     mib(max(r["peak_rss_bytes"] for r in runs)), _load_cell(result["warmup"] + runs)])
+    rows.append(["networkx louvain_communities", len(theirs), f"{entry['networkx_s']:.2f}",
+                 f"{min(r['seconds'] for r in theirs):.2f}", f"{theirs[0]['build_s']:.2f} (excluded)",
+                 f"{entry['networkx_modularity']:.4f}", theirs[0]["n_clusters"], theirs[0]["largest_cluster"],
+                 mib(max(r["peak_rss_bytes"] for r in theirs)), _load_cell(theirs)])
     print(table(["method", "runs", "wall s (median)", "wall s (min)", "graph conversion s", "modularity",
                  "clusters", "largest", "peak RSS", "other load (cores) per run, warm-up first"], rows))
 
@@ -225,29 +242,34 @@ def _print_summary(entries: Sequence[dict]) -> None:
     rows = []
     for entry in entries:
         at_goal_size = entry["n_edges"] >= GOAL_EDGES
-        met = entry["ratio"] >= SPEED_GOAL and entry["modularity_difference"] >= -MODULARITY_TOLERANCE
-        rows.append([f"{entry['n_edges']:,}", f"{entry['ours_s']:.2f}", f"{entry['networkx_s']:.1f}",
-                     f"{entry['ratio']:.1f}x", f"{entry['ours_modularity']:.4f}", f"{entry['networkx_modularity']:.4f}",
-                     f"{entry['modularity_difference']:+.4f}",
-                     f"{entry['ours'][0]['n_clusters']} / {entry['networkx'][0]['n_clusters']}",
-                     "yes" if entry["ours_identical_across_runs"] else "NO",
-                     ("met" if met else "MISSED") if at_goal_size else f"({'met' if met else 'missed'} here)"])
+        for method, result in entry["methods"].items():
+            met = _goal_met(result)
+            rows.append([f"{entry['n_edges']:,} (d {entry['average_degree']:g}, mixing {entry['mixing']:g})", method,
+                         f"{result['seconds']:.2f}", f"{entry['networkx_s']:.1f}", f"{result['ratio']:.1f}x",
+                         f"{result['modularity']:.4f}", f"{entry['networkx_modularity']:.4f}",
+                         f"{result['modularity_difference']:+.4f}",
+                         f"{result['runs'][0]['n_clusters']} / {entry['networkx'][0]['n_clusters']}",
+                         "yes" if result["identical_across_runs"] else "NO",
+                         ("met" if met else "MISSED") if at_goal_size else f"({'met' if met else 'missed'} here)"])
     print("\n## Summary (goal at 10^6 edges: >= 15x faster at modularity no more than 0.01 below networkx's)")
-    print(table(["edges", "ours s", "networkx s", "networkx / ours", "modularity ours", "modularity networkx",
-                 "difference", "clusters ours / networkx", "ours identical across runs", "goal"], rows))
+    print(table(["graph: edges", "ours", "ours s", "networkx s", "networkx / ours", "modularity ours",
+                 "modularity networkx", "difference", "clusters ours / networkx", "ours identical across runs",
+                 "goal"], rows))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_abtest_clustering",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, nargs="+", default=None,
-                        help="users per graph, edges = users x 10 (default 10^4 10^5; --quick 2,500)")
-    parser.add_argument("--networkx-runs", type=int, default=1, help="networkx runs per size (default 1)")
+                        help="users per graph, average degree 20, mixing 0.2 (default: the three graphs of the "
+                             "module docstring; --quick 2,500)")
+    parser.add_argument("--networkx-runs", type=int, default=1, help="networkx runs per graph (default 1)")
     add_common_arguments(parser, repeat=3)
     args = parser.parse_args(argv)
     warmup = apply_common_arguments(args)
-    return run(args.users or (QUICK_USERS if args.quick else DEFAULT_USERS), args.seed,
-               1 if args.quick else args.repeat, warmup, args.networkx_runs,
+    graphs = [(n, AVERAGE_DEGREE, MIXING) for n in args.users] if args.users else \
+        (QUICK_GRAPHS if args.quick else DEFAULT_GRAPHS)
+    return run(graphs, args.seed, 1 if args.quick else args.repeat, warmup, args.networkx_runs,
                command_line("benchmarks.bench_abtest_clustering", argv), args.quick)
 
 

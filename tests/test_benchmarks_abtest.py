@@ -23,10 +23,13 @@ def test_clustering_quick(results_dir, capsys):
     payload = bench_abtest_clustering.main(["--quick"])
     (size,) = payload["sizes"]
     assert size["n_edges"] == 25_000
-    assert size["ours"][0]["backend"] == "igraph"  # above NETWORKX_MAX_EDGES: "auto" picks igraph
-    assert size["ours"][0]["reported_modularity"] == pytest.approx(size["ours_modularity"])
-    assert size["ours_modularity"] > 0.6 and abs(size["modularity_difference"]) < 0.05
-    assert size["ratio"] > 0 and size["ours"][0]["other_load_cores"] >= 0
+    assert set(size["methods"]) == {"louvain", "leiden"}
+    for result in size["methods"].values():
+        run = result["runs"][0]
+        assert run["backend"] == "igraph"  # above NETWORKX_MAX_EDGES: "auto" picks igraph
+        assert run["reported_modularity"] == pytest.approx(result["modularity"])
+        assert result["modularity"] > 0.6 and abs(result["modularity_difference"]) < 0.05
+        assert result["ratio"] > 0 and run["other_load_cores"] >= 0
     saved = json.loads((results_dir / "abtest_clustering-quick.json").read_text())
     assert saved["quick"] is True and saved["sizes"][0]["n_edges"] == 25_000
     assert "networkx / ours" in capsys.readouterr().out

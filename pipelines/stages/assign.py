@@ -39,13 +39,14 @@ class AssignConfig(StageConfig):
     out: ConfigPath = Field(description="assignment table (parquet file): user_id, cluster, group, exposure_p1, "
                                         "exposure_p0")
     kinds: list[str] | None = Field(None, description="edge kinds that make the graph (none: all)")
-    method: Literal["louvain", "linklouvain", "connected_components"] = Field(
-        "louvain", description="louvain on the graph; linklouvain on predicted interactions; connected components")
+    method: Literal["louvain", "linklouvain", "leiden", "connected_components"] = Field(
+        "louvain", description="louvain on the graph; linklouvain on predicted interactions; leiden on the graph "
+                               "(igraph, fastest on large graphs); connected components")
     past_kind: str = Field("invite", description="linklouvain: edge kind of past interactions (training labels)")
     link_model: Literal["features", "gnn"] = Field("features", description="linklouvain: feature classifier or "
                                                                            "torch GNN link predictor")
     link_threshold: float = Field(0.5, ge=0.0, lt=1.0, description="linklouvain: least predicted probability kept")
-    resolution: float = Field(1.0, gt=0, description="Louvain resolution (higher: smaller clusters)")
+    resolution: float = Field(1.0, gt=0, description="Louvain / Leiden resolution (higher: smaller clusters)")
     max_cluster_size: int | None = Field(None, ge=1, description="most users per cluster (larger are re-split)")
     design: Literal["bernoulli", "paired", "user", "network_test"] = Field(
         "bernoulli", description="cluster Bernoulli(p); size-matched cluster pairs; user Bernoulli(p); or half the "

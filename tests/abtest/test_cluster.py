@@ -201,3 +201,38 @@ def test_graph_without_edges_gives_singletons():
     clusters = cluster_graph(graph)
     assert sorted(clusters.cluster.tolist()) == [0, 1, 2, 3]
     assert clusters.modularity == 0.0
+
+
+def test_leiden_recovers_the_planted_communities(planted):
+    planted_q = modularity(planted, np.arange(planted.n_users) // 25)
+    clusters = cluster_graph(planted, method="leiden", seed=0)
+    assert clusters.method == "leiden"
+    assert clusters.modularity == pytest.approx(planted_q, abs=0.02)
+    assert as_partition(clusters.cluster) == as_partition(np.arange(planted.n_users) // 25)
+
+
+def test_leiden_modularity_is_at_least_louvains_and_clusters_are_connected():
+    """A rewired ring lattice has no planted answer: Leiden (Louvain plus refinement) must score no worse than
+    Louvain, and its refinement guarantees that every cluster is connected."""
+    graph = watts_strogatz(2_000, 8, 0.2, seed=4)
+    leiden = cluster_graph(graph, method="leiden", seed=0)
+    louvain = cluster_graph(graph, seed=0, backend="igraph")
+    assert leiden.modularity >= louvain.modularity - 0.005
+    reference = graph.to_networkx()
+    for members in communities(leiden.cluster):
+        assert nx.is_connected(reference.subgraph(members))
+
+
+def test_leiden_same_seed_same_clusters_and_size_cap():
+    graph = watts_strogatz(400, 6, 0.1, seed=3)
+    first = cluster_graph(graph, method="leiden", seed=0, max_cluster_size=15)
+    other = cluster_graph(graph, method="leiden", seed=1, max_cluster_size=15)
+    again = cluster_graph(graph, method="leiden", seed=0, max_cluster_size=15)
+    np.testing.assert_array_equal(first.cluster, again.cluster)
+    assert not np.array_equal(first.cluster, other.cluster)
+    assert first.sizes.max() <= 15 and first.sizes.sum() == 400
+
+
+def test_leiden_has_no_networkx_backend(planted):
+    with pytest.raises(ValueError, match="backend: leiden runs on igraph only"):
+        cluster_graph(planted, method="leiden", backend="networkx")
