@@ -206,21 +206,23 @@ def removed_shares(result: dict) -> list[dict]:
     return out
 
 
-def run(graphs: Sequence[str], n_users: int, replications: int, seed: int, command: str, quick: bool) -> dict:
+def run(graphs: Sequence[str], n_users: int, replications: int, seed: int, command: str, quick: bool,
+        resolution: float = 1.0) -> dict:
     target = "benchmarks.bench_abtest_designs"
     payload: dict = {"quick": quick, "settings": {"n_users": n_users, "replications": replications, "seed": seed,
-                                                  "resolution": 1.0, "full_min_median_p": FULL_MIN_MEDIAN_P},
+                                                  "resolution": resolution, "full_min_median_p": FULL_MIN_MEDIAN_P},
                      "graphs": {}}
     started = time.perf_counter()
     for graph in graphs:
         result = measure_in_subprocess(f"{target}:measure_graph", graph=graph, n_users=n_users,
-                                       replications=replications, seed=seed)
+                                       replications=replications, seed=seed, resolution=resolution)
         result["removed"] = removed_shares(result)
         payload["graphs"][graph] = result
         _print_graph(result)
     payload["total_s"] = time.perf_counter() - started
     _print_removed(payload["graphs"])
-    path = save_results("abtest_designs" + ("-quick" if quick else ""), command, payload)
+    name = "abtest_designs" + ("" if resolution == 1.0 else f"-resolution{resolution:g}") + ("-quick" if quick else "")
+    path = save_results(name, command, payload)
     print(f"saved {path} (total {payload['total_s']:.0f} s)")
     return payload
 
@@ -281,12 +283,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help=f"replications per design (default {DEFAULT_REPLICATIONS}; --quick {QUICK_REPLICATIONS})")
     parser.add_argument("--graphs", nargs="+", choices=list(GRAPHS), default=list(GRAPHS),
                         help="which graphs (default all)")
+    parser.add_argument("--resolution", type=float, default=1.0,
+                        help="Louvain resolution (default 1; lower: fewer, larger clusters, less bias, more variance)")
     add_common_arguments(parser, repeat=1)
     args = parser.parse_args(argv)
     apply_common_arguments(args)
     return run(args.graphs, args.users or (QUICK_USERS if args.quick else DEFAULT_USERS),
                args.replications or (QUICK_REPLICATIONS if args.quick else DEFAULT_REPLICATIONS), args.seed,
-               command_line("benchmarks.bench_abtest_designs", argv), args.quick)
+               command_line("benchmarks.bench_abtest_designs", argv), args.quick, args.resolution)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def campaign():
 
 @pytest.fixture(scope="module")
 def prediction(campaign) -> LinkPrediction:
-    return predicted_interaction_graph(campaign.edges, campaign.users, seed=0)
+    return predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.5, seed=0)
 
 
 def _keys(a, b, n: int) -> np.ndarray:
@@ -195,13 +195,15 @@ def test_predicted_graph_keeps_confident_pairs_and_past_interactions(campaign, p
 
 
 def test_higher_threshold_keeps_fewer_pairs_and_same_seed_same_graph(campaign, prediction):
-    again = predicted_interaction_graph(campaign.edges, campaign.users, seed=0)
+    again = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.5, seed=0)
     assert np.array_equal(again.graph.src, prediction.graph.src)
     np.testing.assert_array_equal(again.graph.weight, prediction.graph.weight)
     assert again.auc == prediction.auc
     strict = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.8, seed=0)
     assert strict.n_kept < prediction.n_kept
     assert strict.n_candidates == prediction.n_candidates
+    everything = predicted_interaction_graph(campaign.edges, campaign.users, seed=0)  # default threshold 0
+    assert everything.threshold == 0.0 and everything.n_kept == everything.n_candidates > prediction.n_kept
 
 
 class _SpyClassifier(LogisticRegression):
