@@ -3,8 +3,9 @@
 1. Graph: `abtest.build_graph` on the edges table (edges of `kinds`, or all), restricted to the users table when one
    is given (edges naming other users are dropped and the count logged).
 2. Clusters: Louvain on that graph, LinkLouvain (a link predictor trained on past interactions of kind `past_kind`
-   scores friend and friend-of-friend pairs; Louvain on the predicted graph), or connected components; clusters
-   above `max_cluster_size` are re-split.
+   scores friend and friend-of-friend pairs; Louvain on the predicted graph), Leiden on that graph, or connected
+   components; clusters above `max_cluster_size` are re-split. The demo uses Leiden: on the synthetic campaign it
+   cuts less of the hidden interaction weight than Louvain (benchmarks/RESULTS.md section 7) and runs faster.
 3. Assignment: a deterministic function of (cluster, salt); the salt defaults to one derived from the job seed.
 4. Diagnostics to MLflow: clusters and their sizes (histogram), share of edge weight cut, share of neighbours in the
    same cluster and arm, covariate balance (users-table numeric columns), exposure probabilities. On a campaign this
@@ -61,7 +62,7 @@ class AssignConfig(StageConfig):
 
 def _demo(inputs: DemoInputs) -> dict:
     return {"edges": str(inputs.campaign_dir / "edges"), "users": str(inputs.campaign_dir / "users"),
-            "out": str(inputs.out_dir / "assignment.parquet"), "max_cluster_size": 1000}
+            "out": str(inputs.out_dir / "assignment.parquet"), "method": "leiden", "max_cluster_size": 1000}
 
 
 def _covariates(path: Path | None) -> pd.DataFrame | None:

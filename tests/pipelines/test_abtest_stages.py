@@ -144,3 +144,23 @@ def test_cli_linklouvain_reports_the_link_auc_and_clusters_the_predicted_graph(t
     stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
     assert stage["metrics.link_auc"] > 0.8
     assert stage["metrics.link_kept"] > 0
+
+
+def test_cli_leiden_gives_connected_clusters_of_the_observed_graph(tmp_path, mlflow_uri, small_campaign, capsys):
+    import networkx as nx
+
+    from abtest import build_graph
+
+    out = tmp_path / "assignment.parquet"
+    code = _assign(small_campaign, out, mlflow_uri, "--method", "leiden", "--experiment", "ld",
+                   "--max-cluster-size", "300")
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_parquet(out)
+    assert table.groupby("cluster").size().max() <= 300
+    graph = build_graph(pd.read_parquet(small_campaign.paths.edges), table["user_id"]).to_networkx()
+    for _, members in table.groupby("cluster")["user_id"]:
+        assert nx.is_connected(graph.subgraph(members.tolist()))
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["ld"])
+    stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
+    assert stage["params.method"] == "leiden" and stage["metrics.n_clusters"] == table["cluster"].nunique()
