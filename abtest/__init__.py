@@ -14,12 +14,12 @@ from abtest.assign import assign
 from abtest.cluster import Clustering, SingleClusterWarning, cluster_graph, modularity
 from abtest.diagnostics import DesignDiagnostics, cluster_size_figure, design_diagnostics
 from abtest.estimate import Effect, NetworkEffectTest, difference_in_means, exposure_estimate, network_effect_test
-from abtest.exposure import exposure_probabilities, realized_exposure
+from abtest.exposure import exposure_probabilities, exposure_units, realized_exposure
 from abtest.graph import GraphInputWarning, InteractionGraph, build_graph, graph_from_networkx
 from abtest.readout import MissingOutcomeWarning, Readout, SampleRatioCheck, readout, readout_figure
 
 __all__ = ["Clustering", "DesignDiagnostics", "Effect", "GraphInputWarning", "InteractionGraph",
            "MissingOutcomeWarning", "NetworkEffectTest", "Readout", "SampleRatioCheck", "SingleClusterWarning",
            "assign", "build_graph", "cluster_graph", "cluster_size_figure", "design_diagnostics",
-           "difference_in_means", "exposure_estimate", "exposure_probabilities", "graph_from_networkx", "modularity",
-           "network_effect_test", "readout", "readout_figure", "realized_exposure"]
+           "difference_in_means", "exposure_estimate", "exposure_probabilities", "exposure_units",
+           "graph_from_networkx", "modularity", "network_effect_test", "readout", "readout_figure", "realized_exposure"]

@@ -4,9 +4,13 @@
   cluster-robust (CR1) sandwich of the regression y ~ 1 + treated with the randomization units as clusters;
   with a pre-period `covariate` it is CUPED: y - theta (x - mean x), theta = cov(x, y) / var(x) pooled.
 - `exposure_estimate`: Horvitz-Thompson and Hajek estimators over users exposed to treatment / control, weighted by
-  1 / P(exposure); variance from the linearized estimator summed per randomization unit (units treated as
-  independent, which ignores the dependence of neighbouring units through shared neighbours: its coverage is
-  measured in benchmarks/bench_abtest_designs.py).
+  1 / P(exposure). Variance from the linearized estimator summed per randomization unit. For Horvitz-Thompson, given
+  `exposure_units` (`abtest.exposure.exposure_units`), each user's term is summed into *every* randomization coin
+  their exposure depends on (their own unit's and each neighbour's), not just their own: a user exposed through
+  three clusters moves with all three coins. Measured (benchmarks/bench_abtest_designs.py): under cluster designs
+  that takes Horvitz-Thompson's mean SE / SD from 0.4-0.9 (own unit only) to 1.0-1.1; under the user design, where
+  a user touches a dozen coins, it is conservative (about 2.6). Hajek keeps the own-unit sum: it is already
+  calibrated (SE / SD 0.9-1.0) and the wider sum makes it conservative (1.3-1.7).
 - `network_effect_test`: Saveski et al.: the cluster-randomized arm's effect minus the user-randomized arm's, a
   z-test of no interference (the arms are independent halves of the clusters).
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,15 @@ def difference_in_means(y, treated, unit, *, covariate=None, alpha: float = 0.05
 
 
 def exposure_estimate(y, exposed_treatment, exposed_control, p_treatment, p_control, unit, *, kind: str = "hajek",
-                      alpha: float = 0.05) -> Effect:
+                      alpha: float = 0.05, exposure_units=None) -> Effect:
     """Horvitz-Thompson (kind="horvitz_thompson") or Hajek (kind="hajek") estimate of the global effect from the
-    users exposed to each condition, over users whose two exposure probabilities are positive."""
+    users exposed to each condition, over users whose two exposure probabilities are positive.
+
+    unit: each user's randomization unit (the intervals' degrees of freedom, and Hajek's variance).
+    exposure_units: for Horvitz-Thompson's variance, a users x coins 0/1 sparse matrix of the randomization coins
+        each user's exposure depends on (`abtest.exposure.exposure_units`, rows in the order of `y`); None sums each
+        user into their own unit only (optimistic when exposures reach across units; module docstring).
+    """
     if kind not in ("horvitz_thompson", "hajek"):
         raise ValueError(f"kind: must be 'horvitz_thompson' or 'hajek', got {kind!r}")
     y = np.asarray(y, dtype=float)
@@ -102,12 +112,21 @@ def exposure_estimate(y, exposed_treatment, exposed_control, p_treatment, p_cont
         influence1, influence0 = w1 * (y - mean1) / w1.sum(), w0 * (y - mean0) / w0.sum()
         centred = False
     _, unit_index = np.unique(unit, return_inverse=True)
-    totals = np.column_stack([np.bincount(unit_index, influence1), np.bincount(unit_index, influence0)])
-    totals = totals[np.bincount(unit_index[eligible], minlength=len(totals)) > 0]
-    n_units = len(totals)
-    if centred:
-        totals = totals - totals.mean(axis=0)
-    cov = totals.T @ totals * (n_units / max(n_units - 1, 1))
+    n_units = int(np.unique(unit_index[eligible]).size)
+    if centred and exposure_units is not None:
+        coins = _checked_exposure_units(exposure_units, len(y))
+        terms = np.column_stack([influence1, influence0])
+        terms[eligible] -= terms[eligible].mean(axis=0)
+        terms[~eligible] = 0.0
+        totals = np.asarray(coins.T @ terms)
+        totals = totals[np.asarray(coins[eligible].sum(axis=0)).ravel() > 0]
+    else:
+        totals = np.column_stack([np.bincount(unit_index, influence1), np.bincount(unit_index, influence0)])
+        totals = totals[np.bincount(unit_index[eligible], minlength=len(totals)) > 0]
+        if centred:
+            totals = totals - totals.mean(axis=0)
+    n_coins = len(totals)
+    cov = totals.T @ totals * (n_coins / max(n_coins - 1, 1))
     if n_units < 2:
         cov = np.full((2, 2), np.nan)
     variance = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
@@ -130,6 +149,13 @@ def network_effect_test(y, treated, unit, design, *, alpha: float = 0.05) -> Net
     z = difference / se if se > 0 else np.nan
     return NetworkEffectTest(by_user, by_cluster, float(difference), se, float(z),
                              float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan)
+
+
+def _checked_exposure_units(exposure_units, n: int) -> sparse.csr_matrix:
+    if not sparse.issparse(exposure_units) or exposure_units.ndim != 2 or exposure_units.shape[0] != n:
+        shape = getattr(exposure_units, "shape", None)
+        raise ValueError(f"exposure_units: need a sparse matrix with one row per user ({n}), got {shape}")
+    return sparse.csr_matrix(exposure_units)
 
 
 def _cluster_robust_ols(design: np.ndarray, y: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

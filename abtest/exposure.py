@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from numba import njit
+from scipy import sparse
 
 from abtest.cluster import Clustering
 from abtest.graph import InteractionGraph
@@ -76,6 +77,27 @@ def exposure_probabilities(graph: InteractionGraph, assignment, p: float = 0.5, 
     p1, p0, touched = _probabilities(indptr, neighbour, cluster, unit, needed, float(p), design == "paired")
     return pd.DataFrame({"user_id": graph.user_ids, "exposure_p1": p1, "exposure_p0": p0,
                          "n_units_touched": touched})
+
+
+def exposure_units(graph: InteractionGraph, assignment, design: str = "bernoulli") -> sparse.csr_matrix:
+    """Which randomization coins each user's exposure depends on: a users (graph order) x coins 0/1 matrix, 1 for
+    the coin of the user's own unit and of each neighbour's. Coins: clusters ("bernoulli"), pairs of clusters
+    ("paired"), users ("user"). `exposure_estimate` uses it for Horvitz-Thompson's variance."""
+    if design not in EXPOSURE_DESIGNS:
+        raise ValueError(f"design: must be one of {EXPOSURE_DESIGNS}, got {design!r}")
+    n = graph.n_users
+    if design == "user":
+        coin = np.arange(n, dtype=np.int64)
+    else:
+        frame = assignment.frame() if isinstance(assignment, Clustering) else assignment
+        coin = _aligned(graph, frame, "pair" if design == "paired" else "cluster")
+    _, coin = np.unique(coin, return_inverse=True)
+    indptr, neighbour, _ = graph.adjacency
+    rows = np.concatenate([np.arange(n), np.repeat(np.arange(n), np.diff(indptr))])
+    matrix = sparse.csr_matrix((np.ones(len(rows)), (rows, np.concatenate([coin, coin[neighbour]]))),
+                               shape=(n, int(coin.max(initial=-1)) + 1))
+    matrix.data[:] = 1.0  # a coin met through several neighbours counts once
+    return matrix
 
 
 def realized_exposure(graph: InteractionGraph, group: np.ndarray, condition="full") -> tuple[np.ndarray, np.ndarray]:

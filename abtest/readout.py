@@ -22,7 +22,7 @@ from abtest.estimate import (
     exposure_estimate,
     network_effect_test,
 )
-from abtest.exposure import exposure_probabilities, realized_exposure
+from abtest.exposure import exposure_probabilities, exposure_units, realized_exposure
 from abtest.graph import InteractionGraph
 from abtest.validation import aligned_assignment, checked_assignment, checked_outcomes, infer_design
 
@@ -136,11 +136,12 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
         if graph is not None:
             exposure = exposure_probabilities(graph, assignment, p, condition, design=design)
             exposed1, exposed0 = realized_exposure(graph, group, condition)
+            coins = exposure_units(graph, assignment, design)[rows]
             for kind in ("horvitz_thompson", "hajek"):
                 effects.append(exposure_estimate(y[rows], exposed1[rows], exposed0[rows],
                                                  exposure["exposure_p1"].to_numpy()[rows],
                                                  exposure["exposure_p0"].to_numpy()[rows], unit[rows], kind=kind,
-                                                 alpha=alpha))
+                                                 alpha=alpha, exposure_units=coins))
     return Readout(tuple(effects), srm, network, design, len(assignment), int(observed.sum()))
 
 

@@ -115,6 +115,7 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
         difference_in_means,
         exposure_estimate,
         exposure_probabilities,
+        exposure_units,
         realized_exposure,
     )
     from abtest.simulate import LinearInMeans, ThresholdOutcome
@@ -150,6 +151,7 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
             probabilities = fixed or {_condition_name(c): exposure_probabilities(g, frame, 0.5, c, design=design)
                                       for c in conditions[design]}
             realized = {_condition_name(c): realized_exposure(g, treated, c) for c in conditions[design]}
+            coins = exposure_units(g, frame, design)
             for o_index, (outcome, model) in enumerate(models.items()):
                 y = model.outcomes(g, treated, np.random.default_rng([seed, d_index, o_index, r]))
                 effects = [("difference_in_means", "-", difference_in_means(y, treated == 1, unit))]
@@ -157,7 +159,8 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
                     p1 = probabilities[condition]["exposure_p1"].to_numpy()
                     p0 = probabilities[condition]["exposure_p0"].to_numpy()
                     for kind in ("hajek", "horvitz_thompson"):
-                        effects.append((kind, condition, exposure_estimate(y, e1, e0, p1, p0, unit, kind=kind)))
+                        effects.append((kind, condition, exposure_estimate(y, e1, e0, p1, p0, unit, kind=kind,
+                                                                           exposure_units=coins)))
                 for estimator, condition, effect in effects:
                     key = (outcome, label, estimator, condition)
                     covered = effect.ci_low <= global_effect[outcome] <= effect.ci_high

@@ -10,8 +10,16 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats
+from scipy.sparse import csr_matrix
 
-from abtest import assign, design_diagnostics, difference_in_means, exposure_estimate, exposure_probabilities
+from abtest import (
+    assign,
+    design_diagnostics,
+    difference_in_means,
+    exposure_estimate,
+    exposure_probabilities,
+    exposure_units,
+)
 from abtest import realized_exposure as realized
 from abtest.estimate import network_effect_test
 from abtest.simulate import LinearInMeans, planted_partition
@@ -59,7 +67,9 @@ def simulate(which: str, design: str, g: float, exposure: bool) -> dict[str, np.
                 probabilities = exposure_probabilities(graph, table, 0.5, "full", design=design)
             e1, e0 = realized(graph, z, "full")
             p1, p0 = probabilities["exposure_p1"].to_numpy(), probabilities["exposure_p0"].to_numpy()
-            effects += [exposure_estimate(y, e1, e0, p1, p0, unit, kind=kind) for kind in ("horvitz_thompson", "hajek")]
+            coins = exposure_units(graph, table, design)  # as `readout` passes them
+            effects += [exposure_estimate(y, e1, e0, p1, p0, unit, kind=kind, exposure_units=coins)
+                        for kind in ("horvitz_thompson", "hajek")]
         for effect in effects:
             rows.setdefault(effect.estimator, []).append((effect.estimate, effect.se, effect.relative_lift))
     return {name: np.array(values) for name, values in rows.items()}
@@ -130,6 +140,18 @@ def test_cluster_robust_se_matches_monte_carlo_sd(which, design, g):
     if which == "sparse":
         ratio = se_ratio(results["hajek"])
         assert SE_RATIO[0] < ratio < SE_RATIO[1], ratio
+
+
+@pytest.mark.parametrize("which", ["dense", "sparse"])
+@pytest.mark.parametrize("design", ["user", "bernoulli", "paired"])
+def test_horvitz_thompson_se_is_never_optimistic(which, design):
+    """Horvitz-Thompson's SE sums each user into every coin their exposure depends on: conservative (each user's own
+    variance is counted once per coin touched), close to the Monte Carlo SD under cluster Bernoulli, where users
+    touch few coins."""
+    ratio = se_ratio(simulate(which, design, 1.0, True)["horvitz_thompson"])
+    assert ratio > 0.9, ratio
+    if design == "bernoulli":
+        assert ratio < 1.4, ratio
 
 
 @pytest.mark.parametrize("design", ["bernoulli", "user"])
@@ -265,6 +287,21 @@ def test_exposure_estimators_by_hand():
     influence = w1 * (y - mean1) / w1.sum() - w0 * (y - mean0) / w0.sum()
     totals = np.bincount(unit, influence)
     assert hajek.se == pytest.approx(np.sqrt(totals @ totals * 4 / 3))
+    # Horvitz-Thompson with exposure_units: each user's centred term summed into every coin their exposure depends
+    # on (users 2 and 5 also touch coin 0), over the coins eligible users touch (all 4), G / (G - 1) factor
+    coins = np.zeros((8, 4))
+    coins[np.arange(8), unit] = 1
+    coins[2, 0] = coins[5, 0] = 1
+    touched = exposure_estimate(y, e1, e0, p1, p0, unit, kind="horvitz_thompson",
+                                exposure_units=csr_matrix(coins))
+    assert touched.estimate == ht.estimate and touched.n_units == 4
+    term = (w1 - w0) * y / n
+    term[:7] -= term[:7].mean()
+    term[7] = 0.0  # not eligible
+    per_coin = coins.T @ term
+    assert touched.se == pytest.approx(np.sqrt(per_coin @ per_coin * 4 / 3))
+    with pytest.raises(ValueError, match="exposure_units: need a sparse matrix with one row per user"):
+        exposure_estimate(y, e1, e0, p1, p0, unit, kind="horvitz_thompson", exposure_units=coins)
 
 
 def test_empty_arm_gives_nan_with_a_note():

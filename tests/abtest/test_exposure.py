@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from abtest import assign, build_graph, cluster_graph, exposure_probabilities, graph_from_networkx, realized_exposure
+from abtest import (
+    assign,
+    build_graph,
+    cluster_graph,
+    exposure_probabilities,
+    exposure_units,
+    graph_from_networkx,
+    realized_exposure,
+)
 from abtest.simulate import planted_partition
 from tests.abtest.helpers import cluster_frame, enumerated_exposure, nx_closed_neighbourhood_clusters
 
@@ -128,6 +136,26 @@ def test_user_design_full_exposure_is_p_to_degree_plus_one(small):
     table = exposure_probabilities(graph, clusters, 0.4, "full", design="user")
     np.testing.assert_array_equal(table["n_units_touched"], graph.degree + 1)
     np.testing.assert_allclose(table["exposure_p1"], 0.4 ** (graph.degree + 1), rtol=1e-12)
+
+
+def test_exposure_units_by_hand():
+    # path 0-1-2-3-4 plus an isolated 5; clusters 7 7 3 3 9 9 (ids need not be 0..k-1), pairs {3, 7} and {9}
+    graph = build_graph(pd.DataFrame({"src": [0, 1, 2, 3], "dst": [1, 2, 3, 4]}), np.arange(6))
+    table = pd.DataFrame({"user_id": np.arange(6), "cluster": [7, 7, 3, 3, 9, 9], "pair": [3, 3, 3, 3, 9, 9]})
+    clusters = exposure_units(graph, table, "bernoulli").toarray()  # coins 3, 7, 9 -> columns 0, 1, 2
+    assert clusters.tolist() == [[0, 1, 0], [1, 1, 0], [1, 1, 0], [1, 0, 1], [1, 0, 1], [0, 0, 1]]
+    pairs = exposure_units(graph, table, "paired").toarray()  # coins 3, 9
+    assert pairs.tolist() == [[1, 0], [1, 0], [1, 0], [1, 1], [1, 1], [0, 1]]
+    users = exposure_units(graph, table, "user").toarray()  # the closed neighbourhood
+    closed = [{0, 1}, {0, 1, 2}, {1, 2, 3}, {2, 3, 4}, {3, 4}, {5}]
+    assert [set(np.flatnonzero(row).tolist()) for row in users] == closed
+
+
+def test_exposure_units_rows_count_the_clusters_touched(small):
+    graph, clusters = small
+    table = exposure_probabilities(graph, clusters, 0.5, "full")
+    coins = exposure_units(graph, clusters, "bernoulli")
+    np.testing.assert_array_equal(np.asarray(coins.sum(axis=1)).ravel(), table["n_units_touched"])
 
 
 @pytest.mark.parametrize("design", ["bernoulli", "user", "paired"])
