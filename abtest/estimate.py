@@ -7,9 +7,10 @@
   1 / P(exposure). Variance from the linearized estimator summed per randomization unit. For Horvitz-Thompson, given
   `exposure_units` (`abtest.exposure.exposure_units`), each user's term is summed into *every* randomization coin
   their exposure depends on (their own unit's and each neighbour's), not just their own: a user exposed through
-  three clusters moves with all three coins. Measured (benchmarks/bench_abtest_designs.py): under cluster designs
-  that takes Horvitz-Thompson's mean SE / SD from 0.4-0.9 (own unit only) to 1.0-1.1; under the user design, where
-  a user touches a dozen coins, it is conservative (about 2.6). Hajek keeps the own-unit sum: it is already
+  three clusters moves with all three coins. Measured (benchmarks/bench_abtest_designs.py): under cluster Bernoulli
+  with full exposure that takes Horvitz-Thompson's mean SE / SD from 0.35-0.50 (own unit only) to 0.92-0.95
+  (coverage 0.94-0.96); under the paired and user designs, where users touch more coins, it is conservative
+  (1.1-2.4 and 1.9-2.8). Hajek keeps the own-unit sum: it is already
   calibrated (SE / SD 0.9-1.0) and the wider sum makes it conservative (1.3-1.7).
 - `network_effect_test`: Saveski et al.: the cluster-randomized arm's effect minus the user-randomized arm's, a
   z-test of no interference (the arms are independent halves of the clusters).
