@@ -85,26 +85,11 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
     assignment = checked_assignment(assignment)
     design = infer_design(assignment, design)
     outcomes = checked_outcomes(outcomes, metric, pre_metric)
-    position = pd.Index(assignment["user_id"]).get_indexer(outcomes["user_id"])
-    unknown = position < 0
-    if unknown.any():
-        message = (f"outcomes.user_id: {int(unknown.sum())} user(s) are not in the assignment "
-                   f"(e.g. {outcomes['user_id'].to_numpy()[unknown][0]!r})")
-        if unknown_users == "error":
-            raise ValueError(message)
-        warnings.warn(message + "; dropped", MissingOutcomeWarning, stacklevel=2)
-        outcomes, position = outcomes[~unknown], position[~unknown]
+    outcomes, position = _matched_outcomes(outcomes, assignment, "are not in the assignment", unknown_users)
     if graph is not None:
         assignment = aligned_assignment(graph, assignment)
-        position = pd.Index(assignment["user_id"]).get_indexer(outcomes["user_id"])
-        outside = position < 0
-        if outside.any():
-            message = (f"outcomes.user_id: {int(outside.sum())} assigned user(s) are not users of the graph "
-                       f"(e.g. {outcomes['user_id'].to_numpy()[outside][0]!r})")
-            if unknown_users == "error":
-                raise ValueError(message)
-            warnings.warn(message + "; dropped", MissingOutcomeWarning, stacklevel=2)
-            outcomes, position = outcomes[~outside], position[~outside]
+        outcomes, position = _matched_outcomes(outcomes, assignment, "are not users of the graph", unknown_users,
+                                               "assigned ")
 
     observed = np.zeros(len(assignment), dtype=bool)
     observed[position] = True
@@ -143,6 +128,22 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
                                                  exposure["exposure_p0"].to_numpy()[rows], unit[rows], kind=kind,
                                                  alpha=alpha, exposure_units=coins))
     return Readout(tuple(effects), srm, network, design, len(assignment), int(observed.sum()))
+
+
+def _matched_outcomes(outcomes: pd.DataFrame, assignment: pd.DataFrame, problem: str, unknown_users: str,
+                      who: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+    """(outcomes, their rows in `assignment`); outcomes of users without a row raise or, with unknown_users="drop",
+    are dropped with a `MissingOutcomeWarning`."""
+    position = pd.Index(assignment["user_id"]).get_indexer(outcomes["user_id"])
+    unknown = position < 0
+    if unknown.any():
+        message = (f"outcomes.user_id: {int(unknown.sum())} {who}user(s) {problem} "
+                   f"(e.g. {outcomes['user_id'].to_numpy()[unknown][0]!r})")
+        if unknown_users == "error":
+            raise ValueError(message)
+        warnings.warn(message + "; dropped", MissingOutcomeWarning, stacklevel=3)
+        outcomes, position = outcomes[~unknown], position[~unknown]
+    return outcomes, position
 
 
 def sample_ratio_check(group: np.ndarray, unit: np.ndarray, observed: np.ndarray, p: float) -> SampleRatioCheck:
