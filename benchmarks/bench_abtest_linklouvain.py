@@ -39,7 +39,7 @@ import pandas as pd
 from benchmarks._harness import command_line, save_results, table
 
 WORLDS = {"default": {}, "blurred": {"mixing": 0.3, "community_size": 200}}
-THRESHOLDS = (0.0, 0.3, 0.5)
+THRESHOLDS = (0.0, 0.1, 0.3, 0.5)
 RESOLUTIONS = (1.0, 4.0)
 EFFECT, SPILLOVER = 0.5, 1.0
 

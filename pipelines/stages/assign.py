@@ -46,8 +46,8 @@ class AssignConfig(StageConfig):
     past_kind: str = Field("invite", description="linklouvain: edge kind of past interactions (training labels)")
     link_model: Literal["features", "gnn"] = Field("features", description="linklouvain: feature classifier or "
                                                                            "torch GNN link predictor")
-    link_threshold: float = Field(0.0, ge=0.0, lt=1.0, description="linklouvain: least predicted probability kept "
-                                                                    "(0: every candidate, weighted by probability)")
+    link_threshold: float = Field(0.1, ge=0.0, lt=1.0, description="linklouvain: least predicted probability kept "
+                                                                    "(kept pairs are weighted by probability)")
     resolution: float = Field(1.0, gt=0, description="Louvain / Leiden resolution (higher: smaller clusters)")
     max_cluster_size: int | None = Field(None, ge=1, description="most users per cluster (larger are re-split)")
     design: Literal["bernoulli", "paired", "user", "network_test"] = Field(
