@@ -3,15 +3,17 @@
 World: the platform's synthetic campaign (`pipelines.synthetic`): friendships (observed, kind "friend"), past
 invitations (observed, kind "invite") and the current period's interactions (hidden: `truth.interactions`, weighted
 by the number of interactions), drawn from one affinity, so the hidden graph is partly predictable from the
-friendships, past invitations and user features. Two worlds: `default` (mixing 0.1, communities of 40: friendships
-already trace the communities interactions follow) and `blurred` (mixing 0.3, communities of 200: friendships are
-a weaker guide).
+friendships, past invitations and user features. Three worlds: `default` (mixing 0.1, communities of 40: friendships
+already trace the communities interactions follow), `blurred` (mixing 0.3, communities of 200: friendships are
+a weaker guide) and `dormant` (mixing 0.1, communities of 200, plus as many dormant ties as friendships: uniformly
+random observed "friendships" that never interact, `CampaignConfig.dormant_ties=1`, the premise of LinkLouvain).
 
 Clusterings (igraph backend, seed 0, resolution 1 and 4):
 - `observed`: Louvain on every observed edge (friend + invite weights summed);
 - `friends`: Louvain on friendships only;
 - `observed leiden`: Leiden (`method="leiden"`) on every observed edge;
 - `linklouvain t`: Louvain on `abtest.linkpred.predicted_interaction_graph` (feature predictor, threshold t);
+- `predicted 0.1, leiden`: Leiden on the same predicted graph at the default threshold;
 - `planted`: the generator's own communities (about n / community_size of them; no resolution). Hidden interactions
   are drawn with a same-community bonus, so this is the floor a clustering of about that many clusters can reach:
   `headroom` = 1 - bias(planted) / bias(observed Louvain, resolution 1) is the most any method can gain over the
@@ -38,8 +40,10 @@ import pandas as pd
 
 from benchmarks._harness import command_line, save_results, table
 
-WORLDS = {"default": {}, "blurred": {"mixing": 0.3, "community_size": 200}}
+WORLDS = {"default": {}, "blurred": {"mixing": 0.3, "community_size": 200},
+          "dormant": {"community_size": 200, "dormant_ties": 1.0}}
 THRESHOLDS = (0.0, 0.1, 0.3, 0.5)
+DEFAULT_THRESHOLD = 0.1  # predicted_interaction_graph's
 RESOLUTIONS = (1.0, 4.0)
 EFFECT, SPILLOVER = 0.5, 1.0
 
@@ -55,9 +59,10 @@ def _clusterings(edges: pd.DataFrame, users: pd.DataFrame, seed: int) -> dict[st
     for threshold in THRESHOLDS:
         started = time.perf_counter()
         prediction = predicted_interaction_graph(edges, users, threshold=threshold, seed=seed)
-        graphs[f"linklouvain {threshold:g}"] = (prediction.graph, {"auc": prediction.auc,
-                                                                   "kept": prediction.n_kept,
-                                                                   "seconds": time.perf_counter() - started})
+        link = {"auc": prediction.auc, "kept": prediction.n_kept, "seconds": time.perf_counter() - started}
+        graphs[f"linklouvain {threshold:g}"] = (prediction.graph, link)
+        if threshold == DEFAULT_THRESHOLD:
+            graphs[f"predicted {threshold:g}, leiden"] = (prediction.graph, link)
     return graphs
 
 

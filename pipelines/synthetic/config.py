@@ -43,6 +43,8 @@ class CampaignConfig(BaseModel):
     avg_degree: float = Field(10.0, ge=0.0, description="mean number of friends per user (0: no graph)")
     community_size: int = Field(40, ge=2, description="mean community size of the social graph")
     mixing: float = Field(0.1, ge=0.0, le=1.0, description="share of friendships that cross communities")
+    dormant_ties: float = Field(0.0, ge=0.0, description="observed friendships that never interact, per real one: "
+                                "uniformly random pairs (old contacts) added after the interactions are drawn; 0: none")
     chunk_users: int = Field(50_000, ge=100, description="users per partition file and per random stream")
 
     @model_validator(mode="after")

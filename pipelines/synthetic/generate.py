@@ -208,7 +208,8 @@ def _truth_tables(world: CampaignWorld, chunks: list[_ChunkTruth],
     config = world.config
     graph = build_graph(world.seed, np.concatenate([c.engagement for c in chunks]),
                         np.concatenate([c.similarity for c in chunks]), avg_degree=config.avg_degree,
-                        community_size=config.community_size, mixing=config.mixing)
+                        community_size=config.community_size, mixing=config.mixing,
+                        dormant_ties=config.dormant_ties)
     truth_users = pd.concat([c.truth_users for c in chunks], ignore_index=True)
     truth_users.insert(1, "community", graph.community)
     features = pd.DataFrame([{"feature": s.name, "role": s.role, "kind": s.kind, "can_be_missing": s.can_be_missing}

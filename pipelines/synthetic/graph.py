@@ -14,6 +14,11 @@ probability sigmoid(affinity), where
 and sociability follows engagement. Two independent periods are drawn from the same affinity: a past one that is
 observed (edges of kind "invite") and the current one that stays hidden (the ground truth of who interacts).
 Past invitations and features therefore predict the hidden graph, but only partly.
+
+Dormant ties (`dormant_ties` > 0, default 0): after both periods are drawn, round(dormant_ties x friendships)
+uniformly random pairs are added to the observed friendships (their own random stream, so every other draw is
+unchanged). They stand for old contacts that never interact: they blur the observed graph's communities but not the
+hidden interaction graph, and only past invitations and neighbourhoods tell them apart (LinkLouvain's premise).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synthetic.world import GRAPH_STREAM, _sigmoid, stream
+from pipelines.synthetic.world import DORMANT_STREAM, GRAPH_STREAM, _sigmoid, stream
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ def _unique_pairs(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 
 def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray, *, avg_degree: float,
-                community_size: int, mixing: float) -> CampaignGraph:
+                community_size: int, mixing: float, dormant_ties: float = 0.0) -> CampaignGraph:
     """Draw communities, friendships and the two interaction periods for users 0..n-1."""
     rng = stream(seed, GRAPH_STREAM)
     n = engagement.size
@@ -116,5 +121,21 @@ def build_graph(seed: int, engagement: np.ndarray, similarity_signal: np.ndarray
     probability = _sigmoid(affinity)
     interacts = rng.random(a.size) < probability
     weight = 1 + rng.poisson(2.0 * probability[interacts])
+    if dormant_ties > 0:
+        friend_keys = _with_dormant_ties(stream(seed, DORMANT_STREAM), friend_keys, n, dormant_ties)
+        friend_src, friend_dst = friend_keys // n, friend_keys % n
     return CampaignGraph(community, friend_src, friend_dst, a[invited], b[invited],
                          a[interacts], b[interacts], weight.astype(np.float64))
+
+
+def _with_dormant_ties(rng: np.random.Generator, friend_keys: np.ndarray, n: int, ratio: float) -> np.ndarray:
+    """`friend_keys` plus round(ratio x their number) uniformly random new pairs (capped by the pairs left)."""
+    target = friend_keys.size + min(int(round(ratio * friend_keys.size)), n * (n - 1) // 2 - friend_keys.size)
+    keys = friend_keys
+    while keys.size < target:
+        size = int(1.1 * (target - keys.size)) + 16
+        keys = _sorted_unique(np.concatenate([keys, _unique_pairs(rng.integers(0, n, size), rng.integers(0, n, size),
+                                                                  n)]))
+    extra = np.setdiff1d(keys, friend_keys, assume_unique=True)
+    extra = rng.choice(extra, size=target - friend_keys.size, replace=False)
+    return np.sort(np.concatenate([friend_keys, extra]))

@@ -100,6 +100,7 @@ def stream(seed: int, *key: int) -> np.random.Generator:
 
 # Stream keys: one purpose each, so adding draws to one purpose never shifts another's numbers.
 WORLD_STREAM, USERS_STREAM, ACTIVITY_STREAM, GRAPH_STREAM, HIDDEN_STREAM = 0, 1, 2, 3, 4
+DORMANT_STREAM = 6  # 5 is episodes.EPISODE_STREAM, 9 experiment.EXPERIMENT_STREAM
 
 
 @dataclass

@@ -227,6 +227,28 @@ def test_hidden_interactions_differ_from_friends_but_are_partly_predictable(medi
     assert rate_invited < 0.9
 
 
+def test_dormant_ties_add_random_friendships_and_change_nothing_else():
+    """Dormant ties are uniformly random observed friendships drawn from their own stream: the hidden interactions,
+    past invitations, communities and every real friendship stay exactly as without them."""
+    config = dict(n_users=4_000, n_days=1, community_size=100)
+    plain = simulate_campaign(CampaignConfig(**config), seed=5)
+    dormant = simulate_campaign(CampaignConfig(**config, dormant_ties=1.0), seed=5)
+    pd.testing.assert_frame_equal(plain.truth.interactions, dormant.truth.interactions)
+    pd.testing.assert_frame_equal(plain.truth.users, dormant.truth.users)
+    pd.testing.assert_frame_equal(plain.logs, dormant.logs)
+    n = 4_000
+    key = lambda frame: set((frame["src"] * n + frame["dst"]).tolist())  # noqa: E731
+    assert key(plain.edges[plain.edges["kind"] == "invite"]) == key(dormant.edges[dormant.edges["kind"] == "invite"])
+    real = key(plain.edges[plain.edges["kind"] == "friend"])
+    both = key(dormant.edges[dormant.edges["kind"] == "friend"])
+    extra = both - real
+    assert real <= both and len(extra) == len(real)  # ratio 1: as many dormant ties as friendships
+    community = plain.truth.users["community"].to_numpy()
+    extra = np.array(sorted(extra))
+    crossing = np.mean(community[extra // n] != community[extra % n])
+    assert crossing > 0.9  # uniformly random pairs: almost all across the 40 communities
+
+
 def test_config_rejects_bad_arms():
     with pytest.raises(ValueError, match="control and must cost 0"):
         CampaignConfig(arms={"coupon": 5.0, "control": 0.0})
