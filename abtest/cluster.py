@@ -96,7 +96,7 @@ def cluster_graph(graph_or_edges, method: str = "louvain", resolution: float = 1
     if method == "connected_components":
         labels = _components(graph)
     else:
-        labels = _louvain(graph, resolution, seed, backend, leiden=method == "leiden")
+        labels = _modularity_clusters(graph, resolution, seed, backend, leiden=method == "leiden")
     if max_cluster_size is not None:
         labels = _split_oversized(graph, labels, int(max_cluster_size), seed, backend, leiden=method == "leiden")
     labels = canonical_labels(labels)
@@ -141,7 +141,8 @@ def _components(graph: InteractionGraph) -> np.ndarray:
     return connected_components(matrix, directed=False)[1].astype(np.int64)
 
 
-def _louvain(graph: InteractionGraph, resolution: float, seed: int, backend: str, leiden: bool = False) -> np.ndarray:
+def _modularity_clusters(graph: InteractionGraph, resolution: float, seed: int, backend: str,
+                         leiden: bool = False) -> np.ndarray:
     """Louvain (or, with `leiden`, igraph's Leiden) cluster labels of `graph`'s users, seeded."""
     if graph.n_edges == 0:
         return np.arange(graph.n_users, dtype=np.int64)
@@ -222,7 +223,7 @@ def _lowest_resolution_split(sub: InteractionGraph, seed: int, backend: str, max
                              leiden: bool) -> np.ndarray:
     resolution = 1.0
     while sub.n_edges and resolution < 1e4:
-        parts = _louvain(sub, resolution, seed, backend, leiden)
+        parts = _modularity_clusters(sub, resolution, seed, backend, leiden)
         if parts.max() != parts.min():
             return parts
         resolution *= 1.5

@@ -10,8 +10,8 @@
   three clusters moves with all three coins. Measured (benchmarks/bench_abtest_designs.py): under cluster Bernoulli
   with full exposure that takes Horvitz-Thompson's mean SE / SD from 0.35-0.50 (own unit only) to 0.92-0.95
   (coverage 0.94-0.96); under the paired and user designs, where users touch more coins, it is conservative
-  (1.1-2.4 and 1.9-2.8). Hajek keeps the own-unit sum: it is already
-  calibrated (SE / SD 0.9-1.0) and the wider sum makes it conservative (1.3-1.7).
+  (1.1-2.4 and 1.9-2.8). Hajek keeps the own-unit sum: it is already calibrated (SE / SD 0.88-1.04) and the wider
+  sum makes it conservative (1.3-1.7).
 - `network_effect_test`: Saveski et al.: the cluster-randomized arm's effect minus the user-randomized arm's, a
   z-test of no interference (the arms are independent halves of the clusters).
 
