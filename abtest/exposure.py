@@ -66,13 +66,7 @@ def exposure_probabilities(graph: InteractionGraph, assignment, p: float = 0.5, 
     if design == "paired" and p != 0.5:
         raise ValueError(f"p: the paired design treats one cluster of each pair, so p must be 0.5, got {p}")
     needed = required_neighbours(graph.degree, condition)
-    n = graph.n_users
-    if design == "user":
-        cluster = unit = np.arange(n, dtype=np.int64)
-    else:
-        frame = assignment.frame() if isinstance(assignment, Clustering) else assignment
-        cluster = _aligned(graph, frame, "cluster")
-        unit = _aligned(graph, frame, "pair") if design == "paired" else cluster
+    cluster, unit = _cluster_and_unit(graph, assignment, design)
     indptr, neighbour, _ = graph.adjacency
     p1, p0, touched = _probabilities(indptr, neighbour, cluster, unit, needed, float(p), design == "paired")
     return pd.DataFrame({"user_id": graph.user_ids, "exposure_p1": p1, "exposure_p0": p0,
@@ -86,12 +80,7 @@ def exposure_units(graph: InteractionGraph, assignment, design: str = "bernoulli
     if design not in EXPOSURE_DESIGNS:
         raise ValueError(f"design: must be one of {EXPOSURE_DESIGNS}, got {design!r}")
     n = graph.n_users
-    if design == "user":
-        coin = np.arange(n, dtype=np.int64)
-    else:
-        frame = assignment.frame() if isinstance(assignment, Clustering) else assignment
-        coin = _aligned(graph, frame, "pair" if design == "paired" else "cluster")
-    _, coin = np.unique(coin, return_inverse=True)
+    _, coin = np.unique(_cluster_and_unit(graph, assignment, design)[1], return_inverse=True)
     indptr, neighbour, _ = graph.adjacency
     rows = np.concatenate([np.arange(n), np.repeat(np.arange(n), np.diff(indptr))])
     matrix = sparse.csr_matrix((np.ones(len(rows)), (rows, np.concatenate([coin, coin[neighbour]]))),
@@ -110,6 +99,16 @@ def realized_exposure(graph: InteractionGraph, group: np.ndarray, condition="ful
     control_neighbours = graph.degree - treated_neighbours
     needed = required_neighbours(graph.degree, condition)
     return (group == 1) & (treated_neighbours >= needed), (group == 0) & (control_neighbours >= needed)
+
+
+def _cluster_and_unit(graph: InteractionGraph, assignment, design: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each graph user's cluster and randomization unit (the coin: cluster, pair of clusters, or the user)."""
+    if design == "user":
+        cluster = np.arange(graph.n_users, dtype=np.int64)
+        return cluster, cluster
+    frame = assignment.frame() if isinstance(assignment, Clustering) else assignment
+    cluster = _aligned(graph, frame, "cluster")
+    return cluster, _aligned(graph, frame, "pair") if design == "paired" else cluster
 
 
 def _aligned(graph: InteractionGraph, frame: pd.DataFrame, column: str) -> np.ndarray:

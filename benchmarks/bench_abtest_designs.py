@@ -140,10 +140,11 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
     exposed: dict[tuple, list] = {}
     simulation_started = time.perf_counter()
     for d_index, (label, design) in enumerate(DESIGNS.items()):
-        fixed = {}
+        fixed, fixed_coins = {}, None  # the paired design's pairs (so its exposures) change with the salt
         if design != "paired":
             fixed = {_condition_name(c): exposure_probabilities(g, clustering, 0.5, c, design=design)
                      for c in conditions[design]}
+            fixed_coins = exposure_units(g, clustering, design)
         for r in range(replications):
             frame = assign(clustering, f"replication-{seed}-{r}", 0.5, design)
             treated = frame["group"].to_numpy()
@@ -151,7 +152,7 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
             probabilities = fixed or {_condition_name(c): exposure_probabilities(g, frame, 0.5, c, design=design)
                                       for c in conditions[design]}
             realized = {_condition_name(c): realized_exposure(g, treated, c) for c in conditions[design]}
-            coins = exposure_units(g, frame, design)
+            coins = fixed_coins if fixed_coins is not None else exposure_units(g, frame, design)
             for o_index, (outcome, model) in enumerate(models.items()):
                 y = model.outcomes(g, treated, np.random.default_rng([seed, d_index, o_index, r]))
                 effects = [("difference_in_means", "-", difference_in_means(y, treated == 1, unit))]

@@ -17,6 +17,13 @@ def _assign(small_campaign, out, mlflow_uri, *extra):
                  "--out", str(out), "--tracking-uri", mlflow_uri, *extra])
 
 
+def _assign_run(mlflow_uri, experiment):
+    """The MLflow record of the assign stage in `experiment`."""
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
+
+
 def test_cli_assign_writes_the_assignment_and_logs_diagnostics(tmp_path, mlflow_uri, small_campaign, capsys):
     out = tmp_path / "assignment.parquet"
     code = _assign(small_campaign, out, mlflow_uri, "--max-cluster-size", "200", "--salt", "spring",
@@ -29,9 +36,7 @@ def test_cli_assign_writes_the_assignment_and_logs_diagnostics(tmp_path, mlflow_
     assert table.groupby("cluster")["group"].nunique().max() == 1
     assert table.groupby("cluster").size().max() <= 200
     assert table["exposure_p1"].between(0, 0.5).all() and table["exposure_p0"].between(0, 0.5).all()
-    mlflow.set_tracking_uri(mlflow_uri)
-    runs = mlflow.search_runs(experiment_names=["ab"])
-    stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
+    stage = _assign_run(mlflow_uri, "ab")
     assert stage["metrics.n_clusters"] == table["cluster"].nunique()
     assert 0 < stage["metrics.cut_weight_share"] < 0.5
     assert stage["params.salt"] == "spring"
@@ -139,9 +144,7 @@ def test_cli_linklouvain_reports_the_link_auc_and_clusters_the_predicted_graph(t
     assert code == 0, capsys.readouterr().err
     table = pd.read_parquet(out)
     assert table.groupby("cluster").size().max() <= 300
-    mlflow.set_tracking_uri(mlflow_uri)
-    runs = mlflow.search_runs(experiment_names=["ll"])
-    stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
+    stage = _assign_run(mlflow_uri, "ll")
     assert stage["metrics.link_auc"] > 0.8
     assert stage["metrics.link_kept"] > 0
 
@@ -160,7 +163,5 @@ def test_cli_leiden_gives_connected_clusters_of_the_observed_graph(tmp_path, mlf
     graph = build_graph(pd.read_parquet(small_campaign.paths.edges), table["user_id"]).to_networkx()
     for _, members in table.groupby("cluster")["user_id"]:
         assert nx.is_connected(graph.subgraph(members.tolist()))
-    mlflow.set_tracking_uri(mlflow_uri)
-    runs = mlflow.search_runs(experiment_names=["ld"])
-    stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
+    stage = _assign_run(mlflow_uri, "ld")
     assert stage["params.method"] == "leiden" and stage["metrics.n_clusters"] == table["cluster"].nunique()
