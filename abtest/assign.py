@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from abtest.cluster import Clustering
+from campaign_core import InputError
 
 DESIGNS = ("bernoulli", "paired", "user", "network_test")
 TREATMENT, CONTROL = 1, 0
@@ -32,13 +33,13 @@ def assign(clusters, salt: str, p: float = 0.5, design: str = "bernoulli") -> pd
     clusters: a `Clustering`, or a table with `user_id` and `cluster`.
     """
     if design not in DESIGNS:
-        raise ValueError(f"design: must be one of {DESIGNS}, got {design!r}")
+        raise InputError(f"design: must be one of {DESIGNS}, got {design!r}")
     if not isinstance(p, int | float) or not 0.0 < float(p) < 1.0:
-        raise ValueError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
+        raise InputError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
     if design == "paired" and p != 0.5:
-        raise ValueError(f"p: the paired design treats one cluster of each pair, so p must be 0.5, got {p}")
+        raise InputError(f"p: the paired design treats one cluster of each pair, so p must be 0.5, got {p}")
     if not isinstance(salt, str) or not salt:
-        raise ValueError(f"salt: need a non-empty string, got {salt!r}")
+        raise InputError(f"salt: need a non-empty string, got {salt!r}")
     frame = _cluster_frame(clusters)
     cluster = frame["cluster"].to_numpy()
     if design == "bernoulli":
@@ -89,17 +90,17 @@ def _cluster_frame(clusters) -> pd.DataFrame:
     if isinstance(clusters, Clustering):
         return clusters.frame()
     if not isinstance(clusters, pd.DataFrame):
-        raise ValueError(f"clusters: need a Clustering or a table with user_id and cluster, got "
+        raise InputError(f"clusters: need a Clustering or a table with user_id and cluster, got "
                          f"{type(clusters).__name__}")
     for column in ("user_id", "cluster"):
         if column not in clusters.columns:
-            raise ValueError(f"clusters: missing column {column!r}")
+            raise InputError(f"clusters: missing column {column!r}")
         if clusters[column].isna().any():
-            raise ValueError(f"clusters.{column}: {int(clusters[column].isna().sum())} missing value(s)")
+            raise InputError(f"clusters.{column}: {int(clusters[column].isna().sum())} missing value(s)")
     if not pd.api.types.is_integer_dtype(clusters["cluster"]):
-        raise ValueError(f"clusters.cluster: must be integer ids, got dtype {clusters['cluster'].dtype}")
+        raise InputError(f"clusters.cluster: must be integer ids, got dtype {clusters['cluster'].dtype}")
     if clusters["user_id"].duplicated().any():
-        raise ValueError(f"clusters.user_id: {int(clusters['user_id'].duplicated().sum())} duplicate user(s)")
+        raise InputError(f"clusters.user_id: {int(clusters['user_id'].duplicated().sum())} duplicate user(s)")
     return clusters[["user_id", "cluster"]].reset_index(drop=True).copy()
 
 

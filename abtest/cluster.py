@@ -22,6 +22,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from abtest.graph import InteractionGraph, build_graph
+from campaign_core import InputError
 
 METHODS = ("louvain", "linklouvain", "leiden", "connected_components")
 BACKENDS = ("auto", "igraph", "networkx")
@@ -71,18 +72,18 @@ def cluster_graph(graph_or_edges, method: str = "louvain", resolution: float = 1
     link_predictor: for "linklouvain", an unfitted link predictor (default `FeatureLinkPredictor()`).
     """
     if method not in METHODS:
-        raise ValueError(f"method: must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method: must be one of {METHODS}, got {method!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
+        raise InputError(f"backend: must be one of {BACKENDS}, got {backend!r}")
     if not np.isfinite(resolution) or resolution <= 0:
-        raise ValueError(f"resolution: must be positive, got {resolution}")
+        raise InputError(f"resolution: must be positive, got {resolution}")
     if max_cluster_size is not None and int(max_cluster_size) < 1:
-        raise ValueError(f"max_cluster_size: must be at least 1, got {max_cluster_size}")
+        raise InputError(f"max_cluster_size: must be at least 1, got {max_cluster_size}")
     if method == "leiden" and backend == "networkx":
-        raise ValueError("backend: leiden runs on igraph only (networkx has no Leiden of its own)")
+        raise InputError("backend: leiden runs on igraph only (networkx has no Leiden of its own)")
     if method == "linklouvain":
         if not isinstance(graph_or_edges, pd.DataFrame):
-            raise ValueError("linklouvain: needs the edges table (observed relations and past interactions of kind "
+            raise InputError("linklouvain: needs the edges table (observed relations and past interactions of kind "
                              f"{past_kind!r}), not a built graph")
         from abtest.linkpred import predicted_interaction_graph
 

@@ -12,6 +12,7 @@ from abtest.estimate import difference_in_means
 from abtest.exposure import exposure_probabilities
 from abtest.graph import InteractionGraph
 from abtest.validation import aligned_assignment, infer_design
+from campaign_core import InputError
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +93,7 @@ def _balance(frame: pd.DataFrame, covariates: pd.DataFrame | None, unit: np.ndar
     if covariates is None:
         return pd.DataFrame(columns=columns)
     if "user_id" not in covariates.columns:
-        raise ValueError("covariates: missing column 'user_id'")
+        raise InputError("covariates: missing column 'user_id'")
     position = pd.Index(covariates["user_id"]).get_indexer(frame["user_id"])
     rows = []
     for column in covariates.columns:

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import sparse, stats
 
+from campaign_core import InputError
+
 
 @dataclass(frozen=True)
 class Effect:
@@ -92,7 +94,7 @@ def exposure_estimate(y, exposed_treatment, exposed_control, p_treatment, p_cont
         user into their own unit only (optimistic when exposures reach across units; module docstring).
     """
     if kind not in ("horvitz_thompson", "hajek"):
-        raise ValueError(f"kind: must be 'horvitz_thompson' or 'hajek', got {kind!r}")
+        raise InputError(f"kind: must be 'horvitz_thompson' or 'hajek', got {kind!r}")
     y = np.asarray(y, dtype=float)
     p1, p0 = np.asarray(p_treatment, dtype=float), np.asarray(p_control, dtype=float)
     unit = np.asarray(unit)
@@ -155,7 +157,7 @@ def network_effect_test(y, treated, unit, design, *, alpha: float = 0.05) -> Net
 def _checked_exposure_units(exposure_units, n: int) -> sparse.csr_matrix:
     if not sparse.issparse(exposure_units) or exposure_units.ndim != 2 or exposure_units.shape[0] != n:
         shape = getattr(exposure_units, "shape", None)
-        raise ValueError(f"exposure_units: need a sparse matrix with one row per user ({n}), got {shape}")
+        raise InputError(f"exposure_units: need a sparse matrix with one row per user ({n}), got {shape}")
     return sparse.csr_matrix(exposure_units)
 
 

@@ -23,6 +23,7 @@ from scipy import sparse
 
 from abtest.cluster import Clustering
 from abtest.graph import InteractionGraph
+from campaign_core import InputError
 
 EXPOSURE_DESIGNS = ("bernoulli", "paired", "user")
 
@@ -37,7 +38,7 @@ def parse_condition(condition) -> tuple[str, float]:
             return "fractional", float(value)
         if kind == "absolute" and isinstance(value, int | np.integer) and int(value) >= 0:
             return "absolute", float(value)
-    raise ValueError(f"condition: must be 'full', ('fractional', q) with 0 < q <= 1 or ('absolute', k) with "
+    raise InputError(f"condition: must be 'full', ('fractional', q) with 0 < q <= 1 or ('absolute', k) with "
                      f"integer k >= 0, got {condition!r}")
 
 
@@ -60,11 +61,11 @@ def exposure_probabilities(graph: InteractionGraph, assignment, p: float = 0.5, 
         (user-Bernoulli(p); clusters ignored).
     """
     if design not in EXPOSURE_DESIGNS:
-        raise ValueError(f"design: must be one of {EXPOSURE_DESIGNS}, got {design!r}")
+        raise InputError(f"design: must be one of {EXPOSURE_DESIGNS}, got {design!r}")
     if not isinstance(p, int | float) or not 0.0 < float(p) < 1.0:
-        raise ValueError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
+        raise InputError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
     if design == "paired" and p != 0.5:
-        raise ValueError(f"p: the paired design treats one cluster of each pair, so p must be 0.5, got {p}")
+        raise InputError(f"p: the paired design treats one cluster of each pair, so p must be 0.5, got {p}")
     needed = required_neighbours(graph.degree, condition)
     cluster, unit = _cluster_and_unit(graph, assignment, design)
     indptr, neighbour, _ = graph.adjacency
@@ -78,7 +79,7 @@ def exposure_units(graph: InteractionGraph, assignment, design: str = "bernoulli
     the coin of the user's own unit and of each neighbour's. Coins: clusters ("bernoulli"), pairs of clusters
     ("paired"), users ("user"). `exposure_estimate` uses it for Horvitz-Thompson's variance."""
     if design not in EXPOSURE_DESIGNS:
-        raise ValueError(f"design: must be one of {EXPOSURE_DESIGNS}, got {design!r}")
+        raise InputError(f"design: must be one of {EXPOSURE_DESIGNS}, got {design!r}")
     n = graph.n_users
     _, coin = np.unique(_cluster_and_unit(graph, assignment, design)[1], return_inverse=True)
     indptr, neighbour, _ = graph.adjacency
@@ -113,18 +114,18 @@ def _cluster_and_unit(graph: InteractionGraph, assignment, design: str) -> tuple
 
 def _aligned(graph: InteractionGraph, frame: pd.DataFrame, column: str) -> np.ndarray:
     if not isinstance(frame, pd.DataFrame) or "user_id" not in frame.columns or column not in frame.columns:
-        raise ValueError(f"assignment: needs columns user_id and {column!r}")
+        raise InputError(f"assignment: needs columns user_id and {column!r}")
     if "design" in frame.columns:
-        raise ValueError("assignment: exposure probabilities are per design; analyse each arm of a network_test "
+        raise InputError("assignment: exposure probabilities are per design; analyse each arm of a network_test "
                          "assignment on its own")
     position = pd.Index(frame["user_id"]).get_indexer(graph.user_ids)
     missing = int((position < 0).sum())
     if missing:
-        raise ValueError(f"assignment.user_id: {missing} user(s) of the graph have no {column} "
+        raise InputError(f"assignment.user_id: {missing} user(s) of the graph have no {column} "
                          f"(e.g. {graph.user_ids[position < 0][0]!r})")
     values = frame[column].to_numpy()[position]
     if not pd.api.types.is_integer_dtype(values.dtype):
-        raise ValueError(f"assignment.{column}: must be integer ids, got dtype {values.dtype}")
+        raise InputError(f"assignment.{column}: must be integer ids, got dtype {values.dtype}")
     return values.astype(np.int64)
 
 

@@ -24,6 +24,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from campaign_core import InputError
+
 
 class GraphInputWarning(UserWarning):
     """The edges table needed tidying (self-loops, duplicates or unknown users were dropped or collapsed)."""
@@ -74,7 +76,7 @@ class InteractionGraph:
         missing = int((position < 0).sum())
         if missing:
             example = np.asarray(user_ids)[position < 0][0]
-            raise ValueError(f"{what}: {missing} value(s) are not users of the graph (e.g. {example!r})")
+            raise InputError(f"{what}: {missing} value(s) are not users of the graph (e.g. {example!r})")
         return position
 
     def edge_frame(self) -> pd.DataFrame:
@@ -130,26 +132,26 @@ def build_graph(edges: pd.DataFrame, users: pd.DataFrame | pd.Series | np.ndarra
     Without `users` the node set is every id the edges name. See the module docstring for the input rules.
     """
     if unknown_users not in ("drop", "error"):
-        raise ValueError(f"unknown_users: must be 'drop' or 'error', got {unknown_users!r}")
+        raise InputError(f"unknown_users: must be 'drop' or 'error', got {unknown_users!r}")
     if not isinstance(edges, pd.DataFrame):
-        raise ValueError(f"edges: need a DataFrame with columns src, dst, got {type(edges).__name__}")
+        raise InputError(f"edges: need a DataFrame with columns src, dst, got {type(edges).__name__}")
     for column in ("src", "dst"):
         if column not in edges.columns:
-            raise ValueError(f"edges: missing column {column!r} (have {list(edges.columns)})")
+            raise InputError(f"edges: missing column {column!r} (have {list(edges.columns)})")
         missing = int(edges[column].isna().sum())
         if missing:
-            raise ValueError(f"edges.{column}: {missing} missing value(s)")
+            raise InputError(f"edges.{column}: {missing} missing value(s)")
     weight = _checked_weights(edges)
     src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
 
     kind = edges["kind"].to_numpy() if "kind" in edges.columns else None
     if kinds is not None:
         if kind is None:
-            raise ValueError("edges: kinds= was given but the table has no 'kind' column")
+            raise InputError("edges: kinds= was given but the table has no 'kind' column")
         wanted = [kinds] if isinstance(kinds, str) else list(kinds)
         keep = edges["kind"].isin(wanted).to_numpy()
         if not keep.any():
-            raise ValueError(f"edges.kind: no edge of kind {wanted} (kinds present: "
+            raise InputError(f"edges.kind: no edge of kind {wanted} (kinds present: "
                              f"{sorted(edges['kind'].dropna().unique().tolist())})")
         src, dst, weight, kind = src[keep], dst[keep], weight[keep], kind[keep]
 
@@ -172,7 +174,7 @@ def build_graph(edges: pd.DataFrame, users: pd.DataFrame | pd.Series | np.ndarra
         message = (f"edges: {int(unknown.sum())} edge(s) name a user who is not in the users table "
                    f"(e.g. {example!r})")
         if unknown_users == "error":
-            raise ValueError(message)
+            raise InputError(message)
         _warn(message + "; dropped")
         a, b, weight = a[~unknown], b[~unknown], weight[~unknown]
         kind = kind[~unknown] if kind is not None else None
@@ -195,11 +197,11 @@ def _checked_weights(edges: pd.DataFrame) -> np.ndarray:
     if "weight" not in edges.columns:
         return np.ones(len(edges))
     if not pd.api.types.is_numeric_dtype(edges["weight"]) or pd.api.types.is_bool_dtype(edges["weight"]):
-        raise ValueError(f"edges.weight: must be numeric, got dtype {edges['weight'].dtype}")
+        raise InputError(f"edges.weight: must be numeric, got dtype {edges['weight'].dtype}")
     weight = edges["weight"].to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(weight) | (weight <= 0)
     if bad.any():
-        raise ValueError(f"edges.weight: {int(bad.sum())} weight(s) are missing, infinite or not positive "
+        raise InputError(f"edges.weight: {int(bad.sum())} weight(s) are missing, infinite or not positive "
                          f"(e.g. {weight[bad][0]})")
     return weight
 
@@ -207,14 +209,14 @@ def _checked_weights(edges: pd.DataFrame) -> np.ndarray:
 def _user_ids(users) -> np.ndarray:
     if isinstance(users, pd.DataFrame):
         if "user_id" not in users.columns:
-            raise ValueError(f"users: missing column 'user_id' (have {list(users.columns)})")
+            raise InputError(f"users: missing column 'user_id' (have {list(users.columns)})")
         ids = users["user_id"]
     else:
         ids = pd.Series(np.asarray(users))
     if ids.isna().any():
-        raise ValueError(f"users.user_id: {int(ids.isna().sum())} missing value(s)")
+        raise InputError(f"users.user_id: {int(ids.isna().sum())} missing value(s)")
     if ids.duplicated().any():
-        raise ValueError(f"users.user_id: {int(ids.duplicated().sum())} duplicate id(s) (e.g. "
+        raise InputError(f"users.user_id: {int(ids.duplicated().sum())} duplicate id(s) (e.g. "
                          f"{ids[ids.duplicated()].iloc[0]!r})")
     return ids.to_numpy()
 

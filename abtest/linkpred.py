@@ -45,6 +45,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from abtest.graph import InteractionGraph, build_graph
+from campaign_core import InputError
 
 GRAPH_FEATURES = ("common_neighbours", "adamic_adar", "jaccard", "log_degree_min", "log_degree_max", "is_edge")
 CANDIDATE_NEGATIVE_SHARE = 0.5  # share of sampled negatives drawn from candidate pairs (the rest: random pairs)
@@ -235,11 +236,11 @@ class GNNLinkPredictor(BaseEstimator):
         for name in ("hidden", "epochs", "patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+                raise InputError(f"{name}: must be a positive integer, got {value!r}")
         if not (np.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: must be positive, got {self.lr}")
+            raise InputError(f"lr: must be positive, got {self.lr}")
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction: must lie in [0, 1), got {self.validation_fraction}")
+            raise InputError(f"validation_fraction: must lie in [0, 1), got {self.validation_fraction}")
         pairs, X, y = _training_set(graph, a, b, user_features, negatives, self.negatives_per_positive,
                                     self.random_state, return_pairs=True)
         nodes = _node_inputs(graph, user_features)
@@ -300,7 +301,7 @@ class GNNLinkPredictor(BaseEstimator):
         _check_feature_count(X, self.n_features_in_)
         nodes = _node_inputs(graph, user_features)
         if nodes.shape[1] != len(self.node_mean_):
-            raise ValueError(f"user_features: fitted with {len(self.node_mean_) - 1} user feature(s), "
+            raise InputError(f"user_features: fitted with {len(self.node_mean_) - 1} user feature(s), "
                              f"got {nodes.shape[1] - 1}")
         X = _standardized(X, self.pair_mean_, self.pair_scale_)
         probability = np.empty(len(a))
@@ -399,13 +400,13 @@ def predicted_interaction_graph(edges: pd.DataFrame, users=None, *, predictor=No
     holdout = _checked_share("holdout", holdout, closed_low=False)
     _check_max_per_node(max_per_node)
     if not isinstance(edges, pd.DataFrame):
-        raise ValueError(f"edges: need a DataFrame with columns src, dst, kind, got {type(edges).__name__}")
+        raise InputError(f"edges: need a DataFrame with columns src, dst, kind, got {type(edges).__name__}")
     if "kind" not in edges.columns:
-        raise ValueError(f"edges: missing column 'kind' (past interactions are the edges of kind {past_kind!r}); "
+        raise InputError(f"edges: missing column 'kind' (past interactions are the edges of kind {past_kind!r}); "
                          f"have {list(edges.columns)}")
     past_rows = (edges["kind"] == past_kind).to_numpy()
     if not past_rows.any():
-        raise ValueError(f"edges.kind: no edge of kind {past_kind!r} (past interactions) among kinds "
+        raise InputError(f"edges.kind: no edge of kind {past_kind!r} (past interactions) among kinds "
                          f"{sorted(edges['kind'].dropna().astype(str).unique().tolist())}")
     if users is None:
         named = pd.unique(np.concatenate([edges["src"].to_numpy(), edges["dst"].to_numpy()]))
@@ -415,7 +416,7 @@ def predicted_interaction_graph(edges: pd.DataFrame, users=None, *, predictor=No
     relation = build_graph(edges.loc[~past_rows], user_ids)
     past = build_graph(edges.loc[past_rows], relation.user_ids)
     if past.n_edges < MIN_PAST_INTERACTIONS:
-        raise ValueError(f"edges: {past.n_edges} past interaction(s) of kind {past_kind!r} between users of the "
+        raise InputError(f"edges: {past.n_edges} past interaction(s) of kind {past_kind!r} between users of the "
                          f"graph; need at least {MIN_PAST_INTERACTIONS} to train a link predictor")
     features = _user_feature_matrix(users) if isinstance(users, pd.DataFrame) else None
     predictor = FeatureLinkPredictor() if predictor is None else predictor
@@ -431,7 +432,7 @@ def predicted_interaction_graph(edges: pd.DataFrame, users=None, *, predictor=No
     negative_a, negative_b = _sample_negatives(relation.n_users, candidates, past.src, past.dst,
                                                n_test + int(math.ceil(ratio * len(train))), rng)
     if len(negative_a) <= n_test:
-        raise ValueError("edges: too few user pairs without a past interaction to sample negatives from")
+        raise InputError("edges: too few user pairs without a past interaction to sample negatives from")
     fitted = _clone(predictor).fit(relation, past.src[train], past.dst[train], features,
                                    negatives=(negative_a[n_test:], negative_b[n_test:]))
     scores = fitted.predict_proba(relation, np.concatenate([past.src[test], negative_a[:n_test]]),
@@ -494,12 +495,12 @@ def _is_member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
 def _checked_pairs(graph: InteractionGraph, a, b, what: str) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"{what}: a and b must be 1-d arrays of equal length, got shapes {a.shape} and {b.shape}")
+        raise InputError(f"{what}: a and b must be 1-d arrays of equal length, got shapes {a.shape} and {b.shape}")
     if len(a) and not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)):
-        raise ValueError(f"{what}: need integer node indices, got dtypes {a.dtype} and {b.dtype}")
+        raise InputError(f"{what}: need integer node indices, got dtypes {a.dtype} and {b.dtype}")
     a, b = a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)
     if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= graph.n_users):
-        raise ValueError(f"{what}: node indices must lie in 0..{graph.n_users - 1}")
+        raise InputError(f"{what}: node indices must lie in 0..{graph.n_users - 1}")
     return a, b
 
 
@@ -508,13 +509,13 @@ def _checked_user_features(user_features, n_users: int) -> np.ndarray:
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] != n_users:
-        raise ValueError(f"user_features: need an array of shape ({n_users}, p), one row per user, got {x.shape}")
+        raise InputError(f"user_features: need an array of shape ({n_users}, p), one row per user, got {x.shape}")
     return x
 
 
 def _check_feature_count(X: np.ndarray, fitted: int) -> None:
     if X.shape[1] != fitted:
-        raise ValueError(f"pair features: the predictor was fitted on {fitted} feature(s), got {X.shape[1]} (same "
+        raise InputError(f"pair features: the predictor was fitted on {fitted} feature(s), got {X.shape[1]} (same "
                          "user features as in fit?)")
 
 
@@ -523,16 +524,16 @@ def _checked_share(name: str, value, *, closed_low: bool) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a number, got {value!r}") from None
+        raise InputError(f"{name}: must be a number, got {value!r}") from None
     inside = (value >= 0.0 if closed_low else value > 0.0) and value < 1.0
     if not (np.isfinite(value) and inside):
-        raise ValueError(f"{name}: must lie in {'[' if closed_low else '('}0, 1), got {value}")
+        raise InputError(f"{name}: must lie in {'[' if closed_low else '('}0, 1), got {value}")
     return value
 
 
 def _check_max_per_node(max_per_node) -> None:
     if isinstance(max_per_node, bool) or not isinstance(max_per_node, int | np.integer) or max_per_node < 0:
-        raise ValueError(f"max_per_node: must be a non-negative integer, got {max_per_node!r}")
+        raise InputError(f"max_per_node: must be a non-negative integer, got {max_per_node!r}")
 
 
 def _user_feature_matrix(users: pd.DataFrame) -> np.ndarray | None:
@@ -625,18 +626,18 @@ def _training_set(graph: InteractionGraph, a, b, user_features, negatives, negat
     """Pair features and labels of positives (a, b) and the given or sampled negatives."""
     a, b = _checked_pairs(graph, a, b, "positives")
     if not len(a):
-        raise ValueError("positives: need at least one interacting pair")
+        raise InputError("positives: need at least one interacting pair")
     if negatives is None:
         ratio = float(negatives_per_positive)
         if not (np.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"negatives_per_positive: must be positive, got {negatives_per_positive}")
+            raise InputError(f"negatives_per_positive: must be positive, got {negatives_per_positive}")
         rng = np.random.default_rng(random_state)
         negatives = _sample_negatives(graph.n_users, candidate_pairs(graph, seed=0 if random_state is None
                                                                       else int(random_state)),
                                       a, b, int(math.ceil(ratio * len(a))), rng)
     negative_a, negative_b = _checked_pairs(graph, *negatives, "negatives")
     if not len(negative_a):
-        raise ValueError("negatives: need at least one non-interacting pair")
+        raise InputError("negatives: need at least one non-interacting pair")
     pair_a, pair_b = np.concatenate([a, negative_a]), np.concatenate([b, negative_b])
     X = pair_features(graph, pair_a, pair_b, user_features)
     y = np.r_[np.ones(len(a)), np.zeros(len(negative_a))]

@@ -25,6 +25,7 @@ from abtest.estimate import (
 from abtest.exposure import exposure_probabilities, exposure_units, realized_exposure
 from abtest.graph import InteractionGraph
 from abtest.validation import aligned_assignment, checked_assignment, checked_outcomes, infer_design
+from campaign_core import InputError
 
 SRM_ALARM = 0.001
 
@@ -77,11 +78,11 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
     design: "bernoulli", "paired", "user" or "network_test"; inferred from the table's columns when None.
     """
     if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
+        raise InputError(f"alpha: must be in (0, 1), got {alpha}")
     if not isinstance(p, int | float) or not 0.0 < float(p) < 1.0:
-        raise ValueError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
+        raise InputError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
     if unknown_users not in ("error", "drop"):
-        raise ValueError(f"unknown_users: must be 'error' or 'drop', got {unknown_users!r}")
+        raise InputError(f"unknown_users: must be 'error' or 'drop', got {unknown_users!r}")
     assignment = checked_assignment(assignment)
     design = infer_design(assignment, design)
     outcomes = checked_outcomes(outcomes, metric, pre_metric)
@@ -140,7 +141,7 @@ def _matched_outcomes(outcomes: pd.DataFrame, assignment: pd.DataFrame, problem:
         message = (f"outcomes.user_id: {int(unknown.sum())} {who}user(s) {problem} "
                    f"(e.g. {outcomes['user_id'].to_numpy()[unknown][0]!r})")
         if unknown_users == "error":
-            raise ValueError(message)
+            raise InputError(message)
         warnings.warn(message + "; dropped", MissingOutcomeWarning, stacklevel=3)
         outcomes, position = outcomes[~unknown], position[~unknown]
     return outcomes, position

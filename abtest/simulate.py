@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from abtest.graph import InteractionGraph, graph_from_networkx
+from campaign_core import InputError
 
 
 def treated_neighbour_share(graph: InteractionGraph, treated: np.ndarray, weighted: bool = False) -> np.ndarray:
@@ -62,7 +63,7 @@ class ThresholdOutcome:
 
     def __post_init__(self):
         if not 0.0 < self.theta <= 1.0:
-            raise ValueError(f"theta: the treated share that switches the spillover on must be in (0, 1], "
+            raise InputError(f"theta: the treated share that switches the spillover on must be in (0, 1], "
                              f"got {self.theta}")
 
     def outcomes(self, graph: InteractionGraph, treated: np.ndarray, rng: np.random.Generator) -> np.ndarray:

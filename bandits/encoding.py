@@ -18,6 +18,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from campaign_core import InputError
+
 
 def _is_categorical(series: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
@@ -34,9 +36,9 @@ class ContextEncoder(TransformerMixin, BaseEstimator):
         features = list(self.features) if self.features is not None else list(frame.columns)
         missing = [name for name in features if name not in frame.columns]
         if missing:
-            raise ValueError(f"features: columns not in the frame: {missing}")
+            raise InputError(f"features: columns not in the frame: {missing}")
         if not features:
-            raise ValueError("features: need at least one feature to encode")
+            raise InputError("features: need at least one feature to encode")
         self.numeric_: dict[str, tuple[float, float, bool]] = {}
         self.levels_: dict[str, list] = {}
         names: list[str] = []
@@ -50,7 +52,7 @@ class ContextEncoder(TransformerMixin, BaseEstimator):
                 values = column.to_numpy(dtype=np.float64, na_value=np.nan)
                 finite = values[np.isfinite(values)]
                 if finite.size == 0:
-                    raise ValueError(f"{name}: no finite values to encode")
+                    raise InputError(f"{name}: no finite values to encode")
                 sd = float(finite.std())
                 has_missing = bool(finite.size < values.size)
                 self.numeric_[name] = (float(finite.mean()), sd if sd > 0 else 1.0, has_missing)
@@ -65,7 +67,7 @@ class ContextEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "features_")
         missing = [name for name in self.features_ if name not in frame.columns]
         if missing:
-            raise ValueError(f"features: columns not in the frame: {missing}")
+            raise InputError(f"features: columns not in the frame: {missing}")
         blocks = []
         for name in self.features_:
             column = frame[name]

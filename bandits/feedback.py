@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from campaign_core import InputError
+
 
 def _count(mask: np.ndarray) -> str:
     return f"{int(mask.sum())} of {mask.size} rows"
@@ -24,14 +26,14 @@ def check_contexts(contexts: np.ndarray, name: str = "contexts", n_features: int
     if array.ndim == 1:
         array = array.reshape(-1, 1)
     if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d array (rows, features), got {array.ndim} dimensions")
+        raise InputError(f"{name}: expected a 2-d array (rows, features), got {array.ndim} dimensions")
     if n_features is not None and array.shape[1] != n_features:
-        raise ValueError(f"{name}: expected {n_features} features, got {array.shape[1]}")
+        raise InputError(f"{name}: expected {n_features} features, got {array.shape[1]}")
     bad = ~np.isfinite(array)
     if bad.any():
         rows = bad.any(axis=1)
         column = int(np.flatnonzero(bad.any(axis=0))[0])
-        raise ValueError(f"{name}: NaN or inf in {_count(rows)} (first in feature {column}); impute before fitting")
+        raise InputError(f"{name}: NaN or inf in {_count(rows)} (first in feature {column}); impute before fitting")
     return array
 
 
@@ -41,7 +43,7 @@ def check_propensities(propensities: np.ndarray, name: str = "propensity") -> np
     for problem, mask in (("missing or NaN", ~np.isfinite(values)), ("zero or negative", values <= 0),
                           ("above 1", values > 1)):
         if mask.any():
-            raise ValueError(f"{name}: {problem} in {_count(mask)}; propensities must lie in (0, 1]")
+            raise InputError(f"{name}: {problem} in {_count(mask)}; propensities must lie in (0, 1]")
     return values
 
 
@@ -50,13 +52,13 @@ def check_target_probabilities(probabilities: np.ndarray, n_rounds: int, n_arms:
     """A target policy's (n, K) action probabilities: right shape, in [0, 1], each row summing to 1."""
     array = np.asarray(probabilities, dtype=np.float64)
     if array.shape != (n_rounds, n_arms):
-        raise ValueError(f"{name}: expected shape ({n_rounds}, {n_arms}) (rows, arms), got {array.shape}")
+        raise InputError(f"{name}: expected shape ({n_rounds}, {n_arms}) (rows, arms), got {array.shape}")
     bad = ~np.isfinite(array).all(axis=1) | (array < -atol).any(axis=1) | (array > 1 + atol).any(axis=1)
     if bad.any():
-        raise ValueError(f"{name}: values outside [0, 1] or NaN in {_count(bad)}")
+        raise InputError(f"{name}: values outside [0, 1] or NaN in {_count(bad)}")
     off = np.abs(array.sum(axis=1) - 1.0) > atol
     if off.any():
-        raise ValueError(f"{name}: rows do not sum to 1 in {_count(off)} "
+        raise InputError(f"{name}: rows do not sum to 1 in {_count(off)} "
                          f"(worst sum {array.sum(axis=1)[off][0]:.6g})")
     return np.clip(array, 0.0, 1.0)
 
@@ -77,7 +79,7 @@ def encode_arms(labels: np.ndarray, arm_labels: Sequence, name: str = "arm") -> 
     unknown = codes < 0
     if unknown.any():
         examples = sorted({str(v) for v in np.asarray(labels)[unknown][:1000]})[:5]
-        raise ValueError(f"{name}: {_count(unknown)} have arms unknown to the policy {examples}; "
+        raise InputError(f"{name}: {_count(unknown)} have arms unknown to the policy {examples}; "
                          f"known arms: {list(arm_labels)}")
     return codes.astype(np.int64)
 
@@ -104,40 +106,40 @@ class LoggedFeedback:
     def __post_init__(self) -> None:
         labels = tuple(self.arm_labels)
         if len(labels) < 2:
-            raise ValueError(f"arm_labels: need at least 2 arms, got {len(labels)}")
+            raise InputError(f"arm_labels: need at least 2 arms, got {len(labels)}")
         if len(set(labels)) != len(labels):
-            raise ValueError(f"arm_labels: duplicated labels in {list(labels)}")
+            raise InputError(f"arm_labels: duplicated labels in {list(labels)}")
         contexts = check_contexts(self.contexts)
         n = contexts.shape[0]
         if n == 0:
-            raise ValueError("feedback: no rows")
+            raise InputError("feedback: no rows")
         arms = np.asarray(self.arms)
         if arms.shape != (n,):
-            raise ValueError(f"arm: expected {n} rows, got shape {arms.shape}")
+            raise InputError(f"arm: expected {n} rows, got shape {arms.shape}")
         if not np.issubdtype(arms.dtype, np.integer):
-            raise ValueError(f"arm: expected integer codes into arm_labels, got dtype {arms.dtype}")
+            raise InputError(f"arm: expected integer codes into arm_labels, got dtype {arms.dtype}")
         outside = (arms < 0) | (arms >= len(labels))
         if outside.any():
-            raise ValueError(f"arm: codes outside 0..{len(labels) - 1} in {_count(outside)}")
+            raise InputError(f"arm: codes outside 0..{len(labels) - 1} in {_count(outside)}")
         rewards = np.asarray(self.rewards, dtype=np.float64)
         if rewards.shape != (n,):
-            raise ValueError(f"reward: expected {n} rows, got shape {rewards.shape}")
+            raise InputError(f"reward: expected {n} rows, got shape {rewards.shape}")
         if not np.isfinite(rewards).all():
-            raise ValueError(f"reward: NaN or inf in {_count(~np.isfinite(rewards))}")
+            raise InputError(f"reward: NaN or inf in {_count(~np.isfinite(rewards))}")
         propensities = None if self.propensities is None else check_propensities(self.propensities)
         if propensities is not None and propensities.shape != (n,):
-            raise ValueError(f"propensity: expected {n} rows, got shape {propensities.shape}")
+            raise InputError(f"propensity: expected {n} rows, got shape {propensities.shape}")
         costs = None
         if self.costs is not None:
             costs = np.asarray(self.costs, dtype=np.float64)
             if costs.shape != (n,) or not np.isfinite(costs).all() or (costs < 0).any():
-                raise ValueError("cost: expected one finite value >= 0 per row")
+                raise InputError("cost: expected one finite value >= 0 per row")
         user_ids = None if self.user_ids is None else np.asarray(self.user_ids)
         if user_ids is not None and user_ids.shape != (n,):
-            raise ValueError(f"user_id: expected {n} rows, got shape {user_ids.shape}")
+            raise InputError(f"user_id: expected {n} rows, got shape {user_ids.shape}")
         names = tuple(self.feature_names) or tuple(f"x{j}" for j in range(contexts.shape[1]))
         if len(names) != contexts.shape[1]:
-            raise ValueError(f"feature_names: {len(names)} names for {contexts.shape[1]} context columns")
+            raise InputError(f"feature_names: {len(names)} names for {contexts.shape[1]} context columns")
         for key, value in (("contexts", contexts), ("arms", arms.astype(np.int64, copy=False)), ("rewards", rewards),
                            ("propensities", propensities), ("costs", costs), ("arm_labels", labels),
                            ("feature_names", names), ("user_ids", user_ids)):
@@ -161,7 +163,7 @@ class LoggedFeedback:
 
     def require_propensities(self, purpose: str) -> np.ndarray:
         if self.propensities is None:
-            raise ValueError(f"propensity: {purpose} needs the logging propensities, and these logs have none")
+            raise InputError(f"propensity: {purpose} needs the logging propensities, and these logs have none")
         return self.propensities
 
     def subset(self, rows: np.ndarray | slice) -> LoggedFeedback:
@@ -188,7 +190,7 @@ class LoggedFeedback:
         wanted = [*columns, arm, reward, *(c for c in (propensity, cost, user_id) if c)]
         missing = [column for column in wanted if column not in frame.columns]
         if missing:
-            raise ValueError(f"feedback: columns not in the frame: {missing}")
+            raise InputError(f"feedback: columns not in the frame: {missing}")
         if encoder is not None:
             if not hasattr(encoder, "features_"):  # an encoder of "all columns" means all but the log's own
                 log_columns = [c for c in (arm, reward, propensity, cost, user_id) if c]
@@ -196,26 +198,26 @@ class LoggedFeedback:
             contexts, names = encoder.transform(frame), list(encoder.feature_names_out_)
         else:
             if not columns:
-                raise ValueError("features: need at least one context column")
+                raise InputError("features: need at least one context column")
             non_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
             if non_numeric:
-                raise ValueError(f"features: non-numeric columns {non_numeric}; encode them first "
+                raise InputError(f"features: non-numeric columns {non_numeric}; encode them first "
                                  f"(pass a bandits.ContextEncoder as features)")
             contexts, names = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan), columns
             bad = ~np.isfinite(contexts)
             if bad.any():
                 column = columns[int(np.flatnonzero(bad.any(axis=0))[0])]
-                raise ValueError(f"{column}: NaN or inf in {_count(bad.any(axis=1))}; impute before fitting "
+                raise InputError(f"{column}: NaN or inf in {_count(bad.any(axis=1))}; impute before fitting "
                                  f"(or pass a bandits.ContextEncoder as features)")
         labels = frame[arm]
         if labels.isna().any():
-            raise ValueError(f"{arm}: missing arm in {_count(labels.isna().to_numpy())}")
+            raise InputError(f"{arm}: missing arm in {_count(labels.isna().to_numpy())}")
         arm_labels = tuple(arms) if arms is not None else sorted_labels(pd.unique(labels).tolist())
         if not pd.api.types.is_numeric_dtype(frame[reward]):
-            raise ValueError(f"{reward}: rewards must be numeric, got dtype {frame[reward].dtype}")
+            raise InputError(f"{reward}: rewards must be numeric, got dtype {frame[reward].dtype}")
         rewards = frame[reward].to_numpy(dtype=np.float64, na_value=np.nan)
         if not np.isfinite(rewards).all():
-            raise ValueError(f"{reward}: NaN or inf in {_count(~np.isfinite(rewards))}")
+            raise InputError(f"{reward}: NaN or inf in {_count(~np.isfinite(rewards))}")
         propensities = None
         if propensity:
             propensities = check_propensities(frame[propensity].to_numpy(dtype=np.float64, na_value=np.nan),

@@ -23,6 +23,7 @@ import pandas as pd
 from budget_rl.constraints import AllocationConstraints
 from budget_rl.dual import ArrayBlocks, DualSolution, solve_dual
 from budget_rl.lp import solve_lp
+from campaign_core import InputError
 
 Method = Literal["dual", "lp"]
 
@@ -80,7 +81,7 @@ class Allocation:
     def to_frame(self, user_ids: np.ndarray | None = None, level_labels: list | None = None) -> pd.DataFrame:
         """Per user: user_id, level (label if given), upper_level and upper_share (fractional users only)."""
         if self.level is None:
-            raise ValueError("level: this allocation was written per partition; read its parquet instead")
+            raise InputError("level: this allocation was written per partition; read its parquet instead")
         n = len(self.level)
         ids = np.arange(n) if user_ids is None else np.asarray(user_ids)
         upper = np.full(n, -1)
@@ -100,13 +101,13 @@ def _matrix(name: str, array) -> np.ndarray:
     try:
         matrix = np.ascontiguousarray(array, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: must be a numeric (n_users, n_levels) array ({error})") from None
+        raise InputError(f"{name}: must be a numeric (n_users, n_levels) array ({error})") from None
     if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ValueError(f"{name}: must be a non-empty (n_users, n_levels) array, got shape {matrix.shape}")
+        raise InputError(f"{name}: must be a non-empty (n_users, n_levels) array, got shape {matrix.shape}")
     bad = ~np.isfinite(matrix)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
-        raise ValueError(f"{name}: {int(bad.sum())} entries are NaN or infinite (in {rows.size} users, first row "
+        raise InputError(f"{name}: {int(bad.sum())} entries are NaN or infinite (in {rows.size} users, first row "
                          f"{rows[0]})")
     return matrix
 
@@ -125,12 +126,12 @@ def check_allocation_input(value, cost, budget: float, constraints: AllocationCo
     """Validate every input of `allocate` (module docstring) and return the arrays it works on."""
     value, cost = _matrix("value", value), _matrix("cost", cost)
     if cost.shape != value.shape:
-        raise ValueError(f"cost: shape {cost.shape} does not match value's {value.shape}")
+        raise InputError(f"cost: shape {cost.shape} does not match value's {value.shape}")
     if (cost < 0).any():
-        raise ValueError(f"cost: {int((cost < 0).sum())} entries are negative (smallest {cost.min():g}); "
+        raise InputError(f"cost: {int((cost < 0).sum())} entries are negative (smallest {cost.min():g}); "
                          "costs must be >= 0")
     if not (isinstance(budget, int | float | np.number) and np.isfinite(budget) and budget >= 0):
-        raise ValueError(f"budget: must be a finite number >= 0, got {budget!r}")
+        raise InputError(f"budget: must be a finite number >= 0, got {budget!r}")
     n, n_levels = value.shape
     constraints.check_levels(n_levels)
     if user_ids is None:
@@ -138,25 +139,25 @@ def check_allocation_input(value, cost, budget: float, constraints: AllocationCo
     else:
         user_id = np.asarray(user_ids)
         if user_id.shape != (n,) or not np.issubdtype(user_id.dtype, np.integer):
-            raise ValueError(f"user_ids: must be {n} integers, got shape {user_id.shape} dtype {user_id.dtype}")
+            raise InputError(f"user_ids: must be {n} integers, got shape {user_id.shape} dtype {user_id.dtype}")
         user_id = user_id.astype(np.int64)
         duplicated = n - np.unique(user_id).size
         if duplicated:
-            raise ValueError(f"user_ids: {duplicated} ids are repeated; each user needs a unique id")
+            raise InputError(f"user_ids: {duplicated} ids are repeated; each user needs a unique id")
     capped = list(constraints.segment_caps)
     codes = np.full(n, -1, dtype=np.int64)
     if capped:
         if segments is None:
-            raise ValueError("constraints.segment_caps: needs `segments` (one label per user)")
+            raise InputError("constraints.segment_caps: needs `segments` (one label per user)")
         labels = pd.Series(np.asarray(segments, dtype=object))
         if len(labels) != n:
-            raise ValueError(f"segments: {len(labels)} labels for {n} users")
+            raise InputError(f"segments: {len(labels)} labels for {n} users")
         if labels.isna().any():
-            raise ValueError(f"segments: {int(labels.isna().sum())} users have no segment")
+            raise InputError(f"segments: {int(labels.isna().sum())} users have no segment")
         known = set(labels.unique())
         unknown = [label for label in capped if label not in known]
         if unknown:
-            raise ValueError(f"constraints.segment_caps: unknown segment(s) {unknown} (segments are "
+            raise InputError(f"constraints.segment_caps: unknown segment(s) {unknown} (segments are "
                              f"{sorted(map(str, known))})")
         codes = pd.Index(capped, dtype=object).get_indexer(labels).astype(np.int64)
     no_free = int((cost.min(axis=1) > 0).sum())
@@ -164,7 +165,7 @@ def check_allocation_input(value, cost, budget: float, constraints: AllocationCo
         top = np.argmax(value - 1e-12 * cost, axis=1)
         top_spend = float(cost[np.arange(n), top].sum())
         if capped or budget < top_spend:
-            raise ValueError(f"cost: {no_free} users have no zero-cost level; every user needs one (e.g. 'nothing') "
+            raise InputError(f"cost: {no_free} users have no zero-cost level; every user needs one (e.g. 'nothing') "
                              f"when the budget can bind (budget {budget:g} < {top_spend:g} at the highest-value "
                              "levels, or segment caps are set)")
     return _Checked(value, cost, user_id, codes, capped)
@@ -262,9 +263,9 @@ def allocate(value, cost, budget: float, method: Method = "dual", constraints: A
     """
     constraints = constraints or AllocationConstraints()
     if method not in ("dual", "lp"):
-        raise ValueError(f"method: must be 'dual' or 'lp', got {method!r}")
+        raise InputError(f"method: must be 'dual' or 'lp', got {method!r}")
     if method == "dual" and constraints.needs_lp:
-        raise ValueError(f"constraints: {', '.join(constraints.needs_lp)} need method='lp' "
+        raise InputError(f"constraints: {', '.join(constraints.needs_lp)} need method='lp' "
                          "(the dual handles the budget and segment spend caps)")
     checked = check_allocation_input(value, cost, budget, constraints, segments, user_ids)
     started = time.perf_counter()

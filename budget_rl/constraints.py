@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from campaign_core import InputError
+
 
 @dataclass(frozen=True)
 class AllocationConstraints:
@@ -27,17 +29,17 @@ class AllocationConstraints:
     def __post_init__(self) -> None:
         for label, cap in self.segment_caps.items():
             if not (isinstance(cap, int | float) and math.isfinite(cap) and cap >= 0):
-                raise ValueError(f"constraints.segment_caps: cap of segment {label!r} must be a number >= 0, "
+                raise InputError(f"constraints.segment_caps: cap of segment {label!r} must be a number >= 0, "
                                  f"got {cap!r}")
         if not 0.0 <= self.min_treated_share <= 1.0:
-            raise ValueError(f"constraints.min_treated_share: must be in [0, 1], got {self.min_treated_share}")
+            raise InputError(f"constraints.min_treated_share: must be in [0, 1], got {self.min_treated_share}")
         for level, count in self.level_inventory.items():
             if not isinstance(level, int) or level < 0:
-                raise ValueError(f"constraints.level_inventory: level must be a column index >= 0, got {level!r}")
+                raise InputError(f"constraints.level_inventory: level must be a column index >= 0, got {level!r}")
             if not (isinstance(count, int | float) and math.isfinite(count) and count >= 0):
-                raise ValueError(f"constraints.level_inventory: inventory of level {level} must be >= 0, got {count!r}")
+                raise InputError(f"constraints.level_inventory: inventory of level {level} must be >= 0, got {count!r}")
         if self.untreated_level < 0:
-            raise ValueError(f"constraints.untreated_level: must be a column index >= 0, got {self.untreated_level}")
+            raise InputError(f"constraints.untreated_level: must be a column index >= 0, got {self.untreated_level}")
         object.__setattr__(self, "segment_caps", MappingProxyType(dict(self.segment_caps)))
         object.__setattr__(self, "level_inventory", MappingProxyType(dict(self.level_inventory)))
 
@@ -55,4 +57,4 @@ class AllocationConstraints:
         """Raise if a level index is outside the J columns."""
         for level in [*self.level_inventory, self.untreated_level]:
             if level >= n_levels:
-                raise ValueError(f"constraints: level {level} does not exist (levels are 0..{n_levels - 1})")
+                raise InputError(f"constraints: level {level} does not exist (levels are 0..{n_levels - 1})")

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from budget_rl import _kernels
+from campaign_core import InputError
 
 S = TypeVar("S")
 
@@ -350,6 +351,6 @@ def solve_dual(source: BlockSource, budget: float, segment_caps: np.ndarray | No
 def spend_at_multiplier(value: np.ndarray, cost: np.ndarray, multiplier: float) -> tuple[float, float]:
     """(spend, value) when every user takes argmax_j (v_ij - multiplier c_ij), ties to the cheaper level."""
     if not math.isfinite(multiplier) or multiplier < 0:
-        raise ValueError(f"multiplier: must be finite and >= 0, got {multiplier}")
+        raise InputError(f"multiplier: must be finite and >= 0, got {multiplier}")
     return _kernels.spend_at(np.ascontiguousarray(value, dtype=np.float64),
                              np.ascontiguousarray(cost, dtype=np.float64), float(multiplier))

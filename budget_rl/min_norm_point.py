@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from campaign_core import InputError
+
 
 @dataclass(frozen=True)
 class MinNormPoint:
@@ -81,9 +83,9 @@ def min_norm_point(points, *, tolerance: float = 1e-10, max_iterations: int = 10
     """The point of conv(points) nearest the origin (points: (m, d) array, finite), by Wolfe's algorithm."""
     points = np.asarray(points, dtype=float)
     if points.ndim != 2 or points.shape[0] == 0 or points.shape[1] == 0:
-        raise ValueError(f"points: must be a non-empty (m, d) array, got shape {points.shape}")
+        raise InputError(f"points: must be a non-empty (m, d) array, got shape {points.shape}")
     if not np.isfinite(points).all():
-        raise ValueError(f"points: {int((~np.isfinite(points)).sum())} entries are NaN or infinite")
+        raise InputError(f"points: {int((~np.isfinite(points)).sum())} entries are NaN or infinite")
     scale = max(1.0, float(np.abs(points).max()))
     tol = tolerance * scale * scale
     start = int(np.argmin((points ** 2).sum(axis=1)))

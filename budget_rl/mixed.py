@@ -36,6 +36,7 @@ import pandas as pd
 from scipy.optimize import linprog
 
 from budget_rl.min_norm_point import wolfe_step
+from campaign_core import InputError
 
 #: oracle(direction) -> (deterministic policy minimizing <direction, z(policy)>, its measurement vector z)
 Oracle = Callable[[np.ndarray], tuple[Any, np.ndarray]]
@@ -89,7 +90,7 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 def _checked_limits(limits: Sequence[float]) -> np.ndarray:
     limits = np.asarray(limits, dtype=float)
     if limits.ndim != 1 or len(limits) == 0 or not np.isfinite(limits).all():
-        raise ValueError(f"limits: need one finite limit per constrained measurement, got {limits.tolist()}")
+        raise InputError(f"limits: need one finite limit per constrained measurement, got {limits.tolist()}")
     return limits
 
 
@@ -98,7 +99,7 @@ def _cheapest(oracle: Oracle, limits: np.ndarray, tolerance: float) -> tuple[Any
     policy, measurement = oracle(np.r_[0.0, np.ones(len(limits))])
     measurement = np.asarray(measurement, dtype=float)
     if (measurement[1:] > limits + tolerance).any():
-        raise ValueError(f"limits: infeasible; the cheapest policy found needs {measurement[1:].tolist()} "
+        raise InputError(f"limits: infeasible; the cheapest policy found needs {measurement[1:].tolist()} "
                          f"against limits {limits.tolist()}")
     return policy, measurement
 

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from campaign_core import InputError
+
 
 @dataclass(frozen=True)
 class Transitions:
@@ -45,25 +47,25 @@ class Transitions:
         for name in ("state", "next_state"):
             array = getattr(self, name)
             if array.ndim != 2 or array.shape[0] != n or not np.isfinite(array).all():
-                raise ValueError(f"{name}: must be {n} rows of finite features, got shape {array.shape}")
+                raise InputError(f"{name}: must be {n} rows of finite features, got shape {array.shape}")
         for name in ("reward", "cost", "day", "user"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name}: must have {n} values, got shape {getattr(self, name).shape}")
+                raise InputError(f"{name}: must have {n} values, got shape {getattr(self, name).shape}")
         for name in ("reward", "cost"):
             bad = int((~np.isfinite(getattr(self, name))).sum())
             if bad:
-                raise ValueError(f"{name}: {bad} values are NaN or infinite")
+                raise InputError(f"{name}: {bad} values are NaN or infinite")
         if (self.cost < 0).any():
-            raise ValueError(f"cost: {int((self.cost < 0).sum())} values are negative")
+            raise InputError(f"cost: {int((self.cost < 0).sum())} values are negative")
         outside = int(((self.action < 0) | (self.action >= self.n_actions)).sum())
         if outside:
-            raise ValueError(f"action: {outside} logged actions are outside 0..{self.n_actions - 1}")
+            raise InputError(f"action: {outside} logged actions are outside 0..{self.n_actions - 1}")
         if ((self.day < 0) | (self.day >= self.horizon)).any():
-            raise ValueError(f"day: values must be in 0..{self.horizon - 1}")
+            raise InputError(f"day: values must be in 0..{self.horizon - 1}")
         if self.propensity is not None:
             bad = int((~((self.propensity > 0) & (self.propensity <= 1))).sum()) if self.propensity.shape == (n,) else n
             if bad:
-                raise ValueError(f"propensity: {bad} values are not in (0, 1] (or the length is not {n})")
+                raise InputError(f"propensity: {bad} values are not in (0, 1] (or the length is not {n})")
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, actions: list, horizon: int, *, state_prefix: str = "state_",
@@ -73,26 +75,26 @@ class Transitions:
         required = ["user_id", "day", "action", "reward", "cost"]
         missing = [column for column in required if column not in frame.columns]
         if missing:
-            raise ValueError(f"transitions: missing column(s) {missing}")
+            raise InputError(f"transitions: missing column(s) {missing}")
         states = [c for c in frame.columns if c.startswith(state_prefix)]
         nexts = [next_prefix + c.removeprefix(state_prefix) for c in states]
         absent = [c for c in nexts if c not in frame.columns]
         if not states or absent:
-            raise ValueError(f"transitions: need {state_prefix}* columns and their {next_prefix}* twins; "
+            raise InputError(f"transitions: need {state_prefix}* columns and their {next_prefix}* twins; "
                              f"missing {absent or [state_prefix + '*']}")
         codes = pd.Index(actions).get_indexer(frame["action"])
         unknown = frame["action"][codes < 0].unique().tolist()
         if unknown:
-            raise ValueError(f"action: {int((codes < 0).sum())} logged actions are outside the action set "
+            raise InputError(f"action: {int((codes < 0).sum())} logged actions are outside the action set "
                              f"{list(actions)}: {unknown[:5]}")
         repeated = int(frame.duplicated(["user_id", "day"]).sum())
         if repeated:
-            raise ValueError(f"day: {repeated} rows repeat a (user_id, day) pair; one row per user and day")
+            raise InputError(f"day: {repeated} rows repeat a (user_id, day) pair; one row per user and day")
         ordered = frame.sort_values(["day", "user_id"], kind="stable")
         per_user = ordered.groupby("user_id")["day"].agg(["min", "max", "count"])
         broken = int(((per_user["min"] != 0) | (per_user["count"] != per_user["max"] + 1)).sum())
         if broken:
-            raise ValueError(f"day: {broken} users do not have consecutive days from 0 (inconsistent user/day order)")
+            raise InputError(f"day: {broken} users do not have consecutive days from 0 (inconsistent user/day order)")
         codes = pd.Index(actions).get_indexer(ordered["action"])
         propensity = ordered["propensity"].to_numpy(dtype=float) if "propensity" in ordered else None
         return cls(ordered[states].to_numpy(dtype=float), codes.astype(np.int64),
@@ -183,7 +185,7 @@ def step_weight(data: Transitions, rows: np.ndarray, importance_weighted: bool) 
     if not importance_weighted:
         return None
     if data.propensity is None:
-        raise ValueError("propensity: importance weighting needs the logged propensities")
+        raise InputError("propensity: importance weighting needs the logged propensities")
     return 1.0 / data.propensity[rows]
 
 

@@ -32,29 +32,31 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from campaign_core import InputError
+
 _EPS = 1e-6
 
 
 def _levels(level, n: int, n_levels: int | None) -> tuple[np.ndarray, int]:
     codes = np.asarray(level)
     if codes.shape != (n,) or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"level: must be {n} integer level codes, got shape {codes.shape} dtype {codes.dtype}")
+        raise InputError(f"level: must be {n} integer level codes, got shape {codes.shape} dtype {codes.dtype}")
     if n and codes.min() < 0:
-        raise ValueError(f"level: {int((codes < 0).sum())} codes are negative")
+        raise InputError(f"level: {int((codes < 0).sum())} codes are negative")
     count = int(codes.max()) + 1 if n_levels is None else int(n_levels)
     if n and codes.max() >= count:
-        raise ValueError(f"level: code {int(codes.max())} is outside 0..{count - 1}")
+        raise InputError(f"level: code {int(codes.max())} is outside 0..{count - 1}")
     return codes.astype(np.int64), count
 
 
 def _responses(response, n: int) -> np.ndarray:
     values = np.asarray(response, dtype=float)
     if values.shape != (n,):
-        raise ValueError(f"response: must have {n} values, got shape {values.shape}")
+        raise InputError(f"response: must have {n} values, got shape {values.shape}")
     if not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"response: {int((~np.isin(values, (0.0, 1.0))).sum())} values are not 0 or 1")
+        raise InputError(f"response: {int((~np.isin(values, (0.0, 1.0))).sum())} values are not 0 or 1")
     if np.unique(values).size < 2:
-        raise ValueError("response: needs both responders and non-responders")
+        raise InputError("response: needs both responders and non-responders")
     return values
 
 
@@ -89,7 +91,7 @@ class ResponseModel(BaseEstimator):
     def _design(self, features: pd.DataFrame, level: np.ndarray) -> pd.DataFrame:
         missing = [name for name in self.feature_names_ if name not in features.columns]
         if missing:
-            raise ValueError(f"features: missing column(s) {missing}")
+            raise InputError(f"features: missing column(s) {missing}")
         design = pd.DataFrame(index=range(len(features)))
         for name in self.feature_names_:
             column = features[name].reset_index(drop=True)
@@ -105,7 +107,7 @@ class ResponseModel(BaseEstimator):
             sample_weight=None) -> ResponseModel:
         """Fit on logged decisions: features (DataFrame), the level each row got (codes), the 0/1 response."""
         if not isinstance(features, pd.DataFrame) or features.shape[1] == 0:
-            raise ValueError("features: must be a pandas DataFrame with at least one column")
+            raise InputError("features: must be a pandas DataFrame with at least one column")
         n = len(features)
         level, self.n_levels_ = _levels(level, n, n_levels)
         response = _responses(response, n)
@@ -188,20 +190,20 @@ class DebiasedResponseModel(BaseEstimator):
             n_levels: int | None = None) -> DebiasedResponseModel:
         """Fit on logged decisions; `randomized` marks the rows of the uniformly randomized slice (bool)."""
         if not isinstance(features, pd.DataFrame):
-            raise ValueError("features: must be a pandas DataFrame")
+            raise InputError("features: must be a pandas DataFrame")
         n = len(features)
         level, self.n_levels_ = _levels(level, n, n_levels)
         response = _responses(response, n)
         randomized = np.asarray(randomized, dtype=bool)
         if randomized.shape != (n,):
-            raise ValueError(f"randomized: must have {n} flags, got shape {randomized.shape}")
+            raise InputError(f"randomized: must have {n} flags, got shape {randomized.shape}")
         in_slice = int(randomized.sum())
         if in_slice < 20 * self.n_levels_:
-            raise ValueError(f"randomized: {in_slice} rows in the randomized slice; the correction needs at least "
+            raise InputError(f"randomized: {in_slice} rows in the randomized slice; the correction needs at least "
                              f"{20 * self.n_levels_} (20 per level)")
         targeted = np.flatnonzero(~randomized)
         if np.unique(level[targeted]).size < 2:
-            raise ValueError("level: the targeted (non-randomized) rows hold fewer than 2 levels")
+            raise InputError("level: the targeted (non-randomized) rows hold fewer than 2 levels")
         self.main_ = ResponseModel(self.max_iter, self.learning_rate, self.max_leaf_nodes, self.min_samples_leaf,
                                    random_state=self.random_state)
         self.main_.fit(features.iloc[targeted], level[targeted], response[targeted], n_levels=self.n_levels_)

@@ -19,6 +19,7 @@ import cvxpy as cp
 import numpy as np
 
 from budget_rl.offline import Transitions
+from campaign_core import InputError
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,15 @@ class TabularCMDP:
     def __post_init__(self) -> None:
         n_states, n_actions = self.reward.shape
         if self.transition.shape != (n_states, n_actions, n_states):
-            raise ValueError(f"transition: shape {self.transition.shape}, expected {(n_states, n_actions, n_states)}")
+            raise InputError(f"transition: shape {self.transition.shape}, expected {(n_states, n_actions, n_states)}")
         if not np.allclose(self.transition.sum(axis=2), 1.0) or (self.transition < 0).any():
-            raise ValueError("transition: every P(. | s, a) must be a probability distribution")
+            raise InputError("transition: every P(. | s, a) must be a probability distribution")
         if self.cost.shape != self.reward.shape or (self.cost < 0).any():
-            raise ValueError("cost: must have the reward's shape and be >= 0")
+            raise InputError("cost: must have the reward's shape and be >= 0")
         if self.initial.shape != (n_states,) or not np.isclose(self.initial.sum(), 1.0):
-            raise ValueError("initial: must be a distribution over the states")
+            raise InputError("initial: must be a distribution over the states")
         if self.horizon < 1:
-            raise ValueError(f"horizon: must be >= 1, got {self.horizon}")
+            raise InputError(f"horizon: must be >= 1, got {self.horizon}")
 
     @property
     def n_states(self) -> int:
@@ -87,8 +88,10 @@ class TabularCMDP:
         constraints.append(total_cost <= budget)
         problem = cp.Problem(cp.Maximize(sum(cp.sum(cp.multiply(q, self.reward)) for q in occupancy)), constraints)
         problem.solve(solver="CLARABEL")
+        if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+            raise InputError(f"budget: no policy spends within {budget!r} (the occupancy LP is infeasible)")
         if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            raise ValueError(f"budget: the occupancy LP ended with status {problem.status}")
+            raise RuntimeError(f"budget: the occupancy LP ended with status {problem.status}")
         return float(problem.value), float(total_cost.value)
 
     def _as_probabilities(self, policy: np.ndarray) -> np.ndarray:
@@ -97,7 +100,7 @@ class TabularCMDP:
             return np.eye(self.n_actions)[policy]
         if policy.shape == (self.horizon, self.n_states, self.n_actions):
             return policy
-        raise ValueError(f"policy: shape {policy.shape}, expected {(self.horizon, self.n_states)} or with actions")
+        raise InputError(f"policy: shape {policy.shape}, expected {(self.horizon, self.n_states)} or with actions")
 
 
 def per_day_mixture(policies: list[np.ndarray], weights: np.ndarray, n_actions: int) -> np.ndarray:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from campaign_core import InputError
+
 BIN_METHODS = ("hie", "hdd", "combined", "kl", "ed", "chi")  # scored from bin tables: permutation p, bootstrap CI
 TEST_METHODS = ("f", "lr")  # regression tests with analytic p-values
 MODEL_METHODS = ("causal_forest",)
@@ -39,29 +41,29 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(f"methods: unknown {unknown or 'empty list'}; choose from {list(METHODS)}")
+            raise InputError(f"methods: unknown {unknown or 'empty list'}; choose from {list(METHODS)}")
         if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int | np.integer) or self.n_bins < 2:
-            raise ValueError(f"n_bins: must be an integer >= 2, got {self.n_bins!r}")
+            raise InputError(f"n_bins: must be an integer >= 2, got {self.n_bins!r}")
         for key in ("n_permutations", "n_bootstrap"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-                raise ValueError(f"{key}: must be an integer >= 0, got {value!r}")
+                raise InputError(f"{key}: must be an integer >= 0, got {value!r}")
         if self.compat not in (None, *COMPAT_MODES):
-            raise ValueError(f"compat: must be None or one of {list(COMPAT_MODES)}, got {self.compat!r}")
+            raise InputError(f"compat: must be None or one of {list(COMPAT_MODES)}, got {self.compat!r}")
         if not self.smoothing >= 0:
-            raise ValueError(f"smoothing: must be >= 0 pseudo-rows, got {self.smoothing!r}")
+            raise InputError(f"smoothing: must be >= 0 pseudo-rows, got {self.smoothing!r}")
         if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence: must be in (0, 1), got {self.confidence!r}")
+            raise InputError(f"confidence: must be in (0, 1), got {self.confidence!r}")
         if len(self.combined_weights) != 2 or min(self.combined_weights) < 0 or sum(self.combined_weights) <= 0:
-            raise ValueError(f"combined_weights: need two non-negative weights, got {self.combined_weights!r}")
+            raise InputError(f"combined_weights: need two non-negative weights, got {self.combined_weights!r}")
         if not self.features:
-            raise ValueError("features: no candidate features given")
+            raise InputError("features: no candidate features given")
         duplicated = sorted({name for name in self.features if self.features.count(name) > 1})
         if duplicated:
-            raise ValueError(f"features: listed more than once: {duplicated}")
+            raise InputError(f"features: listed more than once: {duplicated}")
         reserved = [name for name in (self.arm_col, self.reward_col, self.propensity_col) if name in self.features]
         if reserved:
-            raise ValueError(f"features: {reserved} is the arm, reward or propensity column, not a candidate feature")
+            raise InputError(f"features: {reserved} is the arm, reward or propensity column, not a candidate feature")
 
     @property
     def score_methods(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from campaign_core import InputError
 from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, level_counts, merge_sketches, sketch_feature
 from causal_fs.options import ScoringOptions
 
@@ -81,20 +82,20 @@ def merge_data_sketches(left: DataSketch, right: DataSketch, n_bins: int) -> Dat
 def make_plan(sketch: DataSketch, options: ScoringOptions) -> Plan:
     """Check the values (one-line ValueError naming the column and the count) and fix arms and bins."""
     if sketch.rows == 0:
-        raise ValueError("data: no rows")
+        raise InputError("data: no rows")
     if sketch.missing_arms:
-        raise ValueError(f"{options.arm_col}: {sketch.missing_arms} of {sketch.rows} rows have no arm")
+        raise InputError(f"{options.arm_col}: {sketch.missing_arms} of {sketch.rows} rows have no arm")
     arms = tuple(sorted(sketch.arm_counts.index, key=str))
     if len(arms) < 2:
-        raise ValueError(f"{options.arm_col}: needs at least 2 arms to compare, found {len(arms)} ({list(arms)})")
+        raise InputError(f"{options.arm_col}: needs at least 2 arms to compare, found {len(arms)} ({list(arms)})")
     if sketch.bad_rewards:
-        raise ValueError(f"{options.reward_col}: {sketch.bad_rewards} of {sketch.rows} rows are NaN or infinite")
+        raise InputError(f"{options.reward_col}: {sketch.bad_rewards} of {sketch.rows} rows are NaN or infinite")
     if sketch.bad_propensities:
-        raise ValueError(f"{options.propensity_col}: {sketch.bad_propensities} of {sketch.rows} rows are outside "
+        raise InputError(f"{options.propensity_col}: {sketch.bad_propensities} of {sketch.rows} rows are outside "
                          f"(0, 1] or missing")
     for name, feature in zip(options.features, sketch.features, strict=True):
         if feature.present == 0:
-            raise ValueError(f"{name}: every value is missing (all {sketch.rows} rows are NaN)")
+            raise InputError(f"{name}: every value is missing (all {sketch.rows} rows are NaN)")
     control = _control_index(arms, options)
     bins = tuple(feature_bins(name, feature, options.n_bins, max_levels=options.max_levels,
                               min_level_share=options.min_level_share)
@@ -107,6 +108,6 @@ def _control_index(arms: tuple, options: ScoringOptions) -> int:
     if options.control is not None:
         matches = [i for i, arm in enumerate(arms) if arm == options.control or str(arm) == str(options.control)]
         if not matches:
-            raise ValueError(f"control: arm {options.control!r} is not in {options.arm_col} (arms: {list(arms)})")
+            raise InputError(f"control: arm {options.control!r} is not in {options.arm_col} (arms: {list(arms)})")
         return matches[0]
     return next((i for i, arm in enumerate(arms) if str(arm) == "control"), 0)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from campaign_core import InputError
 from causal_fs import regression, scores
 from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_codes, numeric_values
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
@@ -106,7 +107,7 @@ def _options(data, features, arm_col, reward_col, methods, n_bins, control, prop
     if random_state is None:
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
     elif isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0:
-        raise ValueError(f"random_state: must be None or a non-negative integer, got {random_state!r}")
+        raise InputError(f"random_state: must be None or a non-negative integer, got {random_state!r}")
     else:
         seed = int(random_state)
     return ScoringOptions(
@@ -124,31 +125,31 @@ def _is_partitioned(data: Any) -> bool:
 def _check_columns(data: Any, options: ScoringOptions) -> None:
     """Column presence and types, from the frame's schema only (no rows read)."""
     if not isinstance(data, pd.DataFrame) and not _is_partitioned(data):
-        raise ValueError(f"data: expected a pandas or Dask DataFrame, got {type(data).__name__}")
+        raise InputError(f"data: expected a pandas or Dask DataFrame, got {type(data).__name__}")
     missing = [name for name in options.needed_columns() if name not in data.columns]
     if missing:
-        raise ValueError(f"data: column {missing[0]!r} does not exist"
+        raise InputError(f"data: column {missing[0]!r} does not exist"
                          + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
     dtypes = data.dtypes
     for name in (options.reward_col, options.propensity_col):
         if name is not None and (not pd.api.types.is_numeric_dtype(dtypes[name])
                                  or pd.api.types.is_bool_dtype(dtypes[name])):
-            raise ValueError(f"{name}: must be numeric, got dtype {dtypes[name]}")
+            raise InputError(f"{name}: must be numeric, got dtype {dtypes[name]}")
     if options.compat:
         categorical = [name for name in options.features if is_categorical(dtypes[name])]
         if categorical:
-            raise ValueError(f"compat: CausalML's filters bin numeric features only; {categorical[0]!r} is "
+            raise InputError(f"compat: CausalML's filters bin numeric features only; {categorical[0]!r} is "
                              "categorical")
         if _is_partitioned(data):
-            raise ValueError("compat: 'causalml' needs a pandas DataFrame (CausalML's exact qcut quantiles)")
+            raise InputError("compat: 'causalml' needs a pandas DataFrame (CausalML's exact qcut quantiles)")
 
 
 def _check_method_inputs(data: Any, plan: Plan, options: ScoringOptions) -> None:
     if options.compat and any(m in UPLIFT_METHODS for m in options.score_methods):
         if not plan.binary_reward or options.propensity_col:
-            raise ValueError(f"compat: CausalML's filters need a 0/1 {options.reward_col} and no propensity weights")
+            raise InputError(f"compat: CausalML's filters need a 0/1 {options.reward_col} and no propensity weights")
     if "causal_forest" in options.score_methods and _is_partitioned(data):
-        raise ValueError("methods: 'causal_forest' needs a pandas DataFrame (pass a sample of the rows)")
+        raise InputError("methods: 'causal_forest' needs a pandas DataFrame (pass a sample of the rows)")
 
 
 # --- the two passes ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.feature_selection import SelectorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from campaign_core import InputError
 from causal_fs.options import BIN_METHODS, TEST_METHODS
 from causal_fs.scoring import score_features
 from causal_fs.significance import minimum_permutations
@@ -56,11 +57,11 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
 
     def fit(self, X, y, arms=None, propensity=None):
         if arms is None:
-            raise ValueError("arms: fit needs the arm of every row (fit(X, y, arms=...))")
+            raise InputError("arms: fit needs the arm of every row (fit(X, y, arms=...))")
         if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
+            raise InputError(f"alpha: must be in (0, 1], got {self.alpha!r}")
         if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int | np.integer) or self.k < 1):
-            raise ValueError(f"k: must be None or an integer >= 1, got {self.k!r}")
+            raise InputError(f"k: must be None or an integer >= 1, got {self.k!r}")
         if 0 < self.n_permutations < minimum_permutations(np.shape(X)[1], self.alpha):
             warnings.warn(f"n_permutations={self.n_permutations} is too few for {np.shape(X)[1]} features at "
                           f"alpha={self.alpha}: a single strong feature cannot reach q <= alpha; use at least "
@@ -70,7 +71,7 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
         names = [str(column) for column in frame.columns]
         frame.columns = names
         if len(frame) != len(y) or len(frame) != len(arms):
-            raise ValueError(f"X, y, arms: lengths differ ({len(frame)}, {len(y)}, {len(arms)})")
+            raise InputError(f"X, y, arms: lengths differ ({len(frame)}, {len(y)}, {len(arms)})")
         frame["__arm__"] = np.asarray(arms)
         frame["__reward__"] = np.asarray(y, dtype=np.float64)
         propensity_col = None

@@ -59,14 +59,14 @@ class FrameUsers:
         negative = cost < 0
         if negative.any():
             column = self.cost_columns[int(np.flatnonzero(negative.any(axis=0))[0])]
-            raise ValueError(f"{column}: {int(negative.sum())} negative costs in a partition; costs must be >= 0")
+            raise InputError(f"{column}: {int(negative.sum())} negative costs in a partition; costs must be >= 0")
         no_free = int((cost.min(axis=1) > 0).sum()) if cost.size else 0
         if no_free:
-            raise ValueError(f"{', '.join(self.cost_columns)}: {no_free} users have no zero-cost level; every user "
+            raise InputError(f"{', '.join(self.cost_columns)}: {no_free} users have no zero-cost level; every user "
                              "needs one (e.g. 'nothing')")
         user_id = partition[self.user_id].to_numpy()
         if not np.issubdtype(user_id.dtype, np.integer):
-            raise ValueError(f"{self.user_id}: user ids must be integers, got {user_id.dtype}")
+            raise InputError(f"{self.user_id}: user ids must be integers, got {user_id.dtype}")
         codes = np.full(len(partition), -1, dtype=np.int64)
         if self.capped_segments:
             codes = pd.Index(self.capped_segments).get_indexer(partition[self.segment].astype(str)).astype(np.int64)
@@ -78,7 +78,7 @@ def _matrix(partition: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     bad = ~np.isfinite(matrix)
     if bad.any():
         column = columns[int(np.flatnonzero(bad.any(axis=0))[0])]
-        raise ValueError(f"{column}: {int(bad.sum())} NaN or infinite values in a partition")
+        raise InputError(f"{column}: {int(bad.sum())} NaN or infinite values in a partition")
     return matrix
 
 
@@ -145,10 +145,7 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
         raise InputError("constraints.segment_caps: needs the segment column")
     users = FrameUsers(tuple(value_columns), tuple(cost_columns), user_id, segment, capped)
     _check_columns(frame, users)
-    try:
-        constraints.check_levels(users.n_levels)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    constraints.check_levels(users.n_levels)
     if capped:
         with busy("reading segments"):
             known = set(map(str, _compute(frame[segment].astype(str).unique())))
@@ -159,11 +156,8 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
     if method == "lp" or constraints.needs_lp:
         return _allocate_in_memory(frame, users, budget, constraints, level_labels, out, max_lp_users)
     caps = np.array([constraints.segment_caps[label] for label in capped], dtype=float)
-    try:
-        solution = solve_dual(FrameBlocks(frame, users), float(budget), caps)
-        written = _write_assignment(frame, solution, users, level_labels, out)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    solution = solve_dual(FrameBlocks(frame, users), float(budget), caps)
+    written = _write_assignment(frame, solution, users, level_labels, out)
     return dual_allocation(solution, written, budget, list(capped), None,
                            {"passes": solution.diagnostics.passes + 1, "users": written.users})
 
@@ -200,13 +194,10 @@ def _allocate_in_memory(frame, users: FrameUsers, budget: float, constraints: Al
         raise InputError(f"method: the LP collects users into memory and is limited to {max_lp_users} users "
                          f"(got {n}); use the dual (budget and segment caps) or raise max_lp_users")
     users_frame = _compute(frame).reset_index(drop=True)
-    try:
-        allocation = allocate(users_frame[list(users.value_columns)].to_numpy(dtype=float),
-                              users_frame[list(users.cost_columns)].to_numpy(dtype=float), budget, "lp",
-                              constraints, segments=users_frame[users.segment] if users.segment else None,
-                              user_ids=users_frame[users.user_id].to_numpy())
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    allocation = allocate(users_frame[list(users.value_columns)].to_numpy(dtype=float),
+                          users_frame[list(users.cost_columns)].to_numpy(dtype=float), budget, "lp",
+                          constraints, segments=users_frame[users.segment] if users.segment else None,
+                          user_ids=users_frame[users.user_id].to_numpy())
     if out is not None:
         table = allocation.to_frame(users_frame[users.user_id].to_numpy(), level_labels)
         if users.segment:

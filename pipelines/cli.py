@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pydantic
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import format_validation_error
 from pipelines.errors import InputError
 from pipelines.job import JobReport, build_job, load_job, run_job
 from pipelines.stages.registry import DemoInputs, Stage, registered_stages
@@ -237,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         print(f"error: {error.format_message()}", file=sys.stderr)
         return 2
-    except (InputError, pydantic.ValidationError, ValueError) as error:
+    except InputError as error:
         if debug:
             traceback.print_exc()
-        message = format_validation_error(error) if isinstance(error, pydantic.ValidationError) else str(error)
+        message = str(error)
         print(f"error: {message.splitlines()[0] if message else type(error).__name__}", file=sys.stderr)
         return 2
     except Exception:  # noqa: BLE001 - the last line of defence: report and exit 1

@@ -1,5 +1,5 @@
-"""The one error type for bad input or configuration: the CLI prints its one-line message and exits with code 2."""
+"""The input-error type of the platform (`campaign_core.InputError`), under the name the pipelines use."""
 
+from campaign_core.errors import InputError
 
-class InputError(ValueError):
-    """Bad input data, a bad config or an unusable path; the message names the table/key, the problem and the count."""
+__all__ = ["InputError"]

@@ -100,6 +100,12 @@ def check_before_start(job: Job) -> None:
         produced.extend(section.output_paths())
 
 
+def _in_stage(error: InputError, stage: str) -> InputError:
+    """The input error with the stage it stopped ("fit-bandit: ..."), unless its message names the stage already."""
+    message = str(error)
+    return error if message.startswith(f"{stage}") else InputError(f"{stage}: {message}")
+
+
 def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None = None) -> JobReport:
     """Run every stage of `job` in order on the chosen Dask cluster, recording it all in MLflow.
 
@@ -120,7 +126,10 @@ def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None 
                 log.params(section.model_dump(mode="json", exclude_none=True))
                 context = StageContext(seed=job.settings.seed, log=log, results=report_results)
                 started = time.perf_counter()
-                result = stage.run(context, section)
+                try:
+                    result = stage.run(context, section)
+                except InputError as error:
+                    raise _in_stage(error, stage.name) from error.__cause__
                 seconds[stage.name] = time.perf_counter() - started
                 log.metrics({"stage_seconds": seconds[stage.name]})
             report_results[stage.name] = result

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import tempfile
+import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,31 @@ class JobTracker:
             logger.params(params)
             if config_text is not None:
                 logger.text(config_text, "config.yaml")
-            yield logger
+            with _recording_errors():
+                yield logger
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageLogger]:
         """A nested run for one stage; it ends FAILED (and so does the job) if the stage raises."""
         # The experiment must be named again: a nested run otherwise lands in the Default experiment.
         with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
-                              tags={JOB_KIND_TAG: "stage", "campaign.stage": name}):
+                              tags={JOB_KIND_TAG: "stage", "campaign.stage": name}), _recording_errors():
             yield StageLogger()
+
+
+ERROR_TYPE_TAG, ERROR_MESSAGE_TAG = "campaign.error_type", "campaign.error"
+
+
+@contextlib.contextmanager
+def _recording_errors() -> Iterator[None]:
+    """On an exception, record on the active run its type and message (tags) and the traceback (`error.txt`)."""
+    try:
+        yield
+    except BaseException as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        try:
+            mlflow.set_tags({ERROR_TYPE_TAG: type(error).__name__, ERROR_MESSAGE_TAG: message[:_MAX_PARAM_LENGTH]})
+            mlflow.log_text("".join(traceback.format_exception(error)), "error.txt")
+        except Exception:  # noqa: BLE001 - the original error matters more than a failed record of it
+            pass
+        raise

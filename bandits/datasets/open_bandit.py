@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bandits.feedback import LoggedFeedback
+from campaign_core import InputError
 
 N_POSITIONS = 3
 
@@ -28,9 +29,9 @@ def bts_position_probabilities(alpha: np.ndarray, beta: np.ndarray, n_positions:
     """
     alpha, beta = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
     if alpha.shape != beta.shape or alpha.ndim != 1 or (alpha <= 0).any() or (beta <= 0).any():
-        raise ValueError("alpha, beta: need two equal-length 1-d arrays of positive Beta parameters")
+        raise InputError("alpha, beta: need two equal-length 1-d arrays of positive Beta parameters")
     if not 1 <= n_positions <= alpha.size:
-        raise ValueError(f"n_positions: must be between 1 and the number of items ({alpha.size}), got {n_positions}")
+        raise InputError(f"n_positions: must be between 1 and the number of items ({alpha.size}), got {n_positions}")
     rng = np.random.default_rng(random_state)
     counts = np.zeros((alpha.size, n_positions))
     for start in range(0, n_draws, block):
@@ -51,10 +52,10 @@ def open_bandit_feedback(logs: pd.DataFrame, n_items: int) -> tuple[LoggedFeedba
     required = ["item_id", "position", "click", "propensity_score"]
     missing = [column for column in required if column not in logs.columns]
     if missing:
-        raise ValueError(f"open bandit logs: missing columns {missing}")
+        raise InputError(f"open bandit logs: missing columns {missing}")
     positions = logs["position"].to_numpy(dtype=np.int64) - 1
     if ((positions < 0) | (positions >= N_POSITIONS)).any():
-        raise ValueError(f"position: expected 1..{N_POSITIONS}")
+        raise InputError(f"position: expected 1..{N_POSITIONS}")
     affinity = [column for column in logs.columns if column.startswith("user-item_affinity_")]
     contexts = np.hstack([logs[affinity].to_numpy(dtype=np.float64), np.eye(N_POSITIONS)[positions]])
     feedback = LoggedFeedback(contexts, logs["item_id"].to_numpy(dtype=np.int64),

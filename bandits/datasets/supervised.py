@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bandits.feedback import LoggedFeedback
 from bandits.policies.base import sample_from
+from campaign_core import InputError
 
 LOADERS = {"digits": datasets.load_digits, "wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}
 
@@ -51,7 +52,7 @@ class ClassificationBandit:
         `train_share` of the rows, so different seeds give different policies of similar quality.
         """
         if not 0 <= alpha <= 1:
-            raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
+            raise InputError(f"alpha: must be in [0, 1], got {alpha}")
         rng = np.random.default_rng(random_state)
         train = rng.random(len(self.labels)) < train_share
         model = clone(classifier) if classifier is not None else LogisticRegression(max_iter=30, C=0.05)
@@ -73,7 +74,7 @@ class ClassificationBandit:
 def load_classification_bandit(name: str = "digits") -> ClassificationBandit:
     """One of the classification sets scikit-learn ships offline (digits, wine, breast_cancer), standardized."""
     if name not in LOADERS:
-        raise ValueError(f"name: unknown data set {name!r}; choose from {sorted(LOADERS)}")
+        raise InputError(f"name: unknown data set {name!r}; choose from {sorted(LOADERS)}")
     data = LOADERS[name]()
     contexts = StandardScaler().fit_transform(data.data.astype(np.float64))
     classes, labels = np.unique(data.target, return_inverse=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from bandits.feedback import LoggedFeedback
 from bandits.policies.base import sample_from
+from campaign_core import InputError
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -37,13 +38,13 @@ class SyntheticBandit:
 
     def __post_init__(self) -> None:
         if self.reward not in ("linear", "nonlinear"):
-            raise ValueError(f"reward: 'linear' or 'nonlinear', got {self.reward!r}")
+            raise InputError(f"reward: 'linear' or 'nonlinear', got {self.reward!r}")
         if self.n_arms < 2:
-            raise ValueError(f"n_arms: need at least 2 arms, got {self.n_arms}")
+            raise InputError(f"n_arms: need at least 2 arms, got {self.n_arms}")
         if self.n_features < 1:
-            raise ValueError(f"n_features: need at least 1, got {self.n_features}")
+            raise InputError(f"n_features: need at least 1, got {self.n_features}")
         if not 0 <= self.logging_epsilon <= 1:
-            raise ValueError(f"logging_epsilon: must be in [0, 1], got {self.logging_epsilon}")
+            raise InputError(f"logging_epsilon: must be in [0, 1], got {self.logging_epsilon}")
         rng = np.random.default_rng(self.seed)
         scale = self.signal / np.sqrt(self.n_features)
         parameters = {
@@ -99,7 +100,7 @@ class SyntheticBandit:
                 order = list(logger.arms_)
                 unknown = [arm for arm in self.arm_labels if arm not in order]
                 if unknown or len(order) != self.n_arms:
-                    raise ValueError(f"logger: its arms {order} are not this environment's {list(self.arm_labels)}")
+                    raise InputError(f"logger: its arms {order} are not this environment's {list(self.arm_labels)}")
                 probabilities = probabilities[:, [order.index(arm) for arm in self.arm_labels]]
         arms = sample_from(probabilities, rng)
         rewards = self.rewards(X, arms, rng)

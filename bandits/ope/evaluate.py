@@ -12,6 +12,7 @@ from bandits.feedback import LoggedFeedback, check_target_probabilities
 from bandits.ope.reward_model import cross_fit_rewards
 from bandits.ope.statistics import ESTIMATORS, NEEDS_REWARD_MODEL, EstimatorSettings, finalize, ope_partial
 from bandits.policies.base import sample_from
+from campaign_core import InputError
 
 DEFAULT_ESTIMATORS = ("ips", "snips", "dm", "dr", "switch-dr", "dr-shrink")
 
@@ -24,7 +25,7 @@ def check_estimators(estimators: Sequence[str] | str) -> tuple[str, ...]:
     names = (estimators,) if isinstance(estimators, str) else tuple(estimators)
     unknown = [name for name in names if name not in ESTIMATORS]
     if unknown or not names:
-        raise ValueError(f"estimators: unknown {unknown or 'empty list'}; choose from {list(ESTIMATORS)}")
+        raise InputError(f"estimators: unknown {unknown or 'empty list'}; choose from {list(ESTIMATORS)}")
     return names
 
 
@@ -42,7 +43,7 @@ def target_probabilities_of(target, feedback: LoggedFeedback) -> np.ndarray:
     """The target's (n, K) probabilities: a policy's `action_probabilities` on the logged contexts, or the array."""
     if hasattr(target, "action_probabilities"):
         if hasattr(target, "arms_") and tuple(target.arms_) != tuple(feedback.arm_labels):
-            raise ValueError(f"target: the policy's arms {list(target.arms_)} differ from the logs' arms "
+            raise InputError(f"target: the policy's arms {list(target.arms_)} differ from the logs' arms "
                              f"{list(feedback.arm_labels)}")
         target = target.action_probabilities(feedback.contexts)
     return check_target_probabilities(target, feedback.n_rounds, feedback.n_arms)
@@ -69,7 +70,7 @@ def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAU
     """
     names = check_estimators(estimators)
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
+        raise InputError(f"confidence: must be in (0, 1), got {confidence}")
     settings = EstimatorSettings(clip, switch_threshold, shrinkage)
     propensities = feedback.require_propensities("off-policy evaluation")
     target_probabilities = target_probabilities_of(target, feedback)
@@ -77,12 +78,12 @@ def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAU
     q = None
     if needs_model:
         if reward_model is None:
-            raise ValueError(f"reward_model: estimators {needs_model} need a reward model; pass 'ridge', "
+            raise InputError(f"reward_model: estimators {needs_model} need a reward model; pass 'ridge', "
                              f"a scikit-learn estimator or an (n, K) array")
         if isinstance(reward_model, np.ndarray):
             q = np.asarray(reward_model, dtype=np.float64)
             if q.shape != (feedback.n_rounds, feedback.n_arms) or not np.isfinite(q).all():
-                raise ValueError(f"reward_model: expected a finite ({feedback.n_rounds}, {feedback.n_arms}) array "
+                raise InputError(f"reward_model: expected a finite ({feedback.n_rounds}, {feedback.n_arms}) array "
                                  f"of estimates, got shape {q.shape}")
         else:
             q = cross_fit_rewards(feedback, reward_model, n_folds, random_state, contexts=reward_contexts)

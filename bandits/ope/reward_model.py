@@ -18,6 +18,7 @@ from sklearn.base import clone, is_classifier
 
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies.linear import LinearStats, design
+from campaign_core import InputError
 
 
 def fold_of(user_ids: np.ndarray, n_folds: int, random_state: int = 0) -> np.ndarray:
@@ -29,7 +30,7 @@ def fold_of(user_ids: np.ndarray, n_folds: int, random_state: int = 0) -> np.nda
 def assign_folds(feedback: LoggedFeedback, n_folds: int, random_state: int = 0) -> np.ndarray:
     """Fold of each row: by user id when the feedback has them, else a seeded random balanced split."""
     if n_folds < 2:
-        raise ValueError(f"n_folds: cross-fitting needs at least 2 folds, got {n_folds}")
+        raise InputError(f"n_folds: cross-fitting needs at least 2 folds, got {n_folds}")
     if feedback.user_ids is not None:
         return fold_of(feedback.user_ids, n_folds, random_state)
     rng = np.random.default_rng(random_state)
@@ -77,16 +78,16 @@ def cross_fit_rewards(feedback: LoggedFeedback, model="ridge", n_folds: int = 5,
     folds = assign_folds(feedback, n_folds, random_state)
     X = feedback.contexts if contexts is None else check_contexts(contexts, "reward_contexts")
     if len(X) != feedback.n_rounds:
-        raise ValueError(f"reward_contexts: expected {feedback.n_rounds} rows, got {len(X)}")
+        raise InputError(f"reward_contexts: expected {feedback.n_rounds} rows, got {len(X)}")
     arms, rewards = feedback.arms, feedback.rewards
     if isinstance(model, str):
         if model != "ridge":
-            raise ValueError(f"reward_model: unknown model {model!r}; use 'ridge', a scikit-learn estimator "
+            raise InputError(f"reward_model: unknown model {model!r}; use 'ridge', a scikit-learn estimator "
                              f"or an (n, K) array")
         stats = ridge_fold_statistics(X, arms, rewards, folds, feedback.n_arms, n_folds)
         return ridge_predict(X, folds, ridge_fold_coefficients(stats, l2))
     if not hasattr(model, "fit"):
-        raise ValueError(f"reward_model: expected 'ridge', a scikit-learn estimator or an array, got {type(model)}")
+        raise InputError(f"reward_model: expected 'ridge', a scikit-learn estimator or an array, got {type(model)}")
     out = np.empty((feedback.n_rounds, feedback.n_arms))
     for f in range(n_folds):
         test, train = folds == f, folds != f

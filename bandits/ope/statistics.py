@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from campaign_core import InputError
+
 ESTIMATORS = ("ips", "snips", "dm", "dr", "switch-dr", "dr-shrink", "replay")
 NEEDS_REWARD_MODEL = frozenset({"dm", "dr", "switch-dr", "dr-shrink"})
 #: Diagnostics sums: rows, sum w, sum w^2, rows with tiny target probability on the logged arm, largest w.
@@ -39,11 +41,11 @@ class EstimatorSettings:
 
     def __post_init__(self) -> None:
         if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip: must be > 0 (or None for no clipping), got {self.clip}")
+            raise InputError(f"clip: must be > 0 (or None for no clipping), got {self.clip}")
         if not self.switch_threshold > 0:
-            raise ValueError(f"switch_threshold: must be > 0, got {self.switch_threshold}")
+            raise InputError(f"switch_threshold: must be > 0, got {self.switch_threshold}")
         if not self.shrinkage > 0:
-            raise ValueError(f"shrinkage: must be > 0, got {self.shrinkage}")
+            raise InputError(f"shrinkage: must be > 0, got {self.shrinkage}")
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,9 @@ def ope_partial(estimators: tuple[str, ...], rewards: np.ndarray, target_on_logg
     needs = {"replay": ("replay_match", replay_match)}
     for name in estimators:
         if name in NEEDS_REWARD_MODEL and (q_logged is None or q_target is None):
-            raise ValueError(f"{name}: needs the reward model's q_logged and q_target")
+            raise InputError(f"{name}: needs the reward model's q_logged and q_target")
         if name in needs and needs[name][1] is None:
-            raise ValueError(f"{name}: needs {needs[name][0]}")
+            raise InputError(f"{name}: needs {needs[name][0]}")
     weights = target_on_logged / propensities
     moments = np.empty((len(estimators), 5))
     residual = None if q_logged is None else rewards - q_logged
@@ -108,7 +110,7 @@ def ope_partial(estimators: tuple[str, ...], rewards: np.ndarray, target_on_logg
             shrunk = weights * settings.shrinkage / (weights * weights + settings.shrinkage)
             moments[row] = _moments(q_target + shrunk * residual, None)
         else:
-            raise ValueError(f"estimators: unknown estimator {name!r}; choose from {list(ESTIMATORS)}")
+            raise InputError(f"estimators: unknown estimator {name!r}; choose from {list(ESTIMATORS)}")
     diagnostics = np.array([weights.size, weights.sum(), weights @ weights,
                             (target_on_logged < settings.tiny_target).sum(), weights.max(initial=0.0)])
     return OPEStats(tuple(estimators), moments, diagnostics)
@@ -121,7 +123,7 @@ def finalize(stats: OPEStats, confidence: float = 0.95) -> pd.DataFrame:
     where the target gives the logged arm probability below `tiny_target`, max_weight = largest pi / propensity.
     """
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
+        raise InputError(f"confidence: must be in (0, 1), got {confidence}")
     z = norm.ppf(0.5 + confidence / 2)
     rows = []
     n, sum_w, sum_w2, tiny, max_w = stats.diagnostics

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts, encode_arms
+from campaign_core import InputError
 
 #: Rows per block when scoring, so memory stays flat for any number of rows.
 BLOCK_ROWS = 8_192
@@ -67,13 +68,13 @@ class BasePolicy(BaseEstimator, ABC):
         if not hasattr(self, "arms_"):
             labels = tuple(self.arms) if self.arms is not None else feedback.arm_labels
             if len(labels) < 2:
-                raise ValueError(f"arms: a policy needs at least 2 arms, got {len(labels)}")
+                raise InputError(f"arms: a policy needs at least 2 arms, got {len(labels)}")
             self.arms_ = np.asarray(labels, dtype=object)
             self.feature_names_in_ = np.asarray(feedback.feature_names, dtype=object)
             self.n_features_in_ = feedback.n_features
             self._reset(feedback.n_features)
         elif feedback.n_features != self.n_features_in_:
-            raise ValueError(f"contexts: the policy was fitted on {self.n_features_in_} features, "
+            raise InputError(f"contexts: the policy was fitted on {self.n_features_in_} features, "
                              f"the feedback has {feedback.n_features}")
         if tuple(feedback.arm_labels) != tuple(self.arms_):
             codes = encode_arms(feedback.arm_names(), self.arms_)  # raises on arms unknown to the policy
@@ -100,7 +101,7 @@ class BasePolicy(BaseEstimator, ABC):
             return
         n_features = check_contexts(X, "contexts").shape[1]
         if len(self.arms) < 2:
-            raise ValueError(f"arms: a policy needs at least 2 arms, got {len(self.arms)}")
+            raise InputError(f"arms: a policy needs at least 2 arms, got {len(self.arms)}")
         self.arms_ = np.asarray(tuple(self.arms), dtype=object)
         self.feature_names_in_ = np.asarray([f"x{j}" for j in range(n_features)], dtype=object)
         self.n_features_in_ = n_features

@@ -13,6 +13,7 @@ import numpy as np
 
 from bandits.feedback import LoggedFeedback
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
+from campaign_core import InputError
 
 
 class _ArmCounts(BasePolicy):
@@ -50,7 +51,7 @@ class EpsilonGreedy(_ArmCounts):
 
     def _reset(self, n_features: int) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon: must be in [0, 1], got {self.epsilon}")
+            raise InputError(f"epsilon: must be in [0, 1], got {self.epsilon}")
         super()._reset(n_features)
 
     def _row_probabilities(self) -> np.ndarray:
@@ -67,7 +68,7 @@ class UCB1(_ArmCounts):
 
     def _reset(self, n_features: int) -> None:
         if self.alpha < 0:
-            raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
+            raise InputError(f"alpha: must be >= 0, got {self.alpha}")
         super()._reset(n_features)
 
     def upper_bounds(self) -> np.ndarray:
@@ -102,19 +103,19 @@ class ThompsonSampling(_ArmCounts):
         for name in ("prior_alpha", "prior_beta"):
             given = np.asarray(getattr(self, name), dtype=float)
             if given.ndim > 1 or (given.ndim == 1 and given.size != self.n_arms):
-                raise ValueError(f"{name}: expected one value or one per arm ({self.n_arms}), got shape {given.shape}")
+                raise InputError(f"{name}: expected one value or one per arm ({self.n_arms}), got shape {given.shape}")
             value = np.broadcast_to(given, (self.n_arms,))
             if (value <= 0).any() or not np.isfinite(value).all():
-                raise ValueError(f"{name}: must be > 0 (one value or one per arm), got {getattr(self, name)}")
+                raise InputError(f"{name}: must be > 0 (one value or one per arm), got {getattr(self, name)}")
         if self.n_draws < 1:
-            raise ValueError(f"n_draws: must be >= 1, got {self.n_draws}")
+            raise InputError(f"n_draws: must be >= 1, got {self.n_draws}")
         super()._reset(n_features)
         self._cache = None
 
     def _update(self, feedback: LoggedFeedback, weights: np.ndarray | None) -> None:
         outside = (feedback.rewards < 0) | (feedback.rewards > 1)
         if outside.any():
-            raise ValueError(f"reward: Beta-Bernoulli Thompson sampling needs rewards in [0, 1]; "
+            raise InputError(f"reward: Beta-Bernoulli Thompson sampling needs rewards in [0, 1]; "
                              f"{int(outside.sum())} of {outside.size} rows are outside")
         super()._update(feedback, weights)
         self._cache = None

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
+from campaign_core import InputError
 
 
 def design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -76,7 +77,7 @@ class LinearPolicy(BasePolicy):
 
     def _reset(self, n_features: int) -> None:
         if self.l2 <= 0:
-            raise ValueError(f"l2: the ridge penalty must be > 0, got {self.l2}")
+            raise InputError(f"l2: the ridge penalty must be > 0, got {self.l2}")
         self._check_hyperparameters()
         self.stats_ = LinearStats.zeros(self.n_arms, n_features + int(self.fit_intercept))
         self._refresh()
@@ -90,18 +91,18 @@ class LinearPolicy(BasePolicy):
         """Fit from merged statistics (the Dask path): same result as `fit` on the rows they summarize."""
         labels = tuple(self.arms) if self.arms is not None else tuple(arms)
         if len(labels) < 2:
-            raise ValueError(f"arms: a policy needs at least 2 arms, got {len(labels)}")
+            raise InputError(f"arms: a policy needs at least 2 arms, got {len(labels)}")
         if len(labels) != stats.gram.shape[0]:
-            raise ValueError(f"stats: {stats.gram.shape[0]} arms in the statistics, {len(labels)} in the policy")
+            raise InputError(f"stats: {stats.gram.shape[0]} arms in the statistics, {len(labels)} in the policy")
         width = len(feature_names) + int(self.fit_intercept)
         if stats.gram.shape[1:] != (width, width) or stats.xty.shape[1:] != (width,):
-            raise ValueError(f"stats: statistics of width {stats.gram.shape[1]} for {len(feature_names)} features "
+            raise InputError(f"stats: statistics of width {stats.gram.shape[1]} for {len(feature_names)} features "
                              f"(expected {width} with fit_intercept={self.fit_intercept})")
         self.arms_ = np.asarray(labels, dtype=object)
         self.feature_names_in_ = np.asarray(feature_names, dtype=object)
         self.n_features_in_ = len(feature_names)
         if self.l2 <= 0:
-            raise ValueError(f"l2: the ridge penalty must be > 0, got {self.l2}")
+            raise InputError(f"l2: the ridge penalty must be > 0, got {self.l2}")
         self._check_hyperparameters()
         self.stats_ = stats
         self._refresh()
@@ -177,7 +178,7 @@ class LinEpsilonGreedy(LinearPolicy):
 
     def _check_hyperparameters(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon: must be in [0, 1], got {self.epsilon}")
+            raise InputError(f"epsilon: must be in [0, 1], got {self.epsilon}")
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
         return epsilon_greedy_probabilities(design(X, self.fit_intercept) @ self.theta_.T, self.epsilon)
@@ -248,9 +249,9 @@ class LinTS(LinearPolicy):
 
     def _check_hyperparameters(self) -> None:
         if self.alpha < 0:
-            raise ValueError(f"alpha: must be >= 0, got {self.alpha}")
+            raise InputError(f"alpha: must be >= 0, got {self.alpha}")
         if self.n_draws < 1:
-            raise ValueError(f"n_draws: must be >= 1, got {self.n_draws}")
+            raise InputError(f"n_draws: must be >= 1, got {self.n_draws}")
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
         mean, width = self._mean_and_width(X)

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies.base import BLOCK_ROWS, BasePolicy
 from bandits.policies.linear import LinearStats, LinTS
+from campaign_core import InputError
 
 
 class _Network(torch.nn.Module):
@@ -69,10 +70,10 @@ class NeuralTS(BasePolicy):
 
     def _reset(self, n_features: int) -> None:
         if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden: need at least one layer of size >= 1, got {self.hidden}")
+            raise InputError(f"hidden: need at least one layer of size >= 1, got {self.hidden}")
         for name in ("epochs", "batch_size", "max_buffer"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name}: must be >= 1, got {getattr(self, name)}")
         self._rng = np.random.default_rng(self.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)

@@ -46,7 +46,7 @@ class FittedMixedPolicy:
     def decide(self, frame: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in ["user_id", "day", *self.state_columns] if c not in frame.columns]
         if missing:
-            raise ValueError(f"input: missing column(s) {missing[:5]}")
+            raise InputError(f"input: missing column(s) {missing[:5]}")
         users = frame["user_id"].to_numpy()
         states = frame[self.state_columns].to_numpy(dtype=float)
         days = frame["day"].to_numpy()
@@ -91,10 +91,7 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
         raise InputError("transitions: missing column(s) ['day']")
     horizon = int(frame["day"].max()) + 1
     actions = list(face_values(frame, config.level_costs, column="action"))
-    try:
-        data = Transitions.from_frame(frame, actions, horizon)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    data = Transitions.from_frame(frame, actions, horizon)
     budget = config.budget / frame["user_id"].nunique() if config.budget is not None else config.budget_per_user
     weighted = config.importance_weighting == "on" or (config.importance_weighting == "auto"
                                                        and data.propensity is not None)
@@ -102,10 +99,7 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
         raise InputError("propensity: importance_weighting on needs a propensity column in the transitions")
     regressor = RidgeQ if config.q_model == "ridge" else _mlp(context.stage_seed("allocate"))
     oracle = fqe_oracle(data, regressor, importance_weighted=weighted)
-    try:
-        mixed = maximize_under_budget(oracle, [budget])
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    mixed = maximize_under_budget(oracle, [budget])
     replicates = [fqe_with_intervals(data, policy, regressor, importance_weighted=weighted,
                                      n_bootstrap=config.bootstrap,
                                      random_state=context.stage_seed("allocate") + i).replicates

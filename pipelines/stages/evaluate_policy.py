@@ -143,10 +143,7 @@ def estimates_figure(table: pd.DataFrame, true_value: float | None, logged_value
 @register_stage("evaluate-policy", EvaluatePolicyConfig, order=40, demo=_demo)
 def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> StageResult:
     """Estimate a policy's value from logged decisions (IPS, SNIPS, DM, DR, Switch-DR, DR-shrink, replay)."""
-    try:
-        check_estimators(config.estimators)
-    except ValueError as error:
-        raise InputError(f"evaluate-policy.{error}") from None
+    check_estimators(config.estimators)
     if not config.propensity:
         raise InputError("evaluate-policy: off-policy evaluation needs the propensity column")
     fitted = _fitted_policy(context, config)
@@ -171,13 +168,10 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     # The reward model's encoder is fitted on the first partition (a chunk of users like any other).
     reward_encoder = ContextEncoder(reward_features).fit(logs.partitions[0].compute())
     work = _Pass(config, fitted, seed, reward_encoder)
-    try:
-        if work.needs_model:
-            fold_stats = tree_reduce(logs, work.reward_statistics, _merge_fold_stats)
-            work.coefficients = ridge_fold_coefficients(fold_stats, config.l2)
-        stats, true_sum, n_rows, reward_sum = tree_reduce(data, work.ope_statistics, _merge_ope)
-    except ValueError as error:
-        raise InputError(f"evaluate-policy: {error}") from None
+    if work.needs_model:
+        fold_stats = tree_reduce(logs, work.reward_statistics, _merge_fold_stats)
+        work.coefficients = ridge_fold_coefficients(fold_stats, config.l2)
+    stats, true_sum, n_rows, reward_sum = tree_reduce(data, work.ope_statistics, _merge_ope)
     if n_rows == 0:
         raise InputError(f"evaluate-policy: no rows for users={config.users!r} in {config.data}")
     table = finalize(stats, config.confidence)

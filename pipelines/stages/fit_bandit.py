@@ -117,18 +117,15 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
         raise InputError(f"{config.arm}: the logs have {len(arms)} arm(s) {arms}; a bandit needs at least 2")
     sample = logs.sample(frac=min(1.0, config.encoder_rows / n_rows), random_state=seed).compute()
     encoder = ContextEncoder(features).fit(sample)
-    try:
-        if isinstance(policy, LinearPolicy):
-            stats = tree_reduce(logs, lambda chunk: _linear_statistics(chunk, config, encoder, arms, policy),
-                                LinearStats.merge)
-            policy.fit_statistics(stats, arms, list(encoder.feature_names_out_))
-        else:
-            frame = logs.sample(frac=min(1.0, config.max_rows_in_memory / n_rows), random_state=seed + 1) \
-                if n_rows > config.max_rows_in_memory else logs
-            frame = select_users(frame.compute(), config)
-            policy.fit(_feedback(frame, config, encoder, arms))
-    except ValueError as error:
-        raise InputError(f"fit-bandit: {error}") from None
+    if isinstance(policy, LinearPolicy):
+        stats = tree_reduce(logs, lambda chunk: _linear_statistics(chunk, config, encoder, arms, policy),
+                            LinearStats.merge)
+        policy.fit_statistics(stats, arms, list(encoder.feature_names_out_))
+    else:
+        frame = logs.sample(frac=min(1.0, config.max_rows_in_memory / n_rows), random_state=seed + 1) \
+            if n_rows > config.max_rows_in_memory else logs
+        frame = select_users(frame.compute(), config)
+        policy.fit(_feedback(frame, config, encoder, arms))
     fit_seconds = time.perf_counter() - started
     fitted = FittedPolicy(encoder, policy)
     with atomic_output(config.out) as temporary:

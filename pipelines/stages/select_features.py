@@ -94,13 +94,10 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     n_permutations = config.n_permutations
     if n_permutations:  # enough for a lone strong feature to survive Benjamini-Hochberg
         n_permutations = max(n_permutations, minimum_permutations(len(features), config.alpha))
-    try:
-        scores = score_features(logs, features, arm_col=config.arm, reward_col=config.reward,
-                                methods=tuple(config.methods), n_bins=config.n_bins, control=config.control,
-                                propensity_col=config.propensity, n_permutations=n_permutations,
-                                random_state=context.stage_seed("select-features"))
-    except ValueError as error:
-        raise InputError(f"select-features: {error}") from None
+    scores = score_features(logs, features, arm_col=config.arm, reward_col=config.reward,
+                            methods=tuple(config.methods), n_bins=config.n_bins, control=config.control,
+                            propensity_col=config.propensity, n_permutations=n_permutations,
+                            random_state=context.stage_seed("select-features"))
     method = primary_method(config.methods)
     significance = config.n_permutations > 0 or method in ("f", "lr")
     selected = select_features(scores, method, config.alpha if significance else 1.0, config.k)

@@ -98,6 +98,42 @@ def test_a_failing_stage_marks_its_run_and_the_job_failed(tmp_path, mlflow_uri, 
     assert not (tmp_path / "out" / "profile.csv").exists()
 
 
+def test_an_internal_value_error_is_a_bug_not_bad_input(tmp_path, mlflow_uri, monkeypatch, capsys):
+    """A ValueError deep inside a stage (here: the per-arm profile's last step) exits 1 with its traceback, and the
+    job's and the stage's MLflow runs record the error's type and message, not only FAILED."""
+    def broken(self, state):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr("pipelines.profile.ArmProfile.finalize", broken)
+    code = main(["run", str(_job_file(tmp_path, JOB)), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" in err and "could not be broadcast" in err and "internal error" in err
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["unit"]).set_index("tags.mlflow.runName")
+    for name in ("job", "profile-logs"):
+        assert runs.loc[name, "status"] == "FAILED"
+        assert runs.loc[name, "tags.campaign.error_type"] == "ValueError"
+        assert "could not be broadcast" in runs.loc[name, "tags.campaign.error"]
+        traceback_text = mlflow.artifacts.load_text(f"runs:/{runs.loc[name, 'run_id']}/error.txt")
+        assert "Traceback" in traceback_text and "in broken" in traceback_text
+    assert pd.isna(runs.loc["generate"].get("tags.campaign.error_type"))
+
+
+def test_an_input_error_mid_job_is_one_line_and_recorded(tmp_path, mlflow_uri, capsys):
+    """Bad input met inside a stage: exit 2, one line naming the stage, and the error on both MLflow runs."""
+    body = JOB.replace("randomized: randomized}", "reward: no_such_column}")
+    code = main(["run", str(_job_file(tmp_path, body)), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "no_such_column" in err
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["unit"]).set_index("tags.mlflow.runName")
+    for name in ("job", "profile-logs"):
+        assert runs.loc[name, "tags.campaign.error_type"] == "InputError"
+        assert "no_such_column" in runs.loc[name, "tags.campaign.error"]
+
+
 def test_input_fingerprint_follows_content(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.parquet").write_bytes(b"one")

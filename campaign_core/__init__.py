@@ -1,0 +1,12 @@
+"""What every package of the platform shares: the input-error type, salted hashes and the scaling contract.
+
+Domain packages (`causal_fs`, `bandits`, `budget_rl`, `abtest`) and `pipelines` import this package; it imports
+none of them, and nothing of Dask or MLflow.
+"""
+
+from campaign_core.errors import InputError
+from campaign_core.hashing import chunk_generator, salted_hash, salted_uniform, seeded_salt
+from campaign_core.statistic import ChunkedTable, Statistic, compute, is_chunked
+
+__all__ = ["ChunkedTable", "InputError", "Statistic", "chunk_generator", "compute", "is_chunked", "salted_hash",
+           "salted_uniform", "seeded_salt"]
