@@ -7,7 +7,8 @@ design before launch, and read out with estimators that account for interference
     design_diagnostics(graph, groups).summary()
     readout(outcomes, groups, "conversions", graph=graph).table
 
-Specified in ../shared/specs/abtest.md.
+Model, properties and usage: docs/abtest.md ('The global effect and the bias a design removes' for the
+formulas the designs and estimators rely on).
 """
 
 from abtest.assign import assign

@@ -9,24 +9,25 @@ Designs:
 - "network_test": Saveski et al.'s test for network effects: clusters are split half and half (by hash) between a
   user-randomized and a cluster-randomized arm, and randomized accordingly; column `design` says which.
 
-Re-running with the same clusters and salt gives the same groups, whatever the row order.
+Every draw is `campaign_core.salted_uniform(id, salt)` (the platform's salted splitmix64 hash, reproducible outside
+Python) cut at p: cluster ids under `salt` for the cluster coins, under `salt + "/pair"`, `"/odd"` and `"/design"`
+for the paired and network-test coins, user ids under `salt` for the user coins. Re-running with the same clusters
+and salt gives the same groups, whatever the row order or partitioning; another salt gives an independent draw.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import pandas as pd
 
 from abtest.cluster import Clustering
-from campaign_core import InputError
+from campaign_core import InputError, salted_uniform
 
 DESIGNS = ("bernoulli", "paired", "user", "network_test")
 TREATMENT, CONTROL = 1, 0
 
 
-def assign(clusters, salt: str, p: float = 0.5, design: str = "bernoulli") -> pd.DataFrame:
+def assign(clusters, *, salt: str, p: float = 0.5, design: str = "bernoulli") -> pd.DataFrame:
     """The assignment table: `user_id`, `cluster`, `group` (1 treatment, 0 control); for "paired" a `pair` column
     (the smaller cluster id of the pair), for "network_test" a `design` column ("user" or "cluster").
 
@@ -43,52 +44,42 @@ def assign(clusters, salt: str, p: float = 0.5, design: str = "bernoulli") -> pd
     frame = _cluster_frame(clusters)
     cluster = frame["cluster"].to_numpy()
     if design == "bernoulli":
-        group = cluster_uniform(cluster, salt) < p
+        group = salted_uniform(cluster, salt) < p
     elif design == "paired":
         group, frame["pair"] = _paired(cluster, salt)
     elif design == "user":
-        group = user_uniform(frame["user_id"].to_numpy(), salt) < p
+        group = salted_uniform(frame["user_id"].to_numpy(), salt) < p
     else:
-        by_user = cluster_uniform(cluster, salt + "/design") < 0.5
-        group = np.where(by_user, user_uniform(frame["user_id"].to_numpy(), salt) < p,
-                         cluster_uniform(cluster, salt) < p)
+        by_user = salted_uniform(cluster, salt + "/design") < 0.5
+        group = np.where(by_user, salted_uniform(frame["user_id"].to_numpy(), salt) < p,
+                         salted_uniform(cluster, salt) < p)
         frame["design"] = np.where(by_user, "user", "cluster")
     frame.insert(2, "group", group.astype(np.int64))
     return frame
 
 
-def cluster_uniform(cluster: np.ndarray, salt: str) -> np.ndarray:
-    """A uniform [0, 1) number per cluster id, from a salted splitmix64 hash."""
-    return _uniform(_mix64(np.asarray(cluster).astype(np.int64).view(np.uint64)) ^ _salt_bits(salt))
-
-
-def user_uniform(user_ids: np.ndarray, salt: str) -> np.ndarray:
-    """A uniform [0, 1) number per user label (numbers or strings), from a salted hash."""
-    return _uniform(pd.util.hash_array(np.asarray(user_ids)) ^ _salt_bits(salt))
-
-
 def _paired(cluster: np.ndarray, salt: str) -> tuple[np.ndarray, np.ndarray]:
     """(treated, pair id) per user; the pair id is the smaller cluster id of the pair."""
     ids, size = np.unique(cluster, return_counts=True)
-    draw = cluster_uniform(ids, salt)
+    draw = salted_uniform(ids, salt)
     order = np.lexsort((draw, size))  # by size; ties broken by the hash, so the pairing is salted too
     treated = np.zeros(len(ids), dtype=bool)
     n_pairs = len(ids) // 2
     first, second = order[0:2 * n_pairs:2], order[1:2 * n_pairs:2]
-    coin = cluster_uniform(ids[first], salt + "/pair") < 0.5
+    coin = salted_uniform(ids[first], salt + "/pair") < 0.5
     treated[first[coin]] = True
     treated[second[~coin]] = True
     pair = ids.copy()
     pair[first] = pair[second] = np.minimum(ids[first], ids[second])
     if len(ids) % 2:  # the odd cluster out: a coin of its own (its sort draw is the largest among tied sizes)
-        treated[order[-1]] = cluster_uniform(ids[order[-1:]], salt + "/odd")[0] < 0.5
+        treated[order[-1]] = salted_uniform(ids[order[-1:]], salt + "/odd")[0] < 0.5
     where = np.searchsorted(ids, cluster)
     return treated[where], pair[where]
 
 
 def _cluster_frame(clusters) -> pd.DataFrame:
     if isinstance(clusters, Clustering):
-        return clusters.frame()
+        return clusters.to_frame()
     if not isinstance(clusters, pd.DataFrame):
         raise InputError(f"clusters: need a Clustering or a table with user_id and cluster, got "
                          f"{type(clusters).__name__}")
@@ -103,18 +94,3 @@ def _cluster_frame(clusters) -> pd.DataFrame:
         raise InputError(f"clusters.user_id: {int(clusters['user_id'].duplicated().sum())} duplicate user(s)")
     return clusters[["user_id", "cluster"]].reset_index(drop=True).copy()
 
-
-def _salt_bits(salt: str) -> np.uint64:
-    return np.uint64(int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little"))
-
-
-def _uniform(bits: np.ndarray) -> np.ndarray:
-    return (_mix64(bits) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """The splitmix64 finalizer: every input bit moves every output bit (uint64 arithmetic wraps)."""
-    z = np.asarray(z, dtype=np.uint64)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))

@@ -16,8 +16,8 @@ Measured, each in a fresh subprocess (`benchmarks._harness.measure_in_subprocess
 
 1. CausalML 0.18 `FilterSelect().get_importance(df, features, "conversion", method="KL",
    experiment_group_column="treatment_group_key", control_group="control", n_bins=10)` against
-   `score_features(df, features, "treatment_group_key", "conversion", methods=("kl",), compat="causalml",
-   n_bins=10)` at 50k x 10, 1M x 10 and 1M x 100 (rows x features): time ratio and the largest absolute
+   `score_features(df, features, arm_col="treatment_group_key", reward_col="conversion", methods=("kl",),
+   compat="causalml", n_bins=10)` at 50k x 10, 1M x 10 and 1M x 100 (rows x features): time ratio and the largest absolute
    difference of the scores; also our default (non-compat) `kl` and `("hie", "hdd")` at the same sizes.
 2. The paper's setting, 50k x 10 x 3 arms, `methods=("hie", "hdd")`: first call in a fresh process and the
    median of repeated calls in the same process.
@@ -25,8 +25,8 @@ Measured, each in a fresh subprocess (`benchmarks._harness.measure_in_subprocess
    bootstrap (as many replicates as permutations: 200).
 4. Out of core: 10^8 rows x 10 features as zstd parquet (20 files of 5M rows, written once under
    benchmarks/.data/feature_selection/, chunkwise, memory-flat; the arm column is a plain arrow `string`, which
-   parquet stores dictionary-encoded and pandas reads as `str`), `score_features(dd.read_parquet(files), ...)`
-   with ("hie", "hdd") inside `pipelines.execution.dask_client()`: wall time, peak RSS, and the scores against
+   parquet stores dictionary-encoded and pandas reads as `str`),
+   `score_features(Partitions(dd.read_parquet(files)), ...)` with ("hie", "hdd") inside `pipelines.execution.dask_client()`: wall time, peak RSS, and the scores against
    their population values.
 5. The EconML causal forest (`methods=("causal_forest",)`, 50k x 10) against hie + hdd: time ratio, Spearman
    correlation of the rankings and whether each finds the true effect modifiers first.
@@ -217,12 +217,12 @@ def measure_score(n_rows: int, n_features: int, seed: int, methods: Sequence[str
         import econml.dml  # noqa: F401  forest would cost as much again
         import sklearn.ensemble  # noqa: F401
     else:
-        score_features(frame.head(WARMUP_ROWS), features, ARM, REWARD, **options)
+        score_features(frame.head(WARMUP_ROWS), features, arm_col=ARM, reward_col=REWARD, **options)
     warmup_call_s = time.perf_counter() - started
     walls, cpus = [], []
     for _ in range(calls):
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = score_features(frame, features, ARM, REWARD, **options)
+        result = score_features(frame, features, arm_col=ARM, reward_col=REWARD, **options).to_frame()
         walls.append(time.perf_counter() - started)
         cpus.append(time.process_time() - cpu_started)
     return {"tool": "causal_fs", "n_rows": n_rows, "n_features": n_features, "methods": list(methods),
@@ -261,26 +261,28 @@ def measure_causalml(n_rows: int, n_features: int, seed: int, n_measured: int | 
 
 def measure_out_of_core(files: list[str], n_features: int, seed: int, methods: Sequence[str],
                         split_row_groups: bool = False) -> dict:
-    """`score_features(dd.read_parquet(files), ...)` inside dask_client() (subprocess side): read + both passes.
+    """`score_features(Partitions(dd.read_parquet(files)), ...)` inside dask_client() (subprocess side): read and
+    both passes.
     `split_row_groups`: one partition per row group (1M rows) instead of one per file."""
     import dask.dataframe as dd
 
     from causal_fs import score_features
-    from pipelines.execution import dask_client
+    from pipelines.execution import Partitions, dask_client
 
     with dask_client() as client:
         threads = sum(client.nthreads().values())
         started, cpu_started = time.perf_counter(), time.process_time()
         data = dd.read_parquet(files, split_row_groups=True) if split_row_groups else dd.read_parquet(files)
-        result = score_features(data, feature_names(n_features), ARM, REWARD, methods=tuple(methods),
-                                n_bins=N_BINS, random_state=seed)
+        scored = score_features(Partitions(data), feature_names(n_features), arm_col=ARM, reward_col=REWARD,
+                                methods=tuple(methods), n_bins=N_BINS, random_state=seed)
+        result = scored.to_frame()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         partitions, arm_dtype = data.npartitions, str(data[ARM].dtype)
-    return {"tool": "causal_fs (dask)", "n_rows": int(result.attrs["rows"]), "n_features": n_features,
+    return {"tool": "causal_fs (dask)", "n_rows": scored.rows, "n_features": n_features,
             "methods": list(methods), "files": len(files), "partitions": partitions, "threads": threads,
             "split_row_groups": split_row_groups,
             "arm_dtype": arm_dtype, "wall_s": wall, "cpu_s": cpu, "features": list(result.index),
-            "scores": _columns(result), "bins": result.attrs["bins"]}
+            "scores": _columns(result), "bins": scored.bins}
 
 
 # ---------------------------------------------------------------------------------------------- series

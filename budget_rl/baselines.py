@@ -5,9 +5,10 @@
   policy, so it stores one policy per iteration.
 - `fixed_multiplier_policy`: one greedy policy for r - lambda c, lambda found by bisection as the smallest whose
   policy is within budget: the single value-based policy a team would deploy; in general over budget or below the
-  mixed optimum (spec section 2).
-- `myopic_allocator`: the two-stage allocator of section 1 applied day by day: one-step models of today's reward
-  and cost per action, then `budget_rl.allocate` with the day's share of the budget. Blind to carry-over.
+  mixed optimum (docs/constrained_rl.md, 'The constrained MDP').
+- `myopic_allocator`: the two-stage allocator (docs/budget_allocation.md, 'The two-stage problem') applied day
+  by day: one-step models of today's reward and cost per action, then `budget_rl.allocate` with the day's share of
+  the budget. Blind to carry-over.
 """
 
 from __future__ import annotations

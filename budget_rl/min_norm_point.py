@@ -1,9 +1,10 @@
 """Wolfe's minimum-norm-point algorithm: the point of a polytope conv(P) closest to the origin.
 
-The constrained-RL outer loop (spec section 2) searches the convex hull of the policies' measurement vectors; its
-corral update is Wolfe's: keep an affinely independent active set, minimize the norm over its affine hull, step
-back to the hull when a weight goes non-positive, and drop zero-weight points. The active set never exceeds d + 1
-points in R^d, which is why a mixed policy built this way stores at most d + 1 policies.
+The constrained-RL target search (docs/constrained_rl.md, 'The mixed policy') searches the convex hull of the
+policies' measurement vectors; its corral update is Wolfe's: keep an affinely independent active set, minimize the
+norm over its affine hull, step back to the hull when a weight goes non-positive, and drop zero-weight points. The
+active set never exceeds d + 1 points in R^d, which is why a mixed policy built this way stores at most d + 1
+policies.
 
 Optimality certificate at the returned x: <x, p> >= ||x||^2 for every p in P (no point of P lies on the origin's
 side of the hyperplane through x orthogonal to x).

@@ -15,8 +15,9 @@ chunk (randomness from `campaign_core.chunk_generator`), so a chunk's state is t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -31,6 +32,24 @@ class Statistic(Protocol[S, R]):
     def merge(self, left: S, right: S) -> S: ...
 
     def finalize(self, state: S) -> R: ...
+
+
+@dataclass(frozen=True)
+class StatisticOf(Generic[S, R]):
+    """A statistic made of three functions (`finalize` None: the merged state is the result)."""
+
+    partial_function: Callable[[Any], S]
+    merge_function: Callable[[S, S], S]
+    finalize_function: Callable[[S], R] | None = None
+
+    def partial(self, chunk: Any) -> S:
+        return self.partial_function(chunk)
+
+    def merge(self, left: S, right: S) -> S:
+        return self.merge_function(left, right)
+
+    def finalize(self, state: S) -> R:
+        return state if self.finalize_function is None else self.finalize_function(state)
 
 
 @runtime_checkable

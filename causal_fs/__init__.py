@@ -5,7 +5,7 @@
   pandas or a Dask DataFrame.
 - `HTEFeatureSelector`: the same as a scikit-learn selector.
 
-Method and readings: ../shared/specs/causal_fs.md and docs/feature_selection.md.
+Method and readings: docs/feature_selection.md, 'Definitions' and 'How it works, and the readings we chose'.
 """
 
 from causal_fs.options import METHODS

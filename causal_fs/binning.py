@@ -197,11 +197,3 @@ def feature_bins(name: str, sketch: FeatureSketch, n_bins: int, *, max_levels: i
         return FeatureBins(name, False, edges=np.asarray(sketch.distinct[:-1], dtype=np.float64))
     return FeatureBins(name, False, edges=weighted_quantile_edges(sketch.sample, sketch.sample_weight, n_bins))
 
-
-def causalml_codes(values: pd.Series, n_bins: int) -> tuple[np.ndarray, int]:
-    """CausalML's binning (`pd.qcut(..., duplicates="drop")` over all rows), NaN in a last bin that its filter
-    ignores; returns the codes and the number of value bins."""
-    bins = pd.qcut(numeric_values(values), n_bins, labels=False, duplicates="drop")
-    value_bins = int(np.nanmax(bins)) + 1
-    codes = np.where(np.isnan(bins), value_bins, bins).astype(np.int64)
-    return codes, value_bins

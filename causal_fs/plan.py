@@ -1,8 +1,8 @@
 """The first pass over the data: validate the columns' values and learn the arms and every feature's bins.
 
-It is a mergeable statistic (`sketch_chunk`, `merge_data_sketches`, `make_plan`), so a partitioned frame is
-checked and summarised partition by partition; all value errors are raised from `make_plan`, before any score
-is computed.
+It is a statistic (`SketchPass`: `sketch_chunk`, `merge_data_sketches`, `make_plan`), so a chunked table is
+checked and summarised chunk by chunk; all value errors are raised from `make_plan`, before any score is
+computed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from campaign_core import InputError
+from campaign_core import InputError, chunk_generator
 from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, level_counts, merge_sketches, sketch_feature
 from causal_fs.options import ScoringOptions
 
@@ -45,12 +45,11 @@ class Plan:
         return max(feature.n_bins for feature in self.bins)
 
 
-def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int | None, chunk_number: int
-                 ) -> DataSketch:
+def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int | None) -> DataSketch:
     """The sketch of one chunk; numeric features keep `sample_size` values (None: all, exact quantiles)."""
-    rng = np.random.default_rng([options.seed, 1, chunk_number])
     arms = chunk[options.arm_col]
     reward = chunk[options.reward_col].to_numpy(dtype=np.float64, na_value=np.nan)
+    rng = chunk_generator(options.seed, 1, arms.to_numpy(), reward)
     finite = np.isfinite(reward)
     bad_propensities = 0
     if options.propensity_col is not None:
@@ -77,6 +76,23 @@ def merge_data_sketches(left: DataSketch, right: DataSketch, n_bins: int) -> Dat
         bad_propensities=left.bad_propensities + right.bad_propensities,
         features=[merge_sketches(a, b, n_bins) for a, b in zip(left.features, right.features, strict=True)],
     )
+
+
+@dataclass(frozen=True)
+class SketchPass:
+    """The first pass as a statistic: a chunk's counts and value sketches, merged; finalized into the `Plan`."""
+
+    options: ScoringOptions
+    sample_size: int | None  # values kept per numeric feature and chunk (None: all, exact quantiles)
+
+    def partial(self, chunk: pd.DataFrame) -> DataSketch:
+        return sketch_chunk(chunk, self.options, self.sample_size)
+
+    def merge(self, left: DataSketch, right: DataSketch) -> DataSketch:
+        return merge_data_sketches(left, right, self.options.n_bins)
+
+    def finalize(self, sketch: DataSketch) -> Plan:
+        return make_plan(sketch, self.options)
 
 
 def make_plan(sketch: DataSketch, options: ScoringOptions) -> Plan:

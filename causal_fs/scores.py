@@ -3,7 +3,8 @@
 Every function takes arrays whose last three axes are (features, bins, arms), with any leading axes (the
 replicates of a permutation test or a bootstrap), and returns one score per leading index and feature.
 
-Readings of the spec where the paper is silent (ours, documented here and in docs/feature_selection.md):
+Formulas: docs/feature_selection.md, 'Definitions'. Where the paper is silent, our readings (also in
+docs/feature_selection.md, 'How it works, and the readings we chose'):
 
 - Cell means are shrunk toward the arm's pooled mean with `smoothing` pseudo-rows:
   mean_fbk = (S_fbk + m p_fk) / (W_fbk + m). An empty cell therefore takes the pooled arm mean (no NaN, no

@@ -1,69 +1,98 @@
 """`score_features`: every heterogeneity score of every candidate feature, with significance, at any scale.
 
-Two passes over the data, both mergeable statistics: the first checks the values and learns the arms and bins
-(`causal_fs.plan`), the second builds the per-(feature, bin, arm) tables of the observed data and of every
-permutation and bootstrap replicate (`causal_fs.tables`). All scores are then pure functions of those tables
-(`causal_fs.scores`, `causal_fs.regression`). A pandas frame is processed in row blocks; a Dask frame (anything
-with `map_partitions`) partition by partition with the tables summed by a tree reduction, so memory stays at a
-few tables however many rows there are. This package does not import Dask: it uses the frame's own methods.
+Two passes over the data, both statistics in the platform's one contract (`campaign_core.Statistic`): the first
+checks the values and learns the arms and bins (`causal_fs.plan.SketchPass`), the second builds the
+per-(feature, bin, arm) tables of the observed data and of every permutation and bootstrap replicate
+(`TablePass`). All scores are then pure functions of those tables (`causal_fs.scores`, `causal_fs.regression`).
+Data in memory (a pandas DataFrame) is one chunk, scanned in row blocks; a `campaign_core.ChunkedTable` (e.g.
+`pipelines.execution.Partitions` over a Dask DataFrame) runs the passes over its chunks and merges the tables, so
+memory stays at a few tables however many rows there are. Permutations shuffle rows within a block of
+`CHUNK_ROWS` rows, with randomness keyed by the seed and the block's content (`campaign_core.chunk_generator`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from campaign_core import InputError
+from campaign_core import InputError, chunk_generator, compute, is_chunked
 from causal_fs import regression, scores
 from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_codes, numeric_values
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
-from causal_fs.plan import DataSketch, Plan, make_plan, merge_data_sketches, sketch_chunk
+from causal_fs.plan import Plan, SketchPass
 from causal_fs.significance import basic_interval, benjamini_hochberg, permutation_p_values
-from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, chunk_tables
+from causal_fs.tables import Layout, ObservedExtras, Tables, chunk_tables
 
-CHUNK_ROWS = 1 << 18  # rows per block, pandas frame or Dask partition (bounds the per-block code matrices)
-SPLIT_EVERY = 8
+CHUNK_ROWS = 1 << 18  # rows per block (bounds the per-block code matrices)
 
 
-def score_features(data: Any, features: Sequence[str] | None = None, arm_col: str = "arm",
+@dataclass(frozen=True)
+class FeatureScores:
+    """Every score of every candidate feature, and what they were computed on.
+
+    `to_frame()`: one row per feature (index `feature`), one column per score and its significance (see
+    `score_features`). `arms` (labels, in code order), `control` (the uplift filters' control arm), `rows` (rows
+    scored), `binary_reward` (0/1 rewards), `bins` (feature -> bin labels, the NaN bin last when present).
+    """
+
+    table: pd.DataFrame
+    arms: tuple
+    control: Any
+    rows: int
+    binary_reward: bool
+    bins: dict[str, list[str]] = field(repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The per-feature table (a copy)."""
+        return self.table.copy()
+
+    def summary(self) -> dict[str, Any]:
+        """Headline figures: rows scored, arms, features scored."""
+        return {"rows": self.rows, "arms": len(self.arms), "features": len(self.table)}
+
+
+def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col: str = "arm",
                    reward_col: str = "reward", methods: Sequence[str] = ("hie", "hdd"), n_bins: int = 10,
                    control: Any = None, propensity_col: str | None = None, n_permutations: int = 0,
-                   compat: str | None = None, random_state: int | None = None, *, n_bootstrap: int | None = None,
+                   compat: str | None = None, random_state: int | None = None, n_bootstrap: int | None = None,
                    smoothing: float = 1.0, confidence: float = 0.95,
                    combined_weights: tuple[float, float] = (0.5, 0.5), max_levels: int = 50,
-                   min_level_share: float = 0.005, forest_rows: int = 50_000) -> pd.DataFrame:
+                   min_level_share: float = 0.005, forest_rows: int = 50_000) -> FeatureScores:
     """Score how much each feature changes which arm is best; one row per feature, one column per method.
 
-    Columns (those of the methods asked for): `hie` (reward per decision gained by per-bin arm choice, reward
-    units), `hdd` (nats), `combined` (0..1; added whenever both hie and hdd are computed), `kl`, `ed`, `chi`
-    (uplift filters against the control arm), `f`, `lr` (interaction test statistics, with analytic `p_f`,
-    `p_lr`), `causal_forest` (EconML heterogeneity importance). With `n_permutations` > 0, each bin-based
+    Columns of `.to_frame()` (those of the methods asked for): `hie` (reward per decision gained by per-bin arm
+    choice, reward units), `hdd` (nats), `combined` (0..1; added whenever both hie and hdd are computed), `kl`,
+    `ed`, `chi` (uplift filters against the control arm), `f`, `lr` (interaction test statistics, with analytic
+    `p_f`, `p_lr`), `causal_forest` (EconML heterogeneity importance). With `n_permutations` > 0, each bin-based
     method also gets `p_<method>` (permutation p-value), `q_<method>` (Benjamini-Hochberg across features) and
     `<method>_low`/`<method>_high` (basic bootstrap interval at `confidence`, from `n_bootstrap` Poisson
     bootstrap replicates, default as many as permutations). Always present: `n_bins` (bins used, NaN bin
     included when there are NaNs) and `missing_share`.
 
-    `data` is a pandas DataFrame or a Dask DataFrame with the feature, arm and reward columns (and the
-    propensity column, whose values must be in (0, 1], to inverse-propensity weight the cell means). `features`
-    None means every other column. `compat="causalml"` computes kl/ed/chi exactly as CausalML's
+    `data` is a pandas DataFrame or a `campaign_core.ChunkedTable` with the feature, arm and reward columns (and
+    the propensity column, whose values must be in (0, 1], to inverse-propensity weight the cell means).
+    `features` None means every other column. `compat="causalml"` computes kl/ed/chi exactly as CausalML's
     `FilterSelect.get_importance` does (qcut bins, +1 pseudo-counts, control vs each treatment); rows with a NaN
     feature value are left out of the bins and count in the total (CausalML 0.18 refuses NaN). The same
-    `random_state` gives the same output on any scheduler.
+    `random_state` and the same chunks give the same output on any scheduler.
     """
     options = _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col,
                        n_permutations, compat, random_state, n_bootstrap, smoothing, confidence, combined_weights,
                        max_levels, min_level_share, forest_rows)
     _check_columns(data, options)
-    data = data[options.needed_columns()]
-    plan = make_plan(_reduce_sketches(data, options), options)
+    columns = options.needed_columns() if is_chunked(data) else None  # a chunked table reads only these
+    if columns is None:
+        data = data[options.needed_columns()]
+    sample_size = max(1024, SKETCH_SIZE // data.n_chunks) if is_chunked(data) else None
+    plan = compute(SketchPass(options, sample_size), data, columns=columns)
     _check_method_inputs(data, plan, options)
 
     layout = Layout(len(plan.bins), plan.max_bins, len(plan.arms), options.n_permutations, options.n_bootstrap)
-    tables, extras = _reduce_tables(data, plan.bins, plan, layout, options)
+    tables, extras = compute(TablePass(plan.bins, plan, layout, options), data, columns=columns)
     result = pd.DataFrame(index=pd.Index(options.features, name="feature"))
     methods = options.score_methods
     bin_methods = [m for m in methods if m in BIN_METHODS and not (options.compat and m in UPLIFT_METHODS)]
@@ -72,7 +101,7 @@ def score_features(data: Any, features: Sequence[str] | None = None, arm_col: st
         compat_bins = tuple(_causalml_bins(data[name], name, options.n_bins) for name in options.features)
         compat_layout = Layout(len(compat_bins), max(b.n_bins for b in compat_bins), len(plan.arms),
                                options.n_permutations, options.n_bootstrap)
-        compat_tables, _ = _reduce_tables(data, compat_bins, plan, compat_layout, options)
+        compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options), data)
         value_bins = np.array([b.n_bins - 1 for b in compat_bins])
         for method in (m for m in methods if m in UPLIFT_METHODS):
             replicate_scores[method] = scores.causalml_filter(compat_tables, method, plan.control, value_bins)
@@ -89,9 +118,8 @@ def score_features(data: Any, features: Sequence[str] | None = None, arm_col: st
     observed = tables.replicate(0)
     result["n_bins"] = [int((observed.rows[f].sum(axis=-1) > 0).sum()) for f in range(len(plan.bins))]
     result["missing_share"] = [observed.rows[f, b.missing_bin].sum() / plan.rows for f, b in enumerate(plan.bins)]
-    result.attrs.update(arms=list(plan.arms), control=plan.arms[plan.control], rows=plan.rows,
-                        binary_reward=plan.binary_reward, bins={b.name: b.labels() for b in plan.bins})
-    return result
+    return FeatureScores(result, tuple(plan.arms), plan.arms[plan.control], plan.rows, plan.binary_reward,
+                         {b.name: b.labels() for b in plan.bins})
 
 
 def _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col, n_permutations, compat,
@@ -118,14 +146,10 @@ def _options(data, features, arm_col, reward_col, methods, n_bins, control, prop
         max_levels=max_levels, min_level_share=min_level_share, forest_rows=forest_rows)
 
 
-def _is_partitioned(data: Any) -> bool:
-    return not isinstance(data, pd.DataFrame) and hasattr(data, "map_partitions")
-
-
 def _check_columns(data: Any, options: ScoringOptions) -> None:
     """Column presence and types, from the frame's schema only (no rows read)."""
-    if not isinstance(data, pd.DataFrame) and not _is_partitioned(data):
-        raise InputError(f"data: expected a pandas or Dask DataFrame, got {type(data).__name__}")
+    if not isinstance(data, pd.DataFrame) and not is_chunked(data):
+        raise InputError(f"data: expected a pandas DataFrame or a chunked table, got {type(data).__name__}")
     missing = [name for name in options.needed_columns() if name not in data.columns]
     if missing:
         raise InputError(f"data: column {missing[0]!r} does not exist"
@@ -140,7 +164,7 @@ def _check_columns(data: Any, options: ScoringOptions) -> None:
         if categorical:
             raise InputError(f"compat: CausalML's filters bin numeric features only; {categorical[0]!r} is "
                              "categorical")
-        if _is_partitioned(data):
+        if is_chunked(data):
             raise InputError("compat: 'causalml' needs a pandas DataFrame (CausalML's exact qcut quantiles)")
 
 
@@ -148,93 +172,67 @@ def _check_method_inputs(data: Any, plan: Plan, options: ScoringOptions) -> None
     if options.compat and any(m in UPLIFT_METHODS for m in options.score_methods):
         if not plan.binary_reward or options.propensity_col:
             raise InputError(f"compat: CausalML's filters need a 0/1 {options.reward_col} and no propensity weights")
-    if "causal_forest" in options.score_methods and _is_partitioned(data):
+    if "causal_forest" in options.score_methods and is_chunked(data):
         raise InputError("methods: 'causal_forest' needs a pandas DataFrame (pass a sample of the rows)")
 
 
-# --- the two passes ---------------------------------------------------------------------------------------------
+# --- the table pass ---------------------------------------------------------------------------------------------
 
-def _reduce_sketches(data: Any, options: ScoringOptions) -> DataSketch:
-    """The first pass: exact (every value) for a pandas frame, a bounded sample per partition for Dask."""
-    if not _is_partitioned(data):
-        return sketch_chunk(data, options, None, 0)
-    merge = functools.partial(merge_data_sketches, n_bins=options.n_bins)
-    sample_size = max(1024, SKETCH_SIZE // data.npartitions)
-    meta = pd.DataFrame({"sketch": pd.Series([], dtype=object)})
-    frames = data.map_partitions(_sketch_partition, options, sample_size, meta=meta).compute()
-    return _fixed_tree(list(frames["sketch"]), merge)
+@dataclass(frozen=True)
+class TablePass:
+    """The second pass as a statistic: the tables of every replicate and the observed data's extras (for the
+    regression filters), summed over chunks."""
 
+    bins: tuple[FeatureBins, ...]
+    plan: Plan
+    layout: Layout
+    options: ScoringOptions
 
-def _sketch_partition(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int, partition_info=None
-                      ) -> pd.DataFrame:
-    number = partition_info["number"] if partition_info else 0
-    return pd.DataFrame({"sketch": pd.Series([sketch_chunk(chunk, options, sample_size, number)], dtype=object)})
+    def partial(self, chunk: pd.DataFrame) -> tuple[Tables, ObservedExtras]:
+        """Built in blocks of CHUNK_ROWS rows, so the per-row code matrices stay small."""
+        parts = [self._block(chunk.iloc[start:start + CHUNK_ROWS]) for start in range(0, max(len(chunk), 1),
+                                                                                          CHUNK_ROWS)]
+        state = parts[0]
+        for part in parts[1:]:
+            state = self.merge(state, part)
+        return state
 
+    @staticmethod
+    def merge(left: tuple[Tables, ObservedExtras], right: tuple[Tables, ObservedExtras]
+              ) -> tuple[Tables, ObservedExtras]:
+        return left[0] + right[0], left[1] + right[1]
 
-def _fixed_tree(items: list, merge: Callable) -> Any:
-    while len(items) > 1:
-        items = [functools.reduce(merge, items[i:i + SPLIT_EVERY]) for i in range(0, len(items), SPLIT_EVERY)]
-    return items[0]
+    @staticmethod
+    def finalize(state: tuple[Tables, ObservedExtras]) -> tuple[Tables, ObservedExtras]:
+        return state
 
-
-def _reduce_tables(data: Any, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout, options: ScoringOptions
-                   ) -> tuple[Tables, ObservedExtras]:
-    """Tables of every replicate, and the observed data's extras for the regression filters."""
-    if not _is_partitioned(data):
-        return _partition_tables(data, bins, plan, layout, options, 0)
-    meta = pd.DataFrame({"slot": pd.Series([], dtype="int64"), "value": pd.Series([], dtype="float64")})
-    frames = data.map_partitions(_tables_partition, bins, plan, layout, options, meta=meta)
-    summed = frames.groupby("slot")["value"].sum(split_every=SPLIT_EVERY, split_out=1).compute()
-    flat = summed.sort_index().to_numpy()
-    size = int(np.prod(layout.shape()))
-    columns = {name: flat[i * size:(i + 1) * size] for i, name in enumerate(STATISTICS)}
-    return Tables.from_flat(columns, layout), ObservedExtras.from_flat(flat[len(STATISTICS) * size:], layout)
-
-
-def _tables_partition(chunk: pd.DataFrame, bins, plan, layout, options, partition_info=None) -> pd.DataFrame:
-    number = partition_info["number"] if partition_info else 0
-    tables, extras = _partition_tables(chunk, bins, plan, layout, options, number)
-    flat = np.concatenate([*tables.flat().values(), extras.flat()])
-    return pd.DataFrame({"slot": np.arange(len(flat), dtype=np.int64), "value": flat})
-
-
-def _partition_tables(frame: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout,
-                      options: ScoringOptions, partition: int) -> tuple[Tables, ObservedExtras]:
-    """Tables of one partition (a whole pandas frame is partition 0), built in blocks of CHUNK_ROWS rows so the
-    per-row code matrices stay small; permutations shuffle within a block, seeded by (seed, partition, block)."""
-    parts = [_block_tables(frame.iloc[start:start + CHUNK_ROWS], bins, plan, layout, options,
-                           (partition, start // CHUNK_ROWS))
-             for start in range(0, max(len(frame), 1), CHUNK_ROWS)]
-    return functools.reduce(lambda a, b: (a[0] + b[0], a[1] + b[1]), parts)
-
-
-def _block_tables(block: pd.DataFrame, bins: tuple[FeatureBins, ...], plan: Plan, layout: Layout,
-                  options: ScoringOptions, block_key: tuple[int, int]) -> tuple[Tables, ObservedExtras]:
-    codes = np.empty((len(bins), len(block)), dtype=np.int64)
-    x_sum = np.zeros((layout.n_features, layout.n_bins))
-    for f, feature in enumerate(bins):
-        if feature.categorical:
-            codes[f] = feature.codes(block[feature.name])
+    def _block(self, block: pd.DataFrame) -> tuple[Tables, ObservedExtras]:
+        bins, layout, options = self.bins, self.layout, self.options
+        codes = np.empty((len(bins), len(block)), dtype=np.int64)
+        x_sum = np.zeros((layout.n_features, layout.n_bins))
+        for f, feature in enumerate(bins):
+            if feature.categorical:
+                codes[f] = feature.codes(block[feature.name])
+            else:
+                values = numeric_values(block[feature.name])
+                codes[f] = feature.numeric_codes(values)
+                x_sum[f, :feature.n_bins] = np.bincount(codes[f], weights=np.nan_to_num(values, nan=0.0, posinf=0.0,
+                                                                                        neginf=0.0),
+                                                        minlength=feature.n_bins)
+        arms = label_codes(block[options.arm_col], self.plan.arms)
+        reward = block[options.reward_col].to_numpy(dtype=np.float64)
+        weight = None
+        if options.propensity_col is not None:
+            weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
+        rng = chunk_generator(options.seed, 2, arms, reward)
+        tables = chunk_tables(codes, arms, reward, weight, layout, rng)
+        if weight is None:
+            weight_sq = tables.rows[0]
         else:
-            values = numeric_values(block[feature.name])
-            codes[f] = feature.numeric_codes(values)
-            x_sum[f, :feature.n_bins] = np.bincount(codes[f], weights=np.nan_to_num(values, nan=0.0, posinf=0.0,
-                                                                                    neginf=0.0),
-                                                    minlength=feature.n_bins)
-    arms = label_codes(block[options.arm_col], plan.arms)
-    reward = block[options.reward_col].to_numpy(dtype=np.float64)
-    weight = None
-    if options.propensity_col is not None:
-        weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
-    rng = np.random.default_rng([options.seed, 2, *block_key])
-    tables = chunk_tables(codes, arms, reward, weight, layout, rng)
-    if weight is None:
-        weight_sq = tables.rows[0]
-    else:
-        cells = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms + arms[None, :]
-        weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(bins)),
-                                minlength=layout.cells).reshape(layout.shape()[1:])
-    return tables, ObservedExtras(x_sum, weight_sq)
+            cells = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms + arms[None, :]
+            weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(bins)),
+                                    minlength=layout.cells).reshape(layout.shape()[1:])
+        return tables, ObservedExtras(x_sum, weight_sq)
 
 
 def _causalml_bins(values: Any, name: str, n_bins: int) -> FeatureBins:

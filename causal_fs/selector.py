@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from campaign_core import InputError
 from causal_fs.options import BIN_METHODS, TEST_METHODS
-from causal_fs.scoring import score_features
+from causal_fs.scoring import FeatureScores, score_features
 from causal_fs.significance import minimum_permutations
 
 
@@ -25,9 +25,12 @@ def primary_method(methods: Sequence[str]) -> str:
     return methods[0]
 
 
-def select_features(scores: pd.DataFrame, method: str, alpha: float = 0.05, k: int | None = None) -> list[str]:
+def select_features(scores: FeatureScores | pd.DataFrame, method: str, alpha: float = 0.05, k: int | None = None
+                    ) -> list[str]:
     """Features whose BH q-value (or analytic p-value for f/lr; all when there are no p-values) is at most
     `alpha`, best `method` score first, at most `k`."""
+    if isinstance(scores, FeatureScores):
+        scores = scores.table
     ranked = scores.sort_values(method, ascending=False, kind="stable")
     column = f"q_{method}" if f"q_{method}" in ranked else (f"p_{method}" if f"p_{method}" in ranked else None)
     if column is not None:
@@ -80,7 +83,8 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
             propensity_col = "__propensity__"
         self.scores_ = score_features(frame, names, arm_col="__arm__", reward_col="__reward__",
                                       methods=tuple(self.methods), n_bins=self.n_bins, propensity_col=propensity_col,
-                                      n_permutations=self.n_permutations, random_state=self.random_state)
+                                      n_permutations=self.n_permutations, random_state=self.random_state
+                                      ).to_frame()
         method = primary_method(self.methods)
         significance = method in TEST_METHODS or (method in BIN_METHODS and self.n_permutations > 0)
         self.selected_ = select_features(self.scores_, method, self.alpha if significance else 1.0, self.k)

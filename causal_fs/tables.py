@@ -59,12 +59,6 @@ class Tables:
         """The tables of some replicates (keeps the leading axis when given a slice)."""
         return Tables(*(getattr(self, name)[index] for name in STATISTICS))
 
-    def flat(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name).ravel() for name in STATISTICS}
-
-    @classmethod
-    def from_flat(cls, columns: dict[str, np.ndarray], layout: Layout) -> Tables:
-        return cls(*(np.asarray(columns[name], dtype=np.float64).reshape(layout.shape()) for name in STATISTICS))
 
 
 @dataclass(frozen=True)
@@ -79,14 +73,6 @@ class ObservedExtras:
     def __add__(self, other: ObservedExtras) -> ObservedExtras:
         return ObservedExtras(self.x_sum + other.x_sum, self.weight_sq + other.weight_sq)
 
-    def flat(self) -> np.ndarray:
-        return np.concatenate([self.x_sum.ravel(), self.weight_sq.ravel()])
-
-    @classmethod
-    def from_flat(cls, values: np.ndarray, layout: Layout) -> ObservedExtras:
-        split = layout.n_features * layout.n_bins
-        return cls(values[:split].reshape(layout.n_features, layout.n_bins),
-                   values[split:].reshape(layout.n_features, layout.n_bins, layout.n_arms))
 
 
 def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,

@@ -1,9 +1,19 @@
-"""Where the work runs: an in-process Dask cluster by default, any existing cluster by address.
+"""Where the work runs, and the one place that runs statistics.
 
-The platform's one scaling pattern lives here: a domain statistic given as `partial(chunk) -> S`,
-`merge(S, S) -> S` and `finalize(S) -> result` is mapped over the partitions of a Dask DataFrame and
-tree-reduced. The merge tree has a fixed shape and order, so the result is bit-identical on any scheduler and
-any number of workers (for the same partitions).
+A statistic (`campaign_core.Statistic`: `partial(chunk) -> state`, `merge(state, state) -> state`,
+`finalize(state) -> result`) is run by `run_statistic` in one of three ways:
+
+- on one in-memory chunk: a pandas DataFrame (or any in-memory object) given whole;
+- on threaded blocks: a pandas DataFrame cut into blocks of `block_rows` rows, `partial` on a thread pool;
+- over Dask partitions: `partial` runs where each partition lives, and the partial states are merged on the
+  cluster while they arrive, so the driver holds a few states however many rows there are.
+
+Blocks and partitions are merged in one fixed tree (groups of `split_every` neighbours, level by level, left to
+right), so the result is bit-identical on any scheduler and any number of workers or threads for the same chunks.
+`Partitions` and `Blocks` wrap a frame as a `campaign_core.ChunkedTable`, the form in which domain entry points
+(`causal_fs.score_features`, `budget_rl.solve_dual`, ...) accept data they must not hold in memory.
+
+The Dask client: an in-process cluster by default, any existing cluster by address (`dask_client`).
 """
 
 from __future__ import annotations
@@ -12,14 +22,16 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import dask
 import dask.dataframe as dd
 import pandas as pd
 from distributed import Client, LocalCluster, as_completed
 
-from pipelines.errors import InputError
+from campaign_core import InputError, Statistic
 from pipelines.progress import busy, progress
 
 S = TypeVar("S")
@@ -27,6 +39,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+SPLIT_EVERY = 8
 
 
 @contextlib.contextmanager
@@ -59,7 +72,7 @@ def current_client() -> Client | None:
 
 
 def map_tasks(function: Callable[[T], R], items: Sequence[T], description: str) -> list[R]:
-    """Run `function` on every item (on the cluster when one is in use), with progress; results in item order."""
+    """Run independent tasks (on the cluster when one is in use), with progress; results in item order."""
     client = current_client()
     if client is None:
         return [function(item) for item in progress(items, description)]
@@ -69,62 +82,121 @@ def map_tasks(function: Callable[[T], R], items: Sequence[T], description: str) 
     return client.gather(futures)
 
 
-class MergeableStatistic(Protocol[S, R]):
-    """A statistic that scales past memory: partial stats per chunk, an associative merge, and a finalize."""
-
-    def partial(self, chunk: pd.DataFrame) -> S: ...
-
-    def merge(self, left: S, right: S) -> S: ...
-
-    def finalize(self, stats: S) -> R: ...
-
-
-def _merge_group(merge: Callable[[S, S], S], *stats: S) -> S:
-    return functools.reduce(merge, stats)
+# ---------------------------------------------------------------------------- running statistics
+def merge_tree(states: list[Any], merge_group: Callable[..., Any], split_every: int = SPLIT_EVERY) -> Any:
+    """Merge groups of `split_every` neighbours level by level (fixed shape, left to right) down to one state."""
+    if not states:
+        raise ValueError("merge_tree: no states to merge")
+    while len(states) > 1:
+        states = [merge_group(*states[i:i + split_every]) if len(states[i:i + split_every]) > 1 else states[i]
+                  for i in range(0, len(states), split_every)]
+    return states[0]
 
 
-def _merge_tree(level: list[Any], merge_node: Callable[..., Any], split_every: int) -> Any:
-    """Merge groups of `split_every` neighbours level by level (fixed shape, left to right) down to one node."""
-    while len(level) > 1:
-        level = [merge_node(*level[i:i + split_every]) if len(level[i:i + split_every]) > 1 else level[i]
-                 for i in range(0, len(level), split_every)]
-    return level[0]
+def _merge_group(merge: Callable[[S, S], S], *states: S) -> S:
+    return functools.reduce(merge, states)
 
 
-def tree_reduce(data: pd.DataFrame | dd.DataFrame | tuple, partial: Callable[..., S],
-                merge: Callable[[S, S], S], finalize: Callable[[S], R] | None = None, *,
-                columns: Sequence[str] | None = None, split_every: int = 8) -> R | S:
-    """Compute finalize(merge over partitions of partial(partition)) for a pandas or a Dask DataFrame.
+def _project(frame: Any, columns: Sequence[str] | None) -> Any:
+    return frame if columns is None else frame[list(columns)]
 
-    For pandas the frame is one chunk. For Dask, `partial` runs where the partition lives, and groups of
-    `split_every` partial results are merged level by level (left to right), so memory on the driver stays at a
-    few partial statistics however many rows there are. `columns` restricts what is read from storage.
-    `data` may also be a tuple of row-aligned frames with the same partitions (e.g. logs and their truth, written
-    file by file): `partial` then gets one chunk of each.
+
+def run_statistic(statistic: Statistic[Any, R], data: Any, *, columns: Sequence[str] | None = None,
+                  block_rows: int | None = None, split_every: int = SPLIT_EVERY) -> R:
+    """finalize(merge of partial(chunk) over the chunks of `data`), in the fixed merge tree.
+
+    `data`: a Dask DataFrame (its partitions are the chunks), a tuple of row-aligned Dask DataFrames with the same
+    partitions (`partial` gets a tuple of chunks, e.g. logs and their truth written file by file), a pandas
+    DataFrame (one chunk; blocks of `block_rows` rows on threads when given) or any other in-memory object (one
+    chunk). `columns` restricts what is read (of the first frame of a tuple).
     """
     if split_every < 2:
         raise InputError(f"split_every: must be >= 2, got {split_every}")
+    merge = functools.partial(_merge_group, statistic.merge)
     frames = data if isinstance(data, tuple) else (data,)
-    if columns is not None:
-        frames = (frames[0][list(columns)], *frames[1:])
-    if all(isinstance(frame, pd.DataFrame) for frame in frames):
-        stats = partial(*frames)
-    else:
-        parts = [frame.to_delayed() for frame in frames]
-        if len({len(p) for p in parts}) != 1:
-            raise InputError(f"tree_reduce: aligned frames have different partition counts {[len(p) for p in parts]}")
-        partials = [dask.delayed(partial)(*chunks) for chunks in zip(*parts, strict=True)]
-        merge_node = dask.delayed(functools.partial(_merge_group, merge), pure=True)
-        tree = _merge_tree(partials, merge_node, split_every)
-        # One graph, so the scheduler merges each group as soon as its partials exist and frees them: memory holds
-        # a few partial statistics, not one per partition (submitting partials first held them all: 7x the memory).
-        with busy(f"reducing {len(partials)} partitions"):
-            (stats,) = dask.compute(tree)
-    return finalize(stats) if finalize is not None else stats
+    if any(isinstance(frame, dd.DataFrame) for frame in frames):
+        return statistic.finalize(_reduce_partitions(statistic, frames, columns, merge, split_every))
+    chunk = (_project(frames[0], columns), *frames[1:]) if isinstance(data, tuple) else _project(data, columns)
+    if block_rows is None or not isinstance(chunk, pd.DataFrame) or len(chunk) <= block_rows:
+        return statistic.finalize(statistic.partial(chunk))
+    if block_rows < 1:
+        raise InputError(f"block_rows: must be >= 1, got {block_rows}")
+    blocks = [chunk.iloc[start:start + block_rows] for start in range(0, len(chunk), block_rows)]
+    with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+        states = list(pool.map(statistic.partial, blocks))
+    return statistic.finalize(merge_tree(states, merge, split_every))
 
 
-def reduce_statistic(data: pd.DataFrame | dd.DataFrame, statistic: MergeableStatistic[S, R], *,
-                     columns: Sequence[str] | None = None, split_every: int = 8) -> R:
-    """tree_reduce with the three functions taken from a MergeableStatistic object."""
-    return tree_reduce(data, statistic.partial, statistic.merge, statistic.finalize,  # type: ignore[return-value]
-                       columns=columns, split_every=split_every)
+def _partial_of_chunks(statistic: Statistic[Any, Any], aligned: bool, *chunks: pd.DataFrame) -> Any:
+    return statistic.partial(chunks if aligned else chunks[0])
+
+
+def _reduce_partitions(statistic: Statistic[Any, Any], frames: tuple, columns: Sequence[str] | None,
+                       merge: Callable[..., Any], split_every: int) -> Any:
+    if not all(isinstance(frame, dd.DataFrame) for frame in frames):
+        raise TypeError("run_statistic: aligned frames must all be Dask DataFrames")
+    frames = (_project(frames[0], columns), *frames[1:])
+    parts = [frame.to_delayed() for frame in frames]
+    if len({len(p) for p in parts}) != 1:
+        raise InputError(f"tables: aligned frames have different partition counts {[len(p) for p in parts]}")
+    work = dask.delayed(functools.partial(_partial_of_chunks, statistic, len(frames) > 1), pure=True)
+    partials = [work(*chunks) for chunks in zip(*parts, strict=True)]
+    tree = merge_tree(partials, dask.delayed(merge, pure=True), split_every)
+    # One graph, so the scheduler merges each group as soon as its partials exist and frees them: memory holds a
+    # few partial states, not one per partition (submitting the partials first held them all: 7x the memory).
+    with busy(f"reducing {len(partials)} partitions"):
+        (state,) = dask.compute(tree)
+    return state
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """A Dask DataFrame as a `campaign_core.ChunkedTable`: statistics run over its partitions."""
+
+    frame: dd.DataFrame
+    split_every: int = SPLIT_EVERY
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+    @property
+    def dtypes(self) -> pd.Series:
+        return self.frame.dtypes
+
+    @property
+    def n_chunks(self) -> int:
+        return self.frame.npartitions
+
+    def reduce(self, statistic: Statistic[Any, R], *, columns: Sequence[str] | None = None) -> R:
+        return run_statistic(statistic, self.frame, columns=columns, split_every=self.split_every)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """An in-memory DataFrame as a `campaign_core.ChunkedTable`: statistics run on blocks of rows on threads."""
+
+    frame: pd.DataFrame
+    block_rows: int = 1 << 16
+    split_every: int = SPLIT_EVERY
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+    @property
+    def dtypes(self) -> pd.Series:
+        return self.frame.dtypes
+
+    @property
+    def n_chunks(self) -> int:
+        return max(1, -(-len(self.frame) // self.block_rows))
+
+    def reduce(self, statistic: Statistic[Any, R], *, columns: Sequence[str] | None = None) -> R:
+        return run_statistic(statistic, self.frame, columns=columns, block_rows=self.block_rows,
+                             split_every=self.split_every)
+
+
+def chunked(frame: dd.DataFrame | pd.DataFrame) -> Partitions | pd.DataFrame:
+    """A Dask DataFrame as `Partitions`; an in-memory frame as it is (one chunk)."""
+    return Partitions(frame) if isinstance(frame, dd.DataFrame) else frame

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from pipelines.errors import InputError
-from pipelines.execution import tree_reduce
+from pipelines.execution import run_statistic
 
 INTEGER, NUMERIC, LABEL, BOOLEAN, STRING = "integer", "numeric", "label", "boolean", "string"
 
@@ -101,7 +101,7 @@ def _check_schema(schema: Schema, arrow_schema: pa.Schema, where: str) -> list[C
 
 
 class _ValueCounts:
-    """Mergeable counts of bad values per column: [missing or non-finite, below range, above range, rows]."""
+    """Counts of bad values per column, [missing or non-finite, below range, above range, rows], as a statistic."""
 
     def __init__(self, columns: list[Column]):
         self.columns = columns
@@ -127,12 +127,15 @@ class _ValueCounts:
     def merge(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: left[name] + right[name] for name in left}
 
+    @staticmethod
+    def finalize(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return counts
+
 
 def _check_values(schema: Schema, data: pd.DataFrame | dd.DataFrame, columns: list[Column]) -> None:
     if not columns:
         return
-    statistic = _ValueCounts(columns)
-    counts = tree_reduce(data, statistic.partial, statistic.merge, columns=[c.name for c in columns])
+    counts = run_statistic(_ValueCounts(columns), data, columns=[c.name for c in columns])
     for column in columns:
         nonfinite, below, above, rows = (int(v) for v in counts[column.name])
         if nonfinite:

@@ -58,7 +58,7 @@ def test_designs_quick_one_graph(results_dir, capsys):
     assert len(rows) == 2 * (3 + 2 * 5)
     assert result["info"]["conditions"]["bernoulli"] == ["fractional 0.75", "full"]
     user = rows[("linear-in-means", "user Bernoulli", "difference_in_means", "-")]
-    assert user["bias"] == pytest.approx(-1.0, abs=0.25)  # the spec: bias -g under user-level Bernoulli
+    assert user["bias"] == pytest.approx(-1.0, abs=0.25)  # bias -g under user-level Bernoulli (docs/abtest.md)
     assert {r["design"] for r in result["removed"]} == {"cluster Bernoulli", "cluster paired"}
     assert (results_dir / "abtest_designs-quick.json").exists()
     assert "Share of the user-level bias removed" in capsys.readouterr().out

@@ -43,7 +43,13 @@ def sample_from(probabilities: np.ndarray, random_state: int | np.random.Generat
 
 
 class BasePolicy(BaseEstimator, ABC):
-    """Base for all policies. Subclasses implement `_reset(n_features)`, `_update(feedback)` and `_probabilities(X)`.
+    """Base for all policies. Subclasses implement three hooks:
+
+    - `_reset(n_features)`: start from the prior (fitted state for `n_features` context columns and `arms_`);
+    - `_update(feedback, weights)`: add a `LoggedFeedback` whose arms are already coded in `arms_` order;
+      `weights` is None (every row counts once) or the per-row weights of `row_weights` (1 / (K propensity) when
+      `weight_by_propensity`);
+    - `_probabilities(X)`: the (n, K) action probabilities of a block of checked contexts.
 
     Hyperparameters live in `__init__` (scikit-learn style, so `sklearn.base.clone` works); fitted state ends in `_`.
     `arms` fixes the arm labels and their order; when None the first `fit` takes them from the feedback. A policy
@@ -138,7 +144,8 @@ class BasePolicy(BaseEstimator, ABC):
 
     @abstractmethod
     def _update(self, feedback: LoggedFeedback, weights: np.ndarray | None) -> None:
-        """Add the feedback (arms already coded in `arms_` order) to the fitted state."""
+        """Add the feedback (arms already coded in `arms_` order) to the fitted state, each row weighted by
+        `weights` (None: every row counts once)."""
 
     @abstractmethod
     def _probabilities(self, X: np.ndarray) -> np.ndarray:

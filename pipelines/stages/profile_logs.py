@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 from pipelines.config import ConfigPath, StageConfig  # noqa: E402
-from pipelines.execution import reduce_statistic  # noqa: E402
+from pipelines.execution import run_statistic  # noqa: E402
 from pipelines.io import write_csv  # noqa: E402
 from pipelines.profile import ArmProfile  # noqa: E402
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage  # noqa: E402
@@ -68,7 +68,7 @@ def profile_logs(context: StageContext, config: ProfileLogsConfig) -> StageResul
     """Per-arm rows, reward, spend and the IPS value of each arm, from a decision log."""
     statistic = config.statistic()
     logs = read_table(config.logs, config.schema(), columns=statistic.columns)
-    profile = reduce_statistic(logs, statistic)
+    profile = run_statistic(statistic, logs)
     write_csv(profile, config.out)
     metrics = {"rows": int(profile["rows"].sum()), "arms": len(profile)}
     for arm, row in profile.iterrows():

@@ -17,7 +17,7 @@ from pydantic import Field
 from causal_fs import primary_method, score_features, select_features
 from causal_fs.significance import minimum_permutations
 from pipelines.config import ConfigPath, StageConfig
-from pipelines.errors import InputError
+from pipelines.execution import chunked
 from pipelines.io import write_csv
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
@@ -94,10 +94,11 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     n_permutations = config.n_permutations
     if n_permutations:  # enough for a lone strong feature to survive Benjamini-Hochberg
         n_permutations = max(n_permutations, minimum_permutations(len(features), config.alpha))
-    scores = score_features(logs, features, arm_col=config.arm, reward_col=config.reward,
+    result = score_features(chunked(logs), features, arm_col=config.arm, reward_col=config.reward,
                             methods=tuple(config.methods), n_bins=config.n_bins, control=config.control,
                             propensity_col=config.propensity, n_permutations=n_permutations,
                             random_state=context.stage_seed("select-features"))
+    scores = result.to_frame()
     method = primary_method(config.methods)
     significance = config.n_permutations > 0 or method in ("f", "lr")
     selected = select_features(scores, method, config.alpha if significance else 1.0, config.k)
@@ -111,7 +112,7 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
 
     context.log.params({"scored_features": ",".join(features), "primary_method": method,
                         "permutations_used": n_permutations,
-                        "rows_scored": scores.attrs["rows"]})
+                        "rows_scored": result.rows})
     metrics = {"features_scored": len(features), "features_selected": len(selected)}
     for name, row in table.iterrows():
         metrics[f"{method}.{name}"] = float(row[method])

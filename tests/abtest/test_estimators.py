@@ -1,5 +1,6 @@
-"""The spec's properties of the estimators, checked by simulation with abtest.simulate (Monte Carlo error bounds), and
-the estimators' arithmetic against statsmodels and hand computations."""
+"""The estimators' properties (docs/abtest.md, 'The global effect and the bias a design removes'), checked by
+simulation with abtest.simulate (Monte Carlo error bounds), and their arithmetic against statsmodels and hand
+computations."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def se_ratio(results: np.ndarray) -> float:
     return float(results[:, 1].mean() / results[:, 0].std(ddof=1))
 
 
-# ---- the spec's properties ------------------------------------------------------------------------------------------
+# ---- the designs' and estimators' properties ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("design", ["user", "bernoulli", "paired"])
 @pytest.mark.parametrize("estimator", ["difference_in_means", "horvitz_thompson", "hajek"])

@@ -1,5 +1,6 @@
-"""Off-policy evaluation: the spec's properties (IPS = replay under a uniform logger, target = logger is exact, DR is
-doubly robust), unbiasedness and coverage over many logging seeds, and the mechanics (mergeable sums, cross-fitting)."""
+"""Off-policy evaluation: the properties in docs/bandits.md (IPS = replay under a uniform logger, target = logger is
+exact, DR is doubly robust), unbiasedness and coverage over many logging seeds, and the mechanics (mergeable sums,
+cross-fitting)."""
 
 from __future__ import annotations
 

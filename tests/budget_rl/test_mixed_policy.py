@@ -1,5 +1,5 @@
-"""Wolfe's minimum-norm point against a QP solver, and the mixed-policy search on the spec's one-state case and on
-random finite policy sets (against the exact LP over all policies)."""
+"""Wolfe's minimum-norm point against a QP solver, and the mixed-policy search on the one-state case of
+docs/constrained_rl.md and on random finite policy sets (against the exact LP over all policies)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data builders for the causal_fs tests: the spec's crossover example, exact and sampled."""
+"""Data builders for the causal_fs tests: the crossover example of docs/feature_selection.md, exact and sampled."""
 
 from __future__ import annotations
 

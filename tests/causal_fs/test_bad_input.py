@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from campaign_core import InputError
 from causal_fs import HTEFeatureSelector, score_features
+from pipelines.execution import Partitions
 
 
 @pytest.fixture
@@ -42,20 +44,20 @@ CASES = [
 @pytest.mark.parametrize(("change", "kwargs", "message"), CASES)
 def test_bad_input_raises_one_line(logs, change, kwargs, message):
     kwargs = {"features": ["x", "c"], **kwargs}
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(InputError, match=message) as error:
         score_features(change(logs), **kwargs)
     assert "\n" not in str(error.value)
 
 
-def test_bad_values_in_a_dask_frame_are_found_before_scoring(logs, monkeypatch):
+def test_bad_values_in_partitions_are_found_before_scoring(logs, monkeypatch):
     import causal_fs.scoring as scoring
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("tables were built before the input was checked")
 
-    monkeypatch.setattr(scoring, "_reduce_tables", must_not_run)
-    bad = dd.from_pandas(logs.assign(propensity=np.where(logs["x"] > 1, 2.0, 0.5)), npartitions=3)
-    with pytest.raises(ValueError, match=r"propensity: \d+ of 200 rows are outside"):
+    monkeypatch.setattr(scoring.TablePass, "partial", must_not_run)
+    bad = Partitions(dd.from_pandas(logs.assign(propensity=np.where(logs["x"] > 1, 2.0, 0.5)), npartitions=3))
+    with pytest.raises(InputError, match=r"propensity: \d+ of 200 rows are outside"):
         score_features(bad, ["x"], propensity_col="propensity")
 
 

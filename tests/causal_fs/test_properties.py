@@ -1,4 +1,5 @@
-"""Invariances of the spec, as property-based tests: arm labels, row order, increasing transforms."""
+"""Invariances of the scores (docs/feature_selection.md, 'Properties the scores satisfy'), as property-based tests:
+arm labels, row order, increasing transforms."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def logs(draw):
 
 
 def _scores(data: pd.DataFrame, **kwargs) -> pd.DataFrame:
-    return score_features(data, ["x", "c"], methods=METHODS, control=0, random_state=0, **kwargs)[
+    return score_features(data, ["x", "c"], methods=METHODS, control=0, random_state=0, **kwargs).to_frame()[
         [*METHODS, "combined"]]
 
 
@@ -43,7 +44,7 @@ def test_relabeling_arms_changes_nothing(data, relabel):
     names = np.array(["zeta", "alpha", "mu", "beta"])[relabel]
     renamed = data.assign(arm=names[data["arm"].to_numpy()])
     expected = _scores(data)
-    got = score_features(renamed, ["x", "c"], methods=METHODS, control=names[0], random_state=0)[expected.columns]
+    got = score_features(renamed, ["x", "c"], methods=METHODS, control=names[0], random_state=0).to_frame()[expected.columns]
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-12)
 
 
@@ -65,6 +66,6 @@ def test_increasing_transform_of_a_feature_changes_nothing(data, transform):
 @SETTINGS
 @given(logs())
 def test_hie_is_never_negative_and_nothing_is_nan(data):
-    scores = score_features(data, ["x", "c"], methods=(*METHODS, "f", "lr"), control=0, random_state=0)
+    scores = score_features(data, ["x", "c"], methods=(*METHODS, "f", "lr"), control=0, random_state=0).to_frame()
     assert (scores["hie"] >= 0).all()
     assert np.isfinite(scores.select_dtypes("number").to_numpy()).all()

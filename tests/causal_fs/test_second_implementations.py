@@ -10,6 +10,7 @@ import pytest
 import statsmodels.api as sm
 
 from causal_fs import score_features
+from pipelines.execution import Partitions
 from tests.causal_fs.conftest import crossover_sample
 
 
@@ -31,8 +32,8 @@ def test_compat_mode_reproduces_causalml(method):
     features = [f"f{i}" for i in range(5)]
     reference = filters.FilterSelect().get_importance(data, features, "conversion", method, n_bins=10)
     reference = reference.set_index("feature")["score"].astype(float)
-    ours = score_features(data, features, "treatment_group_key", "conversion", methods=(method.lower(),),
-                          compat="causalml", random_state=0)[method.lower()]
+    ours = score_features(data, features, arm_col="treatment_group_key", reward_col="conversion",
+                          methods=(method.lower(),), compat="causalml", random_state=0).to_frame()[method.lower()]
     np.testing.assert_allclose(ours[features].to_numpy(), reference[features].to_numpy(), rtol=1e-10, atol=1e-14)
     assert ours["f3"] == 0.0  # CausalML's single bin for a binary feature, reproduced on purpose
 
@@ -40,14 +41,15 @@ def test_compat_mode_reproduces_causalml(method):
 def test_compat_mode_differs_from_default_binning_on_binary_features():
     data = _uplift_logs(20_000, seed=2).assign(flag=lambda d: (d["f0"] > 0).astype(int))
     kw = dict(arm_col="treatment_group_key", reward_col="conversion", methods=("kl",), random_state=0)
-    assert score_features(data, ["flag"], compat="causalml", **kw).loc["flag", "kl"] == 0.0
-    assert score_features(data, ["flag"], **kw).loc["flag", "kl"] > 0.001
+    assert score_features(data, ["flag"], compat="causalml", **kw).to_frame().loc["flag", "kl"] == 0.0
+    assert score_features(data, ["flag"], **kw).to_frame().loc["flag", "kl"] > 0.001
 
 
 def test_f_and_lr_equal_statsmodels_on_the_grouped_design():
     """Our F and LR from bin tables equal statsmodels fitted on the rows with x replaced by its bin mean."""
     data = _uplift_logs(8_000, seed=3)
-    scores = score_features(data, ["f0"], "treatment_group_key", "conversion", methods=("f", "lr"), random_state=0)
+    scores = score_features(data, ["f0"], arm_col="treatment_group_key", reward_col="conversion", methods=("f", "lr"),
+                            random_state=0).to_frame()
     bins = pd.qcut(data["f0"], 10, labels=False)  # exact deciles: the same bins as ours for continuous data
     x = data.groupby(bins)["f0"].transform("mean")
     treated = pd.get_dummies(data["treatment_group_key"])[["t1", "t2"]].astype(float)
@@ -62,27 +64,27 @@ def test_f_and_lr_equal_statsmodels_on_the_grouped_design():
     assert scores.loc["f0", "lr"] == pytest.approx(lr, rel=1e-6)
 
 
-def test_dask_frame_gives_the_pandas_scores():
+def test_partitions_give_the_pandas_scores():
     data = _uplift_logs(30_000, seed=4).assign(channel=lambda d: np.where(d["f0"] > 1, "app", "web"))
     data.loc[::13, "f2"] = np.nan
     features = ["f0", "f1", "f2", "f3", "channel"]
     kw = dict(arm_col="treatment_group_key", reward_col="conversion", methods=("hie", "hdd", "kl", "f"),
               random_state=3)
-    expected = score_features(data, features, **kw)
+    expected = score_features(data, features, **kw).to_frame()
     with dask.config.set(scheduler="synchronous"):
-        one = score_features(dd.from_pandas(data, npartitions=1), features, **kw)
-        many = score_features(dd.from_pandas(data, npartitions=6), features, **kw)
+        one = score_features(Partitions(dd.from_pandas(data, npartitions=1)), features, **kw).to_frame()
+        many = score_features(Partitions(dd.from_pandas(data, npartitions=6)), features, **kw).to_frame()
     pd.testing.assert_frame_equal(one, expected)
     # Six partitions: the same exact-data bins (the merged sample keeps every value), sums in another order.
     pd.testing.assert_frame_equal(many, expected, rtol=1e-9)
 
 
-def test_dask_permutations_are_reproducible_on_any_scheduler():
-    frame = dd.from_pandas(crossover_sample(6_000, seed=5), npartitions=3)
+def test_permutations_over_partitions_are_reproducible_on_any_scheduler():
+    frame = Partitions(dd.from_pandas(crossover_sample(6_000, seed=5), npartitions=3))
     with dask.config.set(scheduler="synchronous"):
-        sequential = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1)
+        sequential = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1).to_frame()
     with dask.config.set(scheduler="threads"):
-        threaded = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1)
+        threaded = score_features(frame, ["x", "noise"], n_permutations=25, random_state=1).to_frame()
     pd.testing.assert_frame_equal(sequential, threaded)
     assert sequential.loc["x", "p_hie"] == pytest.approx(1 / 26)  # shuffles within partitions: still a valid null
 
@@ -96,7 +98,7 @@ def test_f_and_lr_p_values_stay_calibrated_with_unequal_propensities():
     data = pd.DataFrame(rng.standard_normal((n, count)), columns=[f"x{i}" for i in range(count)])
     data = data.assign(arm=arm, propensity=probabilities[arm], reward=(rng.random(n) < 0.2).astype(float))
     scores = score_features(data, list(data.columns[:count]), methods=("f", "lr"), propensity_col="propensity",
-                            random_state=0)
+                            random_state=0).to_frame()
     for method in ("f", "lr"):
         assert (scores[f"p_{method}"] < 0.05).mean() < 0.05 + 4 * np.sqrt(0.05 * 0.95 / count)
     assert 1.5 < scores["lr"].median() < 3.5  # chi2 with 3 degrees of freedom: median 2.37

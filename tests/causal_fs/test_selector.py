@@ -65,7 +65,7 @@ def test_synthetic_campaign_roles(campaign_logs):
     others = truth.features_with_role("prognostic") + truth.features_with_role("noise")
     logs = campaign_logs.logs
     scores = score_features(logs, modifiers + others, propensity_col="propensity", n_permutations=100,
-                            random_state=0)
+                            random_state=0).to_frame()
     ranking = list(scores.sort_values("hie", ascending=False).index)
     assert set(ranking[:len(modifiers)]) == set(modifiers), ranking
     noise = truth.features_with_role("noise")

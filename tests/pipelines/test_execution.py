@@ -1,4 +1,5 @@
-"""The tree reduction: same answer as pandas, bit-identical across schedulers, any partitioning, any fan-in."""
+"""Running statistics: same answer as pandas, bit-identical across schedulers, threads and Dask, any partitioning,
+any fan-in."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.errors import InputError
-from pipelines.execution import dask_client, map_tasks, reduce_statistic, tree_reduce
+from campaign_core import StatisticOf, compute
+from pipelines.execution import Blocks, Partitions, dask_client, map_tasks, run_statistic
 from pipelines.io import atomic_output
 from pipelines.profile import ArmProfile
 
@@ -37,11 +39,11 @@ def _direct(frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def test_tree_reduce_matches_pandas_on_a_dask_frame():
+def test_run_statistic_matches_pandas_on_a_dask_frame():
     frame = _logs(20_000)
     data = dd.from_pandas(frame, npartitions=13)
     with dask.config.set(scheduler="synchronous"):
-        profile = reduce_statistic(data, ArmProfile(randomized="randomized"))
+        profile = run_statistic(ArmProfile(randomized="randomized"), data)
     expected = _direct(frame)
     for column in expected:
         np.testing.assert_allclose(profile[column], expected[column], rtol=1e-10, err_msg=column)
@@ -55,7 +57,7 @@ def test_any_partitioning_and_fan_in_give_the_same_statistic(n, partitions, spli
     reference = statistic.finalize(statistic.partial(frame))
     data = dd.from_pandas(frame, npartitions=min(partitions, n))
     with dask.config.set(scheduler="synchronous"):
-        result = tree_reduce(data, statistic.partial, statistic.merge, statistic.finalize, split_every=split_every)
+        result = run_statistic(statistic, data, split_every=split_every)
     pd.testing.assert_frame_equal(result, reference, rtol=1e-9, check_exact=False)
 
 
@@ -65,9 +67,9 @@ def test_result_is_bit_identical_on_every_scheduler():
     results = []
     for scheduler in ("synchronous", "threads"):
         with dask.config.set(scheduler=scheduler):
-            results.append(reduce_statistic(data, statistic, split_every=3))
+            results.append(run_statistic(statistic, data, split_every=3))
     with dask_client(threads_per_worker=2):
-        results.append(reduce_statistic(data, statistic, split_every=3))
+        results.append(run_statistic(statistic, data, split_every=3))
     for other in results[1:]:
         pd.testing.assert_frame_equal(other, results[0], check_exact=True)
 
@@ -81,11 +83,26 @@ def test_columns_are_projected_and_merge_needs_fan_in_of_two():
         return len(chunk)
 
     with dask.config.set(scheduler="synchronous"):
-        total = tree_reduce(dd.from_pandas(frame, npartitions=4), partial, lambda a, b: a + b, columns=["reward"])
+        total = run_statistic(StatisticOf(partial, lambda a, b: a + b), dd.from_pandas(frame, npartitions=4),
+                              columns=["reward"])
     assert total == 100
     assert all(columns == ["reward"] for columns in seen if columns)
     with pytest.raises(InputError, match="split_every"):
-        tree_reduce(frame, partial, lambda a, b: a + b, split_every=1)
+        run_statistic(StatisticOf(partial, lambda a, b: a + b), frame, split_every=1)
+
+
+def test_threaded_blocks_equal_dask_partitions_of_the_same_rows_bit_for_bit():
+    """The same chunks give the same bits whether they are threaded blocks of a frame or Dask partitions."""
+    frame = _logs(10_000, seed=2)
+    statistic = ArmProfile(randomized="randomized")
+    blocks = Blocks(frame, block_rows=1_000, split_every=3)
+    partitions = Partitions(dd.from_pandas(frame, chunksize=1_000), split_every=3)
+    assert blocks.n_chunks == partitions.n_chunks == 10
+    with dask.config.set(scheduler="threads"):
+        from_partitions = compute(statistic, partitions)
+    pd.testing.assert_frame_equal(compute(statistic, blocks), from_partitions, check_exact=True)
+    in_memory = compute(statistic, frame)  # one chunk: the same numbers up to rounding
+    pd.testing.assert_frame_equal(in_memory, from_partitions, rtol=1e-12, check_exact=False)
 
 
 def test_map_tasks_keeps_item_order_locally_and_on_a_cluster():

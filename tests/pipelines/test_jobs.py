@@ -87,7 +87,7 @@ def test_a_failing_stage_marks_its_run_and_the_job_failed(tmp_path, mlflow_uri, 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("pipelines.stages.profile_logs.reduce_statistic", broken)
+    monkeypatch.setattr("pipelines.stages.profile_logs.run_statistic", broken)
     code = main(["run", str(_job_file(tmp_path, JOB)), "--tracking-uri", mlflow_uri])
     err = capsys.readouterr().err
     assert code == 1 and "disk on fire" in err and "internal error" in err
