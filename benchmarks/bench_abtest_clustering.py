@@ -60,7 +60,7 @@ DEFAULT_GRAPHS = ((10_000, 20, 0.2), (100_000, 20, 0.2), (200_000, 10, 0.5))  # 
 QUICK_GRAPHS = ((2_500, 20, 0.2),)
 METHODS = ("louvain", "leiden")
 SPEED_GOAL, MODULARITY_TOLERANCE = 15.0, 0.01
-GOAL_EDGES = 1_000_000  # the size the goal is stated at
+GOAL_EDGES = 1_000_000  # the graph size the speed goal applies to
 
 
 def dcsbm(n_users: int, average_degree: float = AVERAGE_DEGREE, community_size: int = COMMUNITY_SIZE,

@@ -28,7 +28,8 @@ per replication for the paired design, whose pairs depend on the salt).
 
 Bias removed: per graph and outcome, 1 - |bias(cluster design)| / |bias(user design)| for the difference in means,
 against the goal "a cluster design removes at least 85% of the user-level bias on graphs with community structure"
-(planted partition and LFR), and against the spec's prediction under linear-in-means: the removed share equals
+(planted partition and LFR), and against the prediction under linear-in-means (docs/abtest.md, 'The global effect
+and the bias a design removes'): the removed share equals
 `same_cluster_share` (the mean share of a user's neighbours in their own cluster, from `design_diagnostics`).
 
     python -m benchmarks.bench_abtest_designs            # 4 graphs x 2,000 users, 300 replications (a few minutes)
@@ -272,7 +273,7 @@ def _print_removed(graphs: dict) -> None:
                          f"{same:.1%}" if r["outcome"] == "linear-in-means" else f"({same:.1%})",
                          verdict if applies else f"({verdict.lower()}; no planted communities)"])
     print("\n## Share of the user-level bias removed by cluster designs (difference in means)")
-    print("Prediction (spec, linear-in-means only): removed share = same_cluster_share. Goal: >= 85% on graphs with "
+    print("Prediction (linear-in-means only): removed share = same_cluster_share. Goal: >= 85% on graphs with "
           "community structure.")
     print(table(["graph", "clusters", "outcome", "design", "user-design bias", "cluster-design bias",
                  "bias removed ± MC SE", "predicted (same_cluster_share)", "goal >= 85%"], rows))

@@ -1,6 +1,6 @@
 """Linear bandit policies (`bandits.LinUCB`, `bandits.LinTS`) against MABWiser and Vowpal Wabbit: fit + scoring.
 
-The nightly batch job of the spec: fit on the logs so far, then score every user (an arm and the probability it
+The nightly batch job (docs/bandits.md): fit on the logs so far, then score every user (an arm and the probability it
 was picked). Known-truth environment: `SyntheticBandit(n_features=20, n_arms=10, reward="linear", seed=seed)`
 (mu_k(x) = sigmoid(b_k + x' theta_k), Bernoulli rewards). The logs are 10^6 training rows from a *uniform* logger
 (propensity 1/10, so every learner sees unbiased data); scoring is on 10^6 fresh contexts. The same rows in every
@@ -29,7 +29,7 @@ library picked (known from the environment; not an estimate), on all scored rows
 `--vw-score-rows` rows that every library scored (paired comparison: difference and its standard error). Where a
 library returns probabilities (ours, VW) the exact policy value mean_i sum_k pi(k|x_i) mu_k(x_i) is reported too.
 
-Goals (from the issue): throughput at least 50x VW's and 10x MABWiser's (same algorithm), at equal or better
+Performance goals: throughput at least 50x VW's and 10x MABWiser's (same algorithm), at equal or better
 value ("equal": not below the peer by more than 2 standard errors of the paired difference).
 
     python -m benchmarks.bench_bandit_policies            # 10^6 rows (about 4 minutes on a quiet machine)

@@ -17,8 +17,8 @@ Measured, each in a fresh subprocess (`benchmarks._harness.measure_in_subprocess
 1. CausalML 0.18 `FilterSelect().get_importance(df, features, "conversion", method="KL",
    experiment_group_column="treatment_group_key", control_group="control", n_bins=10)` against
    `score_features(df, features, arm_col="treatment_group_key", reward_col="conversion", methods=("kl",),
-   compat="causalml", n_bins=10)` at 50k x 10, 1M x 10 and 1M x 100 (rows x features): time ratio and the largest absolute
-   difference of the scores; also our default (non-compat) `kl` and `("hie", "hdd")` at the same sizes.
+   compat="causalml", n_bins=10)` at 50k x 10, 1M x 10 and 1M x 100 (rows x features): time ratio and the
+   largest absolute difference of the scores; also our default (non-compat) `kl` and `("hie", "hdd")` at the same sizes.
 2. The paper's setting, 50k x 10 x 3 arms, `methods=("hie", "hdd")`: first call in a fresh process and the
    median of repeated calls in the same process.
 3. 200 permutations at 50k x 10 (hie + hdd): without bootstrap (`n_bootstrap=0`) and with the default
@@ -26,8 +26,8 @@ Measured, each in a fresh subprocess (`benchmarks._harness.measure_in_subprocess
 4. Out of core: 10^8 rows x 10 features as zstd parquet (20 files of 5M rows, written once under
    benchmarks/.data/feature_selection/, chunkwise, memory-flat; the arm column is a plain arrow `string`, which
    parquet stores dictionary-encoded and pandas reads as `str`),
-   `score_features(Partitions(dd.read_parquet(files)), ...)` with ("hie", "hdd") inside `pipelines.execution.dask_client()`: wall time, peak RSS, and the scores against
-   their population values.
+   `score_features(Partitions(dd.read_parquet(files)), ...)` with ("hie", "hdd") inside
+   `pipelines.execution.dask_client()`: wall time, peak RSS, and the scores against their population values.
 5. The EconML causal forest (`methods=("causal_forest",)`, 50k x 10) against hie + hdd: time ratio, Spearman
    correlation of the rankings and whether each finds the true effect modifiers first.
 
@@ -86,7 +86,7 @@ DEFAULT_OOC_ROWS, DEFAULT_ROWS_PER_FILE = 100_000_000, 5_000_000
 QUICK_OOC_ROWS, QUICK_ROWS_PER_FILE = 1_000_000, 250_000
 ROW_GROUP_ROWS = 1_000_000
 QUICK_FOREST_ROWS = 2_000
-# Goals (from the task): speed ratio vs CausalML, paper setting, permutations, out of core time and memory.
+# Performance goals: speed ratio vs CausalML, paper setting, permutations, out of core time and memory.
 GOAL_RATIO, GOAL_PAPER_S, GOAL_PERMUTATIONS_S = 50.0, 0.05, 2.0
 GOAL_OOC_S, GOAL_OOC_BYTES = 180.0, 4 * 10**9
 GOAL_EQUAL = 1e-12

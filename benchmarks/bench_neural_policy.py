@@ -3,7 +3,7 @@
 Environment: `SyntheticBandit(n_features=10, n_arms=5, reward="nonlinear", seed=seed)`, where
 mu_k(x) = sigmoid(b_k + 1.5 sin(x'u_k) + (x'v_k)^2 / 2 - 1/2): no linear model ranks the arms well.
 
-Online simulation in batches, the nightly job of the spec: each round `--batch` new users arrive (contexts drawn
+Online simulation in batches, as the nightly job runs (docs/bandits.md): each round `--batch` new users arrive (contexts drawn
 from a stream seeded by (seed, round)); the policy picks an arm for each with `sample_codes(X, random_state)` (arm
 and propensity); the rewards are drawn (Bernoulli(mu), with the same uniforms for every policy: common random
 numbers); then `partial_fit` on that round's feedback. Round 0 is uniform random for every policy (cold start:

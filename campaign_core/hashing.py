@@ -27,7 +27,6 @@ import pandas as pd
 from campaign_core.errors import InputError
 
 
-
 def splitmix64(words: np.ndarray) -> np.ndarray:
     """The splitmix64 finalizer of 64-bit words: every input bit moves every output bit (wrapping arithmetic)."""
     z = np.asarray(words, dtype=np.uint64)
