@@ -2,10 +2,14 @@
 design before launch, and read out with estimators that account for interference.
 
     graph = build_graph(edges, users)
-    clusters = cluster_graph(graph, method="louvain", max_cluster_size=500, seed=7)
+    clusters = cluster_graph(graph, method="louvain", max_cluster_size=500, random_state=7)
     groups = assign(clusters, salt="spring-invite-2026", p=0.5)
     design_diagnostics(graph, groups).summary()
-    readout(outcomes, groups, "conversions", graph=graph).table
+    readout(outcomes, groups, metric="conversions", graph=graph).to_frame()
+
+Seeds are `random_state`; arguments after the data are keyword-only. Every result object (`Clustering`,
+`DesignDiagnostics`, `Effect`, `NetworkEffectTest`, `SampleRatioCheck`, `Readout`, `LinkPrediction`,
+`InteractionGraph`) has `.to_frame()`, its tidy per-row table, and `.summary()`, a dict of its headline figures.
 
 Model, properties and usage: docs/abtest.md ('The global effect and the bias a design removes' for the
 formulas the designs and estimators rely on).

@@ -4,7 +4,7 @@
 of predicted interactions, or Leiden (Traag, Waltman & van Eck 2019: Louvain with a refinement step that keeps every
 cluster connected; igraph's, two iterations), or takes connected components. igraph's C Louvain serves large graphs
 (about 10x faster than networkx at the same modularity on 10^6 edges; Leiden about 15-30x, at equal or higher
-modularity), networkx small ones; all are seeded, so the same seed gives the same clusters. A cluster above
+modularity), networkx small ones; all are seeded, so the same `random_state` gives the same clusters. A cluster above
 `max_cluster_size` is re-clustered on its own subgraph at the lowest resolution (from 1, in steps of x1.5) that
 splits it, and so on until every part fits; a cluster that cannot be split (a clique) is cut into breadth-first
 chunks. Splitting at the lowest resolution that works keeps the parts as large as allowed.
@@ -42,7 +42,7 @@ class Clustering:
     method: str
     resolution: float
     modularity: float  # of `cluster` on the graph it was computed on, at `resolution`
-    seed: int
+    random_state: int
 
     @property
     def n_clusters(self) -> int:
@@ -52,12 +52,21 @@ class Clustering:
     def sizes(self) -> np.ndarray:
         return np.bincount(self.cluster, minlength=self.n_clusters)
 
-    def frame(self) -> pd.DataFrame:
+    def to_frame(self) -> pd.DataFrame:
+        """One row per user: `user_id`, `cluster`."""
         return pd.DataFrame({"user_id": self.user_ids, "cluster": self.cluster})
 
+    def summary(self) -> dict[str, float]:
+        sizes = self.sizes
+        return {"n_users": len(self.user_ids), "n_clusters": self.n_clusters, "modularity": self.modularity,
+                "resolution": self.resolution,
+                "cluster_size_median": float(np.median(sizes)) if len(sizes) else 0.0,
+                "cluster_size_max": int(sizes.max(initial=0)),
+                "singleton_clusters": int(np.sum(sizes == 1))}
 
-def cluster_graph(graph_or_edges, method: str = "louvain", resolution: float = 1.0,
-                  max_cluster_size: int | None = None, seed: int = 0, *, users=None, backend: str = "auto",
+
+def cluster_graph(graph_or_edges, *, users=None, method: str = "louvain", resolution: float = 1.0,
+                  max_cluster_size: int | None = None, random_state: int = 0, backend: str = "auto",
                   link_predictor=None, past_kind: str = "invite") -> Clustering:
     """Cluster users for randomization.
 
@@ -69,6 +78,7 @@ def cluster_graph(graph_or_edges, method: str = "louvain", resolution: float = 1
         connected; no networkx backend); "connected_components".
     resolution: the modularity resolution of Louvain and Leiden (higher: more, smaller clusters).
     max_cluster_size: users per cluster at most; larger clusters are re-split.
+    random_state: seeds Louvain / Leiden (and, for "linklouvain", the link prediction's draws).
     link_predictor: for "linklouvain", an unfitted link predictor (default `FeatureLinkPredictor()`).
     """
     if method not in METHODS:
@@ -88,7 +98,7 @@ def cluster_graph(graph_or_edges, method: str = "louvain", resolution: float = 1
         from abtest.linkpred import predicted_interaction_graph
 
         graph = predicted_interaction_graph(graph_or_edges, users, predictor=link_predictor, past_kind=past_kind,
-                                            seed=seed).graph
+                                            random_state=random_state).graph
     elif isinstance(graph_or_edges, InteractionGraph):
         graph = graph_or_edges
     else:
@@ -97,18 +107,19 @@ def cluster_graph(graph_or_edges, method: str = "louvain", resolution: float = 1
     if method == "connected_components":
         labels = _components(graph)
     else:
-        labels = _modularity_clusters(graph, resolution, seed, backend, leiden=method == "leiden")
+        labels = _modularity_clusters(graph, resolution, random_state, backend, leiden=method == "leiden")
     if max_cluster_size is not None:
-        labels = _split_oversized(graph, labels, int(max_cluster_size), seed, backend, leiden=method == "leiden")
+        labels = _split_oversized(graph, labels, int(max_cluster_size), random_state, backend,
+                                  leiden=method == "leiden")
     labels = canonical_labels(labels)
     if graph.n_users > 1 and labels.max(initial=0) == 0:
         warnings.warn(f"{method}: all {graph.n_users} users fell in one cluster; no randomization is possible",
                       SingleClusterWarning, stacklevel=2)
-    return Clustering(graph.user_ids, labels, method, float(resolution), modularity(graph, labels, resolution),
-                      int(seed))
+    return Clustering(graph.user_ids, labels, method, float(resolution),
+                      modularity(graph, labels, resolution=resolution), int(random_state))
 
 
-def modularity(graph: InteractionGraph, labels: np.ndarray, resolution: float = 1.0) -> float:
+def modularity(graph: InteractionGraph, labels: np.ndarray, *, resolution: float = 1.0) -> float:
     """Newman's weighted modularity with resolution: sum_c [w_in(c) / W - resolution (s(c) / 2W)^2]."""
     total = graph.weight.sum()
     if total <= 0:

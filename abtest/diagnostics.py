@@ -25,7 +25,10 @@ class DesignDiagnostics:
     same_cluster_weight_share: the same with edge weights (the share that matters when interaction strength does).
     same_arm_share: the same for the arm actually drawn (expected value: same_cluster + rest (p^2 + (1-p)^2)).
     balance: per covariate, arm means, standardized difference and a randomization-unit-robust p-value.
-    exposure: per user `exposure_p1`, `exposure_p0` under the design and condition.
+    users: one row per user of the graph (graph order): `user_id`, `cluster`, `group`, `degree`, the user's own
+        `same_cluster_share`, `same_cluster_weight_share` and `same_arm_share` (NaN without neighbours; the figures
+        above are their means), and `exposure_p1`, `exposure_p0`, `n_units_touched` under the design and condition
+        (NaN probabilities and no `n_units_touched` for a network_test assignment). `to_frame()` returns it.
     """
 
     n_users: int
@@ -37,7 +40,17 @@ class DesignDiagnostics:
     same_arm_share: float
     treated_share: float
     balance: pd.DataFrame
-    exposure: pd.DataFrame
+    users: pd.DataFrame
+
+    @property
+    def exposure(self) -> pd.DataFrame:
+        """`user_id` and the exposure columns of `users` (`exposure_probabilities`' table)."""
+        return self.users[[column for column in self.users.columns
+                           if column in ("user_id", "exposure_p1", "exposure_p0", "n_units_touched")]]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per user (see `users`)."""
+        return self.users.copy()
 
     def summary(self) -> dict[str, float]:
         sizes = self.cluster_sizes
@@ -48,13 +61,13 @@ class DesignDiagnostics:
             "cut_weight_share": self.cut_weight_share, "same_cluster_share": self.same_cluster_share,
             "same_cluster_weight_share": self.same_cluster_weight_share,
             "same_arm_share": self.same_arm_share, "treated_share": self.treated_share,
-            "mean_exposure_p1": float(self.exposure["exposure_p1"].mean()),
-            "mean_exposure_p0": float(self.exposure["exposure_p0"].mean()),
+            "mean_exposure_p1": float(self.users["exposure_p1"].mean()),
+            "mean_exposure_p0": float(self.users["exposure_p0"].mean()),
             "max_abs_std_diff": float(self.balance["std_diff"].abs().max()) if len(self.balance) else 0.0,
         }
 
 
-def design_diagnostics(graph: InteractionGraph, assignment: pd.DataFrame, p: float = 0.5, *,
+def design_diagnostics(graph: InteractionGraph, assignment: pd.DataFrame, *, p: float = 0.5,
                        covariates: pd.DataFrame | None = None, condition="full",
                        design: str | None = None) -> DesignDiagnostics:
     """Diagnostics of `assignment` (`user_id`, `cluster`, `group`, covering every user of `graph`).
@@ -77,15 +90,19 @@ def design_diagnostics(graph: InteractionGraph, assignment: pd.DataFrame, p: flo
     if design == "network_test":
         exposure = pd.DataFrame({"user_id": graph.user_ids, "exposure_p1": np.nan, "exposure_p0": np.nan})
     else:
-        exposure = exposure_probabilities(graph, frame, p, condition, design=design)
+        exposure = exposure_probabilities(graph, frame, p=p, condition=condition, design=design)
+    shares = {name: np.divide(count, total, out=np.full(graph.n_users, np.nan), where=has)
+              for name, count, total in (("same_cluster_share", same_cluster, degree),
+                                         ("same_cluster_weight_share", same_weight, strength),
+                                         ("same_arm_share", same_arm, degree))}
+    users = pd.DataFrame({"user_id": graph.user_ids, "cluster": cluster, "group": group, "degree": degree, **shares})
+    users = pd.concat([users, exposure.drop(columns="user_id")], axis=1)
     unit = frame["user_id"].to_numpy() if design == "user" else cluster
     return DesignDiagnostics(
         n_users=graph.n_users, n_clusters=int(np.unique(cluster).size),
         cluster_sizes=np.unique(cluster, return_counts=True)[1], cut_weight_share=cut,
-        same_cluster_share=float(np.mean(same_cluster[has] / degree[has])) if has.any() else 1.0,
-        same_cluster_weight_share=float(np.mean(same_weight[has] / strength[has])) if has.any() else 1.0,
-        same_arm_share=float(np.mean(same_arm[has] / degree[has])) if has.any() else 1.0,
-        treated_share=float(group.mean()), balance=_balance(frame, covariates, unit), exposure=exposure)
+        **{name: float(np.mean(share[has])) if has.any() else 1.0 for name, share in shares.items()},
+        treated_share=float(group.mean()), balance=_balance(frame, covariates, unit), users=users)
 
 
 def _balance(frame: pd.DataFrame, covariates: pd.DataFrame | None, unit: np.ndarray) -> pd.DataFrame:

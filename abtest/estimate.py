@@ -21,9 +21,10 @@ An arm without users gives NaN figures and a note, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+import pandas as pd
 from scipy import sparse, stats
 
 from campaign_core import InputError
@@ -48,8 +49,13 @@ class Effect:
     n_units: int
     note: str = ""
 
-    def as_row(self) -> dict:
-        return asdict(self)
+    def to_frame(self) -> pd.DataFrame:
+        """One row: the estimator's name, every figure, and the note."""
+        return effects_frame((self,))
+
+    def summary(self) -> dict[str, float]:
+        """The figures (everything but the estimator's name and the note)."""
+        return {name: value for name, value in asdict(self).items() if name not in ("estimator", "note")}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,21 @@ class NetworkEffectTest:
     se: float
     z: float
     p_value: float
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per arm's estimator (`user_randomized`, `cluster_randomized`), columns of `Effect`."""
+        return effects_frame((self.user_randomized, self.cluster_randomized))
+
+    def summary(self) -> dict[str, float]:
+        return {"difference": self.difference, "se": self.se, "z": self.z, "p_value": self.p_value}
+
+
+EFFECT_COLUMNS = tuple(field.name for field in fields(Effect))
+
+
+def effects_frame(effects) -> pd.DataFrame:
+    """One row per `Effect`, columns `EFFECT_COLUMNS`."""
+    return pd.DataFrame([asdict(effect) for effect in effects], columns=list(EFFECT_COLUMNS))
 
 
 def difference_in_means(y, treated, unit, *, covariate=None, alpha: float = 0.05,

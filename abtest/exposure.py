@@ -42,7 +42,7 @@ def parse_condition(condition) -> tuple[str, float]:
                      f"integer k >= 0, got {condition!r}")
 
 
-def required_neighbours(degree: np.ndarray, condition) -> np.ndarray:
+def required_neighbours(degree: np.ndarray, *, condition) -> np.ndarray:
     """Neighbours each user needs in their own arm to count as exposed."""
     kind, value = parse_condition(condition)
     if kind == "absolute":
@@ -50,7 +50,7 @@ def required_neighbours(degree: np.ndarray, condition) -> np.ndarray:
     return np.ceil(value * degree - 1e-9).astype(np.int64)
 
 
-def exposure_probabilities(graph: InteractionGraph, assignment, p: float = 0.5, condition="full",
+def exposure_probabilities(graph: InteractionGraph, assignment, *, p: float = 0.5, condition="full",
                            design: str = "bernoulli") -> pd.DataFrame:
     """P(exposed to treatment) and P(exposed to control) of each user of `graph`: `user_id`, `exposure_p1`,
     `exposure_p0`, `n_units_touched` (clusters, pairs or users meeting the closed neighbourhood).
@@ -66,7 +66,7 @@ def exposure_probabilities(graph: InteractionGraph, assignment, p: float = 0.5, 
         raise InputError(f"p: the treated share must be strictly between 0 and 1, got {p!r}")
     if design == "paired" and p != 0.5:
         raise InputError(f"p: the paired design treats one cluster of each pair, so p must be 0.5, got {p}")
-    needed = required_neighbours(graph.degree, condition)
+    needed = required_neighbours(graph.degree, condition=condition)
     cluster, unit = _cluster_and_unit(graph, assignment, design)
     indptr, neighbour, _ = graph.adjacency
     p1, p0, touched = _probabilities(indptr, neighbour, cluster, unit, needed, float(p), design == "paired")
@@ -74,7 +74,7 @@ def exposure_probabilities(graph: InteractionGraph, assignment, p: float = 0.5, 
                          "n_units_touched": touched})
 
 
-def exposure_units(graph: InteractionGraph, assignment, design: str = "bernoulli") -> sparse.csr_matrix:
+def exposure_units(graph: InteractionGraph, assignment, *, design: str = "bernoulli") -> sparse.csr_matrix:
     """Which randomization coins each user's exposure depends on: a users (graph order) x coins 0/1 matrix, 1 for
     the coin of the user's own unit and of each neighbour's. Coins: clusters ("bernoulli"), pairs of clusters
     ("paired"), users ("user"). `exposure_estimate` uses it for Horvitz-Thompson's variance."""
@@ -90,7 +90,8 @@ def exposure_units(graph: InteractionGraph, assignment, design: str = "bernoulli
     return matrix
 
 
-def realized_exposure(graph: InteractionGraph, group: np.ndarray, condition="full") -> tuple[np.ndarray, np.ndarray]:
+def realized_exposure(graph: InteractionGraph, group: np.ndarray, *,
+                      condition="full") -> tuple[np.ndarray, np.ndarray]:
     """(exposed to treatment, exposed to control) of each user of `graph`, given each user's group (1/0, in graph
     order)."""
     group = np.asarray(group)
@@ -98,7 +99,7 @@ def realized_exposure(graph: InteractionGraph, group: np.ndarray, condition="ful
     row = np.repeat(np.arange(graph.n_users), np.diff(indptr))
     treated_neighbours = np.bincount(row, weights=group[neighbour] == 1, minlength=graph.n_users)
     control_neighbours = graph.degree - treated_neighbours
-    needed = required_neighbours(graph.degree, condition)
+    needed = required_neighbours(graph.degree, condition=condition)
     return (group == 1) & (treated_neighbours >= needed), (group == 0) & (control_neighbours >= needed)
 
 
@@ -107,7 +108,7 @@ def _cluster_and_unit(graph: InteractionGraph, assignment, design: str) -> tuple
     if design == "user":
         cluster = np.arange(graph.n_users, dtype=np.int64)
         return cluster, cluster
-    frame = assignment.frame() if isinstance(assignment, Clustering) else assignment
+    frame = assignment.to_frame() if isinstance(assignment, Clustering) else assignment
     cluster = _aligned(graph, frame, "cluster")
     return cluster, _aligned(graph, frame, "pair") if design == "paired" else cluster
 
@@ -202,5 +203,5 @@ def full_exposure_probability(p: float, units_touched: np.ndarray) -> np.ndarray
     return np.power(p, units_touched)
 
 
-__all__ = ["exposure_probabilities", "full_exposure_probability", "parse_condition", "realized_exposure",
-           "required_neighbours"]
+__all__ = ["exposure_probabilities", "exposure_units", "full_exposure_probability", "parse_condition",
+           "realized_exposure", "required_neighbours"]

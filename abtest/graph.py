@@ -79,11 +79,17 @@ class InteractionGraph:
             raise InputError(f"{what}: {missing} value(s) are not users of the graph (e.g. {example!r})")
         return position
 
-    def edge_frame(self) -> pd.DataFrame:
-        """The graph as an edges table (labels, src < dst by node index)."""
+    def to_frame(self) -> pd.DataFrame:
+        """One row per edge: `src`, `dst` (user labels, src < dst by node index) and `weight`."""
         return pd.DataFrame({"src": self.user_ids[self.src], "dst": self.user_ids[self.dst], "weight": self.weight})
 
-    def to_networkx(self, weight: bool = True):
+    def summary(self) -> dict[str, float]:
+        degree = self.degree
+        return {"n_users": self.n_users, "n_edges": self.n_edges, "total_weight": float(self.weight.sum()),
+                "mean_degree": float(degree.mean()) if self.n_users else 0.0,
+                "isolated_users": int(np.sum(degree == 0))}
+
+    def to_networkx(self, *, weight: bool = True):
         import networkx as nx
 
         graph = nx.Graph()
@@ -112,7 +118,7 @@ class InteractionGraph:
         return InteractionGraph(self.user_ids[nodes], np.minimum(a, b), np.maximum(a, b), self.weight[keep])
 
 
-def graph_from_networkx(graph, weight: str | None = "weight") -> InteractionGraph:
+def graph_from_networkx(graph, *, weight: str | None = "weight") -> InteractionGraph:
     """An `InteractionGraph` from a networkx graph (node labels become `user_ids`; weight 1 where absent)."""
     nodes = list(graph.nodes())
     labels = np.empty(len(nodes), dtype=object)

@@ -45,7 +45,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from abtest.graph import InteractionGraph, build_graph
-from campaign_core import InputError
+from campaign_core import InputError, salted_uniform, seeded_salt
 
 GRAPH_FEATURES = ("common_neighbours", "adamic_adar", "jaccard", "log_degree_min", "log_degree_max", "is_edge")
 CANDIDATE_NEGATIVE_SHARE = 0.5  # share of sampled negatives drawn from candidate pairs (the rest: random pairs)
@@ -55,13 +55,16 @@ _WORK_PER_CHUNK = 8_000_000  # sparse entries handled per chunk (bounds memory a
 
 
 # ------------------------------------------------------------------ candidates and pair features
-def candidate_pairs(graph: InteractionGraph, max_per_node: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(graph: InteractionGraph, *, max_per_node: int = 20,
+                    random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of node indices a < b worth scoring: every edge of `graph`, plus friend-of-friend pairs.
 
     Interactions mostly run along relations, and otherwise between users with friends in common, so these are the
     pairs a link predictor has to rank. Each user starts at most `max_per_node` friend-of-friend pairs (pairs two
     hops apart that are not already edges): those with the most common neighbours, ties broken by a draw that is a
-    function of (seed, pair) only. A pair started by either of its users is kept; the result is sorted and unique.
+    function of (random_state, pair) only (`campaign_core.salted_uniform` of the pair's key under
+    `seeded_salt("link-candidates", random_state)`). A pair started by either of its users is kept; the result is
+    sorted and unique.
     """
     _check_max_per_node(max_per_node)
     n = graph.n_users
@@ -71,13 +74,14 @@ def candidate_pairs(graph: InteractionGraph, max_per_node: int = 20, seed: int =
         adjacency = _binary_adjacency(graph)
         degree = np.diff(adjacency.indptr)
         work = adjacency @ degree.astype(np.float64)  # friend-of-friend paths starting at each user
+        tie_salt = seeded_salt("link-candidates", random_state)
         for start, stop in _chunks(work, _WORK_PER_CHUNK):
-            keys.append(_top_two_hop(adjacency, start, stop, int(max_per_node), seed))
+            keys.append(_top_two_hop(adjacency, start, stop, int(max_per_node), tie_salt))
     keys = _sorted_unique(np.concatenate(keys))
     return keys // max(n, 1), keys % max(n, 1)
 
 
-def _top_two_hop(adjacency: sparse.csr_matrix, start: int, stop: int, k: int, seed: int) -> np.ndarray:
+def _top_two_hop(adjacency: sparse.csr_matrix, start: int, stop: int, k: int, tie_salt: str) -> np.ndarray:
     """Keys lo * n + hi of the (at most) k friend-of-friend pairs with most common neighbours that rows
     start..stop-1 start."""
     n, rows = adjacency.shape[0], stop - start
@@ -98,7 +102,7 @@ def _top_two_hop(adjacency: sparse.csr_matrix, start: int, stop: int, k: int, se
     row = start + local[contender].astype(np.int64)
     col, common = paths.indices[contender].astype(np.int64), common[contender]
     key = np.minimum(row, col) * n + np.maximum(row, col)
-    order = np.lexsort((-_pair_uniform(key, seed), -common, row))
+    order = np.lexsort((-salted_uniform(key, tie_salt), -common, row))
     row_sorted = row[order]
     first = np.searchsorted(row_sorted, row_sorted, side="left")
     rank = np.arange(len(order)) - first
@@ -161,7 +165,7 @@ class FeatureLinkPredictor(BaseEstimator):
     random_state: seeds the negative sampling and the default classifier.
     """
 
-    def __init__(self, classifier=None, negatives_per_positive: float = 2.0, random_state: int | None = 0):
+    def __init__(self, classifier=None, *, negatives_per_positive: float = 2.0, random_state: int | None = 0):
         self.classifier = classifier
         self.negatives_per_positive = negatives_per_positive
         self.random_state = random_state
@@ -217,7 +221,7 @@ class GNNLinkPredictor(BaseEstimator):
     device: torch device ("cpu", "cuda", ...).
     """
 
-    def __init__(self, hidden: int = 32, epochs: int = 200, lr: float = 0.01, weight_decay: float = 1e-3,
+    def __init__(self, *, hidden: int = 32, epochs: int = 200, lr: float = 0.01, weight_decay: float = 1e-3,
                  validation_fraction: float = 0.1, patience: int = 20, negatives_per_positive: float = 2.0,
                  random_state: int | None = 0, device: str = "cpu"):
         self.hidden = hidden
@@ -373,10 +377,19 @@ class LinkPrediction:
     n_kept: int
     predictor: object
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per kept pair: `src`, `dst` (user labels) and `probability` (the edge weight)."""
+        frame = self.graph.to_frame()
+        return frame.rename(columns={"weight": "probability"})
+
+    def summary(self) -> dict[str, float]:
+        return {"auc": self.auc, "threshold": self.threshold, "n_candidates": self.n_candidates,
+                "n_kept": self.n_kept, "n_users": self.graph.n_users}
+
 
 def predicted_interaction_graph(edges: pd.DataFrame, users=None, *, predictor=None, past_kind: str = "invite",
                                 threshold: float = 0.1, max_per_node: int = 20, holdout: float = 0.2,
-                                seed: int = 0) -> LinkPrediction:
+                                random_state: int = 0) -> LinkPrediction:
     """LinkLouvain's graph: pairs likely to interact, weighted by predicted probability.
 
     edges: src, dst, optional weight, and kind; edges of kind `past_kind` are past interactions (the labels), all
@@ -391,10 +404,10 @@ def predicted_interaction_graph(edges: pd.DataFrame, users=None, *, predictor=No
         candidate (bias 23.5% below observed-graph Louvain against 23.3%) with 57% fewer edges, while 0.2-0.5 cut
         more (20-21%): a low probability is a weak edge, and Louvain uses it as one.
     max_per_node: friend-of-friend pairs each user starts in `candidate_pairs`.
-    holdout: share of past interactions held out (seeded by `seed`) to measure the AUC. The predictor fitted on
+    holdout: share of past interactions held out (seeded by `random_state`) to measure the AUC. The predictor fitted on
         the rest is the one that scores the candidates (not refitted on all: with thousands of past interactions a
         refit gains little and doubles the cost, and the AUC reported is that of the model used).
-    seed: draws the held-out share, the negatives and the tie-breaks among friend-of-friend candidates.
+    random_state: draws the held-out share, the negatives and the tie-breaks among friend-of-friend candidates.
     """
     threshold = _checked_share("threshold", threshold, closed_low=True)
     holdout = _checked_share("holdout", holdout, closed_low=False)
@@ -421,9 +434,9 @@ def predicted_interaction_graph(edges: pd.DataFrame, users=None, *, predictor=No
     features = _user_feature_matrix(users) if isinstance(users, pd.DataFrame) else None
     predictor = FeatureLinkPredictor() if predictor is None else predictor
     ratio = float(getattr(predictor, "negatives_per_positive", 2.0))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
 
-    candidates = candidate_pairs(relation, max_per_node, seed)
+    candidates = candidate_pairs(relation, max_per_node=max_per_node, random_state=random_state)
     n_past = past.n_edges
     n_test = min(max(int(round(holdout * n_past)), 1), n_past - 1)
     order = rng.permutation(n_past)
@@ -467,16 +480,6 @@ def _chunks(work: np.ndarray, budget: int):
         stop = max(int(np.searchsorted(total, base + budget, side="right")), start + 1)
         yield start, min(stop, len(work))
         start = stop
-
-
-def _pair_uniform(key: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform draw in [0, 1) that depends only on (seed, pair key): splitmix64 of the key."""
-    with np.errstate(over="ignore"):
-        z = key.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64((int(seed) + 1) % (1 << 64))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _sorted_unique(keys: np.ndarray) -> np.ndarray:
@@ -632,9 +635,8 @@ def _training_set(graph: InteractionGraph, a, b, user_features, negatives, negat
         if not (np.isfinite(ratio) and ratio > 0):
             raise InputError(f"negatives_per_positive: must be positive, got {negatives_per_positive}")
         rng = np.random.default_rng(random_state)
-        negatives = _sample_negatives(graph.n_users, candidate_pairs(graph, seed=0 if random_state is None
-                                                                      else int(random_state)),
-                                      a, b, int(math.ceil(ratio * len(a))), rng)
+        candidates = candidate_pairs(graph, random_state=0 if random_state is None else int(random_state))
+        negatives = _sample_negatives(graph.n_users, candidates, a, b, int(math.ceil(ratio * len(a))), rng)
     negative_a, negative_b = _checked_pairs(graph, *negatives, "negatives")
     if not len(negative_a):
         raise InputError("negatives: need at least one non-interacting pair")

@@ -19,6 +19,7 @@ from abtest.estimate import (
     Effect,
     NetworkEffectTest,
     difference_in_means,
+    effects_frame,
     exposure_estimate,
     network_effect_test,
 )
@@ -50,10 +51,24 @@ class SampleRatioCheck:
     def alarm(self) -> bool:
         return bool(min(self.units_p_value, self.observed_p_value) < SRM_ALARM)
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per arm: `arm` ("treatment", "control"), `units` (randomization units) and `observed_share`
+        (share of its assigned users with an outcome)."""
+        return pd.DataFrame({"arm": ["treatment", "control"], "units": [self.units_treatment, self.units_control],
+                             "observed_share": [self.observed_share_treatment, self.observed_share_control]})
+
+    def summary(self) -> dict[str, float]:
+        return {"units_treatment": self.units_treatment, "units_control": self.units_control,
+                "units_p_value": self.units_p_value, "observed_share_treatment": self.observed_share_treatment,
+                "observed_share_control": self.observed_share_control, "observed_p_value": self.observed_p_value,
+                "alarm": self.alarm}
+
 
 @dataclass(frozen=True, eq=False)
 class Readout:
-    """`table`: one row per estimator (columns of `Effect`); `effects` the same as objects."""
+    """Every estimate of one experiment: `to_frame()` one row per estimator (columns of `Effect`), `effects` the
+    same as objects, `srm` the sample-ratio check, `network_test` Saveski et al.'s test (network_test design only).
+    """
 
     effects: tuple[Effect, ...]
     srm: SampleRatioCheck
@@ -62,12 +77,26 @@ class Readout:
     n_assigned: int
     n_with_outcome: int
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per estimator, columns of `Effect` (`estimator`, `estimate`, `se`, `ci_low`, ...)."""
+        return effects_frame(self.effects)
+
     @property
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([effect.as_row() for effect in self.effects])
+        """The same as `to_frame()`."""
+        return self.to_frame()
+
+    def summary(self) -> dict[str, float]:
+        """Users assigned and with an outcome, the sample-ratio check, and the network-effect test when run."""
+        figures = {"n_assigned": self.n_assigned, "n_with_outcome": self.n_with_outcome,
+                   "n_estimators": len(self.effects)}
+        figures |= {f"srm_{key}": value for key, value in self.srm.summary().items()}
+        if self.network_test is not None:
+            figures |= {f"network_test_{key}": value for key, value in self.network_test.summary().items()}
+        return figures
 
 
-def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "outcome", *,
+def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, *, metric: str = "outcome",
             graph: InteractionGraph | None = None, p: float = 0.5, condition="full", pre_metric: str | None = None,
             design: str | None = None, alpha: float = 0.05, unknown_users: str = "error") -> Readout:
     """Estimate the treatment effect on `metric` (one row per user in `outcomes`).
@@ -104,7 +133,7 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
         srm_unit = np.where(by_user, -1 - np.arange(len(assignment)), assignment["cluster"].to_numpy())
     else:
         srm_unit = unit
-    srm = sample_ratio_check(group, srm_unit, observed, p)
+    srm = sample_ratio_check(group, srm_unit, observed, p=p)
 
     rows = observed
     effects: list[Effect] = []
@@ -120,9 +149,9 @@ def readout(outcomes: pd.DataFrame, assignment: pd.DataFrame, metric: str = "out
             x[position] = outcomes[pre_metric].to_numpy(dtype=float)
             effects.append(difference_in_means(y[rows], group[rows] == 1, unit[rows], covariate=x[rows], alpha=alpha))
         if graph is not None:
-            exposure = exposure_probabilities(graph, assignment, p, condition, design=design)
-            exposed1, exposed0 = realized_exposure(graph, group, condition)
-            coins = exposure_units(graph, assignment, design)[rows]
+            exposure = exposure_probabilities(graph, assignment, p=p, condition=condition, design=design)
+            exposed1, exposed0 = realized_exposure(graph, group, condition=condition)
+            coins = exposure_units(graph, assignment, design=design)[rows]
             for kind in ("horvitz_thompson", "hajek"):
                 effects.append(exposure_estimate(y[rows], exposed1[rows], exposed0[rows],
                                                  exposure["exposure_p1"].to_numpy()[rows],
@@ -147,7 +176,7 @@ def _matched_outcomes(outcomes: pd.DataFrame, assignment: pd.DataFrame, problem:
     return outcomes, position
 
 
-def sample_ratio_check(group: np.ndarray, unit: np.ndarray, observed: np.ndarray, p: float) -> SampleRatioCheck:
+def sample_ratio_check(group: np.ndarray, unit: np.ndarray, observed: np.ndarray, *, p: float) -> SampleRatioCheck:
     """Units per arm against p (chi-square, 1 df) and outcome coverage per arm (2x2 chi-square)."""
     units, first = np.unique(unit, return_index=True)
     unit_group = group[first]
@@ -163,11 +192,11 @@ def sample_ratio_check(group: np.ndarray, unit: np.ndarray, observed: np.ndarray
     return SampleRatioCheck(n1, n0, units_p, float(share[0]), float(share[1]), observed_p)
 
 
-def readout_figure(result: Readout, relative: bool = False):
+def readout_figure(result: Readout, *, relative: bool = False):
     """Estimates with their confidence intervals, one line per estimator (absolute or relative lift)."""
     import matplotlib.pyplot as plt
 
-    table = result.table
+    table = result.to_frame()
     prefix = "relative_" if relative else ""
     centre = table["relative_lift" if relative else "estimate"].to_numpy()
     low, high = table[f"{prefix}ci_low"].to_numpy(), table[f"{prefix}ci_high"].to_numpy()

@@ -239,3 +239,23 @@ class LoggedFeedback:
         if self.costs is not None:
             frame["cost"] = self.costs
         return frame
+
+
+@dataclass(frozen=True)
+class LogReader:
+    """How a chunk of a decision-log table becomes `LoggedFeedback`: a fitted encoder for the contexts (a
+    `bandits.ContextEncoder`), the arm labels in code order and the column names. Statistics that learn or
+    evaluate chunk by chunk take one to read table chunks; a chunk without rows reads as None."""
+
+    encoder: object
+    arms: tuple
+    arm: str = "arm"
+    reward: str = "reward"
+    propensity: str | None = "propensity"
+    user_id: str | None = "user_id"
+
+    def __call__(self, chunk: pd.DataFrame) -> LoggedFeedback | None:
+        if len(chunk) == 0:
+            return None
+        return LoggedFeedback.from_frame(chunk, self.encoder, arm=self.arm, reward=self.reward,
+                                         propensity=self.propensity, user_id=self.user_id, arms=self.arms)

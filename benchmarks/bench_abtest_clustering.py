@@ -2,10 +2,10 @@
 
 All run on the same graph, one fresh process per run, side by side:
 
-- **ours, louvain**: `abtest.cluster_graph(graph, method="louvain", seed=...)` with `backend="auto"`, which picks
-  igraph's C Louvain above `abtest.cluster.NETWORKX_MAX_EDGES` (20,000) edges.
-- **ours, leiden**: `abtest.cluster_graph(graph, method="leiden", seed=...)`: igraph's Leiden (modularity objective,
-  two iterations), Louvain plus a refinement step that keeps clusters connected.
+- **ours, louvain**: `abtest.cluster_graph(graph, method="louvain", random_state=...)` with `backend="auto"`, which
+  picks igraph's C Louvain above `abtest.cluster.NETWORKX_MAX_EDGES` (20,000) edges.
+- **ours, leiden**: `abtest.cluster_graph(graph, method="leiden", random_state=...)`: igraph's Leiden (modularity
+  objective, two iterations), Louvain plus a refinement step that keeps clusters connected.
   For both, the timed call is the whole `cluster_graph`: building the igraph graph from our `InteractionGraph`
   (included; also timed apart after the call, least of 3 calls), the clustering, relabelling clusters by size, and
   the modularity it reports. `import igraph` happens before the timer (a one-time cost, like networkx's import,
@@ -132,7 +132,7 @@ def measure_ours(path: str, seed: int, method: str = "louvain", resolution: floa
 
     graph, _ = _load(path)
     started = time.perf_counter()
-    clustering = cluster_graph(graph, method=method, resolution=resolution, seed=seed)
+    clustering = cluster_graph(graph, method=method, resolution=resolution, random_state=seed)
     seconds = time.perf_counter() - started
     conversion_s = float("inf")
     for _ in range(3):  # the least of 3: a garbage-collector pass can land in any one of them
@@ -141,7 +141,7 @@ def measure_ours(path: str, seed: int, method: str = "louvain", resolution: floa
         conversion_s = min(conversion_s, time.perf_counter() - started)
     return {"seconds": seconds, "conversion_s": conversion_s, "method": method,
             "backend": "networkx" if method == "louvain" and graph.n_edges <= NETWORKX_MAX_EDGES else "igraph",
-            "modularity": modularity(graph, clustering.cluster, resolution),
+            "modularity": modularity(graph, clustering.cluster, resolution=resolution),
             "reported_modularity": clustering.modularity, "n_clusters": clustering.n_clusters,
             "largest_cluster": int(clustering.sizes.max()), "n_users": graph.n_users, "n_edges": graph.n_edges}
 
@@ -162,7 +162,7 @@ def measure_networkx(path: str, seed: int, resolution: float = 1.0) -> dict:
     labels = np.empty(graph.n_users, dtype=np.int64)
     for index, members in enumerate(communities):
         labels[list(members)] = index
-    return {"seconds": seconds, "build_s": build_s, "modularity": modularity(graph, labels, resolution),
+    return {"seconds": seconds, "build_s": build_s, "modularity": modularity(graph, labels, resolution=resolution),
             "n_clusters": len(communities), "largest_cluster": int(np.bincount(labels).max()),
             "n_users": graph.n_users, "n_edges": graph.n_edges}
 

@@ -78,10 +78,10 @@ def build(name: str, n_users: int, seed: int):
         mixing = float(name.split("-", 1)[1])
         k = max(2, n_users // COMMUNITY_SIZE)
         p_out = mixing / (1 - mixing) * P_IN * (COMMUNITY_SIZE - 1) / (COMMUNITY_SIZE * (k - 1))
-        graph = planted_partition(k, COMMUNITY_SIZE, P_IN, p_out, seed=seed)
+        graph = planted_partition(k, COMMUNITY_SIZE, P_IN, p_out, random_state=seed)
         return graph, np.asarray(graph.user_ids) // COMMUNITY_SIZE
     if name == "watts-strogatz":
-        return watts_strogatz(n_users, 10, 0.1, seed=seed), None
+        return watts_strogatz(n_users, 10, 0.1, random_state=seed), None
     if name == "lfr":
         lfr = nx.LFR_benchmark_graph(n_users, tau1=3, tau2=1.5, mu=0.1, average_degree=10, max_degree=50,
                                      min_community=20, max_community=100, seed=seed)
@@ -124,15 +124,15 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
     started = time.perf_counter()
     g, community = build(graph, n_users, seed)
     build_s = time.perf_counter() - started
-    clustering = cluster_graph(g, method="louvain", resolution=resolution, seed=seed)
-    diagnostics = design_diagnostics(g, assign(clustering, "diagnostics"), 0.5).summary()
+    clustering = cluster_graph(g, method="louvain", resolution=resolution, random_state=seed)
+    diagnostics = design_diagnostics(g, assign(clustering, salt="diagnostics"), p=0.5).summary()
     models = {"linear-in-means": LinearInMeans(a=1.0, b=0.5, g=1.0, noise=1.0),
               "threshold": ThresholdOutcome(a=1.0, b=0.5, g=1.0, theta=0.5, noise=1.0)}
     global_effect = {name: model.global_effect(g) for name, model in models.items()}
 
-    full = exposure_probabilities(g, clustering, 0.5, "full", design="bernoulli")
+    full = exposure_probabilities(g, clustering, p=0.5, condition="full", design="bernoulli")
     full_median = float(np.median(np.minimum(full["exposure_p1"], full["exposure_p0"])))
-    user_full = exposure_probabilities(g, clustering, 0.5, "full", design="user")
+    user_full = exposure_probabilities(g, clustering, p=0.5, condition="full", design="user")
     user_full_median = float(np.median(np.minimum(user_full["exposure_p1"], user_full["exposure_p0"])))
     conditions = {design: [FRACTIONAL] + (["full"] if design != "user" and full_median >= FULL_MIN_MEDIAN_P else [])
                   for design in DESIGNS.values()}
@@ -143,19 +143,20 @@ def measure_graph(graph: str, n_users: int, replications: int, seed: int, resolu
     for d_index, (label, design) in enumerate(DESIGNS.items()):
         fixed, fixed_coins = {}, None  # the paired design's pairs (so its exposures) change with the salt
         if design != "paired":
-            fixed = {_condition_name(c): exposure_probabilities(g, clustering, 0.5, c, design=design)
+            fixed = {_condition_name(c): exposure_probabilities(g, clustering, p=0.5, condition=c, design=design)
                      for c in conditions[design]}
-            fixed_coins = exposure_units(g, clustering, design)
+            fixed_coins = exposure_units(g, clustering, design=design)
         for r in range(replications):
-            frame = assign(clustering, f"replication-{seed}-{r}", 0.5, design)
+            frame = assign(clustering, salt=f"replication-{seed}-{r}", p=0.5, design=design)
             treated = frame["group"].to_numpy()
             unit = frame["user_id"].to_numpy() if design == "user" else frame["cluster"].to_numpy()
-            probabilities = fixed or {_condition_name(c): exposure_probabilities(g, frame, 0.5, c, design=design)
+            probabilities = fixed or {_condition_name(c): exposure_probabilities(g, frame, p=0.5, condition=c,
+                                                                                 design=design)
                                       for c in conditions[design]}
-            realized = {_condition_name(c): realized_exposure(g, treated, c) for c in conditions[design]}
-            coins = fixed_coins if fixed_coins is not None else exposure_units(g, frame, design)
+            realized = {_condition_name(c): realized_exposure(g, treated, condition=c) for c in conditions[design]}
+            coins = fixed_coins if fixed_coins is not None else exposure_units(g, frame, design=design)
             for o_index, (outcome, model) in enumerate(models.items()):
-                y = model.outcomes(g, treated, np.random.default_rng([seed, d_index, o_index, r]))
+                y = model.outcomes(g, treated, random_state=[seed, d_index, o_index, r])
                 effects = [("difference_in_means", "-", difference_in_means(y, treated == 1, unit))]
                 for condition, (e1, e0) in realized.items():
                     p1 = probabilities[condition]["exposure_p1"].to_numpy()

@@ -58,7 +58,7 @@ def _clusterings(edges: pd.DataFrame, users: pd.DataFrame, seed: int) -> dict[st
               "observed leiden": (observed, None)}
     for threshold in THRESHOLDS:
         started = time.perf_counter()
-        prediction = predicted_interaction_graph(edges, users, threshold=threshold, seed=seed)
+        prediction = predicted_interaction_graph(edges, users, threshold=threshold, random_state=seed)
         link = {"auc": prediction.auc, "kept": prediction.n_kept, "seconds": time.perf_counter() - started}
         graphs[f"linklouvain {threshold:g}"] = (prediction.graph, link)
         if threshold == DEFAULT_THRESHOLD:
@@ -84,8 +84,8 @@ def _simulated_bias(hidden, labels: np.ndarray, repeats: int, seed: int) -> tupl
     rng = np.random.default_rng(seed)
     estimates = []
     for r in range(repeats):
-        group = abtest.assign(frame, f"bench-{r}")["group"].to_numpy()
-        y = model.outcomes(hidden, group, rng)
+        group = abtest.assign(frame, salt=f"bench-{r}")["group"].to_numpy()
+        y = model.outcomes(hidden, group, random_state=rng)
         estimates.append(y[group == 1].mean() - y[group == 0].mean())
     errors = np.asarray(estimates) - model.global_effect(hidden)
     return float(errors.mean()), float(errors.std(ddof=1) / np.sqrt(repeats))
@@ -114,7 +114,7 @@ def run_world(name: str, n_users: int, repeats: int, seed: int = 3) -> list[dict
     for method, (graph, link) in _clusterings(edges, users, seed).items():
         for resolution in RESOLUTIONS:
             clusters = abtest.cluster_graph(graph, method="leiden" if method.endswith("leiden") else "louvain",
-                                            resolution=resolution, seed=0)
+                                            resolution=resolution, random_state=0)
             rows.append(score(method, resolution,
                               clusters.cluster[pd.Index(clusters.user_ids).get_indexer(hidden.user_ids)], link))
     truth = campaign.truth.users

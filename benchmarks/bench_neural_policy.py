@@ -3,11 +3,12 @@
 Environment: `SyntheticBandit(n_features=10, n_arms=5, reward="nonlinear", seed=seed)`, where
 mu_k(x) = sigmoid(b_k + 1.5 sin(x'u_k) + (x'v_k)^2 / 2 - 1/2): no linear model ranks the arms well.
 
-Online simulation in batches, as the nightly job runs (docs/bandits.md): each round `--batch` new users arrive (contexts drawn
-from a stream seeded by (seed, round)); the policy picks an arm for each with `sample_codes(X, random_state)` (arm
-and propensity); the rewards are drawn (Bernoulli(mu), with the same uniforms for every policy: common random
-numbers); then `partial_fit` on that round's feedback. Round 0 is uniform random for every policy (cold start:
-a policy cannot act before its first fit), so every policy starts from the same logs. Same seeds for all policies.
+Online simulation in batches, as the nightly job runs (docs/bandits.md): each round `--batch` new users arrive
+(contexts drawn from a stream seeded by (seed, round)); the policy picks an arm for each with
+`sample_codes(X, random_state)` (arm and propensity); the rewards are drawn (Bernoulli(mu), with the same uniforms
+for every policy: common random numbers); then `partial_fit` on that round's feedback. Round 0 is uniform random
+for every policy (cold start: a policy cannot act before its first fit), so every policy starts from the same logs.
+Same seeds for all policies.
 
 Reported per policy: cumulative realized reward, cumulative expected reward (sum of mu of the chosen arms),
 per-round expected reward and regret against the oracle (the best arm of every user, known from the environment),

@@ -1,4 +1,4 @@
-"""The platform's scaling pattern: `pipelines.execution.tree_reduce` over parquet on disk, against plain pandas.
+"""The platform's scaling pattern: `pipelines.execution.run_statistic` over parquet on disk, against plain pandas.
 
 The statistic is per-group count, reward sum and reward sum of squares (then mean and variance) over a synthetic
 table `group` (int32, `--groups` distinct values, default 1,000: user buckets) and `reward` (float64, log-normal),
@@ -48,7 +48,8 @@ from benchmarks._harness import (
     table,
     warm_page_cache,
 )
-from pipelines.execution import current_client, dask_client, tree_reduce
+from campaign_core import StatisticOf
+from pipelines.execution import current_client, dask_client, run_statistic
 
 COLUMNS = ["group", "reward"]
 SUMS = ["count", "reward_sum", "reward_sq_sum"]
@@ -136,7 +137,7 @@ def measure_tree_reduce(files: list[str], groups: int, partial: str, split_every
         threads = sum(client.nthreads().values())
         started, cpu_started = time.perf_counter(), time.process_time()
         data = dd.read_parquet(files)
-        result = tree_reduce(data, *functions, finalize, columns=COLUMNS, split_every=split_every)
+        result = run_statistic(StatisticOf(*functions, finalize), data, columns=COLUMNS, split_every=split_every)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         partitions = data.npartitions
     return {"method": f"tree_reduce ({partial} partial)", "files": len(files), "partitions": partitions,
@@ -183,7 +184,7 @@ def measure_large_state(partitions: int, state: int, method: str) -> dict:
     with dask_client():
         started = time.perf_counter()
         if method == "tree_reduce":
-            total = tree_reduce(data, partial, merge_numpy)
+            total = run_statistic(StatisticOf(partial, merge_numpy), data)
         elif method == "one_graph":
             level = [dask.delayed(partial)(part) for part in data.to_delayed()]
             node = dask.delayed(merge_group, pure=True)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from budget_rl.constraints import AllocationConstraints
-from budget_rl.dual import ArrayBlocks, DualSolution, solve_dual
+from budget_rl.dual import Block, DualSolution, solve_dual
 from budget_rl.lp import solve_lp
 from campaign_core import InputError
 
@@ -216,9 +216,13 @@ def dual_allocation(solution: DualSolution, totals: AssignmentTotals, budget: fl
                      "candidates": solution.diagnostics.candidates} | diagnostics)
 
 
+def _block(checked: _Checked) -> Block:
+    """All users in memory as one block (one chunk of the dual's passes)."""
+    return Block(checked.value, checked.cost, checked.user_id, checked.segment_codes)
+
+
 def _from_dual(checked: _Checked, budget: float, solution: DualSolution, started: float) -> Allocation:
-    blocks = ArrayBlocks(checked.value, checked.cost, checked.user_id, checked.segment_codes)
-    level, upper, share = (np.concatenate(column) for column in zip(*blocks.map(solution.assign), strict=True))
+    level, upper, share = solution.assign(_block(checked))
     totals = AssignmentTotals.of(checked.value, checked.cost, checked.user_id, level, upper, share)
     return dual_allocation(solution, totals, budget, checked.capped_segments, level,
                            {"passes": solution.diagnostics.passes, "seconds": time.perf_counter() - started})
@@ -259,7 +263,8 @@ def allocate(value, cost, budget: float, method: Method = "dual", constraints: A
         `solver`, every constraint; the reference).
     segments : one label per user, needed for segment caps. user_ids : unique integers (ties between users are
         broken by id, so the result does not depend on row order); default 0..n-1.
-    For users in a Dask DataFrame, `pipelines.allocation.allocate_frame` runs the same dual as a map-reduce.
+    For users in a table too large for memory, `pipelines.allocation.allocate_frame` runs the same dual's passes
+    over its partitions.
     """
     constraints = constraints or AllocationConstraints()
     if method not in ("dual", "lp"):
@@ -272,5 +277,4 @@ def allocate(value, cost, budget: float, method: Method = "dual", constraints: A
     if method == "lp":
         return _from_lp(checked, budget, constraints, solver, started)
     caps = np.array([constraints.segment_caps[label] for label in checked.capped_segments], dtype=float)
-    blocks = ArrayBlocks(checked.value, checked.cost, checked.user_id, checked.segment_codes)
-    return _from_dual(checked, budget, solve_dual(blocks, float(budget), caps), started)
+    return _from_dual(checked, budget, solve_dual(_block(checked), float(budget), caps), started)

@@ -16,28 +16,23 @@ max(lambda, lambda_s). So the caps are solved first, each as its own crossing se
 passes), and the global budget is then solved over the upgrades each segment's cap lets through. Exact, with at
 most one fractional user per binding constraint, as the LP's vertex solutions have.
 
-Each pass is `partial(block) -> stats` over blocks of users and an associative merge, so the same code runs on
-in-memory arrays (`ArrayBlocks`) and on Dask partitions (`pipelines.allocation`).
+Each pass is a statistic (`campaign_core.Statistic`: partial per chunk of users, an associative merge), so the same
+code runs on users in memory (one `Block`) and on a chunked users table (`campaign_core.ChunkedTable`, e.g. Dask
+partitions through `pipelines.allocation`), whose chunks `UserColumns` reads into blocks.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from budget_rl import _kernels
-from campaign_core import InputError
-
-S = TypeVar("S")
+from campaign_core import InputError, compute, is_chunked
 
 BINS_PER_OCTAVE = 64
 LOWEST_OCTAVE, HIGHEST_OCTAVE = -60, 60
@@ -63,45 +58,62 @@ class Block:
     segment: np.ndarray
 
 
-class BlockSource(Protocol):
-    """Users in blocks; `map_reduce` applies `partial` to every block and merges the results (in any tree)."""
-
-    n_levels: int
-
-    def map_reduce(self, partial: Callable[[Block], S], merge: Callable[[S, S], S]) -> S: ...
-
-
 @dataclass(frozen=True)
-class ArrayBlocks:
-    """In-memory users cut into blocks of `block_rows` (the compiled passes stream through them)."""
+class UserColumns:
+    """Which columns of a users table hold what: one value and one cost column per level, a unique integer user id
+    and optionally a segment (codes of the capped segments). Reads a chunk of the table into a `Block`, checking
+    its values (one-line InputError naming the column)."""
 
-    value: np.ndarray
-    cost: np.ndarray
-    user_id: np.ndarray
-    segment: np.ndarray
-    block_rows: int = 1 << 16
+    value_columns: tuple[str, ...]
+    cost_columns: tuple[str, ...]
+    user_id: str = "user_id"
+    segment: str | None = None
+    capped_segments: tuple[str, ...] = ()
 
     @property
     def n_levels(self) -> int:
-        return self.value.shape[1]
+        return len(self.value_columns)
 
-    def blocks(self) -> list[Block]:
-        n = self.value.shape[0]
-        return [Block(self.value[s:s + self.block_rows], self.cost[s:s + self.block_rows],
-                      self.user_id[s:s + self.block_rows], self.segment[s:s + self.block_rows])
-                for s in range(0, max(n, 1), self.block_rows)]
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys([self.user_id, *([self.segment] if self.segment else []),
+                                   *self.value_columns, *self.cost_columns]))
 
-    def map(self, function: Callable[[Block], S]) -> list[S]:
-        """`function` of every block, in block order; blocks run on threads (the compiled passes release the GIL)."""
-        blocks = self.blocks()
-        if len(blocks) == 1:
-            return [function(blocks[0])]
-        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
-            return list(pool.map(function, blocks))
+    def block(self, chunk: pd.DataFrame) -> Block:
+        value = _matrix(chunk, self.value_columns)
+        cost = _matrix(chunk, self.cost_columns)
+        negative = cost < 0
+        if negative.any():
+            column = self.cost_columns[int(np.flatnonzero(negative.any(axis=0))[0])]
+            raise InputError(f"{column}: {int(negative.sum())} negative costs; costs must be >= 0")
+        no_free = int((cost.min(axis=1) > 0).sum()) if cost.size else 0
+        if no_free:
+            raise InputError(f"{', '.join(self.cost_columns)}: {no_free} users have no zero-cost level; every user "
+                             "needs one (e.g. 'nothing')")
+        user_id = chunk[self.user_id].to_numpy()
+        if not np.issubdtype(user_id.dtype, np.integer):
+            raise InputError(f"{self.user_id}: user ids must be integers, got {user_id.dtype}")
+        codes = np.full(len(chunk), -1, dtype=np.int64)
+        if self.capped_segments:
+            codes = pd.Index(self.capped_segments).get_indexer(chunk[self.segment].astype(str)).astype(np.int64)
+        return Block(value, cost, user_id.astype(np.int64), codes)
 
-    def map_reduce(self, partial: Callable[[Block], S], merge: Callable[[S, S], S]) -> S:
-        """Merged in block order, so the result does not depend on the thread count."""
-        return functools.reduce(merge, self.map(partial))
+
+def _matrix(chunk: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    matrix = np.ascontiguousarray(chunk[list(columns)].to_numpy(dtype=np.float64, na_value=np.nan))
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        column = columns[int(np.flatnonzero(bad.any(axis=0))[0])]
+        raise InputError(f"{column}: {int(bad.sum())} NaN or infinite values")
+    return matrix
+
+
+def _as_block(chunk: Any, columns: UserColumns | None) -> Block:
+    if isinstance(chunk, Block):
+        return chunk
+    if columns is None:
+        raise InputError("users: a users table needs its UserColumns (which columns hold values and costs)")
+    return columns.block(chunk)
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,47 @@ class _Pass:
 
 
 @dataclass(frozen=True)
+class _HistogramPass:
+    """Extra cost and value of the hull upgrades per slope bin, over chunks of users (a statistic)."""
+
+    plan: _Pass
+    edges: np.ndarray
+    columns: UserColumns | None
+
+    def partial(self, chunk: Any) -> _Histogram:
+        return self.plan.histogram(self.edges, _as_block(chunk, self.columns))
+
+    @staticmethod
+    def merge(left: _Histogram, right: _Histogram) -> _Histogram:
+        return left.merge(right)
+
+    @staticmethod
+    def finalize(histogram: _Histogram) -> _Histogram:
+        return histogram
+
+
+@dataclass(frozen=True)
+class _CandidatePass:
+    """The upgrades whose slope lies in each group's crossing bin [low, high), over chunks of users (a statistic)."""
+
+    plan: _Pass
+    low: np.ndarray
+    high: np.ndarray
+    columns: UserColumns | None
+
+    def partial(self, chunk: Any) -> _Candidates:
+        return self.plan.candidates(self.low, self.high, _as_block(chunk, self.columns))
+
+    @staticmethod
+    def merge(left: _Candidates, right: _Candidates) -> _Candidates:
+        return left.merge(right)
+
+    @staticmethod
+    def finalize(candidates: _Candidates) -> _Candidates:
+        return candidates
+
+
+@dataclass(frozen=True)
 class GroupSolution:
     """The crossing of one budget (global, or one segment's cap): its key, multiplier and the spend it implies."""
 
@@ -251,7 +304,7 @@ def _lowest_bin(hist: _Histogram, g: int) -> tuple[int, float]:
     return b, float(hist.above_cost[g] + hist.extra_cost[g, b + 1:].sum())
 
 
-def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: DualDiagnostics,
+def _solve(users: Any, columns: UserColumns | None, plan: _Pass, budgets: np.ndarray, diagnostics: DualDiagnostics,
            max_candidates: int) -> tuple[list[GroupSolution], _Histogram]:
     """The crossing key of every group's budget; also the first (full-range) histogram, for the frontier."""
     n_groups = len(budgets)
@@ -260,7 +313,7 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
     solved: dict[int, GroupSolution] = {}
     pending = set(range(n_groups))
     while pending:
-        hist = source.map_reduce(lambda block, e=edges: plan.histogram(e, block), _Histogram.merge)
+        hist = _pass_over(users, _HistogramPass(plan, edges.copy(), columns), columns)
         diagnostics.passes += 1
         if first is None:
             first = hist
@@ -285,8 +338,7 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
                 collect.append(g)
         pending -= solved.keys()
         if collect:
-            candidates = source.map_reduce(lambda block, lo=low, hi=high: plan.candidates(lo, hi, block),
-                                           _Candidates.merge)
+            candidates = _pass_over(users, _CandidatePass(plan, low.copy(), high.copy(), columns), columns)
             diagnostics.passes += 1
             diagnostics.candidates += len(candidates.slope)
             for g in collect:
@@ -294,6 +346,10 @@ def _solve(source: BlockSource, plan: _Pass, budgets: np.ndarray, diagnostics: D
                 solved[g] = GroupSolution(key, key.slope, float(first.start_cost[g]), True)
             pending -= set(collect)
     return [solved[g] for g in range(n_groups)], first
+
+
+def _pass_over(users: Any, statistic: Any, columns: UserColumns | None) -> Any:
+    return compute(statistic, users, columns=columns.columns if columns is not None and is_chunked(users) else None)
 
 
 def _crossing_key(candidates: _Candidates, mine: np.ndarray, need: float) -> Key:
@@ -332,17 +388,21 @@ def frontier_table(hist: _Histogram, start_spend: float, start_value: float, poi
     return table
 
 
-def solve_dual(source: BlockSource, budget: float, segment_caps: np.ndarray | None = None, *,
-               max_candidates: int = MAX_CANDIDATES) -> DualSolution:
-    """Multipliers and keys of the budget (and of each capped segment, codes 0..S-1 in the blocks)."""
+def solve_dual(users: Any, budget: float, segment_caps: np.ndarray | None = None, *,
+               columns: UserColumns | None = None, max_candidates: int = MAX_CANDIDATES) -> DualSolution:
+    """Multipliers and keys of the budget (and of each capped segment, codes 0..S-1 in the blocks).
+
+    users: a `Block` (in memory), or a users DataFrame or `campaign_core.ChunkedTable` read through `columns`.
+    """
     started = time.perf_counter()
     diagnostics = DualDiagnostics()
     segment_solutions: list[GroupSolution] = []
     if segment_caps is not None and len(segment_caps):
-        segment_solutions, _ = _solve(source, _Pass(True, Keys.of([])), np.asarray(segment_caps, dtype=float),
-                                      diagnostics, max_candidates)
+        segment_solutions, _ = _solve(users, columns, _Pass(True, Keys.of([])),
+                                      np.asarray(segment_caps, dtype=float), diagnostics, max_candidates)
     plan = _Pass(False, Keys.of([s.key for s in segment_solutions]))
-    (global_solution,), first = _solve(source, plan, np.array([budget], dtype=float), diagnostics, max_candidates)
+    (global_solution,), first = _solve(users, columns, plan, np.array([budget], dtype=float), diagnostics,
+                                       max_candidates)
     frontier = frontier_table(first, global_solution.start_spend, float(first.start_value[0]))
     diagnostics.seconds = time.perf_counter() - started
     return DualSolution(global_solution, tuple(segment_solutions), frontier, diagnostics)

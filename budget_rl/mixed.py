@@ -26,17 +26,15 @@ allows, kept as a check on column generation.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import linprog
 
 from budget_rl.min_norm_point import wolfe_step
-from campaign_core import InputError
+from campaign_core import InputError, salted_uniform
 
 #: oracle(direction) -> (deterministic policy minimizing <direction, z(policy)>, its measurement vector z)
 Oracle = Callable[[np.ndarray], tuple[Any, np.ndarray]]
@@ -61,11 +59,9 @@ class MixedPolicy:
         return self.weights @ self.measurements
 
     def assign(self, user_ids, salt: str) -> np.ndarray:
-        """Component index of each user: a salted hash of the user id mapped to [0, 1) and cut at the cumulative
+        """Component index of each user: `campaign_core.salted_uniform(user_id, salt)` cut at the cumulative
         weights, so the draw is reproducible, auditable and independent of row order and partitioning."""
-        salt_bits = np.uint64(int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little"))
-        hashed = _mix64(pd.util.hash_array(np.asarray(user_ids)) ^ salt_bits)  # (hash_key is ignored for numbers)
-        uniform = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        uniform = salted_uniform(user_ids, salt)
         return np.minimum(np.searchsorted(np.cumsum(self.weights), uniform, side="right"), len(self.weights) - 1)
 
     def act(self, user_ids, states: np.ndarray, day: int, salt: str) -> np.ndarray:
@@ -78,13 +74,6 @@ class MixedPolicy:
             if rows.any():
                 action[rows] = policy.act(states[rows], day)
         return action
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """The splitmix64 finalizer: every input bit moves every output bit (uint64 arithmetic wraps)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def _checked_limits(limits: Sequence[float]) -> np.ndarray:
@@ -205,8 +194,10 @@ def approach_target(oracle: Oracle, sense: np.ndarray, bound: np.ndarray, start:
             policy, measurement = oracle(x * sense)
             calls += 1
             shifted = sense * np.asarray(measurement, dtype=float) - bound
-            if x @ shifted >= x @ x - tol * scale:
-                break  # Wolfe's certificate: x is the minimum-norm point; C is out of reach if x != 0
+            if x @ shifted > tol * np.linalg.norm(x):
+                break  # every mixture y has x.y >= x.shifted, so |y| > tol: C is out of reach (Farkas)
+            if x @ shifted >= x @ x - tol * tol:
+                break  # Wolfe's certificate: x is the minimum-norm point, within tol of C
             points.append(shifted)
             rays.append(False)
             components.append(policy)
@@ -236,6 +227,8 @@ def maximize_by_target_search(oracle: Oracle, limits: Sequence[float], *, tolera
     best = Corral([cheapest], [sense * low_z], np.ones(1))
     low, high, calls, largest = float(low_z[0]), float(high_z[0]), 2, 1
     for _ in range(search_steps):
+        if high - low <= tolerance * max(1.0, abs(high)):
+            break  # targets closer than the tolerance cannot be told apart
         target = 0.5 * (low + high)
         corral, reached, used, held = approach_target(oracle, sense, np.r_[-target, limits], best,
                                                       tolerance=tolerance)

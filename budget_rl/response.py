@@ -15,8 +15,8 @@ randomized slice pulls the main model towards it), a selection-aware recalibrati
    logging policy's probability of that level at x (3 J parameters, so a few thousand rows suffice). Where the
    marketer gave a level rarely, the few who got it were picked on something, and the main model overstates the
    level there; the last term learns how much, from the randomized users.
-Variants measured and dropped (RESULTS.md section 5): inverse-propensity weights on the main model (better
-calibrated, but its allocations were worth 0-9% less); per-level feature terms in the correction (overfitted).
+Variants measured and not offered (RESULTS.md section 5): inverse-propensity weights on the main model (better
+calibrated, but its allocations are worth 0-9% less); per-level feature terms in the correction (they overfit).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The dual allocator on a Dask DataFrame of users: the same passes as `budget_rl.allocate`, as map-reduces.
+"""The dual allocator on a Dask DataFrame of users: the same passes as `budget_rl.allocate`, over partitions.
 
 The users frame holds one value and one cost column per level, a unique integer user id and optionally a segment.
-Each pass of `budget_rl.dual.solve_dual` maps a compiled kernel over the partitions and tree-reduces the small
-results (histograms, then the few upgrades in the crossing bin), so memory stays at one partition per worker. The
-last pass assigns levels partition by partition and writes them as parquet, one file per partition, into a folder
-that appears in one rename.
+Each pass of `budget_rl.dual.solve_dual` is a statistic that `pipelines.execution` runs over the partitions
+(histograms, then the few upgrades in the crossing bin), so memory stays at one partition per worker. The last pass
+assigns levels partition by partition and writes them as parquet, one file per partition, into a folder that
+appears in one rename.
 
 Partitioned input is held to the strict zero-cost rule: every user needs a zero-cost level (whether the budget binds
 is only known after a pass). Constraints other than the budget and segment caps need the LP: `method="lp"`
@@ -14,7 +14,6 @@ collects the users into memory, up to `max_lp_users`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -26,82 +25,14 @@ import pyarrow.parquet as pq
 
 from budget_rl import Allocation, AllocationConstraints, allocate
 from budget_rl.allocation import AssignmentTotals, dual_allocation
-from budget_rl.dual import Block, DualSolution, solve_dual
+from budget_rl.dual import DualSolution, UserColumns, solve_dual
 from pipelines.errors import InputError
-from pipelines.execution import tree_reduce
+from pipelines.execution import chunked, merge_tree
 from pipelines.io import atomic_output
 from pipelines.progress import busy
 
 
-@dataclass(frozen=True)
-class FrameUsers:
-    """Which columns of the users frame hold what; turns a partition into a `budget_rl.dual.Block`."""
-
-    value_columns: tuple[str, ...]
-    cost_columns: tuple[str, ...]
-    user_id: str
-    segment: str | None
-    capped_segments: tuple[str, ...]
-
-    @property
-    def n_levels(self) -> int:
-        return len(self.value_columns)
-
-    @property
-    def columns(self) -> list[str]:
-        return list(dict.fromkeys([self.user_id, *([self.segment] if self.segment else []),
-                                   *self.value_columns, *self.cost_columns]))
-
-    def block(self, partition: pd.DataFrame) -> Block:
-        """The partition as arrays, after checking the values (ValueError naming the column)."""
-        value = _matrix(partition, self.value_columns)
-        cost = _matrix(partition, self.cost_columns)
-        negative = cost < 0
-        if negative.any():
-            column = self.cost_columns[int(np.flatnonzero(negative.any(axis=0))[0])]
-            raise InputError(f"{column}: {int(negative.sum())} negative costs in a partition; costs must be >= 0")
-        no_free = int((cost.min(axis=1) > 0).sum()) if cost.size else 0
-        if no_free:
-            raise InputError(f"{', '.join(self.cost_columns)}: {no_free} users have no zero-cost level; every user "
-                             "needs one (e.g. 'nothing')")
-        user_id = partition[self.user_id].to_numpy()
-        if not np.issubdtype(user_id.dtype, np.integer):
-            raise InputError(f"{self.user_id}: user ids must be integers, got {user_id.dtype}")
-        codes = np.full(len(partition), -1, dtype=np.int64)
-        if self.capped_segments:
-            codes = pd.Index(self.capped_segments).get_indexer(partition[self.segment].astype(str)).astype(np.int64)
-        return Block(value, cost, user_id.astype(np.int64), codes)
-
-
-def _matrix(partition: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    matrix = np.ascontiguousarray(partition[list(columns)].to_numpy(dtype=np.float64, na_value=np.nan))
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        column = columns[int(np.flatnonzero(bad.any(axis=0))[0])]
-        raise InputError(f"{column}: {int(bad.sum())} NaN or infinite values in a partition")
-    return matrix
-
-
-def _apply(partial, users: FrameUsers, partition: pd.DataFrame):
-    return partial(users.block(partition))
-
-
-@dataclass(frozen=True)
-class FrameBlocks:
-    """A `budget_rl.dual.BlockSource` over the partitions of a Dask (or pandas) DataFrame."""
-
-    frame: dd.DataFrame | pd.DataFrame
-    users: FrameUsers
-
-    @property
-    def n_levels(self) -> int:
-        return self.users.n_levels
-
-    def map_reduce(self, partial, merge):
-        return tree_reduce(self.frame, functools.partial(_apply, partial, self.users), merge)
-
-
-def _assign_partition(solution: DualSolution, users: FrameUsers, level_labels: list[str], folder: Path | None,
+def _assign_partition(solution: DualSolution, users: UserColumns, level_labels: list[str], folder: Path | None,
                       index: int, partition: pd.DataFrame) -> AssignmentTotals:
     block = users.block(partition)
     level, upper, share = solution.assign(block)
@@ -118,7 +49,7 @@ def _assign_partition(solution: DualSolution, users: FrameUsers, level_labels: l
     return AssignmentTotals.of(block.value, block.cost, block.user_id, level, upper, share)
 
 
-def _check_columns(frame: dd.DataFrame | pd.DataFrame, users: FrameUsers) -> None:
+def _check_columns(frame: dd.DataFrame | pd.DataFrame, users: UserColumns) -> None:
     missing = [column for column in users.columns if column not in frame.columns]
     if missing:
         raise InputError(f"users: missing column(s) {missing}")
@@ -143,7 +74,7 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
     capped = tuple(constraints.segment_caps)
     if capped and segment is None:
         raise InputError("constraints.segment_caps: needs the segment column")
-    users = FrameUsers(tuple(value_columns), tuple(cost_columns), user_id, segment, capped)
+    users = UserColumns(tuple(value_columns), tuple(cost_columns), user_id, segment, capped)
     _check_columns(frame, users)
     constraints.check_levels(users.n_levels)
     if capped:
@@ -156,7 +87,7 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
     if method == "lp" or constraints.needs_lp:
         return _allocate_in_memory(frame, users, budget, constraints, level_labels, out, max_lp_users)
     caps = np.array([constraints.segment_caps[label] for label in capped], dtype=float)
-    solution = solve_dual(FrameBlocks(frame, users), float(budget), caps)
+    solution = solve_dual(chunked(frame), float(budget), caps, columns=users)
     written = _write_assignment(frame, solution, users, level_labels, out)
     return dual_allocation(solution, written, budget, list(capped), None,
                            {"passes": solution.diagnostics.passes + 1, "users": written.users})
@@ -166,7 +97,7 @@ def _compute(collection):
     return collection.compute() if hasattr(collection, "compute") else collection
 
 
-def _write_assignment(frame, solution: DualSolution, users: FrameUsers, level_labels: list[str],
+def _write_assignment(frame, solution: DualSolution, users: UserColumns, level_labels: list[str],
                       out: Path | None) -> AssignmentTotals:
     partitions = frame.to_delayed() if isinstance(frame, dd.DataFrame) else [frame]
 
@@ -178,7 +109,7 @@ def _write_assignment(frame, solution: DualSolution, users: FrameUsers, level_la
                 results = dask.compute(*tasks)
         else:
             results = [work(0, frame)]
-        return functools.reduce(AssignmentTotals.merge, results)
+        return merge_tree(list(results), _merge_totals)
 
     if out is None:
         return run(None)
@@ -187,7 +118,11 @@ def _write_assignment(frame, solution: DualSolution, users: FrameUsers, level_la
         return run(temporary)
 
 
-def _allocate_in_memory(frame, users: FrameUsers, budget: float, constraints: AllocationConstraints,
+def _merge_totals(*totals: AssignmentTotals) -> AssignmentTotals:
+    return functools.reduce(AssignmentTotals.merge, totals)
+
+
+def _allocate_in_memory(frame, users: UserColumns, budget: float, constraints: AllocationConstraints,
                         level_labels: list[str], out: Path | None, max_lp_users: int) -> Allocation:
     n = int(_compute(frame.shape[0]))
     if n > max_lp_users:

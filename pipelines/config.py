@@ -11,7 +11,7 @@ Unknown keys are rejected by name; errors become one-line `InputError`s.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pydantic
 import yaml
@@ -33,9 +33,14 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_relative)]
 
 
 class StageConfig(BaseModel):
-    """Base of every stage's config section: unknown keys are errors, values are immutable once validated."""
+    """Base of every stage's config section: unknown keys are errors, values are immutable once validated.
+
+    `retired_keys` maps keys that an earlier vocabulary used to what replaced them; a section that still uses one is
+    refused with a message naming the replacement.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    retired_keys: ClassVar[dict[str, str]] = {}
 
     def output_paths(self) -> list[Path]:
         """Paths this stage will write, checked for writability before the job starts."""
@@ -70,6 +75,15 @@ def format_validation_error(error: pydantic.ValidationError, where: str = "confi
         message = f"{where}: {location}: {first['msg']}{shown}" if location else f"{where}: {first['msg']}"
     extra = error.error_count() - 1
     return message + (f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else "")
+
+
+def check_retired_keys(section: str, config_model: type[StageConfig], values: Any) -> None:
+    """One-line InputError when a stage section uses a retired key, naming what replaced it."""
+    if not isinstance(values, dict):
+        return
+    for key, replacement in config_model.retired_keys.items():
+        if key in values:
+            raise InputError(f"config: key {key!r} in section {section!r} is retired: {replacement}")
 
 
 def validate_section(model: type[BaseModel], data: Any, *, where: str, base_dir: Path | None = None) -> BaseModel:

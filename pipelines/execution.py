@@ -197,6 +197,23 @@ class Blocks:
                              split_every=self.split_every)
 
 
+@dataclass(frozen=True)
+class OnRows:
+    """A statistic computed on some rows of every chunk, e.g. one side of a user split (`rows` picks them)."""
+
+    statistic: Statistic[Any, Any]
+    rows: Callable[[pd.DataFrame], pd.DataFrame]
+
+    def partial(self, chunk: pd.DataFrame) -> Any:
+        return self.statistic.partial(self.rows(chunk))
+
+    def merge(self, left: Any, right: Any) -> Any:
+        return self.statistic.merge(left, right)
+
+    def finalize(self, state: Any) -> Any:
+        return self.statistic.finalize(state)
+
+
 def chunked(frame: dd.DataFrame | pd.DataFrame) -> Partitions | pd.DataFrame:
     """A Dask DataFrame as `Partitions`; an in-memory frame as it is (one chunk)."""
     return Partitions(frame) if isinstance(frame, dd.DataFrame) else frame

@@ -11,7 +11,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, Field
 
-from pipelines.config import JobSettings, StageConfig, read_yaml, validate_section
+from pipelines.config import JobSettings, StageConfig, check_retired_keys, read_yaml, validate_section
 from pipelines.errors import InputError
 from pipelines.execution import dask_client
 from pipelines.io import ensure_writable
@@ -54,6 +54,9 @@ class Job:
 
 def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "job") -> Job:
     """Validate a job mapping (as read from YAML) into a `Job`; one-line `InputError` on any problem."""
+    if isinstance(data, dict):
+        for stage in registered_stages():
+            check_retired_keys(stage.name, stage.config_model, data.get(stage.name))
     validated = validate_section(job_model(), data, where="config", base_dir=base_dir)
     stages = []
     for stage in registered_stages():

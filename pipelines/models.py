@@ -15,7 +15,7 @@ import logging
 import pickle
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -28,6 +28,7 @@ import pipelines
 from bandits.encoding import ContextEncoder
 from bandits.policies.base import BasePolicy, sample_from
 from pipelines.errors import InputError
+from pipelines.user_split import UserSplit
 
 
 @dataclass
@@ -36,6 +37,13 @@ class FittedPolicy:
 
     encoder: ContextEncoder
     policy: BasePolicy
+    training_split: UserSplit | None = None  # the users it was fitted on, when a split was used
+
+    @property
+    def holdout(self) -> UserSplit | None:
+        """The users it never saw: the other side of its training split (None: fitted on all users)."""
+        split = getattr(self, "training_split", None)
+        return None if split is None or split.side == "all" else replace(split, side="holdout")
 
     @property
     def features(self) -> list[str]:

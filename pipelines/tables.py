@@ -7,7 +7,7 @@ empty; then one scan of the constrained columns for missing labels, NaN/inf and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask.dataframe as dd
@@ -49,12 +49,31 @@ class Schema:
 
 
 
-DECISION_LOG = Schema(
-    "logs",
-    required=(Column("user_id", LABEL), Column("arm", LABEL), Column("reward", NUMERIC)),
-    optional=(Column("propensity", NUMERIC, low=0.0, low_inclusive=False, high=1.0),
-              Column("cost", NUMERIC, low=0.0), Column("day", INTEGER, low=0.0)),
-)
+#: The decision log's columns by role, with their contracts: declared once, renamed by each stage's config.
+LOG_COLUMNS = {
+    "user_id": Column("user_id", LABEL),
+    "arm": Column("arm", LABEL),
+    "reward": Column("reward", NUMERIC),
+    "propensity": Column("propensity", NUMERIC, low=0.0, low_inclusive=False, high=1.0),
+    "cost": Column("cost", NUMERIC, low=0.0),
+    "day": Column("day", INTEGER, low=0.0),
+    "randomized": Column("randomized", BOOLEAN),
+}
+
+
+def log_schema(required: dict[str, str | None], optional: dict[str, str | None] | None = None) -> Schema:
+    """The decision-log contract for the given roles -> column names (a role named None is not used)."""
+    def columns(roles: dict[str, str | None]) -> tuple[Column, ...]:
+        unknown = sorted(set(roles) - set(LOG_COLUMNS))
+        if unknown:
+            raise ValueError(f"log_schema: unknown roles {unknown}")
+        return tuple(replace(LOG_COLUMNS[role], name=name) for role, name in roles.items() if name)
+
+    return Schema("logs", required=columns(required), optional=columns(optional or {}))
+
+
+DECISION_LOG = log_schema({"user_id": "user_id", "arm": "arm", "reward": "reward"},
+                          {"propensity": "propensity", "cost": "cost", "day": "day"})
 USERS = Schema("users", required=(Column("user_id", LABEL),), optional=(Column("segment", LABEL),))
 EDGES = Schema(
     "edges",

@@ -6,25 +6,26 @@ w (y - q) of DR keeps mean zero given q (Chernozhukov et al. 2018). Folds follow
 
 Two routes:
 - "ridge": a per-arm ridge regression from the mergeable `LinearStats`: one pass builds per-fold statistics and the
-  model for fold f is total minus fold f. Exact, fast, and the same on Dask (`fold_of` is a pure function of the id).
+  model for fold f is total minus fold f (`RewardModelPass`). Exact, fast, and the same chunk by chunk (`fold_of`
+  is a pure function of the id).
 - any scikit-learn regressor (or classifier with predict_proba for 0/1 rewards): one clone per fold and arm.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from sklearn.base import clone, is_classifier
 
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies.linear import LinearStats, design
-from campaign_core import InputError
+from campaign_core import InputError, salted_uniform, seeded_salt
 
 
 def fold_of(user_ids: np.ndarray, n_folds: int, random_state: int = 0) -> np.ndarray:
-    """Fold of each row from a seeded hash of its user id: stable across partitions, schedulers and runs."""
-    hashed = pd.util.hash_array(np.asarray(user_ids), hash_key=f"{random_state:016d}"[-16:])
-    return (hashed % np.uint64(n_folds)).astype(np.int64)
+    """Fold of each row from a salted hash of its user id (salt "ope-folds/<random_state>"): stable across
+    partitions, schedulers and runs; another `random_state` gives independent folds."""
+    uniform = salted_uniform(user_ids, seeded_salt("ope-folds", random_state))
+    return np.minimum((uniform * n_folds).astype(np.int64), n_folds - 1)
 
 
 def assign_folds(feedback: LoggedFeedback, n_folds: int, random_state: int = 0) -> np.ndarray:

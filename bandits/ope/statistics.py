@@ -5,7 +5,7 @@ Switch-DR, DR with shrinkage) have den_i = 1; SNIPS has num = w y, den = w; repl
 indicator that the target's draw matches the logged arm. Five sums per estimator (num, den, num^2, den^2, num*den)
 give the value and its delta-method standard error sqrt(sum (num_i - V den_i)^2) / sum den_i (times sqrt(n/(n-1))),
 which for den = 1 is the usual standard error of a mean. Support diagnostics are sums too (weights, squared weights,
-tiny-target count) plus the largest weight.
+tiny-target count, the logged rewards) plus the largest weight.
 
 Row quantities (w = pi(a_i|x_i) / propensity_i, q = reward model):
   ips        w y (w clipped at `clip` when given)         dm          sum_a pi(a|x_i) q(x_i, a)
@@ -26,8 +26,9 @@ from campaign_core import InputError
 
 ESTIMATORS = ("ips", "snips", "dm", "dr", "switch-dr", "dr-shrink", "replay")
 NEEDS_REWARD_MODEL = frozenset({"dm", "dr", "switch-dr", "dr-shrink"})
-#: Diagnostics sums: rows, sum w, sum w^2, rows with tiny target probability on the logged arm, largest w.
-_N, _SW, _SW2, _TINY, _MAXW = range(5)
+#: Diagnostics: rows, sum w, sum w^2, rows with tiny target probability on the logged arm, largest w, sum of the
+#: logged rewards.
+_N, _SW, _SW2, _TINY, _MAXW, _REWARD = range(6)
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,16 @@ class EstimatorSettings:
 
 @dataclass(frozen=True)
 class OPEStats:
-    """Sums over logged rows: moments (E, 5) per estimator in `estimators` order, and diagnostics (5,)."""
+    """Sums over logged rows: moments (E, 5) per estimator in `estimators` order, and diagnostics (6,)."""
 
     estimators: tuple[str, ...]
     moments: np.ndarray
     diagnostics: np.ndarray
+
+    @classmethod
+    def zeros(cls, estimators: tuple[str, ...]) -> OPEStats:
+        """The sums of no rows (the neutral element of `merge`)."""
+        return cls(tuple(estimators), np.zeros((len(estimators), 5)), np.zeros(6))
 
     def merge(self, other: OPEStats) -> OPEStats:
         if self.estimators != other.estimators:
@@ -112,12 +118,14 @@ def ope_partial(estimators: tuple[str, ...], rewards: np.ndarray, target_on_logg
         else:
             raise InputError(f"estimators: unknown estimator {name!r}; choose from {list(ESTIMATORS)}")
     diagnostics = np.array([weights.size, weights.sum(), weights @ weights,
-                            (target_on_logged < settings.tiny_target).sum(), weights.max(initial=0.0)])
+                            (target_on_logged < settings.tiny_target).sum(), weights.max(initial=0.0),
+                            rewards.sum()])
     return OPEStats(tuple(estimators), moments, diagnostics)
 
 
 def finalize(stats: OPEStats, confidence: float = 0.95) -> pd.DataFrame:
-    """One row per estimator: value, se, ci_low, ci_high, rows_used, and the shared support diagnostics.
+    """One row per estimator: value, se, ci_low, ci_high, rows_used, logged_value (the mean logged reward: the
+    logging policy's value on these rows) and the shared support diagnostics.
 
     effective_sample_size = (sum w)^2 / sum w^2 (Kish), ess_share = ESS / rows, tiny_target_share = share of rows
     where the target gives the logged arm probability below `tiny_target`, max_weight = largest pi / propensity.
@@ -126,7 +134,7 @@ def finalize(stats: OPEStats, confidence: float = 0.95) -> pd.DataFrame:
         raise InputError(f"confidence: must be in (0, 1), got {confidence}")
     z = norm.ppf(0.5 + confidence / 2)
     rows = []
-    n, sum_w, sum_w2, tiny, max_w = stats.diagnostics
+    n, sum_w, sum_w2, tiny, max_w, reward_sum = stats.diagnostics
     ess = sum_w * sum_w / sum_w2 if sum_w2 > 0 else 0.0
     for name, (s_num, s_den, s_nn, s_dd, s_nd) in zip(stats.estimators, stats.moments, strict=True):
         used = s_den if name in ("replay",) else n
@@ -139,10 +147,10 @@ def finalize(stats: OPEStats, confidence: float = 0.95) -> pd.DataFrame:
         rows.append({"estimator": name, "value": value, "se": se, "ci_low": value - z * se,
                      "ci_high": value + z * se, "rows_used": int(used)})
     table = pd.DataFrame(rows)
+    table["logged_value"] = reward_sum / n if n else np.nan
     table["n_rounds"] = int(n)
     table["effective_sample_size"] = ess
     table["ess_share"] = ess / n if n else np.nan
     table["tiny_target_share"] = tiny / n if n else np.nan
     table["max_weight"] = max_w
-    table.attrs["confidence"] = confidence
     return table

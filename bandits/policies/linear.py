@@ -2,14 +2,15 @@
 
 Each arm k keeps the sufficient statistics of a weighted ridge regression of reward on context,
 A_k = l2 I + sum_i w_i x_i x_i' and b_k = sum_i w_i y_i x_i (x with a leading 1 when `fit_intercept`), in a
-`LinearStats`. They add across partitions, so a fit over Dask partitions (map `LinearStats.partial`, tree-reduce
-`merge`, then `fit_statistics`) equals the in-memory fit to rounding. theta_k = A_k^-1 b_k is the arm's reward model.
+`LinearStats`. They add across chunks, so a fit chunk by chunk (`LinearPass`, then `fit_statistics`) equals the
+in-memory fit to rounding. theta_k = A_k^-1 b_k is the arm's reward model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
@@ -69,6 +70,37 @@ class LinearStats:
     __add__ = merge
 
 
+@dataclass(frozen=True)
+class LinearPass:
+    """A linear policy's per-arm ridge statistics as a statistic over chunks of `LoggedFeedback` (or of a log table,
+    read by `read`, e.g. a `bandits.feedback.LogReader`); rows weighted 1 / (K propensity) when
+    `weight_by_propensity`. `LinearPolicy.fit_statistics` turns the result into the fitted policy."""
+
+    n_arms: int
+    n_features: int
+    fit_intercept: bool = True
+    weight_by_propensity: bool = False
+    read: Callable[[Any], LoggedFeedback | None] | None = None
+
+    def partial(self, chunk: Any) -> LinearStats:
+        feedback = self.read(chunk) if self.read is not None else chunk
+        if feedback is None:
+            return LinearStats.zeros(self.n_arms, self.n_features + int(self.fit_intercept))
+        weights = None
+        if self.weight_by_propensity:
+            weights = 1.0 / (self.n_arms * feedback.require_propensities("weight_by_propensity=True"))
+        return LinearStats.partial(feedback.contexts, feedback.arms, feedback.rewards, self.n_arms, weights=weights,
+                                   fit_intercept=self.fit_intercept)
+
+    @staticmethod
+    def merge(left: LinearStats, right: LinearStats) -> LinearStats:
+        return left.merge(right)
+
+    @staticmethod
+    def finalize(stats: LinearStats) -> LinearStats:
+        return stats
+
+
 class LinearPolicy(BasePolicy):
     """Shared state: stats_ (LinearStats), theta_ (K, d) ridge coefficients, and a factor of each A_k^-1."""
 
@@ -83,12 +115,12 @@ class LinearPolicy(BasePolicy):
         self._refresh()
 
     def _update(self, feedback: LoggedFeedback, weights: np.ndarray | None) -> None:
-        self.stats_ = self.stats_ + LinearStats.partial(feedback.contexts, feedback.arms, feedback.rewards,
-                                                        self.n_arms, weights=weights, fit_intercept=self.fit_intercept)
+        learning = LinearPass(self.n_arms, feedback.n_features, self.fit_intercept, weights is not None)
+        self.stats_ = self.stats_ + learning.partial(feedback)
         self._refresh()
 
     def fit_statistics(self, stats: LinearStats, arms: Sequence, feature_names: Sequence[str]) -> LinearPolicy:
-        """Fit from merged statistics (the Dask path): same result as `fit` on the rows they summarize."""
+        """Fit from merged statistics (`LinearPass` over chunks): same result as `fit` on the rows they summarize."""
         labels = tuple(self.arms) if self.arms is not None else tuple(arms)
         if len(labels) < 2:
             raise InputError(f"arms: a policy needs at least 2 arms, got {len(labels)}")

@@ -1,4 +1,4 @@
-"""Registered pipeline stages; importing this package registers them all (domain issues add their module here)."""
+"""Registered pipeline stages; importing this package registers them all (a new stage's module is imported here)."""
 
 from pipelines.stages import (  # noqa: F401
     allocate,

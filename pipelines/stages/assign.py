@@ -103,15 +103,15 @@ def assign_stage(context: StageContext, config: AssignConfig) -> StageResult:
             FeatureLinkPredictor(random_state=seed)
         users = covariates if covariates is not None else pd.DataFrame({"user_id": graph.user_ids})
         prediction = predicted_interaction_graph(edges, users, predictor=predictor, past_kind=config.past_kind,
-                                                 threshold=config.link_threshold, seed=seed)
+                                                 threshold=config.link_threshold, random_state=seed)
         cluster_input = prediction.graph
         metrics |= {"link_auc": prediction.auc, "link_candidates": prediction.n_candidates,
                     "link_kept": prediction.n_kept}
     method = "louvain" if config.method == "linklouvain" else config.method
     clusters = abtest.cluster_graph(cluster_input, method=method, resolution=config.resolution,
-                                    max_cluster_size=config.max_cluster_size, seed=seed)
-    assignment = abtest.assign(clusters, salt, p=config.p, design=config.design)
-    diagnostics = abtest.design_diagnostics(graph, assignment, config.p, covariates=covariates,
+                                    max_cluster_size=config.max_cluster_size, random_state=seed)
+    assignment = abtest.assign(clusters, salt=salt, p=config.p, design=config.design)
+    diagnostics = abtest.design_diagnostics(graph, assignment, p=config.p, covariates=covariates,
                                             condition=condition)
     exposure = diagnostics.exposure  # in the graph's user order
     position = pd.Index(exposure["user_id"]).get_indexer(assignment["user_id"])

@@ -1,70 +1,47 @@
-"""What `fit-bandit` and `evaluate-policy` share: the decision-log contract, the user split and the feature list.
+"""What `fit-bandit` and `evaluate-policy` share: the decision-log columns, the user split and the feature list.
 
-Both stages split users the same way, by a seeded hash of `user_id`: `users: train` fits on the users outside the
-holdout, `users: holdout` evaluates on the others. Evaluating a policy on the rows it learned from flatters it, so
-the demo fits on `train` and evaluates on `holdout`.
+Both stages split users the same way, by a salted hash of `user_id` (salt derived from the job seed): `split: train`
+fits on the users outside the holdout, `split: holdout` evaluates on the others. A policy fitted on `train` records
+the split's salt and share, and `evaluate-policy` uses them for its holdout, so the two never share a user whatever
+the job seeds. Evaluating a policy on the rows it learned from flatters it, so the demo fits on `train` and evaluates
+on `holdout`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-import numpy as np
-import pandas as pd
 from pydantic import Field
 
-from pipelines.config import ConfigPath, StageConfig
-from pipelines.errors import InputError
+from campaign_core import InputError
+from pipelines.stages.log_columns import LogSection
 from pipelines.stages.registry import StageContext
-from pipelines.tables import LABEL, NUMERIC, Column, Schema
+from pipelines.user_split import UserSplit, split_salt
 
 #: Columns of the decision log that are never contexts.
 NOT_FEATURES = ["user_id", "day", "cost", "randomized"]
-SPLIT_KEY = "campaign-user-split"
 
 
-class BanditLogConfig(StageConfig):
-    """Decision-log columns and the user split, shared by the two bandit stages."""
+class BanditLogConfig(LogSection):
+    """Decision-log columns, the feature list and the user split, shared by the two bandit stages."""
 
-    data: ConfigPath = Field(description="decision log (parquet file or folder)")
-    arm: str = Field("arm", description="arm column")
-    reward: str = Field("reward", description="reward column")
     propensity: str | None = Field("propensity", description="logging propensity column")
     user_id: str = Field("user_id", description="user id column (for the user split and cross-fitting folds)")
     features: list[str] | None = Field(None, description="raw feature columns (none: the features selected by "
                                                          "select-features in the same job, else every other column)")
     exclude: list[str] = Field(NOT_FEATURES, description="columns never used as features when `features` is none")
-    users: Literal["all", "train", "holdout"] = Field("all", description="which users' rows to use")
+    split: Literal["all", "train", "holdout"] = Field("all", description="which users' rows to use")
     holdout_share: float = Field(0.2, gt=0, lt=1, description="share of users held out (by a hash of user_id)")
 
-    def schema(self) -> Schema:
-        optional = ()
-        if self.propensity:
-            optional = (Column(self.propensity, NUMERIC, low=0.0, low_inclusive=False, high=1.0),)
-        return Schema("data", required=(Column(self.user_id, LABEL), Column(self.arm, LABEL),
-                                        Column(self.reward, NUMERIC), *optional))
-
-    def input_tables(self) -> dict:
-        return {self.data: self.schema()}
+    retired_keys: ClassVar[dict[str, str]] = {
+        "data": "the decision log is `logs`",
+        "users": "the user split is `split: train|holdout|all` (`users` names a users table)"}
+    required_roles: ClassVar[tuple[str, ...]] = ("user_id", "arm", "reward")
 
 
-def in_holdout(user_ids: pd.Series | np.ndarray, share: float) -> np.ndarray:
-    """True for the users in the holdout: a fixed hash of the id, the same in every stage, partition and run."""
-    hashed = pd.util.hash_array(np.asarray(user_ids), hash_key=SPLIT_KEY[:16])
-    return (hashed % np.uint64(1_000_000)) < np.uint64(round(share * 1_000_000))
-
-
-def user_mask(chunk: pd.DataFrame, config: BanditLogConfig) -> np.ndarray:
-    """True for the chunk's rows of the users the stage works on."""
-    if config.users == "all":
-        return np.ones(len(chunk), dtype=bool)
-    holdout = in_holdout(chunk[config.user_id].to_numpy(), config.holdout_share)
-    return holdout if config.users == "holdout" else ~holdout
-
-
-def select_users(chunk: pd.DataFrame, config: BanditLogConfig) -> pd.DataFrame:
-    """The chunk's rows of the users the stage works on."""
-    return chunk if config.users == "all" else chunk[user_mask(chunk, config)]
+def user_split(config: BanditLogConfig, context: StageContext) -> UserSplit:
+    """The stage's side of the job's user split."""
+    return UserSplit(config.split, split_salt(context.seed), config.holdout_share, config.user_id)
 
 
 def log_features(config: BanditLogConfig, columns: list[str]) -> list[str]:
@@ -83,7 +60,7 @@ def resolve_features(config: BanditLogConfig, context: StageContext, columns: li
         features = log_features(config, columns)
     missing = [name for name in features if name not in columns]
     if missing:
-        raise InputError(f"features: columns not in {config.data}: {missing}")
+        raise InputError(f"features: columns not in {config.logs}: {missing}")
     if not features:
         raise InputError("features: no feature columns to use as contexts")
     return features

@@ -1,5 +1,5 @@
 """`allocate` with `method: constrained_rl`: a mixed policy of at most d + 1 offline-learned policies that maximizes
-long-term value with the expected spend per user within the budget (spec section 2).
+long-term value with the expected spend per user within the budget (docs/constrained_rl.md, 'The mixed policy').
 
 Reads logged transitions (what `campaign generate --transitions-horizon D` writes: user_id, day, action, reward,
 cost, propensity, state_*/next_*), learns by column generation over the FQI/FQE oracle (`budget_rl.offline`: ridge

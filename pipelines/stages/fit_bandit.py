@@ -1,7 +1,8 @@
 """Stage `fit-bandit`: learn a contextual bandit policy from the decision log and save it as an MLflow pyfunc model.
 
-Linear policies are a map-reduce over the log's partitions (per-arm ridge statistics, `bandits.LinearStats`), so
-they fit on logs of any size with the memory of a few d x d matrices per arm. Context-free and neural policies fit
+Linear policies are a statistic over the log's partitions (`bandits.policies.linear.LinearPass`: per-arm ridge
+statistics, the same code as `LinearPolicy.fit`), so they fit on logs of any size with the memory of a few d x d
+matrices per arm. Context-free and neural policies fit
 in memory on at most `max_rows_in_memory` rows (a seeded sample beyond that). The context encoder is fitted on a
 seeded sample of `encoder_rows` rows. The model folder at `out` and the model logged to the stage's MLflow run both
 take a DataFrame of raw feature columns and return `arm`, `propensity` and every arm's probability.
@@ -9,6 +10,7 @@ take a DataFrame of raw feature columns and return `arm`, `propensity` and every
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Literal
 
@@ -19,22 +21,21 @@ from bandits import (
     UCB1,
     ContextEncoder,
     EpsilonGreedy,
-    LinearStats,
     LinEpsilonGreedy,
     LinTS,
     LinUCB,
-    LoggedFeedback,
     NeuralTS,
     ThompsonSampling,
 )
-from bandits.feedback import sorted_labels
-from bandits.policies.linear import LinearPolicy
+from bandits.feedback import LogReader, sorted_labels
+from bandits.policies.linear import LinearPass, LinearPolicy
+from campaign_core import StatisticOf
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
-from pipelines.execution import tree_reduce
+from pipelines.execution import OnRows, run_statistic
 from pipelines.io import atomic_output
 from pipelines.models import FittedPolicy, log_policy_model, save_policy_model
-from pipelines.stages.bandit_data import BanditLogConfig, resolve_features, select_users
+from pipelines.stages.bandit_data import BanditLogConfig, resolve_features, user_split
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import read_table
 
@@ -53,8 +54,8 @@ class FitBanditConfig(BanditLogConfig):
 
 
 def _demo(inputs: DemoInputs) -> dict:
-    return {"data": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy"),
-            "policy": "lin-ts", "params": {"alpha": 0.3}, "users": "train"}
+    return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy"),
+            "policy": "lin-ts", "params": {"alpha": 0.3}, "split": "train"}
 
 
 def build_policy(config: FitBanditConfig, seed: int):
@@ -71,29 +72,12 @@ def build_policy(config: FitBanditConfig, seed: int):
     return cls(**params, weight_by_propensity=config.weight_by_propensity)
 
 
-def _count_and_arms(chunk: pd.DataFrame, config: FitBanditConfig) -> tuple[int, frozenset]:
-    chunk = select_users(chunk, config)
-    return len(chunk), frozenset(pd.unique(chunk[config.arm]).tolist())
+def _rows_and_arms(chunk: pd.DataFrame, arm: str) -> tuple[int, frozenset]:
+    return len(chunk), frozenset(pd.unique(chunk[arm]).tolist())
 
 
-def _merge_count_and_arms(left: tuple[int, frozenset], right: tuple[int, frozenset]) -> tuple[int, frozenset]:
+def _merge_rows_and_arms(left: tuple[int, frozenset], right: tuple[int, frozenset]) -> tuple[int, frozenset]:
     return left[0] + right[0], left[1] | right[1]
-
-
-def _feedback(chunk: pd.DataFrame, config: FitBanditConfig, encoder: ContextEncoder, arms: list) -> LoggedFeedback:
-    return LoggedFeedback.from_frame(chunk, encoder, arm=config.arm, reward=config.reward,
-                                     propensity=config.propensity, user_id=config.user_id, arms=arms)
-
-
-def _linear_statistics(chunk: pd.DataFrame, config: FitBanditConfig, encoder: ContextEncoder, arms: list,
-                       policy: LinearPolicy) -> LinearStats:
-    chunk = select_users(chunk, config)
-    if len(chunk) == 0:
-        return LinearStats.zeros(len(arms), len(encoder.feature_names_out_) + int(policy.fit_intercept))
-    feedback = _feedback(chunk, config, encoder, arms)
-    weights = 1.0 / (len(arms) * feedback.propensities) if config.weight_by_propensity else None  # as row_weights
-    return LinearStats.partial(feedback.contexts, feedback.arms, feedback.rewards, len(arms),
-                               weights=weights, fit_intercept=policy.fit_intercept)
 
 
 @register_stage("fit-bandit", FitBanditConfig, order=30, demo=_demo)
@@ -103,31 +87,35 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
     policy = build_policy(config, seed)
     if config.weight_by_propensity and not config.propensity:
         raise InputError("fit-bandit: weight_by_propensity needs the propensity column")
-    logs = read_table(config.data, config.schema())
+    logs = read_table(config.logs, config.log_schema())
     features = resolve_features(config, context, list(logs.columns))
     columns = list(dict.fromkeys([config.user_id, config.arm, config.reward,
                                   *([config.propensity] if config.propensity else []), *features]))
     logs = logs[columns]
+    split = user_split(config, context)
     started = time.perf_counter()
-    n_rows, arm_set = tree_reduce(logs, lambda chunk: _count_and_arms(chunk, config), _merge_count_and_arms)
+    counting = StatisticOf(functools.partial(_rows_and_arms, arm=config.arm), _merge_rows_and_arms)
+    n_rows, arm_set = run_statistic(OnRows(counting, split.rows), logs)
     if n_rows == 0:
-        raise InputError(f"fit-bandit: no rows for users={config.users!r} in {config.data}")
+        raise InputError(f"fit-bandit: no rows for split={config.split!r} in {config.logs}")
     arms = list(sorted_labels(arm_set))
     if len(arms) < 2:
         raise InputError(f"{config.arm}: the logs have {len(arms)} arm(s) {arms}; a bandit needs at least 2")
     sample = logs.sample(frac=min(1.0, config.encoder_rows / n_rows), random_state=seed).compute()
     encoder = ContextEncoder(features).fit(sample)
+    read = LogReader(encoder, tuple(arms), arm=config.arm, reward=config.reward, propensity=config.propensity,
+                     user_id=config.user_id)
     if isinstance(policy, LinearPolicy):
-        stats = tree_reduce(logs, lambda chunk: _linear_statistics(chunk, config, encoder, arms, policy),
-                            LinearStats.merge)
-        policy.fit_statistics(stats, arms, list(encoder.feature_names_out_))
+        learning = LinearPass(len(arms), len(encoder.feature_names_out_), policy.fit_intercept,
+                              config.weight_by_propensity, read=read)
+        policy.fit_statistics(run_statistic(OnRows(learning, split.rows), logs), arms,
+                              list(encoder.feature_names_out_))
     else:
         frame = logs.sample(frac=min(1.0, config.max_rows_in_memory / n_rows), random_state=seed + 1) \
             if n_rows > config.max_rows_in_memory else logs
-        frame = select_users(frame.compute(), config)
-        policy.fit(_feedback(frame, config, encoder, arms))
+        policy.fit(read(split.rows(frame.compute())))
     fit_seconds = time.perf_counter() - started
-    fitted = FittedPolicy(encoder, policy)
+    fitted = FittedPolicy(encoder, policy, split)
     with atomic_output(config.out) as temporary:
         save_policy_model(fitted, temporary, sample)
     model_uri = log_policy_model(fitted, "policy", sample)

@@ -89,10 +89,10 @@ def readout_stage(context: StageContext, config: ReadoutConfig) -> StageResult:
     if config.edges is not None:
         user_ids = assignment["user_id"].to_numpy() if config.users is None else read_user_ids(config.users)
         graph = load_graph(context, read_edges(config.edges), user_ids, config.kinds)
-    result = abtest.readout(outcomes, assignment, config.metric, graph=graph, p=config.p, condition=condition,
+    result = abtest.readout(outcomes, assignment, metric=config.metric, graph=graph, p=config.p, condition=condition,
                             pre_metric=config.pre_metric, design=config.design, alpha=config.alpha,
                             unknown_users=config.unknown_users)
-    table = result.table
+    table = result.to_frame()
     write_csv(table, config.out, index=False)
 
     metrics: dict[str, float] = dict(truth)

@@ -1,4 +1,4 @@
-"""The stage registry: a domain issue adds a stage by registering one function and its config model.
+"""The stage registry: a package adds a stage by registering one function and its config model.
 
     @register_stage("select-features", SelectFeaturesConfig, order=20, demo=demo_section)
     def select_features(context: StageContext, config: SelectFeaturesConfig) -> StageResult: ...

@@ -32,7 +32,7 @@ def enumerated_exposure(graph: InteractionGraph, cluster: np.ndarray, p: float, 
         choices = [[(m[0],), (m[1],)] if len(m) == 2 else [(), (m[0],)] for m in members]
         for combo in itertools.product(*choices):
             treated = [c for chosen in combo for c in chosen]
-            e1, e0 = realized_exposure(graph, np.isin(cluster, treated).astype(int), condition)
+            e1, e0 = realized_exposure(graph, np.isin(cluster, treated).astype(int), condition=condition)
             p1 += 0.5 ** len(members) * e1
             p0 += 0.5 ** len(members) * e0
         return p1, p0
@@ -41,7 +41,7 @@ def enumerated_exposure(graph: InteractionGraph, cluster: np.ndarray, p: float, 
     for bits in itertools.product((0, 1), repeat=len(ids)):
         bits = np.array(bits)
         weight = float(np.prod(np.where(bits == 1, p, 1 - p)))
-        e1, e0 = realized_exposure(graph, bits[where], condition)
+        e1, e0 = realized_exposure(graph, bits[where], condition=condition)
         p1 += weight * e1
         p0 += weight * e0
     return p1, p0

@@ -100,43 +100,43 @@ def test_cluster_graph_arguments(graph):
 def test_assign_arguments(table):
     clusters = table[["user_id", "cluster"]]
     with pytest.raises(ValueError, match="design"):
-        assign(clusters, "x", design="stratified")
+        assign(clusters, salt="x", design="stratified")
     for salt in ("", None, 7):
         with pytest.raises(ValueError, match="salt"):
-            assign(clusters, salt)
+            assign(clusters, salt=salt)
     with pytest.raises(ValueError, match="clusters: need a Clustering"):
-        assign(clusters.to_numpy(), "x")
+        assign(clusters.to_numpy(), salt="x")
     with pytest.raises(ValueError, match="clusters: missing column 'cluster'"):
-        assign(clusters[["user_id"]], "x")
+        assign(clusters[["user_id"]], salt="x")
     with pytest.raises(ValueError, match="clusters.cluster: must be integer"):
-        assign(clusters.astype({"cluster": float}), "x")
+        assign(clusters.astype({"cluster": float}), salt="x")
     with pytest.raises(ValueError, match="clusters.user_id: 1 duplicate"):
-        assign(pd.concat([clusters, clusters.iloc[:1]]), "x")
+        assign(pd.concat([clusters, clusters.iloc[:1]]), salt="x")
     with pytest.raises(ValueError, match="clusters.cluster: 1 missing"):
-        assign(clusters.astype({"cluster": float}).assign(cluster=[0, 0, 1, np.nan]), "x")
+        assign(clusters.astype({"cluster": float}).assign(cluster=[0, 0, 1, np.nan]), salt="x")
 
 
 @pytest.mark.parametrize("condition", ["partial", ("fractional", 0.0), ("fractional", 1.2), ("absolute", -1),
                                        ("absolute", 1.5), ("fractional",), ("quantile", 0.5)])
 def test_bad_exposure_condition(graph, table, condition):
     with pytest.raises(ValueError, match="condition") as error:
-        exposure_probabilities(graph, table, 0.5, condition)
+        exposure_probabilities(graph, table, p=0.5, condition=condition)
     one_line(error)
 
 
 def test_exposure_arguments(graph, table):
     with pytest.raises(ValueError, match="design"):
-        exposure_probabilities(graph, table, 0.5, design="network_test")
+        exposure_probabilities(graph, table, p=0.5, design="network_test")
     with pytest.raises(ValueError, match="p: "):
-        exposure_probabilities(graph, table, 1.0)
+        exposure_probabilities(graph, table, p=1.0)
     with pytest.raises(ValueError, match="p must be 0.5"):
-        exposure_probabilities(graph, table.assign(pair=[0, 0, 0, 0]), 0.4, design="paired")
+        exposure_probabilities(graph, table.assign(pair=[0, 0, 0, 0]), p=0.4, design="paired")
     with pytest.raises(ValueError, match="assignment.user_id: 1 user"):
-        exposure_probabilities(graph, table.iloc[:3], 0.5)
+        exposure_probabilities(graph, table.iloc[:3], p=0.5)
     with pytest.raises(ValueError, match="'pair'"):
-        exposure_probabilities(graph, table, 0.5, design="paired")
+        exposure_probabilities(graph, table, p=0.5, design="paired")
     with pytest.raises(ValueError, match="network_test"):
-        exposure_probabilities(graph, table.assign(design="user"), 0.5)
+        exposure_probabilities(graph, table.assign(design="user"), p=0.5)
     with pytest.raises(ValueError, match="kind"):
         exposure_estimate(np.ones(2), [1, 0], [0, 1], [0.5, 0.5], [0.5, 0.5], [0, 1], kind="ipw")
 
@@ -145,53 +145,53 @@ def test_exposure_arguments(graph, table):
 def test_nan_or_infinite_metric_raises(table, outcomes, bad):
     outcomes.loc[2, "y"] = bad
     with pytest.raises(ValueError, match="outcomes.y: 1 missing or infinite") as error:
-        readout(outcomes, table, "y")
+        readout(outcomes, table, metric="y")
     one_line(error)
 
 
 def test_bad_outcome_tables(table, outcomes):
     with pytest.raises(ValueError, match="outcomes.user_id: 1 duplicate"):
-        readout(pd.concat([outcomes, outcomes.iloc[:1]]), table, "y")
+        readout(pd.concat([outcomes, outcomes.iloc[:1]]), table, metric="y")
     with pytest.raises(ValueError, match="outcomes: missing column 'revenue'"):
-        readout(outcomes, table, "revenue")
+        readout(outcomes, table, metric="revenue")
     with pytest.raises(ValueError, match="outcomes.y: must be numeric"):
-        readout(outcomes.assign(y=["a", "b", "c", "d"]), table, "y")
+        readout(outcomes.assign(y=["a", "b", "c", "d"]), table, metric="y")
     with pytest.raises(ValueError, match="outcomes.y: must be numeric"):
-        readout(outcomes.assign(y=[True, False, True, False]), table, "y")
+        readout(outcomes.assign(y=[True, False, True, False]), table, metric="y")
     with pytest.raises(ValueError, match="outcomes.pre: 1 missing"):
-        readout(outcomes.assign(pre=[1.0, np.nan, 1.0, 1.0]), table, "y", pre_metric="pre")
+        readout(outcomes.assign(pre=[1.0, np.nan, 1.0, 1.0]), table, metric="y", pre_metric="pre")
     with pytest.raises(ValueError, match="outcomes.user_id: 1 missing"):
-        readout(outcomes.assign(user_id=[1, 2, 3, None]), table, "y")
+        readout(outcomes.assign(user_id=[1, 2, 3, None]), table, metric="y")
     with pytest.raises(ValueError, match="outcomes: need a DataFrame"):
-        readout(outcomes.to_numpy(), table, "y")
+        readout(outcomes.to_numpy(), table, metric="y")
 
 
 def test_bad_assignment_tables(table, outcomes):
     with pytest.raises(ValueError, match="assignment: missing column 'group'"):
-        readout(outcomes, table.drop(columns="group"), "y")
+        readout(outcomes, table.drop(columns="group"), metric="y")
     with pytest.raises(ValueError, match="assignment.group: 1 value"):
-        readout(outcomes, table.assign(group=[1, 2, 0, 0]), "y")
+        readout(outcomes, table.assign(group=[1, 2, 0, 0]), metric="y")
     with pytest.raises(ValueError, match="assignment.user_id: 1 duplicate"):
-        readout(outcomes, table.assign(user_id=[1, 1, 3, 4]), "y")
+        readout(outcomes, table.assign(user_id=[1, 1, 3, 4]), metric="y")
     with pytest.raises(ValueError, match="assignment.cluster: must be integer"):
-        readout(outcomes, table.astype({"cluster": str}), "y")
+        readout(outcomes, table.astype({"cluster": str}), metric="y")
     with pytest.raises(ValueError, match="design 'paired' needs the 'pair' column"):
-        readout(outcomes, table, "y", design="paired")
+        readout(outcomes, table, metric="y", design="paired")
     with pytest.raises(ValueError, match="design 'network_test' needs the 'design' column"):
-        readout(outcomes, table, "y", design="network_test")
+        readout(outcomes, table, metric="y", design="network_test")
     with pytest.raises(ValueError, match="design: must be one of"):
-        readout(outcomes, table, "y", design="cluster")
+        readout(outcomes, table, metric="y", design="cluster")
 
 
 def test_bad_readout_arguments(table, outcomes, graph):
     with pytest.raises(ValueError, match="alpha"):
-        readout(outcomes, table, "y", alpha=1.0)
+        readout(outcomes, table, metric="y", alpha=1.0)
     with pytest.raises(ValueError, match="p: "):
-        readout(outcomes, table, "y", p=0.0)
+        readout(outcomes, table, metric="y", p=0.0)
     with pytest.raises(ValueError, match="unknown_users"):
-        readout(outcomes, table, "y", unknown_users="ignore")
+        readout(outcomes, table, metric="y", unknown_users="ignore")
     with pytest.raises(ValueError, match="assignment.user_id: 1 user\\(s\\) of the graph are not assigned"):
-        readout(outcomes.iloc[:3], table.iloc[:3], "y", graph=graph)
+        readout(outcomes.iloc[:3], table.iloc[:3], metric="y", graph=graph)
 
 
 def test_bad_diagnostics_input(graph, table):

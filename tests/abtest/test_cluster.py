@@ -27,7 +27,7 @@ def as_partition(labels: np.ndarray) -> set[frozenset[int]]:
 @pytest.fixture(scope="module")
 def planted():
     """20 communities of 25 users, dense inside (0.4), sparse across (0.005); nodes numbered by community."""
-    return planted_partition(20, 25, 0.4, 0.005, seed=1)
+    return planted_partition(20, 25, 0.4, 0.005, random_state=1)
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +47,25 @@ def test_modularity_equals_networkx_on_weighted_graph(weighted_graph, resolution
         labels = rng.integers(0, k, weighted_graph.n_users) if k < 60 else np.arange(60)
         labels = canonical_labels(labels)
         want = nx.community.modularity(reference, communities(labels), weight="weight", resolution=resolution)
-        assert modularity(weighted_graph, labels, resolution) == pytest.approx(want, abs=1e-12)
+        assert modularity(weighted_graph, labels, resolution=resolution) == pytest.approx(want, abs=1e-12)
 
 
 def test_clustering_reports_modularity_of_its_own_labels(weighted_graph):
-    clusters = cluster_graph(weighted_graph, resolution=1.7, seed=3)
+    clusters = cluster_graph(weighted_graph, resolution=1.7, random_state=3)
     want = nx.community.modularity(weighted_graph.to_networkx(), communities(clusters.cluster), weight="weight",
                                    resolution=1.7)
     assert clusters.modularity == pytest.approx(want, abs=1e-12)
-    assert clusters.method == "louvain" and clusters.resolution == 1.7 and clusters.seed == 3
+    assert clusters.method == "louvain" and clusters.resolution == 1.7 and clusters.random_state == 3
+    summary = clusters.summary()
+    assert summary["modularity"] == clusters.modularity and summary["n_clusters"] == clusters.n_clusters
+    assert summary["n_users"] == weighted_graph.n_users and summary["cluster_size_max"] == clusters.sizes.max()
+    assert summary["singleton_clusters"] == int((clusters.sizes == 1).sum())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_louvain_backends_reach_the_planted_modularity(planted, backend):
     planted_q = modularity(planted, np.arange(planted.n_users) // 25)
-    clusters = cluster_graph(planted, seed=0, backend=backend)
+    clusters = cluster_graph(planted, random_state=0, backend=backend)
     assert clusters.modularity == pytest.approx(planted_q, abs=0.02)
     # and it recovers the planted communities (they are well separated): most pairs agree
     same_found = clusters.cluster[planted.src] == clusters.cluster[planted.dst]
@@ -70,30 +74,30 @@ def test_louvain_backends_reach_the_planted_modularity(planted, backend):
 
 
 def test_backends_agree_with_each_other(planted):
-    a = cluster_graph(planted, seed=5, backend="networkx").modularity
-    b = cluster_graph(planted, seed=5, backend="igraph").modularity
+    a = cluster_graph(planted, random_state=5, backend="networkx").modularity
+    b = cluster_graph(planted, random_state=5, backend="igraph").modularity
     assert abs(a - b) < 0.02
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_gives_identical_clusters(backend):
     """Watts-Strogatz: different seeds give different partitions, so equality under one seed is informative."""
-    graph = watts_strogatz(400, 6, 0.1, seed=3)
-    first = cluster_graph(graph, seed=0, backend=backend).cluster
-    other = cluster_graph(graph, seed=1, backend=backend).cluster  # interleaved: no state carried over
-    again = cluster_graph(graph, seed=0, backend=backend).cluster
+    graph = watts_strogatz(400, 6, 0.1, random_state=3)
+    first = cluster_graph(graph, random_state=0, backend=backend).cluster
+    other = cluster_graph(graph, random_state=1, backend=backend).cluster  # interleaved: no state carried over
+    again = cluster_graph(graph, random_state=0, backend=backend).cluster
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
 
 
 def test_auto_backend_uses_networkx_on_small_graphs(planted):
-    np.testing.assert_array_equal(cluster_graph(planted, seed=2).cluster,
-                                  cluster_graph(planted, seed=2, backend="networkx").cluster)
+    np.testing.assert_array_equal(cluster_graph(planted, random_state=2).cluster,
+                                  cluster_graph(planted, random_state=2, backend="networkx").cluster)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_max_cluster_size_on_planted_partition(planted, backend):
-    clusters = cluster_graph(planted, seed=0, backend=backend, max_cluster_size=10)
+    clusters = cluster_graph(planted, random_state=0, backend=backend, max_cluster_size=10)
     assert clusters.sizes.max() <= 10
     assert clusters.sizes.sum() == planted.n_users
     # splitting happens inside the planted communities: at least 3 parts for each 25, not shattered into singletons
@@ -105,7 +109,7 @@ def test_max_cluster_size_on_planted_partition(planted, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_max_cluster_size_on_a_clique(backend):
     clique = graph_from_networkx(nx.complete_graph(30))
-    clusters = cluster_graph(clique, seed=0, backend=backend, max_cluster_size=7)
+    clusters = cluster_graph(clique, random_state=0, backend=backend, max_cluster_size=7)
     assert clusters.sizes.max() <= 7 and clusters.sizes.sum() == 30
     # all parts touch each other, so no two could be merged under the cap: at most one part is <= 7/2
     assert clusters.n_clusters <= 2 * 30 // 7 + 1
@@ -114,14 +118,14 @@ def test_max_cluster_size_on_a_clique(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_max_cluster_size_on_a_star(backend):
     star = graph_from_networkx(nx.star_graph(40))  # centre 0 and 40 leaves
-    clusters = cluster_graph(star, seed=0, backend=backend, max_cluster_size=5)
+    clusters = cluster_graph(star, random_state=0, backend=backend, max_cluster_size=5)
     assert clusters.sizes.max() <= 5 and clusters.sizes.sum() == 41
     assert clusters.sizes[clusters.cluster[0]] == 5  # the centre's cluster is filled up to the cap
 
 
 @pytest.mark.parametrize("cap", [1, 3])
 def test_max_cluster_size_small_caps(planted, cap):
-    clusters = cluster_graph(planted, seed=0, max_cluster_size=cap)
+    clusters = cluster_graph(planted, random_state=0, max_cluster_size=cap)
     assert clusters.sizes.max() <= cap
 
 
@@ -147,12 +151,12 @@ def test_several_clusters_do_not_warn(planted):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SingleClusterWarning)
         assert cluster_graph(two_cycles, method="connected_components").n_clusters == 2
-        assert cluster_graph(planted, seed=0).n_clusters > 1
+        assert cluster_graph(planted, random_state=0).n_clusters > 1
 
 
 def test_louvain_at_tiny_resolution_warns_single_cluster(planted):
     with pytest.warns(SingleClusterWarning, match="louvain"):
-        assert cluster_graph(planted, resolution=0.01, seed=0).n_clusters == 1
+        assert cluster_graph(planted, resolution=0.01, random_state=0).n_clusters == 1
 
 
 def test_canonical_labels_by_decreasing_size_ties_by_smallest_member():
@@ -165,7 +169,7 @@ def test_canonical_labels_by_decreasing_size_ties_by_smallest_member():
 @pytest.mark.parametrize("method", ["louvain", "connected_components"])
 def test_cluster_labels_are_canonical(planted, method):
     graph = planted.subgraph(np.arange(300))  # 12 communities of 25 (some merged or split by Louvain)
-    clusters = cluster_graph(graph, method=method, seed=1, max_cluster_size=20)
+    clusters = cluster_graph(graph, method=method, random_state=1, max_cluster_size=20)
     labels = clusters.cluster
     sizes = clusters.sizes
     assert np.all(np.diff(sizes) <= 0)
@@ -182,16 +186,16 @@ def test_edges_table_input_equals_built_graph():
     edges = edges[edges["src"] != edges["dst"]].drop_duplicates()
     edges = edges[edges["src"] < edges["dst"]]
     users = pd.DataFrame({"user_id": np.arange(85)})
-    from_table = cluster_graph(edges, users=users, seed=4)
-    from_graph = cluster_graph(build_graph(edges, users), seed=4)
+    from_table = cluster_graph(edges, users=users, random_state=4)
+    from_graph = cluster_graph(build_graph(edges, users), random_state=4)
     np.testing.assert_array_equal(from_table.cluster, from_graph.cluster)
     assert from_table.user_ids.tolist() == list(range(85))
-    frame = from_table.frame()
+    frame = from_table.to_frame()
     assert list(frame.columns) == ["user_id", "cluster"] and len(frame) == 85
 
 
 def test_higher_resolution_gives_more_clusters(planted):
-    counts = [cluster_graph(planted, resolution=r, seed=0).n_clusters for r in (0.3, 1.0, 20.0)]
+    counts = [cluster_graph(planted, resolution=r, random_state=0).n_clusters for r in (0.3, 1.0, 20.0)]
     assert counts[0] < counts[1] == 20 < counts[2]
 
 
@@ -205,7 +209,7 @@ def test_graph_without_edges_gives_singletons():
 
 def test_leiden_recovers_the_planted_communities(planted):
     planted_q = modularity(planted, np.arange(planted.n_users) // 25)
-    clusters = cluster_graph(planted, method="leiden", seed=0)
+    clusters = cluster_graph(planted, method="leiden", random_state=0)
     assert clusters.method == "leiden"
     assert clusters.modularity == pytest.approx(planted_q, abs=0.02)
     assert as_partition(clusters.cluster) == as_partition(np.arange(planted.n_users) // 25)
@@ -214,9 +218,9 @@ def test_leiden_recovers_the_planted_communities(planted):
 def test_leiden_modularity_is_at_least_louvains_and_clusters_are_connected():
     """A rewired ring lattice has no planted answer: Leiden (Louvain plus refinement) must score no worse than
     Louvain, and its refinement guarantees that every cluster is connected."""
-    graph = watts_strogatz(2_000, 8, 0.2, seed=4)
-    leiden = cluster_graph(graph, method="leiden", seed=0)
-    louvain = cluster_graph(graph, seed=0, backend="igraph")
+    graph = watts_strogatz(2_000, 8, 0.2, random_state=4)
+    leiden = cluster_graph(graph, method="leiden", random_state=0)
+    louvain = cluster_graph(graph, random_state=0, backend="igraph")
     assert leiden.modularity >= louvain.modularity - 0.005
     reference = graph.to_networkx()
     for members in communities(leiden.cluster):
@@ -224,10 +228,10 @@ def test_leiden_modularity_is_at_least_louvains_and_clusters_are_connected():
 
 
 def test_leiden_same_seed_same_clusters_and_size_cap():
-    graph = watts_strogatz(400, 6, 0.1, seed=3)
-    first = cluster_graph(graph, method="leiden", seed=0, max_cluster_size=15)
-    other = cluster_graph(graph, method="leiden", seed=1, max_cluster_size=15)
-    again = cluster_graph(graph, method="leiden", seed=0, max_cluster_size=15)
+    graph = watts_strogatz(400, 6, 0.1, random_state=3)
+    first = cluster_graph(graph, method="leiden", random_state=0, max_cluster_size=15)
+    other = cluster_graph(graph, method="leiden", random_state=1, max_cluster_size=15)
+    again = cluster_graph(graph, method="leiden", random_state=0, max_cluster_size=15)
     np.testing.assert_array_equal(first.cluster, again.cluster)
     assert not np.array_equal(first.cluster, other.cluster)
     assert first.sizes.max() <= 15 and first.sizes.sum() == 400

@@ -28,13 +28,13 @@ from abtest.simulate import planted_partition  # noqa: E402
 @pytest.fixture(scope="module")
 def setup():
     """A weighted planted-partition graph (with isolated users), its Louvain clusters and a Bernoulli assignment."""
-    base = planted_partition(25, 8, 0.45, 0.01, seed=4)
+    base = planted_partition(25, 8, 0.45, 0.01, random_state=4)
     rng = np.random.default_rng(4)
-    edges = base.edge_frame()
+    edges = base.to_frame()
     edges["weight"] = rng.uniform(0.5, 4.0, len(edges))
     graph = build_graph(edges, np.arange(base.n_users))
-    clusters = cluster_graph(graph, seed=1)
-    return graph, clusters, assign(clusters, "diag", p=0.4)
+    clusters = cluster_graph(graph, random_state=1)
+    return graph, clusters, assign(clusters, salt="diag", p=0.4)
 
 
 def test_cut_weight_share_by_hand(setup):
@@ -72,8 +72,8 @@ def test_expected_same_arm_share_over_salts(setup):
     """Docstring: E[same_arm] = same_cluster + (1 - same_cluster) (p^2 + (1 - p)^2), averaged over users."""
     graph, clusters, _ = setup
     p = 0.3
-    shares = [design_diagnostics(graph, assign(clusters, f"arm-{k}", p=p), p=p).same_arm_share for k in range(150)]
-    same = design_diagnostics(graph, assign(clusters, "x", p=p), p=p).same_cluster_share
+    shares = [design_diagnostics(graph, assign(clusters, salt=f"arm-{k}", p=p), p=p).same_arm_share for k in range(150)]
+    same = design_diagnostics(graph, assign(clusters, salt="x", p=p), p=p).same_cluster_share
     expected = same + (1 - same) * (p ** 2 + (1 - p) ** 2)
     assert abs(np.mean(shares) - expected) < 4 * np.std(shares, ddof=1) / np.sqrt(len(shares))
 
@@ -110,7 +110,7 @@ def test_exposure_and_summary(setup):
     graph, clusters, table = setup
     diagnostics = design_diagnostics(graph, table, p=0.4, condition=("fractional", 0.5))
     pd.testing.assert_frame_equal(diagnostics.exposure,
-                                  exposure_probabilities(graph, table, 0.4, ("fractional", 0.5)))
+                                  exposure_probabilities(graph, table, p=0.4, condition=("fractional", 0.5)))
     summary = diagnostics.summary()
     assert summary["n_users"] == graph.n_users and summary["n_clusters"] == clusters.n_clusters
     assert summary["cluster_size_max"] == clusters.sizes.max()
@@ -118,17 +118,34 @@ def test_exposure_and_summary(setup):
     assert summary["mean_exposure_p1"] == pytest.approx(diagnostics.exposure["exposure_p1"].mean())
 
 
+def test_per_user_table_is_what_the_figures_average(setup):
+    graph, _, table = setup
+    diagnostics = design_diagnostics(graph, table, p=0.4)
+    users = diagnostics.to_frame()
+    assert list(users.columns) == ["user_id", "cluster", "group", "degree", "same_cluster_share",
+                                   "same_cluster_weight_share", "same_arm_share", "exposure_p1", "exposure_p0",
+                                   "n_units_touched"]
+    np.testing.assert_array_equal(users["user_id"], graph.user_ids)
+    np.testing.assert_array_equal(users["degree"], graph.degree)
+    assert users["same_cluster_share"].isna().to_numpy().tolist() == (graph.degree == 0).tolist()
+    for name in ("same_cluster_share", "same_cluster_weight_share", "same_arm_share"):
+        assert users[name].mean() == pytest.approx(getattr(diagnostics, name))
+    position = pd.Index(table["user_id"]).get_indexer(users["user_id"])
+    np.testing.assert_array_equal(users["group"], table["group"].to_numpy()[position])
+    assert not users.attrs
+
+
 def test_network_test_assignment_has_no_exposure_probabilities(setup):
     graph, clusters, _ = setup
-    diagnostics = design_diagnostics(graph, assign(clusters, "net", design="network_test"))
+    diagnostics = design_diagnostics(graph, assign(clusters, salt="net", design="network_test"))
     assert diagnostics.exposure[["exposure_p1", "exposure_p0"]].isna().all().all()
 
 
 def test_paired_design_is_inferred(setup):
     graph, clusters, _ = setup
-    table = assign(clusters, "pairs", design="paired")
+    table = assign(clusters, salt="pairs", design="paired")
     diagnostics = design_diagnostics(graph, table)
-    pd.testing.assert_frame_equal(diagnostics.exposure, exposure_probabilities(graph, table, 0.5, design="paired"))
+    pd.testing.assert_frame_equal(diagnostics.exposure, exposure_probabilities(graph, table, p=0.5, design="paired"))
 
 
 def test_cluster_size_figure_returns_a_figure(setup):
@@ -144,7 +161,7 @@ def test_cluster_size_figure_returns_a_figure(setup):
 def test_graph_without_edges():
     graph = build_graph(pd.DataFrame({"src": pd.Series([], dtype=int), "dst": pd.Series([], dtype=int)}),
                         np.arange(6))
-    table = assign(pd.DataFrame({"user_id": np.arange(6), "cluster": np.arange(6)}), "x")
+    table = assign(pd.DataFrame({"user_id": np.arange(6), "cluster": np.arange(6)}), salt="x")
     diagnostics = design_diagnostics(graph, table)
     assert diagnostics.cut_weight_share == 0.0 and diagnostics.same_cluster_share == 1.0
     assert nx.number_of_edges(graph.to_networkx()) == 0

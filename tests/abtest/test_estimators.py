@@ -36,7 +36,7 @@ B = 0.5
 def dense():
     """4,000 users in 400 planted communities of 10 (mean degree 7.5, ~2 neighbours outside), no isolated users;
     the planted communities are the clusters (equal sizes)."""
-    graph = planted_partition(400, 10, 0.6, 2 / 3990, seed=5)
+    graph = planted_partition(400, 10, 0.6, 2 / 3990, random_state=5)
     assert (graph.degree > 0).all()
     return graph, cluster_frame(graph, np.arange(graph.n_users) // 10)
 
@@ -45,7 +45,7 @@ def dense():
 def sparse():
     """2,400 users in 300 planted communities of 8, mean degree 2.8 (72 isolated): exposure probabilities under the
     user design stay large enough for Horvitz-Thompson."""
-    graph = planted_partition(300, 8, 0.35, 0.4 / 2400, seed=2)
+    graph = planted_partition(300, 8, 0.35, 0.4 / 2400, random_state=2)
     return graph, cluster_frame(graph, np.arange(graph.n_users) // 8)
 
 
@@ -58,17 +58,17 @@ def simulate(which: str, design: str, g: float, exposure: bool) -> dict[str, np.
     rows: dict[str, list] = {}
     probabilities = None
     for r in range(REPS):
-        table = assign(frame, f"{which}-{design}-{g}-{r}", design=design)
+        table = assign(frame, salt=f"{which}-{design}-{g}-{r}", design=design)
         z = table["group"].to_numpy()
-        y = model.outcomes(graph, z, np.random.default_rng(1000 + r))
+        y = model.outcomes(graph, z, random_state=1000 + r)
         unit = table["user_id"].to_numpy() if design == "user" else table["cluster"].to_numpy()
         effects = [difference_in_means(y, z, unit)]
         if exposure:
             if probabilities is None or design == "paired":  # the pairing changes with the salt
-                probabilities = exposure_probabilities(graph, table, 0.5, "full", design=design)
-            e1, e0 = realized(graph, z, "full")
+                probabilities = exposure_probabilities(graph, table, p=0.5, condition="full", design=design)
+            e1, e0 = realized(graph, z, condition="full")
             p1, p0 = probabilities["exposure_p1"].to_numpy(), probabilities["exposure_p0"].to_numpy()
-            coins = exposure_units(graph, table, design)  # as `readout` passes them
+            coins = exposure_units(graph, table, design=design)  # as `readout` passes them
             effects += [exposure_estimate(y, e1, e0, p1, p0, unit, kind=kind, exposure_units=coins)
                         for kind in ("horvitz_thompson", "hajek")]
         for effect in effects:
@@ -109,7 +109,7 @@ def test_cluster_randomized_difference_in_means_recovers_the_same_cluster_share(
     """E = b + g * c, c the average share of a user's neighbours in their own cluster (diagnostics). The ratio
     estimator's finite-cluster bias is about g (1 - c) / (C - 1) for C equal clusters, allowed as slack."""
     graph, frame = dense()
-    share = design_diagnostics(graph, assign(frame, "any")).same_cluster_share
+    share = design_diagnostics(graph, assign(frame, salt="any")).same_cluster_share
     assert 0.6 < share < 0.9  # far enough from 1 that the test tells b + g c from the global effect b + g
     estimates = simulate("dense", design, g, False)["difference_in_means"][:, 0]
     assert_mean(estimates, B + g * share, slack=g * (1 - share) / 399)
@@ -162,9 +162,9 @@ def test_relative_lift_se_matches_monte_carlo_sd(design):
     _, _, sd = mc_summary(relative)
     # the delta-method SE is not stored on Effect: recover it from the relative interval half-width
     graph, frame = dense()
-    table = assign(frame, "relative", design=design)
+    table = assign(frame, salt="relative", design=design)
     z = table["group"].to_numpy()
-    y = LinearInMeans(b=B, g=1.0).outcomes(graph, z, np.random.default_rng(0))
+    y = LinearInMeans(b=B, g=1.0).outcomes(graph, z, random_state=0)
     unit = table["user_id"].to_numpy() if design == "user" else table["cluster"].to_numpy()
     effect = difference_in_means(y, z, unit)
     quantile = stats.t.ppf(0.975, effect.n_units - 1)
@@ -174,15 +174,15 @@ def test_relative_lift_se_matches_monte_carlo_sd(design):
 
 def test_cuped_reduces_the_standard_error_and_stays_unbiased():
     graph, frame = dense()
-    share = design_diagnostics(graph, assign(frame, "any")).same_cluster_share
+    share = design_diagnostics(graph, assign(frame, salt="any")).same_cluster_share
     model = LinearInMeans(a=1.0, b=B, g=1.0, noise=0.0)
     plain, cuped = [], []
     for r in range(150):
         rng = np.random.default_rng(5000 + r)
-        table = assign(frame, f"cuped-{r}")
+        table = assign(frame, salt=f"cuped-{r}")
         z, unit = table["group"].to_numpy(), table["cluster"].to_numpy()
         pre = rng.normal(size=graph.n_users)  # the pre-period metric carries most of the outcome's noise
-        y = model.outcomes(graph, z, rng) + 0.9 * pre + 0.45 * rng.normal(size=graph.n_users)
+        y = model.outcomes(graph, z, random_state=rng) + 0.9 * pre + 0.45 * rng.normal(size=graph.n_users)
         plain.append(difference_in_means(y, z, unit))
         cuped.append(difference_in_means(y, z, unit, covariate=pre))
     assert all(e.estimator == "cuped" for e in cuped)

@@ -14,7 +14,7 @@ from abtest import GraphInputWarning, build_graph, graph_from_networkx
 
 def edge_dict(graph) -> dict[frozenset, float]:
     """{frozenset({label, label}): weight} of a built graph."""
-    frame = graph.edge_frame()
+    frame = graph.to_frame()
     return {frozenset((s, d)): w for s, d, w in zip(frame["src"], frame["dst"], frame["weight"], strict=True)}
 
 
@@ -25,6 +25,8 @@ def test_duplicates_in_either_direction_are_collapsed_with_summed_weights():
     assert graph.n_users == 3 and graph.n_edges == 2
     assert edge_dict(graph) == {frozenset((1, 2)): 3.5, frozenset((2, 3)): 5.0}
     assert np.all(graph.src < graph.dst)
+    assert graph.summary() == {"n_users": 3, "n_edges": 2, "total_weight": 8.5, "mean_degree": 4 / 3,
+                               "isolated_users": 0}
 
 
 def test_duplicates_without_weight_column_count_as_weight_one_each():

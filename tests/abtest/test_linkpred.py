@@ -51,7 +51,7 @@ def campaign():
 
 @pytest.fixture(scope="module")
 def prediction(campaign) -> LinkPrediction:
-    return predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.5, seed=0)
+    return predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.5, random_state=0)
 
 
 def _keys(a, b, n: int) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_candidates_are_every_edge_and_the_best_friend_of_friend_pairs(k):
     nxg = nx.powerlaw_cluster_graph(300, 3, 0.3, seed=4)
     graph = graph_from_networkx(nxg)
     n = graph.n_users
-    a, b = candidate_pairs(graph, max_per_node=k, seed=5)
+    a, b = candidate_pairs(graph, max_per_node=k, random_state=5)
     assert a.dtype == b.dtype == np.int64 and (a < b).all()
     keys = _keys(a, b, n)
     assert (np.diff(keys) > 0).all()  # sorted, unique
@@ -108,15 +108,15 @@ def test_cap_binds_per_user_and_ties_are_a_seeded_draw():
     graph = graph_from_networkx(nx.convert_node_labels_to_integers(nx.grid_2d_graph(12, 12)))
     nxg = graph.to_networkx(weight=False)
     counts = _common_neighbour_counts(nxg)
-    first = candidate_pairs(graph, max_per_node=5, seed=1)
+    first = candidate_pairs(graph, max_per_node=5, random_state=1)
     keys = _keys(*first, graph.n_users)
     diagonal = [(u, w) for u, c in counts.items() for w, common in c.items() if common == 2]
     assert np.isin(_keys(*np.array(diagonal).T, graph.n_users), keys).all()
     chosen = set(zip(first[0].tolist(), first[1].tolist(), strict=True))
     straight = sum(1 for x, y in chosen if not nxg.has_edge(x, y) and counts[x][y] == 1)
     assert straight < sum(len(c) - 4 for c in counts.values() if len(c) == 8) // 2 + 150  # far from all 240
-    again = candidate_pairs(graph, max_per_node=5, seed=1)
-    other = candidate_pairs(graph, max_per_node=5, seed=2)
+    again = candidate_pairs(graph, max_per_node=5, random_state=1)
+    other = candidate_pairs(graph, max_per_node=5, random_state=2)
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert not np.array_equal(keys, _keys(*other, graph.n_users))
 
@@ -184,6 +184,12 @@ def test_predicted_graph_keeps_confident_pairs_and_past_interactions(campaign, p
     assert (graph.src < graph.dst).all() and (np.diff(np.sort(keys)) > 0).all()
     assert ((graph.weight > 0) & (graph.weight <= 1)).all()
     assert prediction.n_kept == graph.n_edges < prediction.n_candidates
+    pairs = prediction.to_frame()
+    assert list(pairs.columns) == ["src", "dst", "probability"] and len(pairs) == prediction.n_kept
+    np.testing.assert_array_equal(pairs["probability"], graph.weight)
+    assert prediction.summary() == {"auc": prediction.auc, "threshold": prediction.threshold,
+                                    "n_candidates": prediction.n_candidates, "n_kept": prediction.n_kept,
+                                    "n_users": graph.n_users}
     past = build_graph(campaign.edges[campaign.edges["kind"] == "invite"], campaign.users)
     is_past = np.isin(keys, _keys(past.src, past.dst, graph.n_users))
     assert is_past.sum() == past.n_edges  # every past interaction is kept ...
@@ -195,15 +201,15 @@ def test_predicted_graph_keeps_confident_pairs_and_past_interactions(campaign, p
 
 
 def test_higher_threshold_keeps_fewer_pairs_and_same_seed_same_graph(campaign, prediction):
-    again = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.5, seed=0)
+    again = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.5, random_state=0)
     assert np.array_equal(again.graph.src, prediction.graph.src)
     np.testing.assert_array_equal(again.graph.weight, prediction.graph.weight)
     assert again.auc == prediction.auc
-    strict = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.8, seed=0)
+    strict = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.8, random_state=0)
     assert strict.n_kept < prediction.n_kept
     assert strict.n_candidates == prediction.n_candidates
-    lenient = predicted_interaction_graph(campaign.edges, campaign.users, seed=0)  # default threshold 0.1
-    everything = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.0, seed=0)
+    lenient = predicted_interaction_graph(campaign.edges, campaign.users, random_state=0)  # default threshold 0.1
+    everything = predicted_interaction_graph(campaign.edges, campaign.users, threshold=0.0, random_state=0)
     assert lenient.threshold == 0.1 and prediction.n_kept < lenient.n_kept < everything.n_kept
     assert everything.n_kept == everything.n_candidates
 
@@ -225,8 +231,8 @@ def test_features_come_from_relations_only_never_from_past_interactions():
     n = 200
     ring = graph_from_networkx(nx.watts_strogatz_graph(n, 4, 0.0, seed=0))
     past = pd.DataFrame({"src": np.arange(0, n, 5), "dst": (np.arange(0, n, 5) + 10) % n})
-    edges = pd.concat([ring.edge_frame().assign(kind="friend"), past.assign(weight=1.0, kind="invite")])
-    result = predicted_interaction_graph(edges, predictor=FeatureLinkPredictor(_SpyClassifier()), seed=3)
+    edges = pd.concat([ring.to_frame().assign(kind="friend"), past.assign(weight=1.0, kind="invite")])
+    result = predicted_interaction_graph(edges, predictor=FeatureLinkPredictor(_SpyClassifier()), random_state=3)
     X, y = result.predictor.classifier_.X_seen_, result.predictor.classifier_.y_seen_
     positives = X[y == 1]
     assert len(positives) == len(past) - round(0.2 * len(past))
@@ -239,22 +245,23 @@ def test_features_come_from_relations_only_never_from_past_interactions():
 def test_users_as_ids_or_none_and_unknown_users(campaign):
     edges = campaign.edges
     ids = campaign.users["user_id"].to_numpy()
-    by_ids = predicted_interaction_graph(edges, ids, predictor=FeatureLinkPredictor(LogisticRegression()), seed=0)
+    by_ids = predicted_interaction_graph(edges, ids, predictor=FeatureLinkPredictor(LogisticRegression()),
+                                         random_state=0)
     assert by_ids.predictor.n_features_in_ == len(GRAPH_FEATURES)  # no user features
     assert np.array_equal(by_ids.graph.user_ids, ids)
     # Without users, a user known only from a past interaction is still a user of the experiment.
     extra = pd.DataFrame({"src": [N_USERS], "dst": [0], "weight": [1.0], "kind": ["invite"]})
     grown = pd.concat([edges, extra], ignore_index=True)
-    without = predicted_interaction_graph(grown, predictor=FeatureLinkPredictor(LogisticRegression()), seed=0)
+    without = predicted_interaction_graph(grown, predictor=FeatureLinkPredictor(LogisticRegression()), random_state=0)
     assert without.graph.n_users == N_USERS + 1
     with pytest.warns(GraphInputWarning, match="1 edge"):
         restricted = predicted_interaction_graph(grown, ids, predictor=FeatureLinkPredictor(LogisticRegression()),
-                                                 seed=0)
+                                                 random_state=0)
     assert restricted.graph.n_users == N_USERS
 
 
 def test_linklouvain_clusters_on_the_predicted_graph(campaign):
-    clusters = cluster_graph(campaign.edges, method="linklouvain", users=campaign.users, seed=0)
+    clusters = cluster_graph(campaign.edges, method="linklouvain", users=campaign.users, random_state=0)
     assert np.array_equal(clusters.user_ids, campaign.users["user_id"].to_numpy())
     assert 10 < clusters.n_clusters < N_USERS // 2
 
@@ -277,7 +284,8 @@ def test_predictor_follows_scikit_learn_conventions(campaign):
 # ------------------------------------------------------------------ graph neural network
 def test_gnn_predicts_held_out_interactions_and_is_reproducible():
     small = simulate_campaign(CampaignConfig(n_users=1_500, n_days=1, chunk_users=500), seed=12)
-    runs = [predicted_interaction_graph(small.edges, small.users, predictor=GNNLinkPredictor(random_state=7), seed=1)
+    runs = [predicted_interaction_graph(small.edges, small.users, predictor=GNNLinkPredictor(random_state=7),
+                                        random_state=1)
             for _ in range(2)]
     # ~570 held-out invitations and as many non-interacting pairs: chance gives 0.5 +- 0.017; measured 0.93.
     assert runs[0].auc > 0.85

@@ -46,18 +46,18 @@ def small_design(draw, max_users: int = 9, max_clusters: int = 5):
 def test_exposure_bounded_monotone_in_q_and_full_at_q_one(design, p, kind):
     graph, cluster = design
     frame = cluster_frame(graph, cluster)
-    tables = [exposure_probabilities(graph, frame, p, ("fractional", q), design=kind) for q in QS]
+    tables = [exposure_probabilities(graph, frame, p=p, condition=("fractional", q), design=kind) for q in QS]
     p1 = np.array([t["exposure_p1"].to_numpy() for t in tables])
     p0 = np.array([t["exposure_p0"].to_numpy() for t in tables])
     assert np.all((p1 >= 0) & (p1 <= 1)) and np.all((p0 >= 0) & (p0 <= 1))
     assert np.all(np.diff(p1, axis=0) <= 1e-12) and np.all(np.diff(p0, axis=0) <= 1e-12)
     assert np.all(p1 <= p + 1e-12) and np.all(p0 <= 1 - p + 1e-12)  # exposure needs the user in the arm
-    full = exposure_probabilities(graph, frame, p, "full", design=kind)
+    full = exposure_probabilities(graph, frame, p=p, condition="full", design=kind)
     np.testing.assert_array_equal(p1[-1], full["exposure_p1"])
     np.testing.assert_array_equal(p0[-1], full["exposure_p0"])
     np.testing.assert_allclose(full["exposure_p1"], p ** full["n_units_touched"], rtol=1e-12)
-    absolute = np.array([exposure_probabilities(graph, frame, p, ("absolute", k), design=kind)["exposure_p1"]
-                         for k in range(5)])
+    absolute = np.array([exposure_probabilities(graph, frame, p=p, condition=("absolute", k),
+                                                design=kind)["exposure_p1"] for k in range(5)])
     assert np.all(np.diff(absolute, axis=0) <= 1e-12)
 
 
@@ -72,9 +72,9 @@ def test_exposure_equals_enumeration_of_every_assignment(design, p, condition, k
     pair = None
     if kind == "paired":
         p = 0.5
-        frame = assign(frame, salt, design="paired")
+        frame = assign(frame, salt=salt, design="paired")
         pair = frame["pair"].to_numpy()
-    table = exposure_probabilities(graph, frame, p, condition, design=kind)
+    table = exposure_probabilities(graph, frame, p=p, condition=condition, design=kind)
     p1, p0 = enumerated_exposure(graph, cluster, p, condition, kind, pair)
     np.testing.assert_allclose(table["exposure_p1"], p1, atol=1e-12)
     np.testing.assert_allclose(table["exposure_p0"], p0, atol=1e-12)
@@ -87,8 +87,8 @@ def test_assignment_does_not_depend_on_row_order(sizes, data, design, salt):
     cluster = np.repeat(np.arange(len(sizes)) * 7 + 3, sizes)  # arbitrary integer ids
     frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(len(cluster))], "cluster": cluster})
     order = data.draw(st.permutations(range(len(frame))))
-    first = assign(frame, salt, design=design).set_index("user_id").sort_index()
-    shuffled = assign(frame.iloc[list(order)], salt, design=design).set_index("user_id").sort_index()
+    first = assign(frame, salt=salt, design=design).set_index("user_id").sort_index()
+    shuffled = assign(frame.iloc[list(order)], salt=salt, design=design).set_index("user_id").sort_index()
     pd.testing.assert_frame_equal(first, shuffled)
     if design in ("bernoulli", "paired"):
         assert (first.groupby("cluster")["group"].nunique() == 1).all()
@@ -128,7 +128,7 @@ def test_modularity_equals_networkx(edges, labels, resolution):
     labels = canonical_labels(np.array(labels))
     parts = [set(np.flatnonzero(labels == c).tolist()) for c in range(labels.max() + 1)]
     want = nx.community.modularity(graph.to_networkx(), parts, weight="weight", resolution=resolution)
-    assert abs(modularity(graph, labels, resolution) - want) < 1e-10
+    assert abs(modularity(graph, labels, resolution=resolution) - want) < 1e-10
 
 
 @SETTINGS
@@ -156,8 +156,8 @@ def test_size_cap_refines_the_uncapped_clustering(n, density, cap, seed, backend
     graph = graph_from_networkx(nx.gnp_random_graph(n, density, seed=seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingleClusterWarning)
-        free = cluster_graph(graph, seed=seed, backend=backend).cluster
-        capped = cluster_graph(graph, seed=seed, backend=backend, max_cluster_size=cap)
+        free = cluster_graph(graph, random_state=seed, backend=backend).cluster
+        capped = cluster_graph(graph, random_state=seed, backend=backend, max_cluster_size=cap)
     assert capped.sizes.max() <= cap and capped.sizes.sum() == n
     np.testing.assert_array_equal(canonical_labels(capped.cluster), capped.cluster)
     for c in range(capped.n_clusters):

@@ -51,8 +51,8 @@ def test_treated_neighbour_share_equals_networkx(graph, weighted):
 @pytest.mark.parametrize("weighted", [False, True])
 def test_linear_in_means_global_effect_equals_all_minus_none(graph, weighted):
     model = LinearInMeans(a=2.0, b=0.7, g=1.3, noise=0.5, weighted=weighted)
-    everyone = model.outcomes(graph, np.ones(graph.n_users, dtype=int), np.random.default_rng(9))
-    nobody = model.outcomes(graph, np.zeros(graph.n_users, dtype=int), np.random.default_rng(9))
+    everyone = model.outcomes(graph, np.ones(graph.n_users, dtype=int), random_state=9)
+    nobody = model.outcomes(graph, np.zeros(graph.n_users, dtype=int), random_state=9)
     assert model.global_effect(graph) == pytest.approx(np.mean(everyone - nobody), rel=1e-12)
     assert model.global_effect(graph) < 0.7 + 1.3  # isolated users get b only
 
@@ -60,17 +60,17 @@ def test_linear_in_means_global_effect_equals_all_minus_none(graph, weighted):
 def test_linear_in_means_outcome_formula(graph):
     treated = (np.random.default_rng(1).random(graph.n_users) < 0.5).astype(int)
     model = LinearInMeans(a=1.0, b=0.5, g=2.0, noise=0.0)
-    y = model.outcomes(graph, treated, np.random.default_rng(0))
+    y = model.outcomes(graph, treated, random_state=0)
     np.testing.assert_allclose(y, 1.0 + 0.5 * treated + 2.0 * nx_share(graph, treated, False), rtol=1e-12)
-    noisy = LinearInMeans(a=1.0, b=0.5, g=2.0, noise=1.0).outcomes(graph, treated, np.random.default_rng(0))
+    noisy = LinearInMeans(a=1.0, b=0.5, g=2.0, noise=1.0).outcomes(graph, treated, random_state=0)
     np.testing.assert_allclose(noisy - y, np.random.default_rng(0).standard_normal(graph.n_users), rtol=1e-12)
 
 
 @pytest.mark.parametrize("theta", [0.25, 0.5, 1.0])
 def test_threshold_global_effect_equals_all_minus_none(graph, theta):
     model = ThresholdOutcome(a=1.0, b=0.4, g=2.0, theta=theta, noise=1.0)
-    everyone = model.outcomes(graph, np.ones(graph.n_users, dtype=int), np.random.default_rng(4))
-    nobody = model.outcomes(graph, np.zeros(graph.n_users, dtype=int), np.random.default_rng(4))
+    everyone = model.outcomes(graph, np.ones(graph.n_users, dtype=int), random_state=4)
+    nobody = model.outcomes(graph, np.zeros(graph.n_users, dtype=int), random_state=4)
     assert model.global_effect(graph) == pytest.approx(np.mean(everyone - nobody), rel=1e-12)
 
 
@@ -79,7 +79,7 @@ def test_threshold_outcome_formula(graph):
     model = ThresholdOutcome(a=1.0, b=0.4, g=2.0, theta=0.5, noise=0.0)
     share = nx_share(graph, treated, False)
     expected = 1.0 + 0.4 * treated + 2.0 * ((share >= 0.5) & (graph.degree > 0))
-    np.testing.assert_allclose(model.outcomes(graph, treated, np.random.default_rng(0)), expected)
+    np.testing.assert_allclose(model.outcomes(graph, treated, random_state=0), expected)
 
 
 @pytest.mark.parametrize("theta", [0.0, 1.5])
@@ -91,12 +91,12 @@ def test_threshold_outside_the_unit_interval_is_refused(theta):
 def test_same_generator_seed_gives_the_same_experiment(graph):
     treated = np.arange(graph.n_users) % 2
     model = LinearInMeans()
-    np.testing.assert_array_equal(model.outcomes(graph, treated, np.random.default_rng(5)),
-                                  model.outcomes(graph, treated, np.random.default_rng(5)))
+    np.testing.assert_array_equal(model.outcomes(graph, treated, random_state=5),
+                                  model.outcomes(graph, treated, random_state=5))
 
 
 def test_planted_partition_is_the_networkx_graph():
-    graph = planted_partition(6, 7, 0.5, 0.05, seed=3)
+    graph = planted_partition(6, 7, 0.5, 0.05, random_state=3)
     source = nx.planted_partition_graph(6, 7, 0.5, 0.05, seed=3)
     assert graph.n_users == 42
     assert {frozenset((int(graph.user_ids[s]), int(graph.user_ids[d]))) for s, d in zip(graph.src, graph.dst,
@@ -105,11 +105,11 @@ def test_planted_partition_is_the_networkx_graph():
 
 
 def test_watts_strogatz_is_connected_with_n_k_over_2_edges():
-    graph = watts_strogatz(200, 6, 0.2, seed=1)
+    graph = watts_strogatz(200, 6, 0.2, random_state=1)
     assert graph.n_users == 200 and graph.n_edges == 600
     assert nx.is_connected(graph.to_networkx())
 
 
 def test_lfr_generates_a_graph():
-    graph = lfr(n=250, average_degree=5, min_community=20, seed=10)
+    graph = lfr(n=250, average_degree=5, min_community=20, random_state=10)
     assert graph.n_users == 250

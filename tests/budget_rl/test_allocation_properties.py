@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import budget_rl.dual as dual_module
 from budget_rl import allocate, spend_at_multiplier
-from budget_rl.dual import ArrayBlocks
 
 from .conftest import SETTINGS, instances, relative_gap, shares_of, unconstrained_spend
 
@@ -234,15 +234,15 @@ def test_small_known_instance_and_its_report():
 ])
 def test_dual_terminates_when_a_slope_overflows(monkeypatch, value, cost, budget):
     passes = []
-    original = ArrayBlocks.map_reduce
+    original = dual_module._pass_over
 
-    def guarded(self, partial, merge):  # the real passes, stopped after 50 instead of looping forever
+    def guarded(users, statistic, columns):  # the real passes, stopped after 50 instead of looping forever
         passes.append(1)
         if len(passes) > 50:
             raise RuntimeError("solve_dual made more than 50 passes over 1 user")
-        return original(self, partial, merge)
+        return original(users, statistic, columns)
 
-    monkeypatch.setattr(ArrayBlocks, "map_reduce", guarded)
+    monkeypatch.setattr(dual_module, "_pass_over", guarded)
     value, cost = np.array(value), np.array(cost)
     result = allocate(value, cost, budget)  # both inputs are finite, costs >= 0: valid
     assert result.spend <= budget

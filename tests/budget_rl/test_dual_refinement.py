@@ -5,23 +5,35 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from budget_rl import AllocationConstraints, allocate, spend_at_multiplier
 from budget_rl.allocation import _from_dual, check_allocation_input
-from budget_rl.dual import ArrayBlocks, solve_dual
+from budget_rl.dual import Block, UserColumns, solve_dual
+from pipelines.execution import Blocks
 
 from .conftest import SETTINGS, relative_gap
 
 
-def _blocks(value, cost, user_id=None, segment=None, **options) -> ArrayBlocks:
+def _blocks(value, cost, user_id=None, segment=None) -> Block:
+    """Every user in one block (the in-memory chunk)."""
     n = len(value)
     user_id = np.arange(n, dtype=np.int64) if user_id is None else np.asarray(user_id, dtype=np.int64)
     segment = np.full(n, -1, dtype=np.int64) if segment is None else np.asarray(segment, dtype=np.int64)
-    return ArrayBlocks(np.ascontiguousarray(value, dtype=float), np.ascontiguousarray(cost, dtype=float), user_id,
-                       segment, **options)
+    return Block(np.ascontiguousarray(value, dtype=float), np.ascontiguousarray(cost, dtype=float), user_id, segment)
+
+
+def _solve_in_blocks(value, cost, budget, block_rows, user_id=None, **options):
+    """solve_dual over a users table cut into blocks of `block_rows` rows (threads, the fixed merge tree)."""
+    value, cost = np.asarray(value, dtype=float), np.asarray(cost, dtype=float)
+    levels = range(value.shape[1])
+    frame = pd.DataFrame({"user_id": np.arange(len(value)) if user_id is None else user_id,
+                          **{f"value_{j}": value[:, j] for j in levels}, **{f"cost_{j}": cost[:, j] for j in levels}})
+    columns = UserColumns(tuple(f"value_{j}" for j in levels), tuple(f"cost_{j}" for j in levels))
+    return solve_dual(Blocks(frame, block_rows=block_rows), budget, columns=columns, **options)
 
 
 def _allocation(value, cost, budget, solution, constraints=None, segments=None):
@@ -140,12 +152,12 @@ def test_refinement_with_segment_caps(random_users, max_candidates):
 @pytest.mark.parametrize("block_rows", [1, 7, 333])
 def test_block_size_does_not_change_the_solution(random_users, block_rows):
     value, cost, budget = random_users
-    small = solve_dual(_blocks(value, cost, block_rows=block_rows), budget)
+    small = _solve_in_blocks(value, cost, budget, block_rows)
     whole = solve_dual(_blocks(value, cost), budget)
     _same_key(small.global_solution.key, whole.global_solution.key)
     assert small.budget_multiplier == whole.budget_multiplier
-    small_levels = np.concatenate([part[0] for part in _blocks(value, cost, block_rows=block_rows).map(small.assign)])
-    whole_levels = np.concatenate([part[0] for part in _blocks(value, cost).map(whole.assign)])
+    small_levels = small.assign(_blocks(value, cost))[0]
+    whole_levels = whole.assign(_blocks(value, cost))[0]
     np.testing.assert_array_equal(small_levels, whole_levels)
     np.testing.assert_allclose(small.frontier[["spend", "value"]], whole.frontier[["spend", "value"]], rtol=1e-9)
 
@@ -155,11 +167,11 @@ def test_block_size_does_not_change_a_tied_solution():
     value, cost = np.tile(ROW_VALUE, (n, 1)), np.tile(ROW_COST, (n, 1))
     ids = np.random.default_rng(0).permutation(n) * 3 + 11  # unsorted ids: ties are broken by id, not by row
     budget = 2.2 * n
-    small = solve_dual(_blocks(value, cost, user_id=ids, block_rows=7), budget, max_candidates=3)
+    small = _solve_in_blocks(value, cost, budget, 7, user_id=ids, max_candidates=3)
     whole = solve_dual(_blocks(value, cost, user_id=ids), budget)
     _same_key(small.global_solution.key, whole.global_solution.key)
-    small_levels = np.concatenate([p[0] for p in _blocks(value, cost, user_id=ids, block_rows=7).map(small.assign)])
-    whole_levels = np.concatenate([p[0] for p in _blocks(value, cost, user_id=ids).map(whole.assign)])
+    small_levels = small.assign(_blocks(value, cost, user_id=ids))[0]
+    whole_levels = whole.assign(_blocks(value, cost, user_id=ids))[0]
     np.testing.assert_array_equal(small_levels, whole_levels)
     by_id = small_levels[np.argsort(ids)]
     assert (np.diff(by_id) <= 0).all()  # lower ids first

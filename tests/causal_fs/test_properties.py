@@ -44,7 +44,8 @@ def test_relabeling_arms_changes_nothing(data, relabel):
     names = np.array(["zeta", "alpha", "mu", "beta"])[relabel]
     renamed = data.assign(arm=names[data["arm"].to_numpy()])
     expected = _scores(data)
-    got = score_features(renamed, ["x", "c"], methods=METHODS, control=names[0], random_state=0).to_frame()[expected.columns]
+    got = score_features(renamed, ["x", "c"], methods=METHODS, control=names[0], random_state=0).to_frame()
+    got = got[expected.columns]
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-12)
 
 
