@@ -46,6 +46,8 @@ def salt_word(salt: str) -> np.uint64:
 def id_words(ids) -> np.ndarray:
     """Each id as a 64-bit word: integers as themselves, any other label by pandas' stable hash of its value."""
     values = np.asarray(ids)
+    if values.dtype == object and len(values) and pd.api.types.infer_dtype(values, skipna=False) == "integer":
+        values = values.astype(np.int64)  # Python ints in an object array hash as the integers they are
     if values.dtype.kind in "iub":
         return values.astype(np.int64, copy=False).view(np.uint64)
     if values.dtype.kind == "f" or values.dtype == object:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from pipelines.errors import InputError
 from pipelines.execution import dask_client
 from pipelines.io import ensure_writable
 from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
-from pipelines.tables import inspect_table
+from pipelines.synthetic.scoring import score_against_truth
+from pipelines.tables import inspect_table, read_table
 from pipelines.tracking import JobTracker, fingerprint
 
 
@@ -92,15 +93,21 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_before_start(job: Job) -> None:
-    """Every output writable, and every input that no earlier stage writes present and well-formed."""
+    """Every output writable, and every input table that no earlier stage writes present and well-formed: files,
+    schema and every value, for all stages, before the first stage starts (a bad table for the last stage fails the
+    job in seconds, with nothing written)."""
     produced: list[Path] = []
+    inputs: list[tuple[Path, Any]] = []
     for _, section in job.stages:
         for path, schema in section.input_tables().items():
             if not any(_inside(path, output) for output in produced):
                 inspect_table(path, schema)
+                inputs.append((path, schema))
         for output in section.output_paths():
             ensure_writable(output)
         produced.extend(section.output_paths())
+    for path, schema in inputs:
+        read_table(path, schema)
 
 
 def _in_stage(error: InputError, stage: str) -> InputError:
@@ -109,33 +116,56 @@ def _in_stage(error: InputError, stage: str) -> InputError:
     return error if message.startswith(f"{stage}") else InputError(f"{stage}: {message}")
 
 
+def _scored(stage: str, section: StageConfig, result: StageResult, results: dict[str, StageResult],
+            log: Any) -> StageResult:
+    """The stage's result with its score against a synthetic campaign's truth (when its inputs were synthetic),
+    logged to the stage's run."""
+    score = score_against_truth(stage, section, result, results)
+    if score is None:
+        return result
+    log.metrics(score.metrics)
+    for name, table in score.tables.items():
+        log.table(table, name)
+    return replace(result, summary={**result.summary, **score.summary}, data={**result.data, "truth": score})
+
+
 def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None = None) -> JobReport:
     """Run every stage of `job` in order on the chosen Dask cluster, recording it all in MLflow.
 
-    Output paths are checked before any work; a stage that raises marks its run and the job's run FAILED and the
-    exception propagates (outputs are written atomically, so nothing half-written remains).
+    Outputs and input tables are checked before any work (`check_before_start`); a stage that raises marks its run
+    and the job's run FAILED, with the error recorded, and the exception propagates (outputs are written atomically,
+    so nothing half-written remains).
     """
-    check_before_start(job)
     effective = job.effective_config()
     tracker = JobTracker(job.settings.experiment, tracking_uri)
-    tags = {"campaign.input_fingerprint": fingerprint(job.input_paths()), "campaign.seed": str(job.settings.seed),
-            "campaign.stages": ",".join(stage.name for stage, _ in job.stages)}
     report_results: dict[str, StageResult] = {}
     seconds: dict[str, float] = {}
-    with dask_client(scheduler), tracker.job(job.settings.run_name or job.source, effective, tags,
-                                             yaml.safe_dump(effective, sort_keys=False)) as job_log:
-        for stage, section in job.stages:
-            with tracker.stage(stage.name) as log:
-                log.params(section.model_dump(mode="json", exclude_none=True))
-                context = StageContext(seed=job.settings.seed, log=log, results=report_results)
-                started = time.perf_counter()
-                try:
-                    result = stage.run(context, section)
-                except InputError as error:
-                    raise _in_stage(error, stage.name) from error.__cause__
-                seconds[stage.name] = time.perf_counter() - started
-                log.metrics({"stage_seconds": seconds[stage.name]})
-            report_results[stage.name] = result
-        job_log.metrics({"job_seconds": sum(seconds.values())})
+    with dask_client(scheduler):
+        check_before_start(job)
+        tags = {"campaign.input_fingerprint": fingerprint(job.input_paths()),
+                "campaign.seed": str(job.settings.seed),
+                "campaign.stages": ",".join(stage.name for stage, _ in job.stages)}
+        with tracker.job(job.settings.run_name or job.source, effective, tags,
+                         yaml.safe_dump(effective, sort_keys=False)) as job_log:
+            _run_stages(job, tracker, report_results, seconds)
+            job_log.metrics({"job_seconds": sum(seconds.values())})
     assert tracker.run_id is not None
     return JobReport(job.settings.experiment, tracker.run_id, tracker.tracking_uri, report_results, seconds)
+
+
+def _run_stages(job: Job, tracker: JobTracker, report_results: dict[str, StageResult],
+                seconds: dict[str, float]) -> None:
+    """Each stage in its own nested MLflow run, in order; results and wall seconds filled in as they come."""
+    for stage, section in job.stages:
+        with tracker.stage(stage.name) as log:
+            log.params(section.model_dump(mode="json", exclude_none=True))
+            context = StageContext(seed=job.settings.seed, log=log, results=report_results)
+            started = time.perf_counter()
+            try:
+                result = stage.run(context, section)
+            except InputError as error:
+                raise _in_stage(error, stage.name) from error.__cause__
+            seconds[stage.name] = time.perf_counter() - started
+            log.metrics({"stage_seconds": seconds[stage.name]})
+            result = _scored(stage.name, section, result, report_results, log)
+        report_results[stage.name] = result

@@ -193,14 +193,30 @@ def inspect_table(path: Path | str, schema: Schema, *, columns: list[str] | None
     return to_scan
 
 
+#: Tables whose values were scanned against a schema, with the files' (name, size, mtime) when they were.
+_SCANNED: dict[tuple[str, Schema], tuple] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
 def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
-    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`."""
+    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`.
+
+    The value scan is skipped when the same files were already scanned against the same schema (a job validates
+    its inputs before the first stage starts)."""
     to_scan = inspect_table(path, schema, columns=columns)
     data = dd.read_parquet(path, columns=columns)
-    try:
-        _check_values(schema, data, to_scan)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
-        raise InputError(f"{schema.name}: cannot read parquet {path}: {str(error).splitlines()[0]}") from None
+    key = (str(Path(path).resolve()), schema)
+    if _SCANNED.get(key) != _stamp(Path(path)):
+        try:
+            _check_values(schema, data, to_scan)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+            raise InputError(f"{schema.name}: cannot read parquet {path}: {str(error).splitlines()[0]}") from None
+        if columns is None:
+            _SCANNED[key] = _stamp(Path(path))
     return data
 
 

@@ -3,10 +3,12 @@
 from pipelines.stages import (  # noqa: F401
     allocate,
     assign,
+    constrained_rl,
     evaluate_policy,
     fit_bandit,
     generate,
     profile_logs,
     readout,
     select_features,
+    simulate_outcomes,
 )

@@ -10,14 +10,14 @@
    coupon is paid only when redeemed). Face values are read off the log (cost of redeemed rows per arm) unless
    `level_costs` gives them; history features (`recent_purchases`) are set to 0: a fresh campaign.
 3. Allocation: `pipelines.allocation.allocate_frame` (dual map-reduce; the LP for the constraints only it handles)
-   writes the per-user allocation; the frontier, its plot, the multiplier and the spend go to MLflow. On a
-   synthetic campaign the allocation is also scored under the true response (truth/users p0_<arm>).
+   writes the per-user allocation; the frontier, its plot, the multiplier and the spend go to MLflow.
+
+Multi-day campaigns with long-term effects have their own stage, `constrained-rl`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import dask.dataframe as dd
 import numpy as np
@@ -28,26 +28,25 @@ from threadpoolctl import threadpool_limits
 from budget_rl import AllocationConstraints, frontier_figure
 from budget_rl.evaluation import response_metrics
 from budget_rl.response import DebiasedResponseModel, ResponseModel
+from campaign_core import seeded_salt
 from pipelines.allocation import allocate_frame
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
-from pipelines.stages.bandit_data import in_holdout
-from pipelines.stages.constrained_rl import run_constrained_rl
 from pipelines.stages.levels import face_values
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
-from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
+from pipelines.tables import LABEL, Column, Schema, log_schema, read_table
+from pipelines.user_split import in_holdout
 
 #: Columns of the users table that are never response-model features.
 NOT_FEATURES = ["user_id", "segment"]
 
 
 class AllocateConfig(StageConfig):
-    users: ConfigPath | None = Field(None, description="users table (parquet): user_id, features, segment; or, "
-                                                       "with `scores`, value_<level> and cost_<level> columns")
+    users: ConfigPath = Field(description="users table (parquet): user_id, features, segment; or, with `scores`, "
+                                          "value_<level> and cost_<level> columns")
     out: ConfigPath = Field(description="per-user allocation (parquet folder): user_id, segment, level, "
-                                        "upper_level, upper_share, value, cost; with constrained_rl, the mixed "
-                                        "policy's MLflow model folder")
-    data: ConfigPath | None = Field(None, description="decision log to fit the response model on (parquet)")
+                                        "upper_level, upper_share, value, cost")
+    logs: ConfigPath | None = Field(None, description="decision log to fit the response model on (parquet)")
     scores: bool = Field(False, description="`users` already holds value_<level> and cost_<level> (no model)")
     response_model: Literal["plain", "debiased"] = Field("plain", description="which model allocates (both are "
                                                                               "fitted and scored on the hold-out)")
@@ -61,29 +60,35 @@ class AllocateConfig(StageConfig):
     budget: float | None = Field(None, ge=0, description="total budget in cost units (none: budget_per_user x "
                                                          "users)")
     budget_per_user: float = Field(1.0, ge=0, description="budget per user when `budget` is none")
-    method: Literal["dual", "lp", "constrained_rl"] = Field(
-        "dual", description="dual (any size), the cvxpy LP (in memory), or constrained_rl (a mixed policy learned "
-                            "offline from `transitions`, budget per user over the campaign)")
-    transitions: ConfigPath | None = Field(None, description="logged transitions for constrained_rl (campaign "
-                                                             "generate --transitions-horizon D writes them)")
-    bootstrap: int = Field(20, ge=2, description="bootstrap resamples of the constrained_rl value and spend")
-    q_model: Literal["ridge", "mlp"] = Field("ridge", description="constrained_rl Q-functions: per-action ridge "
-                                                                  "(seconds) or a torch MLP (minutes; GPU if any)")
-    importance_weighting: Literal["auto", "on", "off"] = Field(
-        "auto", description="constrained_rl: weight FQI/FQE rows by 1 / logged propensity (auto: when the "
-                            "transitions have a propensity column)")
+    method: Literal["dual", "lp"] = Field("dual", description="dual (any size) or the cvxpy LP (in memory)")
     segment: str | None = Field("segment", description="segment column (none: no segments)")
     segment_caps: dict[str, float] = Field({}, description="segment -> spend cap")
     min_treated_share: float = Field(0.0, ge=0, le=1, description="least share of users given a level (LP)")
     level_inventory: dict[str, float] = Field({}, description="level -> most users given it (LP)")
     max_training_rows: int = Field(200_000, ge=1000, description="log rows sampled to fit the response model")
     max_iter: int = Field(100, ge=1, description="boosting iterations of the response model")
-    truth: ConfigPath | None = Field(None, description="truth users table with p0_<level> (synthetic data; none: "
-                                                       "found automatically when this job generated the campaign)")
+
+    retired_keys: ClassVar[dict[str, str]] = {
+        "data": "the decision log is `logs`",
+        "transitions": "multi-day allocation is its own stage, `constrained-rl`",
+        "q_model": "multi-day allocation is its own stage, `constrained-rl`",
+        "bootstrap": "multi-day allocation is its own stage, `constrained-rl`",
+        "importance_weighting": "multi-day allocation is its own stage, `constrained-rl`",
+        "truth": "synthetic campaigns are scored against their truth automatically"}
+
+    def log_schema(self) -> Schema:
+        return log_schema({"user_id": "user_id", "arm": "arm", "reward": "reward", "cost": "cost"},
+                          {"randomized": "randomized"})
+
+    def input_tables(self) -> dict:
+        tables = {self.users: Schema("users", required=(Column("user_id", LABEL),))}
+        if self.logs is not None and not self.scores:
+            tables[self.logs] = self.log_schema()
+        return tables
 
 
 def _demo(inputs: DemoInputs) -> dict:
-    return {"users": str(inputs.campaign_dir / "users"), "data": str(inputs.campaign_dir / "logs"),
+    return {"users": str(inputs.campaign_dir / "users"), "logs": str(inputs.campaign_dir / "logs"),
             "out": str(inputs.out_dir / "allocation")}
 
 
@@ -124,7 +129,7 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
     reward = (sample["reward"].to_numpy() > 0).astype(float)
     X = sample[features].reset_index(drop=True)
     randomized = sample["randomized"].to_numpy(dtype=bool) if "randomized" in sample else np.zeros(len(X), bool)
-    evaluation = randomized & in_holdout(sample["user_id"].to_numpy(), 0.5)
+    evaluation = randomized & in_holdout(sample["user_id"].to_numpy(), 0.5, seeded_salt("response-holdout", seed))
     train = ~evaluation
     models = {"plain": ResponseModel(max_iter=config.max_iter, random_state=seed).fit(
         X[train], codes[train], reward[train], n_levels=len(levels))}
@@ -141,25 +146,9 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
     return models, pd.DataFrame(rows)
 
 
-def _true_outcome(allocation_path: Path, truth_path: Path, levels: dict[str, float],
-                  value_per_response: float) -> dict[str, float]:
-    """True value and spend of the written allocation under truth p0_<level> (synthetic campaigns)."""
-    allocation = pd.read_parquet(allocation_path, columns=["user_id", "level"])
-    truth = pd.read_parquet(truth_path, columns=["user_id", *[f"p0_{level}" for level in levels]])
-    merged = allocation.merge(truth, on="user_id", how="left")
-    codes = pd.Categorical(merged["level"], categories=list(levels)).codes
-    p0 = merged[[f"p0_{level}" for level in levels]].to_numpy()[np.arange(len(merged)), codes]
-    faces = np.asarray(list(levels.values()))[codes]
-    return {"true_value": float(value_per_response * p0.sum()), "true_spend": float((faces * p0).sum())}
-
-
 @register_stage("allocate", AllocateConfig, order=50, demo=_demo)
 def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult:
     """Allocate incentive levels to users under a budget: response model, then the dual LP (frontier to MLflow)."""
-    if config.method == "constrained_rl":
-        return run_constrained_rl(context, config)
-    if config.users is None:
-        raise InputError(f"users: method {config.method} needs the users table")
     seed = context.stage_seed("allocate")
     users = read_table(config.users, Schema("users", required=(Column("user_id", LABEL),)))
     if config.segment and config.segment not in users.columns:
@@ -175,14 +164,13 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
                              f"{missing or ['value_*']}")
         scores = users
     else:
-        if config.data is None:
-            raise InputError("data: the decision log is needed to fit the response model (or set scores: true)")
-        logs = read_table(config.data, Schema("data", required=(
-            Column("user_id", LABEL), Column("arm", LABEL), Column("reward", NUMERIC), Column("cost", NUMERIC))))
+        if config.logs is None:
+            raise InputError("logs: the decision log is needed to fit the response model (or set scores: true)")
+        logs = read_table(config.logs, config.log_schema())
         features = _features(config, users, logs)
         history = [name for name in config.history_features if name in logs.columns]
         if not features:
-            raise InputError(f"features: no column is in both {config.users} and {config.data}")
+            raise InputError(f"features: no column is in both {config.users} and {config.logs}")
         extra = ["randomized"] if "randomized" in logs.columns else []
         n_rows = int(logs.shape[0].compute())
         sample = logs[list(dict.fromkeys(["user_id", "arm", "reward", "cost", *extra, *features, *history]))]
@@ -215,9 +203,6 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
     metrics |= {f"{key}": value for key, value in allocation.diagnostics.items() if isinstance(value, int | float)}
     for _, row in metrics_table.iterrows():
         metrics |= {f"{row['model']}.{key}": float(row[key]) for key in ("log_loss", "brier", "ece")}
-    truth_path = context.generated_truth(config.users, config.truth)
-    if truth_path is not None and not config.scores:
-        metrics |= _true_outcome(config.out, truth_path, levels, config.value_per_response)
     context.log.metrics(metrics)
     if allocation.frontier is not None:
         context.log.table(allocation.frontier, "frontier", index=False)
@@ -227,7 +212,5 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
         context.log.table(metrics_table, "response_models", index=False)
     summary = {"budget": f"{budget:,.0f}", "spend": f"{allocation.spend:,.0f}", "value": f"{allocation.value:,.1f}",
                "multiplier": f"{allocation.budget_multiplier:.4g}"}
-    if "true_value" in metrics:
-        summary["true value"] = f"{metrics['true_value']:,.1f}"
     return StageResult(summary=summary, outputs={"allocation": config.out},
                        data={"allocation": allocation, "levels": levels, "response_models": metrics_table})

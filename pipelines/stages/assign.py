@@ -8,8 +8,7 @@
    cuts less of the hidden interaction weight than Louvain (benchmarks/RESULTS.md section 7) and runs faster.
 3. Assignment: a deterministic function of (cluster, salt); the salt defaults to one derived from the job seed.
 4. Diagnostics to MLflow: clusters and their sizes (histogram), share of edge weight cut, share of neighbours in the
-   same cluster and arm, covariate balance (users-table numeric columns), exposure probabilities. On a campaign this
-   job generated, also the share of the *hidden* interaction weight the clusters cut (what the design really keeps).
+   same cluster and arm, covariate balance (users-table numeric columns), exposure probabilities.
 
 Writes the assignment table: user_id, cluster, group (1 treatment, 0 control), exposure_p1, exposure_p0 (and pair or
 design for those designs).
@@ -18,7 +17,7 @@ design for those designs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,7 +29,7 @@ from pipelines.errors import InputError
 from pipelines.io import write_parquet
 from pipelines.stages.experiment_graph import exposure_condition, load_graph, read_edges, read_user_ids
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
-from pipelines.tables import USERS, read_table
+from pipelines.tables import EDGES, USERS, read_table
 
 
 class AssignConfig(StageConfig):
@@ -56,8 +55,15 @@ class AssignConfig(StageConfig):
     p: float = Field(0.5, gt=0.0, lt=1.0, description="share of clusters (or users) treated")
     salt: str | None = Field(None, description="assignment salt (none: derived from the job seed)")
     exposure: str = Field("full", description="exposure condition: full, fractional:<q> or absolute:<k>")
-    truth_interactions: ConfigPath | None = Field(None, description="hidden interaction edges (synthetic; none: "
-                                                                    "found when this job generated the campaign)")
+
+    retired_keys: ClassVar[dict[str, str]] = {
+        "truth_interactions": "synthetic campaigns are scored against their truth automatically"}
+
+    def input_tables(self) -> dict:
+        tables = {self.edges: EDGES}
+        if self.users is not None:
+            tables[self.users] = USERS
+        return tables
 
 
 def _demo(inputs: DemoInputs) -> dict:
@@ -71,16 +77,6 @@ def _covariates(path: Path | None) -> pd.DataFrame | None:
     users = read_table(path, USERS)
     numeric = [c for c, t in users.dtypes.items() if c != "user_id" and pd.api.types.is_numeric_dtype(t)]
     return users[["user_id", *numeric]].compute() if numeric else None
-
-
-def _truth_interactions(context: StageContext, config: AssignConfig) -> Path | None:
-    if config.truth_interactions is not None:
-        return config.truth_interactions
-    generated = context.results.get("generate")
-    if generated is None or Path(config.edges).resolve() != (Path(generated.data["campaign_dir"]) / "edges").resolve():
-        return None
-    path = Path(generated.data["campaign_dir"]) / "truth" / "interactions.parquet"
-    return path if path.exists() else None
 
 
 @register_stage("assign", AssignConfig, order=60, demo=_demo)
@@ -121,12 +117,6 @@ def assign_stage(context: StageContext, config: AssignConfig) -> StageResult:
 
     metrics |= {key: float(value) for key, value in diagnostics.summary().items()}
     metrics |= {"modularity": clusters.modularity, "edges": graph.n_edges}
-    truth = _truth_interactions(context, config)
-    if truth is not None:
-        hidden = abtest.build_graph(pd.read_parquet(truth), graph.user_ids, unknown_users="drop")
-        cluster = assignment.set_index("user_id")["cluster"].reindex(graph.user_ids).to_numpy()
-        cut = cluster[hidden.src] != cluster[hidden.dst]
-        metrics["true_interaction_cut_share"] = float(hidden.weight[cut].sum() / max(hidden.weight.sum(), 1e-300))
     context.log.params({"salt": salt, "seed": seed})
     context.log.metrics(metrics)
     context.log.figure(abtest.cluster_size_figure(diagnostics), "cluster_sizes")
@@ -136,11 +126,9 @@ def assign_stage(context: StageContext, config: AssignConfig) -> StageResult:
     summary = {"clusters": f"{diagnostics.n_clusters:,}", "cut share": f"{diagnostics.cut_weight_share:.1%}",
                "same-cluster share": f"{diagnostics.same_cluster_share:.1%}",
                "treated": f"{diagnostics.treated_share:.1%}"}
-    if "true_interaction_cut_share" in metrics:
-        summary["hidden cut share"] = f"{metrics['true_interaction_cut_share']:.1%}"
     if "link_auc" in metrics:
         summary["link AUC"] = f"{metrics['link_auc']:.3f}"
     return StageResult(summary=summary, outputs={"assignment": config.out},
-                       data={"assignment": assignment, "clusters": clusters, "diagnostics": diagnostics,
+                       data={"assignment": assignment, "clusters": clusters, "diagnostics": diagnostics, "graph": graph,
                              "salt": salt, "p": config.p, "design": config.design,
                              "n_clusters": int(np.unique(clusters.cluster).size)})

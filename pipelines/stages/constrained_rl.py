@@ -1,5 +1,5 @@
-"""`allocate` with `method: constrained_rl`: a mixed policy of at most d + 1 offline-learned policies that maximizes
-long-term value with the expected spend per user within the budget (docs/constrained_rl.md, 'The mixed policy').
+"""Stage `constrained-rl`: a mixed policy of at most d + 1 offline-learned policies that maximizes long-term value
+with the expected spend per user within the budget (docs/constrained_rl.md, 'The mixed policy').
 
 Reads logged transitions (what `campaign generate --transitions-horizon D` writes: user_id, day, action, reward,
 cost, propensity, state_*/next_*), learns by column generation over the FQI/FQE oracle (`budget_rl.offline`: ridge
@@ -16,22 +16,53 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 import budget_rl
 import pipelines
 from budget_rl.baselines import fixed_multiplier_policy
 from budget_rl.mixed import MixedPolicy, maximize_under_budget
 from budget_rl.offline import MLPQ, RidgeQ, Transitions, fqe_oracle, fqe_with_intervals
+from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.io import atomic_output
 from pipelines.models import pyfunc_arguments, quiet_pyfunc
 from pipelines.stages.levels import face_values
-from pipelines.stages.registry import StageContext, StageResult
+from pipelines.stages.registry import StageContext, StageResult, register_stage
+from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, read_table
+
+TRANSITIONS = Schema(
+    "transitions",
+    required=(Column("user_id", LABEL), Column("day", INTEGER, low=0.0), Column("action", LABEL),
+              Column("reward", NUMERIC), Column("cost", NUMERIC, low=0.0)),
+    optional=(Column("propensity", NUMERIC, low=0.0, low_inclusive=False, high=1.0),))
+
+
+class ConstrainedRLConfig(StageConfig):
+    transitions: ConfigPath = Field(description="logged transitions (parquet): user_id, day, action, reward, cost, "
+                                                "propensity, state_*, next_* (campaign generate "
+                                                "--transitions-horizon D writes them)")
+    out: ConfigPath = Field(description="the mixed policy's MLflow model folder (replaced atomically)")
+    budget: float | None = Field(None, ge=0, description="total budget over the campaign in cost units (none: "
+                                                         "budget_per_user x users)")
+    budget_per_user: float = Field(1.0, ge=0, description="budget per user over the campaign when `budget` is none")
+    level_costs: dict[str, float] | None = Field(None, description="action -> face value paid on a response "
+                                                                   "(none: read off the transitions' cost column)")
+    bootstrap: int = Field(20, ge=2, description="bootstrap resamples of the value and spend intervals")
+    q_model: Literal["ridge", "mlp"] = Field("ridge", description="Q-functions: per-action ridge (seconds) or a "
+                                                                  "torch MLP (minutes; GPU if any)")
+    importance_weighting: Literal["auto", "on", "off"] = Field(
+        "auto", description="weight FQI/FQE rows by 1 / logged propensity (auto: when the transitions have a "
+                            "propensity column)")
+
+    def input_tables(self) -> dict:
+        return {self.transitions: TRANSITIONS}
 
 
 @dataclass(frozen=True)
@@ -79,16 +110,10 @@ def _mlp(seed: int):
     return lambda: MLPQ(random_state=seed, device=device)
 
 
-def run_constrained_rl(context: StageContext, config) -> StageResult:
-    """Learn, evaluate and save the mixed policy (module docstring)."""
-    if config.transitions is None:
-        raise InputError("transitions: method constrained_rl needs logged transitions (campaign generate "
-                         "--transitions-horizon D writes them)")
-    if not Path(config.transitions).exists():
-        raise InputError(f"transitions: {config.transitions} does not exist")
-    frame = pd.read_parquet(config.transitions)
-    if "day" not in frame.columns:
-        raise InputError("transitions: missing column(s) ['day']")
+@register_stage("constrained-rl", ConstrainedRLConfig, order=55)
+def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageResult:
+    """Learn a mixed incentive policy for a multi-day campaign from logged transitions, within a budget per user."""
+    frame = read_table(config.transitions, TRANSITIONS).compute().reset_index(drop=True)
     horizon = int(frame["day"].max()) + 1
     actions = list(face_values(frame, config.level_costs, column="action"))
     data = Transitions.from_frame(frame, actions, horizon)
@@ -97,12 +122,12 @@ def run_constrained_rl(context: StageContext, config) -> StageResult:
                                                        and data.propensity is not None)
     if weighted and data.propensity is None:
         raise InputError("propensity: importance_weighting on needs a propensity column in the transitions")
-    regressor = RidgeQ if config.q_model == "ridge" else _mlp(context.stage_seed("allocate"))
+    regressor = RidgeQ if config.q_model == "ridge" else _mlp(context.stage_seed("constrained-rl"))
     oracle = fqe_oracle(data, regressor, importance_weighted=weighted)
     mixed = maximize_under_budget(oracle, [budget])
     replicates = [fqe_with_intervals(data, policy, regressor, importance_weighted=weighted,
                                      n_bootstrap=config.bootstrap,
-                                     random_state=context.stage_seed("allocate") + i).replicates
+                                     random_state=context.stage_seed("constrained-rl") + i).replicates
                   for i, policy in enumerate(mixed.components)]
     mixture = np.tensordot(mixed.weights, np.asarray(replicates), axes=1)  # (bootstrap, 2)
     low, high = np.percentile(mixture, [2.5, 97.5], axis=0)

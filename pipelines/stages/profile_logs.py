@@ -9,35 +9,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from pipelines.config import ConfigPath, StageConfig  # noqa: E402
+from pipelines.config import ConfigPath  # noqa: E402
 from pipelines.execution import run_statistic  # noqa: E402
 from pipelines.io import write_csv  # noqa: E402
 from pipelines.profile import ArmProfile  # noqa: E402
+from pipelines.stages.log_columns import LogSection  # noqa: E402
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage  # noqa: E402
-from pipelines.tables import BOOLEAN, LABEL, NUMERIC, Column, Schema, read_table  # noqa: E402
+from pipelines.tables import read_table  # noqa: E402
 
 
-class ProfileLogsConfig(StageConfig):
-    logs: ConfigPath = Field(description="decision log (parquet file or folder)")
+class ProfileLogsConfig(LogSection):
     out: ConfigPath = Field(description="per-arm profile table (CSV)")
-    arm: str = Field("arm", description="arm column")
-    reward: str = Field("reward", description="reward column")
     propensity: str | None = Field("propensity", description="logging propensity column (null: none)")
     cost: str | None = Field("cost", description="cost column (null: none)")
     randomized: str | None = Field(None, description="boolean column marking the uniformly randomized slice")
 
     def statistic(self) -> ArmProfile:
         return ArmProfile(self.arm, self.reward, self.propensity, self.cost, self.randomized)
-
-    def schema(self) -> Schema:
-        """The decision-log contract with this config's column names."""
-        optional = [Column(self.propensity, NUMERIC, low=0.0, low_inclusive=False, high=1.0)] if self.propensity else []
-        optional += [Column(self.cost, NUMERIC, low=0.0)] if self.cost else []
-        optional += [Column(self.randomized, BOOLEAN)] if self.randomized else []
-        return Schema("logs", required=(Column(self.arm, LABEL), Column(self.reward, NUMERIC), *optional))
-
-    def input_tables(self) -> dict:
-        return {self.logs: self.schema()}
 
 
 def _demo(inputs: DemoInputs) -> dict:
@@ -67,7 +55,7 @@ def profile_figure(profile: pd.DataFrame):
 def profile_logs(context: StageContext, config: ProfileLogsConfig) -> StageResult:
     """Per-arm rows, reward, spend and the IPS value of each arm, from a decision log."""
     statistic = config.statistic()
-    logs = read_table(config.logs, config.schema(), columns=statistic.columns)
+    logs = read_table(config.logs, config.log_schema(), columns=statistic.columns)
     profile = run_statistic(statistic, logs)
     write_csv(profile, config.out)
     metrics = {"rows": int(profile["rows"].sum()), "arms": len(profile)}

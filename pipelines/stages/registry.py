@@ -39,21 +39,6 @@ class StageContext:
     log: StageLogger
     results: dict[str, StageResult] = field(default_factory=dict)
 
-    def generated_truth(self, table: Path | str, given: Path | None) -> Path | None:
-        """The ground truth of a table this job's `generate` stage wrote (campaign/<name> -> campaign/truth/<name>),
-        unless `given` names it; None for any other table."""
-        if given is not None:
-            return given
-        generated = self.results.get("generate")
-        if generated is None:
-            return None
-        campaign = Path(generated.data["campaign_dir"])
-        table = Path(table).resolve()
-        for name in ("logs", "users"):
-            if table == (campaign / name).resolve():
-                return campaign / "truth" / name
-        return None
-
     def stage_seed(self, stage: str) -> int:
         """A seed for one stage derived from the job seed, stable across runs and schedulers."""
         digest = hashlib.sha256(f"{self.seed}:{stage}".encode()).digest()

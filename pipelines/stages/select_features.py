@@ -1,13 +1,12 @@
 """Stage `select-features`: score every candidate feature for heterogeneous arm effects and keep the significant ones.
 
-Reads a decision log (parquet) as a Dask DataFrame and runs `causal_fs.score_features` on it (two mergeable passes
-over the partitions), writes the score table as CSV, and logs scores, p-values, the selected list and a bar chart
-with bootstrap intervals to MLflow. Later stages take `results["select-features"].data["selected"]`.
+Reads a decision log (parquet) as a Dask DataFrame and runs `causal_fs.score_features` on its partitions (two
+statistics, run by `pipelines.execution`), writes the score table as CSV, and logs scores, p-values, the selected
+list and a bar chart with bootstrap intervals to MLflow. Later stages take
+`results["select-features"].data["selected"]`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,18 +15,16 @@ from pydantic import Field
 
 from causal_fs import primary_method, score_features, select_features
 from causal_fs.significance import minimum_permutations
-from pipelines.config import ConfigPath, StageConfig
+from pipelines.config import ConfigPath
 from pipelines.execution import chunked
 from pipelines.io import write_csv
+from pipelines.stages.log_columns import LogSection
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
-from pipelines.tables import LABEL, NUMERIC, Column, Schema, read_table
+from pipelines.tables import read_table
 
 
-class SelectFeaturesConfig(StageConfig):
-    data: ConfigPath = Field(description="decision log (parquet file or folder) with arm, reward and features")
+class SelectFeaturesConfig(LogSection):
     out: ConfigPath = Field(description="feature score table (CSV)")
-    arm: str = Field("arm", description="arm column")
-    reward: str = Field("reward", description="reward column")
     features: list[str] | None = Field(None, description="candidate features (none: every other column)")
     exclude: list[str] = Field(["user_id", "day", "cost", "randomized"],
                                description="columns never used as features when `features` is none")
@@ -43,19 +40,10 @@ class SelectFeaturesConfig(StageConfig):
     k: int | None = Field(None, ge=1, description="keep at most this many features")
     sample_fraction: float | None = Field(None, gt=0, le=1, description="score a seeded sample of the rows")
 
-    def schema(self) -> Schema:
-        optional = ()
-        if self.propensity:
-            optional = (Column(self.propensity, NUMERIC, low=0.0, low_inclusive=False, high=1.0),)
-        return Schema("data", required=(Column(self.arm, LABEL), Column(self.reward, NUMERIC), *optional))
-
-    def input_tables(self) -> dict:
-        return {self.data: self.schema()}
-
 
 def _demo(inputs: DemoInputs) -> dict:
     # The demo's logs come from a targeting policy: weight by its propensities; a 2% sample keeps it quick.
-    return {"data": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "feature_scores.csv"),
+    return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "feature_scores.csv"),
             "propensity": "propensity", "sample_fraction": 0.02}
 
 
@@ -75,18 +63,10 @@ def score_figure(scores: pd.DataFrame, method: str, selected: list[str]) -> Figu
     return figure
 
 
-def _true_roles(context: StageContext, data: Path) -> pd.Series | None:
-    """The generator's feature roles, when this job generated the data being scored (the demo)."""
-    generated = context.results.get("generate")
-    if generated is None or not Path(data).resolve().is_relative_to(Path(generated.data["campaign_dir"]).resolve()):
-        return None
-    return generated.data["truth"].features.set_index("feature")["role"]
-
-
 @register_stage("select-features", SelectFeaturesConfig, order=20, demo=_demo)
 def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -> StageResult:
     """Score features for heterogeneous arm effects (HIE/HDD and filters) and select the significant ones."""
-    logs = read_table(config.data, config.schema())
+    logs = read_table(config.logs, config.log_schema())
     reserved = {config.arm, config.reward, config.propensity, *config.exclude}
     features = config.features or [column for column in logs.columns if column not in reserved]
     if config.sample_fraction is not None and config.sample_fraction < 1:
@@ -105,9 +85,6 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     table = scores.sort_values(method, ascending=False, kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table.insert(1, "selected", table.index.isin(selected))
-    roles = _true_roles(context, config.data)
-    if roles is not None:
-        table.insert(2, "true_role", roles.reindex(table.index).fillna("unknown"))
     write_csv(table, config.out)
 
     context.log.params({"scored_features": ",".join(features), "primary_method": method,
@@ -118,9 +95,6 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
         metrics[f"{method}.{name}"] = float(row[method])
         if f"p_{method}" in table:
             metrics[f"p_{method}.{name}"] = float(row[f"p_{method}"])
-    if roles is not None:
-        for role in ("modifier", "prognostic", "noise"):
-            metrics[f"selected_{role}s"] = int((table["selected"] & (table["true_role"] == role)).sum())
     context.log.metrics(metrics)
     context.log.table(table, "feature_scores")
     context.log.text("\n".join(selected) + "\n", "selected_features.txt")
