@@ -34,12 +34,12 @@ seed: 5
 experiment: {experiment}
 generate: {{out: data/campaign, n_users: 3000, n_days: 3, chunk_users: 1000, avg_degree: 0}}
 fit-bandit:
-  data: data/campaign/logs
+  logs: data/campaign/logs
   out: out/policy
   features: [price_sensitivity, channel, is_member, basket_value]
   policy: lin-ts
-  users: train
-evaluate-policy: {{data: data/campaign/logs, out: out/value.csv, users: holdout, estimators: [ips, snips, dr, replay]}}
+  split: train
+evaluate-policy: {{logs: data/campaign/logs, out: out/value.csv, split: holdout, estimators: [ips, snips, dr, replay]}}
 """
 
 

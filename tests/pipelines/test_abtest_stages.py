@@ -83,6 +83,13 @@ assign:
   users: data/campaign/users
   out: out/assignment.parquet
   max_cluster_size: 300
+simulate-outcomes:
+  assignment: out/assignment.parquet
+  campaign: data/campaign
+  out: out/outcomes.parquet
+  effect: 0.2
+  spillover: 0.5
+  noise: 0.5
 readout:
   assignment: out/assignment.parquet
   outcomes: out/outcomes.parquet
@@ -91,7 +98,6 @@ readout:
   edges: data/campaign/edges
   users: data/campaign/users
   exposure: "fractional:0.75"
-  simulate: {effect: 0.2, spillover: 0.5, noise: 0.5}
 """)
     report = run_job(load_job(job_file), tracking_uri=mlflow_uri)
     assign = report.results["assign"]
@@ -99,7 +105,8 @@ readout:
     readout = report.results["readout"]
     table = readout.data["readout"].table.set_index("estimator")
     assert list(table.index) == ["difference_in_means", "cuped", "horvitz_thompson", "hajek"]
-    truth = readout.data["true_global_effect"]
+    truth = readout.data["truth"].metrics["true_global_effect"]  # scored by the synthetic-truth hook
+    assert truth == report.results["simulate-outcomes"].data["global_effect"]
     assert truth == pytest.approx(0.2 + 0.5 * readout.data["readout"].n_with_outcome / 4000, abs=0.05)
     # The cluster design keeps most interactions in one arm: CUPED's interval covers the global effect and sits
     # far above the direct effect alone a user-level test would measure.
@@ -110,6 +117,8 @@ readout:
     runs = mlflow.search_runs(experiment_names=["ab-job"])
     stage = runs[runs["tags.campaign.stage"] == "assign"].iloc[0]
     assert 0.0 <= stage["metrics.true_interaction_cut_share"] < 0.5
+    readout_run = runs[runs["tags.campaign.stage"] == "readout"].iloc[0]
+    assert readout_run["metrics.cuped.error"] == pytest.approx(table.loc["cuped", "estimate"] - truth)
 
 
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mlflow_uri, small_campaign, capsys):

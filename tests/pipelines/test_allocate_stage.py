@@ -98,9 +98,8 @@ def test_frame_unknown_segment_cap_fails_before_any_pass(tmp_path):
 
 def test_cli_allocate_on_campaign_logs_frontier_and_truth(tmp_path, mlflow_uri, small_campaign, capsys):
     out = tmp_path / "allocation"
-    code = main(["allocate", "--users", str(small_campaign.paths.users), "--data", str(small_campaign.paths.logs),
-                 "--out", str(out), "--budget-per-user", "0.5", "--truth", str(small_campaign.paths.truth_users),
-                 "--max-iter", "30", "--tracking-uri", mlflow_uri, "--experiment", "alloc"])
+    code = main(["allocate", "--users", str(small_campaign.paths.users), "--logs", str(small_campaign.paths.logs),
+                 "--out", str(out), "--budget-per-user", "0.5", "--max-iter", "30", "--tracking-uri", mlflow_uri, "--experiment", "alloc"])
     assert code == 0, capsys.readouterr().err
     written = pd.read_parquet(out)
     users = pd.read_parquet(small_campaign.paths.users)
@@ -113,6 +112,7 @@ def test_cli_allocate_on_campaign_logs_frontier_and_truth(tmp_path, mlflow_uri, 
     assert run["metrics.spend"] == pytest.approx(0.5 * len(users), rel=1e-9)  # the budget binds
     assert run["metrics.budget_multiplier"] > 0
     assert run["metrics.integral_spend"] == pytest.approx(written["cost"].sum(), rel=1e-9)
+    # scored under the true response by the synthetic-truth hook (the users table lies in a generated campaign)
     assert 0 < run["metrics.true_spend"] and 0 < run["metrics.true_value"] < len(users)
     assert run["metrics.plain.log_loss"] > 0 and run["metrics.debiased.log_loss"] > 0
     assert run["params.levels"].split(",")[0] == "control"  # the zero-cost level first
@@ -152,7 +152,7 @@ allocate:
     (["--level-inventory", "{gold: 5}", "--method", "lp"], "level_inventory: unknown level"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, mlflow_uri, small_campaign, capsys, args, match):
-    code = main(["allocate", "--users", str(small_campaign.paths.users), "--data", str(small_campaign.paths.logs),
+    code = main(["allocate", "--users", str(small_campaign.paths.users), "--logs", str(small_campaign.paths.logs),
                  "--out", str(tmp_path / "allocation"), "--max-iter", "5", "--tracking-uri", mlflow_uri, *args])
     assert code == 2
     err = capsys.readouterr().err
@@ -165,12 +165,12 @@ def test_constrained_rl_learns_a_mixed_policy_from_generated_transitions(tmp_pat
     assert main(["generate", "--users", "800", "--days", "2", "--out", str(campaign), "--transitions-horizon", "3",
                  "--avg-degree", "0", "--tracking-uri", mlflow_uri]) == 0
     out = tmp_path / "mixed_policy"
-    code = main(["allocate", "--method", "constrained_rl", "--transitions", str(campaign / "transitions"),
+    code = main(["constrained-rl", "--transitions", str(campaign / "transitions"),
                  "--out", str(out), "--budget-per-user", "1.0", "--bootstrap", "5", "--tracking-uri", mlflow_uri,
                  "--experiment", "rl"])
     assert code == 0, capsys.readouterr().err
     mlflow.set_tracking_uri(mlflow_uri)
-    run = mlflow.search_runs(experiment_names=["rl"]).query("`tags.campaign.stage` == 'allocate'").iloc[0]
+    run = mlflow.search_runs(experiment_names=["rl"]).query("`tags.campaign.stage` == 'constrained-rl'").iloc[0]
     assert 1 <= run["metrics.stored_policies"] <= 3
     assert run["metrics.spend"] <= 1.0 + 1e-9
     assert run["metrics.value_ci_low"] <= run["metrics.value_ci_high"]
@@ -191,7 +191,7 @@ def test_constrained_rl_with_torch_q_functions_and_no_propensities(tmp_path, mlf
                  "--avg-degree", "0", "--tracking-uri", mlflow_uri]) == 0
     frame = pd.read_parquet(campaign / "transitions").drop(columns="propensity")
     frame.to_parquet(tmp_path / "no_propensity.parquet")
-    common = ["allocate", "--method", "constrained_rl", "--transitions", str(tmp_path / "no_propensity.parquet"),
+    common = ["constrained-rl", "--transitions", str(tmp_path / "no_propensity.parquet"),
               "--budget-per-user", "1.0", "--bootstrap", "2", "--tracking-uri", mlflow_uri, "--experiment", "mlp"]
     code = main([*common, "--out", str(tmp_path / "refused"), "--importance-weighting", "on"])
     assert code == 2
@@ -199,15 +199,22 @@ def test_constrained_rl_with_torch_q_functions_and_no_propensities(tmp_path, mlf
     assert not (tmp_path / "refused").exists()
     assert main([*common, "--out", str(tmp_path / "mixed"), "--q-model", "mlp"]) == 0, capsys.readouterr().err
     mlflow.set_tracking_uri(mlflow_uri)
-    run = mlflow.search_runs(experiment_names=["mlp"]).query("`tags.campaign.stage` == 'allocate'").iloc[0]
+    run = mlflow.search_runs(experiment_names=["mlp"]).query("`tags.campaign.stage` == 'constrained-rl'").iloc[0]
     assert run["params.q_model"] == "mlp" and run["params.importance_weighted"] == "false"
     assert 1 <= run["metrics.stored_policies"] <= 3
     assert run["metrics.spend"] <= 1.0 + 1e-9
 
 
 def test_constrained_rl_without_transitions_is_a_one_line_error(tmp_path, mlflow_uri, capsys):
-    code = main(["allocate", "--method", "constrained_rl", "--out", str(tmp_path / "mixed"),
-                 "--tracking-uri", mlflow_uri])
+    code = main(["constrained-rl", "--out", str(tmp_path / "mixed"), "--tracking-uri", mlflow_uri])
     assert code == 2
     assert "transitions" in capsys.readouterr().err
     assert not (tmp_path / "mixed").exists()
+
+
+def test_the_old_allocate_method_for_constrained_rl_is_refused_naming_the_stage(tmp_path, mlflow_uri, capsys):
+    (tmp_path / "job.yaml").write_text("allocate: {method: constrained_rl, transitions: t, out: mixed}\n")
+    code = main(["run", str(tmp_path / "job.yaml"), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "'transitions' in section 'allocate' is retired" in err and "`constrained-rl`" in err

@@ -1,5 +1,5 @@
 """Stages fit-bandit and evaluate-policy: CLI, YAML job, the pyfunc model in a fresh process, Dask equals memory,
-truth coverage on the synthetic campaign, bad input."""
+the stage equals `bandits.evaluate` on the same rows, truth coverage on the synthetic campaign, bad input."""
 
 from __future__ import annotations
 
@@ -13,27 +13,28 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bandits import ContextEncoder, LinUCB, LoggedFeedback
+from bandits import ContextEncoder, LinUCB, LoggedFeedback, evaluate
 from bandits.feedback import encode_arms
 from pipelines.cli import main
 from pipelines.job import load_job, run_job
 from pipelines.models import load_fitted_policy
-from pipelines.stages.bandit_data import in_holdout
+from pipelines.stages.registry import StageContext
+from pipelines.user_split import in_holdout, split_salt
 
 FEATURES = "price_sensitivity,channel,is_member,basket_value"
 
 
 def _fit(tmp_path, campaign, mlflow_uri, *extra: str) -> int:
-    return main(["fit-bandit", "--data", str(campaign.paths.logs), "--features", FEATURES, "--out",
+    return main(["fit-bandit", "--logs", str(campaign.paths.logs), "--features", FEATURES, "--out",
                  str(tmp_path / "policy"), "--tracking-uri", mlflow_uri, "--experiment", "bandit", *extra])
 
 
 def test_cli_fit_then_evaluate_logs_model_metrics_and_table(tmp_path, mlflow_uri, small_campaign, capsys):
     assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ucb", "--params", "{alpha: 0.5}",
-                "--users", "train") == 0, capsys.readouterr().err
+                "--split", "train") == 0, capsys.readouterr().err
     out = tmp_path / "value.csv"
-    code = main(["evaluate-policy", "--data", str(small_campaign.paths.logs), "--policy", str(tmp_path / "policy"),
-                 "--users", "holdout", "--estimators", "ips,snips,dr,replay", "--out", str(out),
+    code = main(["evaluate-policy", "--logs", str(small_campaign.paths.logs), "--policy", str(tmp_path / "policy"),
+                 "--split", "holdout", "--seed", "9", "--estimators", "ips,snips,dr,replay", "--out", str(out),
                  "--tracking-uri", mlflow_uri, "--experiment", "bandit"])
     assert code == 0, capsys.readouterr().err
     table = pd.read_csv(out)
@@ -42,7 +43,8 @@ def test_cli_fit_then_evaluate_logs_model_metrics_and_table(tmp_path, mlflow_uri
         table.columns)
     assert (table["ci_low"] < table["value"]).all() and (table["value"] < table["ci_high"]).all()
     logs = pd.read_parquet(small_campaign.paths.logs)
-    holdout_rows = int(in_holdout(logs["user_id"].to_numpy(), 0.2).sum())
+    # the holdout is the users the policy never saw: the split recorded with it (seed 0), not this job's (seed 9)
+    holdout_rows = int(in_holdout(logs["user_id"].to_numpy(), 0.2, split_salt(0)).sum())
     assert table["n_rounds"].iloc[0] == holdout_rows > 0
 
     mlflow.set_tracking_uri(mlflow_uri)
@@ -106,22 +108,49 @@ def test_partitioned_fit_equals_in_memory_fit(tmp_path, mlflow_uri, small_campai
     np.testing.assert_allclose(fitted.policy.theta_, in_memory.theta_, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("estimators", [["ips", "snips", "dm", "dr", "switch-dr", "dr-shrink", "replay"]])
+def test_the_stage_and_bandits_evaluate_give_identical_numbers_on_the_same_rows(tmp_path, mlflow_uri, small_campaign,
+                                                                                 capsys, estimators):
+    """One file of logs is one partition: the evaluate-policy stage and `bandits.evaluate` on the same rows, with the
+    same reward features, folds and seed, run the same two statistics and agree to the last bit."""
+    assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ucb") == 0, capsys.readouterr().err
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    logs.to_parquet(tmp_path / "logs.parquet", index=False)
+    reward_features = ["price_sensitivity", "channel", "is_member", "basket_value", "recent_purchases"]
+    out = tmp_path / "value.csv"
+    code = main(["evaluate-policy", "--logs", str(tmp_path / "logs.parquet"), "--policy", str(tmp_path / "policy"),
+                 "--estimators", ",".join(estimators), "--reward-features", ",".join(reward_features),
+                 "--seed", "3", "--out", str(out), "--tracking-uri", mlflow_uri])
+    assert code == 0, capsys.readouterr().err
+    stage = pd.read_csv(out)
+
+    fitted = load_fitted_policy(tmp_path / "policy")
+    feedback = LoggedFeedback.from_frame(logs, fitted.encoder, user_id="user_id", arms=fitted.arms)
+    reward_contexts = ContextEncoder(reward_features).fit(logs).transform(logs)
+    seed = StageContext(seed=3, log=None).stage_seed("evaluate-policy")  # type: ignore[arg-type]
+    library = evaluate(feedback, fitted.policy, estimators, reward_contexts=reward_contexts, random_state=seed)
+    pd.testing.assert_frame_equal(stage, library, check_exact=True, check_dtype=False)
+
+
 def test_demo_style_job_fits_on_train_users_and_covers_the_truth_on_holdout(tmp_path, mlflow_uri):
     job_file = tmp_path / "job.yaml"
     job_file.write_text("""
 seed: 4
 experiment: bandit-job
 generate: {out: data/campaign, n_users: 20000, n_days: 3, avg_degree: 0}
-select-features: {data: data/campaign/logs, out: out/scores.csv, propensity: propensity, n_permutations: 50}
-fit-bandit: {data: data/campaign/logs, out: out/policy, policy: lin-ts, params: {alpha: 0.3}, users: train}
-evaluate-policy: {data: data/campaign/logs, out: out/value.csv, users: holdout, estimators: [ips, snips, dr]}
+select-features: {logs: data/campaign/logs, out: out/scores.csv, propensity: propensity, n_permutations: 50}
+fit-bandit: {logs: data/campaign/logs, out: out/policy, policy: lin-ts, params: {alpha: 0.3}, split: train}
+evaluate-policy: {logs: data/campaign/logs, out: out/value.csv, split: holdout, estimators: [ips, snips, dr]}
 """)
     report = run_job(load_job(job_file), tracking_uri=mlflow_uri)
     selected = report.results["select-features"].data["selected"]
     assert selected and report.results["fit-bandit"].data["features"] == selected
     table = report.results["evaluate-policy"].data["estimates"].set_index("estimator")
-    truth = report.results["evaluate-policy"].data["true_value"]
-    assert table["true_value"].eq(truth).all()
+    score = report.results["evaluate-policy"].data["truth"]  # scored by the synthetic-truth hook, not the stage
+    truth = score.metrics["true_value"]
+    assert "true_value" not in table.columns  # the production table carries no truth
+    assert score.tables["truth_policy_value"]["true_value"].eq(truth).all()
+    assert report.results["evaluate-policy"].summary["true value"] == f"{truth:.4f}"
     for name in ("ips", "dr"):
         assert abs(table.loc[name, "value"] - truth) < 3 * table.loc[name, "se"], name
     logs = pd.read_parquet(tmp_path / "data" / "campaign" / "logs")
@@ -136,7 +165,7 @@ evaluate-policy: {data: data/campaign/logs, out: out/value.csv, users: holdout, 
     (["evaluate-policy"], "no policy: set `policy`"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, small_campaign, mlflow_uri, capsys, argv, message):
-    code = main([*argv, "--data", str(small_campaign.paths.logs), "--out", str(tmp_path / "out"),
+    code = main([*argv, "--logs", str(small_campaign.paths.logs), "--out", str(tmp_path / "out"),
                  "--tracking-uri", mlflow_uri])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
@@ -148,7 +177,7 @@ def test_zero_propensity_in_the_logs_is_refused_before_fitting(tmp_path, small_c
     logs = pd.read_parquet(small_campaign.paths.logs)
     logs.loc[logs.index[:7], "propensity"] = 0.0
     logs.to_parquet(tmp_path / "bad.parquet")
-    code = main(["fit-bandit", "--data", str(tmp_path / "bad.parquet"), "--features", FEATURES, "--out",
+    code = main(["fit-bandit", "--logs", str(tmp_path / "bad.parquet"), "--features", FEATURES, "--out",
                  str(tmp_path / "policy"), "--tracking-uri", mlflow_uri])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "propensity" in err and "7" in err, err

@@ -12,7 +12,7 @@ from pipelines.job import load_job, run_job
 
 def test_cli_scores_selects_and_logs_to_mlflow(tmp_path, mlflow_uri, small_campaign, capsys):
     out = tmp_path / "scores.csv"
-    code = main(["select-features", "--data", str(small_campaign.paths.logs), "--arm", "arm", "--reward", "reward",
+    code = main(["select-features", "--logs", str(small_campaign.paths.logs), "--arm", "arm", "--reward", "reward",
                  "--features", "price_sensitivity,channel,is_member,sessions_30d,noise_0,noise_1",
                  "--propensity", "propensity", "--n-permutations", "50", "--out", str(out),
                  "--tracking-uri", mlflow_uri, "--experiment", "fs"])
@@ -41,7 +41,7 @@ seed: 3
 experiment: fs-job
 generate: {out: data/campaign, n_users: 20000, n_days: 2, avg_degree: 0}
 select-features:
-  data: data/campaign/logs
+  logs: data/campaign/logs
   out: out/scores.csv
   propensity: propensity
   methods: [hie, hdd, kl, f]
@@ -51,14 +51,20 @@ select-features:
     result = report.results["select-features"]
     table = result.data["scores"]
     assert result.data["selected"] == list(table.index[table["selected"]])
-    assert set(table.loc[table["true_role"] == "noise", "selected"]) == {False}
-    modifiers = table[table["true_role"] == "modifier"]
+    assert "true_role" not in pd.read_csv(tmp_path / "out" / "scores.csv").columns  # the output carries no truth
+    roles = result.data["truth"].tables["truth_feature_roles"]  # scored by the synthetic-truth hook
+    assert set(roles.loc[roles["true_role"] == "noise", "selected"]) == {False}
+    modifiers = roles[roles["true_role"] == "modifier"]
     assert modifiers["selected"].sum() >= 3
+    assert result.data["truth"].metrics["selected_modifiers"] == modifiers["selected"].sum()
     assert {"kl", "f", "p_f"} <= set(table.columns)
+    mlflow.set_tracking_uri(mlflow_uri)
+    stage = mlflow.search_runs(experiment_names=["fs-job"]).query("`tags.campaign.stage` == 'select-features'")
+    assert stage["metrics.selected_noises"].iloc[0] == 0
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, small_campaign, capsys, mlflow_uri):
-    common = ["--data", str(small_campaign.paths.logs), "--out", str(tmp_path / "s.csv"),
+    common = ["--logs", str(small_campaign.paths.logs), "--out", str(tmp_path / "s.csv"),
               "--tracking-uri", mlflow_uri]
     assert main(["select-features", *common, "--features", "price_sensitivity,not_a_column"]) == 2
     err = capsys.readouterr().err
