@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/campaign demo
 
 test: $(STAMP) $(OBP_WHEEL)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Everything, including the slow scale runs excluded from `make test`.

@@ -5,23 +5,24 @@ linear in mixtures, so the achievable vectors of mixed policies are the convex h
 policies' vectors, and the budgeted optimum is a mixture of at most d of them (an LP vertex: d - 1 limit rows and
 the convexity row).
 
-`maximize_under_budget` finds it by column generation (docs/constrained_rl.md, 'The mixed policy'): a restricted master LP over the stored policies (HiGHS dual simplex, a vertex) gives the prices
-lambda >= 0 of the limits; the oracle returns the deterministic policy best for the relabelled reward
-value - <lambda, constrained measurements> (for one budget: the best response to r - lambda c); it joins the
-store if its reduced value is positive, and policies with zero weight leave it, so at most d + 1 policies are
-stored at any time. It stops when no policy improves (the optimum over the whole hull). The stored policies'
-weights are the mixture; `MixedPolicy.assign` executes it by hashing user ids.
+`maximize_under_budget` finds it by column generation (docs/constrained_rl.md, 'The mixed policy'): a restricted
+master LP over the stored policies (HiGHS dual simplex, a vertex) gives the prices lambda >= 0 of the limits; the
+oracle returns the deterministic policy best for the relabelled reward value - <lambda, constrained measurements>
+(for one budget: the best response to r - lambda c); it joins the store if its reduced value is positive, and
+policies with zero weight leave it, so at most d + 1 policies are stored at any time. It stops when no policy
+improves (the optimum over the whole hull). The stored policies' weights are the mixture; `MixedPolicy.assign`
+executes it by hashing user ids.
 
-`approach_target` is the minimum-norm-point loop for a target set C = {sense * z <= bound}: Wolfe's
-algorithm on conv(m_i - bound) + R^d_+ (m = sense * z; the orthant's unit vectors are rays of the corral), whose
-minimum-norm point is 0 exactly when a mixture lies in C. Each iteration calls the oracle with the current point x
-(the gradient of 1/2 dist^2), adds the policy or the ray that improves, and applies the corral update
+`approach_target` is the minimum-norm-point loop for a target set C = {sense * z <= bound}: Wolfe's algorithm on
+conv(m_i - bound) + R^d_+ (m = sense * z; the orthant's unit vectors are rays of the corral), whose minimum-norm
+point is 0 exactly when a mixture lies in C. Each iteration calls the oracle with the current point x (the gradient
+of 1/2 dist^2), adds the policy or the ray that improves, and applies the corral update
 (`min_norm_point.wolfe_step`: affine minimization, step back to the hull, drop zero weights; a Caratheodory step
-keeps the corral at d + 1), so at most d + 1 policies are held at every iteration. It stops at x = 0 (in C), when <x, v> > tol ||x|| for every policy v (every
-mixture is farther than tol from C: out of reach), or at Wolfe's certificate <x, v> >= ||x||^2 - tol^2 (x is the
-minimum-norm point). `maximize_by_target_search` wraps it in a bisection on the value target, warm-started from the
-last feasible corral: a second route to the same optimum, kept as a check on column generation.
-"""
+keeps the corral at d + 1), so at most d + 1 policies are held at every iteration. It stops at x = 0 (in C), when
+<x, v> > tol ||x|| for every policy v (every mixture is farther than tol from C: out of reach), or at Wolfe's
+certificate <x, v> >= ||x||^2 - tol^2 (x is the minimum-norm point). `maximize_by_target_search` wraps it in a
+bisection on the value target, warm-started from the last feasible corral: a second route to the same optimum, kept
+as a check on column generation."""
 
 from __future__ import annotations
 

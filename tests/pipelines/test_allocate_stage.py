@@ -99,7 +99,8 @@ def test_frame_unknown_segment_cap_fails_before_any_pass(tmp_path):
 def test_cli_allocate_on_campaign_logs_frontier_and_truth(tmp_path, mlflow_uri, small_campaign, capsys):
     out = tmp_path / "allocation"
     code = main(["allocate", "--users", str(small_campaign.paths.users), "--logs", str(small_campaign.paths.logs),
-                 "--out", str(out), "--budget-per-user", "0.5", "--max-iter", "30", "--tracking-uri", mlflow_uri, "--experiment", "alloc"])
+                 "--out", str(out), "--budget-per-user", "0.5", "--max-iter", "30", "--tracking-uri", mlflow_uri,
+                 "--experiment", "alloc"])
     assert code == 0, capsys.readouterr().err
     written = pd.read_parquet(out)
     users = pd.read_parquet(small_campaign.paths.users)

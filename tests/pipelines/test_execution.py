@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.errors import InputError
 from campaign_core import StatisticOf, compute
+from pipelines.errors import InputError
 from pipelines.execution import Blocks, Partitions, dask_client, map_tasks, run_statistic
 from pipelines.io import atomic_output
 from pipelines.profile import ArmProfile
