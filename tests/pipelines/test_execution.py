@@ -3,6 +3,8 @@ any fan-in."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -151,3 +153,20 @@ def test_a_write_killed_mid_swap_gets_the_old_folder_back(tmp_path):
             raise RuntimeError("the next job fails too")
     assert (tmp_path / "out" / "data.txt").read_text() == "complete earlier output"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_the_scaling_example_in_the_docs_runs_and_agrees_with_pandas(small_campaign, tmp_path, monkeypatch):
+    """docs/pipelines.md, 'Scaling a new statistic': the complete example, run as written on a campaign on disk."""
+    docs = (Path(__file__).parents[2] / "docs" / "pipelines.md").read_text()
+    code = docs.split("A complete example")[1].split("```python")[1].split("```")[0]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "campaign").symlink_to(small_campaign.paths.root)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "docs/pipelines.md", "exec"), namespace)
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    expected = (logs["reward"] > 0).groupby(logs["arm"]).mean()
+    pd.testing.assert_series_equal(namespace["rates"], expected, check_names=False, check_index_type=False, rtol=1e-12)
+    head = pd.read_parquet(sorted(small_campaign.paths.logs.glob("*.parquet"))[0]).head(10_000)
+    pd.testing.assert_series_equal(namespace["in_memory"], (head["reward"] > 0).groupby(head["arm"]).mean(),
+                                   check_names=False, check_index_type=False, rtol=1e-12)
