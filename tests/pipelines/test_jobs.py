@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from pipelines import stages  # noqa: F401
 from pipelines.cli import main
 from pipelines.compare import compare_runs
 from pipelines.config import StageConfig
+from pipelines.errors import InputError
 from pipelines.job import build_job, load_job, run_job
 from pipelines.stages.registry import StageContext, get_stage, registered_stages
 from pipelines.tracking import fingerprint, flatten
@@ -192,3 +195,42 @@ def test_version_and_help(capsys):
     assert "0.1.0" in capsys.readouterr().out
     assert main(["--help"]) == 0
     assert "profile-logs" in capsys.readouterr().out
+
+
+def test_a_bad_table_for_the_last_stage_fails_the_job_before_the_first_stage(tmp_path, mlflow_uri, capsys):
+    """Every input table is validated, values included, before any stage starts: a NaN in the last stage's table
+    fails the job with one line, no MLflow run and nothing written, not after the earlier stages' work."""
+    rng = np.random.default_rng(0)
+    n = 200
+    pd.DataFrame({"user_id": np.arange(n), "arm": rng.choice(["a", "b"], n), "reward": rng.random(n),
+                  "propensity": 0.5}).to_parquet(tmp_path / "logs.parquet")
+    pd.DataFrame({"user_id": np.arange(n), "cluster": np.arange(n) // 10,
+                  "group": (np.arange(n) // 10) % 2}).to_parquet(tmp_path / "assignment.parquet")
+    outcomes = pd.DataFrame({"user_id": np.arange(n), "outcome": rng.normal(size=n)})
+    outcomes.loc[[3, 7], "outcome"] = np.nan
+    outcomes.to_parquet(tmp_path / "outcomes.parquet")
+    (tmp_path / "job.yaml").write_text("""
+experiment: checked-first
+profile-logs: {logs: logs.parquet, out: out/profile.csv}
+readout: {assignment: assignment.parquet, outcomes: outcomes.parquet, out: out/effects.csv}
+""")
+    code = main(["run", str(tmp_path / "job.yaml"), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "outcomes: column 'outcome' has 2 NaN, inf or missing values of 200 rows" in err
+    assert not (tmp_path / "out").exists()
+    mlflow.set_tracking_uri(mlflow_uri)
+    assert mlflow.get_experiment_by_name("checked-first") is None
+
+
+@pytest.mark.parametrize(("section", "old", "new"), [
+    ("fit-bandit", "data: logs", "`logs`"), ("evaluate-policy", "users: holdout", "`split: train|holdout|all`"),
+    ("select-features", "data: logs", "`logs`"), ("readout", "simulate: {}", "`simulate-outcomes`"),
+    ("allocate", "transitions: t", "`constrained-rl`"), ("assign", "truth_interactions: x", "truth automatically")])
+def test_retired_keys_are_refused_naming_the_new_key(tmp_path, section, old, new):
+    with pytest.raises(InputError, match=rf"^config: key '{old.split(':')[0]}' in section '{section}' is retired: "):
+        build_job(yaml.safe_load(f"{section}: {{{old}, out: x}}"), base_dir=tmp_path)
+    try:
+        build_job(yaml.safe_load(f"{section}: {{{old}, out: x}}"), base_dir=tmp_path)
+    except InputError as error:
+        assert new in str(error) and "\n" not in str(error)
