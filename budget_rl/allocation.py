@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -69,17 +69,20 @@ class Allocation:
     frontier: pd.DataFrame | None
     diagnostics: dict = field(default_factory=dict)
 
-    def summary(self) -> pd.DataFrame:
-        """One row: budget, spend, value, integral spend and value, multiplier, fractional users, method, seconds."""
-        return pd.DataFrame([{
+    def summary(self) -> dict[str, Any]:
+        """Headline figures: budget, spend, value, integral spend and value, the budget's multiplier, the number of
+        fractional users, each capped segment's extra multiplier (`segment_multiplier_<label>`), method, seconds."""
+        figures = {
             "budget": self.budget, "spend": self.spend, "value": self.value, "integral_spend": self.integral_spend,
             "integral_value": self.integral_value, "budget_multiplier": self.budget_multiplier,
-            "fractional_users": len(self.fractional), "method": self.diagnostics.get("method"),
-            "seconds": self.diagnostics.get("seconds"),
-        }])
+            "fractional_users": len(self.fractional),
+        }
+        figures |= {f"segment_multiplier_{label}": price for label, price in self.segment_multipliers.items()}
+        return figures | {"method": self.diagnostics.get("method"), "seconds": self.diagnostics.get("seconds")}
 
     def to_frame(self, user_ids: np.ndarray | None = None, level_labels: list | None = None) -> pd.DataFrame:
-        """Per user: user_id, level (label if given), upper_level and upper_share (fractional users only)."""
+        """One row per user: user_id, level (label if given), upper_level and upper_share (fractional users only;
+        -1 / None and 0 for the others). The frontier, one row per multiplier, is `frontier`."""
         if self.level is None:
             raise InputError("level: this allocation was written per partition; read its parquet instead")
         n = len(self.level)

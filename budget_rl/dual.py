@@ -199,45 +199,49 @@ class _Pass:
                                                     filter_group, *self.keys.args()))
 
 
+class _UsersPass:
+    """A pass over chunks of users as a statistic: `compute(block)` per chunk, merged by the state's own merge."""
+
+    columns: UserColumns | None
+
+    def compute(self, block: Block) -> Any:
+        raise NotImplementedError
+
+    def partial(self, chunk: Any) -> Any:
+        return self.compute(_as_block(chunk, self.columns))
+
+    @staticmethod
+    def merge(left: Any, right: Any) -> Any:
+        return left.merge(right)
+
+    @staticmethod
+    def finalize(state: Any) -> Any:
+        return state
+
+
 @dataclass(frozen=True)
-class _HistogramPass:
-    """Extra cost and value of the hull upgrades per slope bin, over chunks of users (a statistic)."""
+class _HistogramPass(_UsersPass):
+    """Extra cost and value of the hull upgrades per slope bin, over chunks of users."""
 
     plan: _Pass
     edges: np.ndarray
     columns: UserColumns | None
 
-    def partial(self, chunk: Any) -> _Histogram:
-        return self.plan.histogram(self.edges, _as_block(chunk, self.columns))
-
-    @staticmethod
-    def merge(left: _Histogram, right: _Histogram) -> _Histogram:
-        return left.merge(right)
-
-    @staticmethod
-    def finalize(histogram: _Histogram) -> _Histogram:
-        return histogram
+    def compute(self, block: Block) -> _Histogram:
+        return self.plan.histogram(self.edges, block)
 
 
 @dataclass(frozen=True)
-class _CandidatePass:
-    """The upgrades whose slope lies in each group's crossing bin [low, high), over chunks of users (a statistic)."""
+class _CandidatePass(_UsersPass):
+    """The upgrades whose slope lies in each group's crossing bin [low, high), over chunks of users."""
 
     plan: _Pass
     low: np.ndarray
     high: np.ndarray
     columns: UserColumns | None
 
-    def partial(self, chunk: Any) -> _Candidates:
-        return self.plan.candidates(self.low, self.high, _as_block(chunk, self.columns))
-
-    @staticmethod
-    def merge(left: _Candidates, right: _Candidates) -> _Candidates:
-        return left.merge(right)
-
-    @staticmethod
-    def finalize(candidates: _Candidates) -> _Candidates:
-        return candidates
+    def compute(self, block: Block) -> _Candidates:
+        return self.plan.candidates(self.low, self.high, block)
 
 
 @dataclass(frozen=True)

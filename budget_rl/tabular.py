@@ -109,10 +109,10 @@ def per_day_mixture(policies: list[np.ndarray], weights: np.ndarray, n_actions: 
     return sum(w * np.eye(n_actions)[p] for w, p in zip(weights, policies, strict=True))
 
 
-def random_cmdp(n_states: int, n_actions: int, horizon: int, seed: int) -> TabularCMDP:
+def random_cmdp(n_states: int, n_actions: int, horizon: int, *, random_state: int = 0) -> TabularCMDP:
     """A random CMDP whose costly actions pay off later (action a moves mass to higher states with a's size), with a
-    free action 0, so budgets trade today's reward for tomorrow's."""
-    rng = np.random.default_rng(seed)
+    free action 0, so budgets trade today's reward for tomorrow's. `random_state` seeds every draw."""
+    rng = np.random.default_rng(random_state)
     transition = rng.dirichlet(np.ones(n_states), size=(n_states, n_actions))
     lift = np.linspace(0.0, 0.8, n_actions)
     upward = np.zeros(n_states)
@@ -124,10 +124,12 @@ def random_cmdp(n_states: int, n_actions: int, horizon: int, seed: int) -> Tabul
     return TabularCMDP(transition, reward, cost, rng.dirichlet(np.ones(n_states)), horizon)
 
 
-def log_transitions(model: TabularCMDP, n_users: int, seed: int, logging: np.ndarray | None = None) -> Transitions:
+def log_transitions(model: TabularCMDP, n_users: int, *, random_state: int = 0,
+                    logging: np.ndarray | None = None) -> Transitions:
     """Episodes of `n_users` users under a logging policy (S, A) (default uniform: full coverage), with one-hot
-    state features and the logged propensities: the offline data the learners of `budget_rl.offline` take."""
-    rng = np.random.default_rng(seed)
+    state features and the logged propensities: the offline data the learners of `budget_rl.offline` take.
+    `random_state` seeds the users' draws."""
+    rng = np.random.default_rng(random_state)
     logging = np.full((model.n_states, model.n_actions), 1.0 / model.n_actions) if logging is None else logging
     eye = np.eye(model.n_states)
     state = rng.choice(model.n_states, size=n_users, p=model.initial)

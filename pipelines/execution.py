@@ -149,12 +149,10 @@ def _reduce_partitions(statistic: Statistic[Any, Any], frames: tuple, columns: S
     return state
 
 
-@dataclass(frozen=True)
-class Partitions:
-    """A Dask DataFrame as a `campaign_core.ChunkedTable`: statistics run over its partitions."""
+class _FrameTable:
+    """What both chunked frames share: the frame's columns and types (read without reading rows)."""
 
-    frame: dd.DataFrame
-    split_every: int = SPLIT_EVERY
+    frame: Any
 
     @property
     def columns(self) -> list[str]:
@@ -163,6 +161,14 @@ class Partitions:
     @property
     def dtypes(self) -> pd.Series:
         return self.frame.dtypes
+
+
+@dataclass(frozen=True)
+class Partitions(_FrameTable):
+    """A Dask DataFrame as a `campaign_core.ChunkedTable`: statistics run over its partitions."""
+
+    frame: dd.DataFrame
+    split_every: int = SPLIT_EVERY
 
     @property
     def n_chunks(self) -> int:
@@ -173,20 +179,12 @@ class Partitions:
 
 
 @dataclass(frozen=True)
-class Blocks:
+class Blocks(_FrameTable):
     """An in-memory DataFrame as a `campaign_core.ChunkedTable`: statistics run on blocks of rows on threads."""
 
     frame: pd.DataFrame
     block_rows: int = 1 << 16
     split_every: int = SPLIT_EVERY
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.frame.columns)
-
-    @property
-    def dtypes(self) -> pd.Series:
-        return self.frame.dtypes
 
     @property
     def n_chunks(self) -> int:
