@@ -124,7 +124,7 @@ class _Checked:
     capped_segments: list[str]
 
 
-def check_allocation_input(value, cost, budget: float, constraints: AllocationConstraints,
+def check_allocation_input(value, cost, budget: float, constraints: AllocationConstraints, *,
                            segments=None, user_ids=None) -> _Checked:
     """Validate every input of `allocate` (module docstring) and return the arrays it works on."""
     value, cost = _matrix("value", value), _matrix("cost", cost)
@@ -234,7 +234,7 @@ def _from_dual(checked: _Checked, budget: float, solution: DualSolution, started
 def _from_lp(checked: _Checked, budget: float, constraints: AllocationConstraints, solver: str,
              started: float) -> Allocation:
     solution = solve_lp(checked.value, checked.cost, budget, constraints, checked.segment_codes,
-                        checked.capped_segments, solver)
+                        checked.capped_segments, solver=solver)
     shares = solution.shares
     n = shares.shape[0]
     rows = np.arange(n)
@@ -275,7 +275,7 @@ def allocate(value, cost, budget: float, method: Method = "dual", constraints: A
     if method == "dual" and constraints.needs_lp:
         raise InputError(f"constraints: {', '.join(constraints.needs_lp)} need method='lp' "
                          "(the dual handles the budget and segment spend caps)")
-    checked = check_allocation_input(value, cost, budget, constraints, segments, user_ids)
+    checked = check_allocation_input(value, cost, budget, constraints, segments=segments, user_ids=user_ids)
     started = time.perf_counter()
     if method == "lp":
         return _from_lp(checked, budget, constraints, solver, started)

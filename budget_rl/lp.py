@@ -38,7 +38,7 @@ class LPSolution:
 
 
 def solve_lp(value: np.ndarray, cost: np.ndarray, budget: float, constraints: AllocationConstraints,
-             segment_codes: np.ndarray, segment_labels: list[str], solver: str = "HIGHS") -> LPSolution:
+             segment_codes: np.ndarray, segment_labels: list[str], *, solver: str = "HIGHS") -> LPSolution:
     """Solve the allocation LP; raises InfeasibleAllocationError when no allocation meets every constraint."""
     started = time.perf_counter()
     n, n_levels = value.shape

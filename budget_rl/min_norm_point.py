@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from campaign_core import InputError
 
@@ -33,6 +34,16 @@ class MinNormPoint:
     gap: float
     iterations: int
     minor_cycles: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per active point: `point` (its row in the input) and `weight`."""
+        return pd.DataFrame({"point": np.asarray(self.active, dtype=np.int64), "weight": self.weights})
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: the distance of the hull to the origin (`norm`), the certificate `gap`, the active
+        points, iterations and minor cycles."""
+        return {"norm": float(np.linalg.norm(self.x)), "gap": self.gap, "n_active": len(self.active),
+                "iterations": self.iterations, "minor_cycles": self.minor_cycles}
 
 
 def affine_minimizer(corral: np.ndarray, rays: np.ndarray | None = None) -> np.ndarray:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import linprog
 
 from budget_rl.min_norm_point import wolfe_step
@@ -58,16 +59,35 @@ class MixedPolicy:
     def expected(self) -> np.ndarray:
         return self.weights @ self.measurements
 
-    def assign(self, user_ids, salt: str) -> np.ndarray:
+    def _measurement_names(self) -> list[str]:
+        """`value`, then `cost` for one constrained measurement, or `cost_0`, `cost_1`, ... for several."""
+        extra = self.measurements.shape[1] - 1
+        return ["value", *(["cost"] if extra == 1 else [f"cost_{j}" for j in range(extra)])]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per component: `component` (its index, as `assign` returns it), `weight`, and its measurements
+        (`value`, then `cost`, or `cost_0`, `cost_1`, ... with several constraints)."""
+        frame = pd.DataFrame({"component": np.arange(len(self.weights)), "weight": self.weights})
+        for name, column in zip(self._measurement_names(), np.asarray(self.measurements).T, strict=True):
+            frame[name] = column
+        return frame
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: components stored, oracle calls, and the mixture's expected measurements."""
+        figures = {"n_components": len(self.weights), "oracle_calls": self.oracle_calls}
+        return figures | {name: float(value)
+                          for name, value in zip(self._measurement_names(), self.expected, strict=True)}
+
+    def assign(self, user_ids, *, salt: str) -> np.ndarray:
         """Component index of each user: `campaign_core.salted_uniform(user_id, salt)` cut at the cumulative
         weights, so the draw is reproducible, auditable and independent of row order and partitioning."""
         uniform = salted_uniform(user_ids, salt)
         return np.minimum(np.searchsorted(np.cumsum(self.weights), uniform, side="right"), len(self.weights) - 1)
 
-    def act(self, user_ids, states: np.ndarray, day: int, salt: str) -> np.ndarray:
+    def act(self, user_ids, states: np.ndarray, day: int, *, salt: str) -> np.ndarray:
         """Actions on `day` for users in `states` (n, p): each user follows the component `assign` draws for them
         (the same every day), whose `act(states, day)` decides."""
-        component = self.assign(user_ids, salt)
+        component = self.assign(user_ids, salt=salt)
         action = np.zeros(len(states), dtype=np.int64)
         for index, policy in enumerate(self.components):
             rows = component == index

@@ -22,6 +22,9 @@ import torch
 
 from campaign_core import InputError
 
+#: What `fitted_q_evaluation` estimates per episode, in order.
+MEASUREMENTS = ("value", "cost")
+
 
 @dataclass(frozen=True)
 class Transitions:
@@ -105,6 +108,31 @@ class Transitions:
     def on_day(self, day: int) -> np.ndarray:
         return np.flatnonzero(self.day == day)
 
+    def to_frame(self, *, actions: list | None = None, feature_names: list[str] | None = None) -> pd.DataFrame:
+        """One row per logged decision (user and day), in stored order: user_id, day, action (its label in
+        `actions`, else its code), reward, cost, propensity (when logged), then state_<name> and next_<name> per
+        feature (`feature_names`, else 0..p-1): the table `from_frame` reads back."""
+        labels = np.asarray(actions, dtype=object)[self.action] if actions is not None else self.action
+        frame = pd.DataFrame({"user_id": self.user, "day": self.day, "action": labels, "reward": self.reward,
+                              "cost": self.cost})
+        if self.propensity is not None:
+            frame["propensity"] = self.propensity
+        names = list(range(self.state.shape[1])) if feature_names is None else list(feature_names)
+        if len(names) != self.state.shape[1]:
+            raise InputError(f"feature_names: {len(names)} names for {self.state.shape[1]} state features")
+        states = pd.DataFrame(self.state, columns=[f"state_{name}" for name in names])
+        nexts = pd.DataFrame(self.next_state, columns=[f"next_{name}" for name in names])
+        return pd.concat([frame, states, nexts], axis=1)
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: rows, users, actions, horizon, mean total reward and cost per user, whether the
+        propensities were logged."""
+        n_users = int(np.unique(self.user).size)
+        per_user = max(n_users, 1)
+        return {"n_rows": len(self.action), "n_users": n_users, "n_actions": self.n_actions,
+                "horizon": self.horizon, "reward_per_user": float(self.reward.sum() / per_user),
+                "cost_per_user": float(self.cost.sum() / per_user), "has_propensity": self.propensity is not None}
+
 
 class RidgeQ:
     """Per-action ridge regression of the target on the features (closed form); predict gives (n, n_actions)."""
@@ -112,7 +140,7 @@ class RidgeQ:
     def __init__(self, l2: float = 1e-8):
         self.l2 = l2
 
-    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int,
+    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int, *,
             weight: np.ndarray | None = None) -> RidgeQ:
         p = features.shape[1]
         self.coefficients_ = np.zeros((n_actions, p))
@@ -135,7 +163,7 @@ class MLPQ:
         self.hidden, self.epochs, self.batch_size = hidden, epochs, batch_size
         self.learning_rate, self.random_state, self.device = learning_rate, random_state, device
 
-    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int,
+    def fit(self, features: np.ndarray, action: np.ndarray, target: np.ndarray, n_actions: int, *,
             weight: np.ndarray | None = None) -> MLPQ:
         generator = torch.Generator().manual_seed(self.random_state)
         torch.manual_seed(self.random_state)
@@ -189,8 +217,8 @@ def step_weight(data: Transitions, rows: np.ndarray, importance_weighted: bool) 
     return 1.0 / data.propensity[rows]
 
 
-def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: float,
-                       regressor: Regressor = RidgeQ, *, importance_weighted: bool = False) -> GreedyQPolicy:
+def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: float, *,
+                       regressor: Regressor = RidgeQ, importance_weighted: bool = False) -> GreedyQPolicy:
     """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c (backward induction).
 
     importance_weighted: weight each regression row by 1 / logged propensity (needs `data.propensity`); this
@@ -205,11 +233,11 @@ def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: flo
         if day + 1 < data.horizon:
             target += q_functions[day + 1].predict(data.next_state[rows]).max(axis=1)
         q_functions[day] = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions,
-                                           step_weight(data, rows, importance_weighted))
+                                           weight=step_weight(data, rows, importance_weighted))
     return GreedyQPolicy(tuple(q_functions))
 
 
-def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ, *,
+def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, *, regressor: Regressor = RidgeQ,
                         importance_weighted: bool = False) -> np.ndarray:
     """(value, cost) per episode of `policy`: mean over the logged first-day states of the day-0 Q-functions (one
     for reward, one for cost) at the policy's action. importance_weighted as in `fitted_q_iteration`."""
@@ -225,7 +253,7 @@ def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Reg
                 predicted = q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
                 target += np.maximum(predicted, floor)
             q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions,
-                                     step_weight(data, rows, importance_weighted))
+                                     weight=step_weight(data, rows, importance_weighted))
         first = data.state[data.on_day(0)]
         start = q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)]
         estimates.append(float(np.maximum(start, floor).mean()))
@@ -234,19 +262,35 @@ def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, regressor: Reg
 
 @dataclass(frozen=True)
 class PolicyEstimate:
-    """FQE of a policy: (value, cost) per episode, with percentile bootstrap intervals over users."""
+    """FQE of a policy: (value, cost) per episode, with percentile bootstrap intervals over users at `confidence`;
+    `replicates` (n_bootstrap, 2) are the bootstrap estimates."""
 
     estimate: np.ndarray
     low: np.ndarray
     high: np.ndarray
     replicates: np.ndarray
+    confidence: float = 0.95
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per measurement (`value`, `cost`, per episode): `measurement`, `estimate`, `low`, `high`."""
+        return pd.DataFrame({"measurement": MEASUREMENTS, "estimate": self.estimate, "low": self.low,
+                             "high": self.high})
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: value and cost per episode with their interval bounds (`value_low`, ...), the
+        bootstrap resamples and the confidence."""
+        figures: dict[str, float] = {}
+        for index, name in enumerate(MEASUREMENTS):
+            figures |= {name: float(self.estimate[index]), f"{name}_low": float(self.low[index]),
+                        f"{name}_high": float(self.high[index])}
+        return figures | {"n_bootstrap": len(self.replicates), "confidence": self.confidence}
 
 
-def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regressor = RidgeQ, *,
+def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, *, regressor: Regressor = RidgeQ,
                        importance_weighted: bool = False, n_bootstrap: int = 50, confidence: float = 0.95,
                        random_state: int = 0) -> PolicyEstimate:
     """FQE on the logs and on `n_bootstrap` resamples of the users (episodes drawn with replacement, whole)."""
-    estimate = fitted_q_evaluation(data, policy, regressor, importance_weighted=importance_weighted)
+    estimate = fitted_q_evaluation(data, policy, regressor=regressor, importance_weighted=importance_weighted)
     rng = np.random.default_rng(random_state)
     users, position = np.unique(data.user, return_inverse=True)
     rows_of = np.argsort(position, kind="stable")
@@ -261,21 +305,22 @@ def fqe_with_intervals(data: Transitions, policy: GreedyQPolicy, regressor: Regr
         sample = Transitions(data.state[rows], data.action[rows], data.reward[rows], data.cost[rows],
                              data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon,
                              None if data.propensity is None else data.propensity[rows])
-        replicates.append(fitted_q_evaluation(sample, policy, regressor, importance_weighted=importance_weighted))
+        replicates.append(fitted_q_evaluation(sample, policy, regressor=regressor,
+                                              importance_weighted=importance_weighted))
     replicates = np.asarray(replicates)
     tail = 100 * (1 - confidence) / 2
     return PolicyEstimate(estimate, np.percentile(replicates, tail, axis=0),
-                          np.percentile(replicates, 100 - tail, axis=0), replicates)
+                          np.percentile(replicates, 100 - tail, axis=0), replicates, float(confidence))
 
 
-def fqe_oracle(data: Transitions, regressor: Regressor = RidgeQ, *, importance_weighted: bool = False):
+def fqe_oracle(data: Transitions, *, regressor: Regressor = RidgeQ, importance_weighted: bool = False):
     """A best-response oracle for `budget_rl.mixed.maximize_under_budget`: FQI on the reward relabelled by the
     direction, then FQE of the resulting policy for its (value, cost)."""
     step_weight(data, data.on_day(0), importance_weighted)  # no propensities: fail before any work
 
     def oracle(direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:
-        policy = fitted_q_iteration(data, -float(direction[0]), -float(direction[1]), regressor,
+        policy = fitted_q_iteration(data, -float(direction[0]), -float(direction[1]), regressor=regressor,
                                     importance_weighted=importance_weighted)
-        return policy, fitted_q_evaluation(data, policy, regressor, importance_weighted=importance_weighted)
+        return policy, fitted_q_evaluation(data, policy, regressor=regressor, importance_weighted=importance_weighted)
 
     return oracle

@@ -207,8 +207,8 @@ class OffPolicyPass:
 
 
 # ---------------------------------------------------------------------------- the entry point
-def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
-             reward_model="ridge", *, n_folds: int = 5, clip: float | None = None, switch_threshold: float = 10.0,
+def evaluate(feedback: LoggedFeedback, target, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+             reward_model="ridge", n_folds: int = 5, clip: float | None = None, switch_threshold: float = 10.0,
              shrinkage: float = 10.0, l2: float = 1.0, confidence: float = 0.95, random_state: int = 0,
              min_ess_share: float = 0.02, reward_contexts: np.ndarray | None = None) -> pd.DataFrame:
     """Estimate the target policy's value (mean reward per round) from logged feedback.
@@ -258,7 +258,8 @@ def evaluate(feedback: LoggedFeedback, target, estimators: Sequence[str] = DEFAU
             coefficients = compute(RewardModelPass(feedback.n_arms, n_folds, random_state, l2),
                                    EvaluationChunk(feedback, contexts))
         else:
-            q = cross_fit_rewards(feedback, reward_model, n_folds, random_state, l2, contexts=contexts)
+            q = cross_fit_rewards(feedback, reward_model, n_folds=n_folds, random_state=random_state, l2=l2,
+                                  contexts=contexts)
     table = compute(OffPolicyPass(names, target, coefficients, n_folds, random_state, settings, confidence),
                     EvaluationChunk(feedback, contexts, q))
     for message in overlap_warnings(table, min_ess_share):

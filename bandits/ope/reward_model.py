@@ -69,7 +69,7 @@ def ridge_predict(X: np.ndarray, folds: np.ndarray, coefficients: np.ndarray) ->
     return out
 
 
-def cross_fit_rewards(feedback: LoggedFeedback, model="ridge", n_folds: int = 5, random_state: int = 0,
+def cross_fit_rewards(feedback: LoggedFeedback, model="ridge", *, n_folds: int = 5, random_state: int = 0,
                       l2: float = 1.0, contexts: np.ndarray | None = None) -> np.ndarray:
     """(n, K) cross-fitted estimates of every arm's expected reward for every logged row.
 

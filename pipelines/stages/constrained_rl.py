@@ -84,8 +84,8 @@ class FittedMixedPolicy:
         action = np.zeros(len(frame), dtype=np.int64)
         for day in np.unique(days):
             rows = days == day
-            action[rows] = self.mixed.act(users[rows], states[rows], int(day), self.salt)
-        component = self.mixed.assign(users, self.salt)
+            action[rows] = self.mixed.act(users[rows], states[rows], int(day), salt=self.salt)
+        component = self.mixed.assign(users, salt=self.salt)
         return pd.DataFrame({"component": component, "action": np.asarray(self.actions, dtype=object)[action]},
                             index=frame.index)
 

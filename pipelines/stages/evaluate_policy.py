@@ -11,6 +11,7 @@ holdout is the users the policy never saw (the split recorded with the policy).
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,10 @@ class EvaluatePolicyConfig(BanditLogConfig):
     switch_threshold: float = Field(10.0, gt=0, description="Switch-DR weight threshold")
     shrinkage: float = Field(10.0, gt=0, description="DR shrinkage lambda")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+
+    retired_keys: ClassVar[dict[str, str]] = {
+        **BanditLogConfig.retired_keys,
+        "truth": "synthetic campaigns are scored against their truth automatically"}
 
 
 def _demo(inputs: DemoInputs) -> dict:

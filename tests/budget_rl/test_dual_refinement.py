@@ -37,7 +37,7 @@ def _solve_in_blocks(value, cost, budget, block_rows, user_id=None, **options):
 
 
 def _allocation(value, cost, budget, solution, constraints=None, segments=None):
-    checked = check_allocation_input(value, cost, budget, constraints or AllocationConstraints(), segments)
+    checked = check_allocation_input(value, cost, budget, constraints or AllocationConstraints(), segments=segments)
     return _from_dual(checked, budget, solution, time.perf_counter())
 
 

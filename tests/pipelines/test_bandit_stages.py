@@ -128,7 +128,8 @@ def test_the_stage_and_bandits_evaluate_give_identical_numbers_on_the_same_rows(
     feedback = LoggedFeedback.from_frame(logs, fitted.encoder, user_id="user_id", arms=fitted.arms)
     reward_contexts = ContextEncoder(reward_features).fit(logs).transform(logs)
     seed = StageContext(seed=3, log=None).stage_seed("evaluate-policy")  # type: ignore[arg-type]
-    library = evaluate(feedback, fitted.policy, estimators, reward_contexts=reward_contexts, random_state=seed)
+    library = evaluate(feedback, fitted.policy, estimators=estimators, reward_contexts=reward_contexts,
+                       random_state=seed)
     pd.testing.assert_frame_equal(stage, library, check_exact=True, check_dtype=False)
 
 
