@@ -97,7 +97,7 @@ def run_world(name: str, n_users: int, repeats: int, seed: int = 3) -> list[dict
     from pipelines.synthetic.generate import simulate_campaign
 
     warnings.simplefilter("ignore")
-    campaign = simulate_campaign(CampaignConfig(n_users=n_users, n_days=1, **WORLDS[name]), seed=seed)
+    campaign = simulate_campaign(CampaignConfig(n_users=n_users, n_days=1, **WORLDS[name]), random_state=seed)
     users, edges = campaign.users, campaign.edges
     hidden = abtest.build_graph(campaign.truth.interactions, users["user_id"])
     rows = []

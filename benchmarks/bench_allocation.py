@@ -112,7 +112,7 @@ def measure_models(n_users: int, seed: int, hidden_targeting: float) -> dict:
     from pipelines.synthetic import CampaignConfig, simulate_campaign
 
     campaign = simulate_campaign(CampaignConfig(n_users=n_users, avg_degree=0, hidden_targeting=hidden_targeting),
-                                 seed=seed)
+                                 random_state=seed)
     logs, truth = campaign.logs, campaign.truth
     arms, faces = truth.world.arm_labels, np.asarray(truth.world.arm_costs)
     features = [spec.name for spec in truth.world.features] + ["recent_purchases"]

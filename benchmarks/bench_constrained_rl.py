@@ -60,12 +60,12 @@ def _environment(n_users: int, world_seed: int, overrides: dict):
     from pipelines.synthetic.episodes import CampaignEpisodes
 
     config = CampaignConfig(n_users=n_users, avg_degree=0, chunk_users=max(n_users, 100), **overrides)
-    return CampaignEpisodes(CampaignWorld.from_config(config, seed=world_seed), 0, n_users, HORIZON)
+    return CampaignEpisodes(CampaignWorld.from_config(config, random_state=world_seed), 0, n_users, HORIZON)
 
 
 def _hashed(mixed, user_ids: np.ndarray, salt: str = "benchmark"):
     """Executes a mixture: one component per user for the whole campaign."""
-    return lambda features, day: mixed.act(user_ids, features, day, salt)
+    return lambda features, day: mixed.act(user_ids, features, day, salt=salt)
 
 
 def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Sequence[float],
@@ -77,12 +77,12 @@ def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Seque
     from budget_rl.offline import RidgeQ, fqe_oracle
 
     env = _environment(n_users, world_seed, overrides)
-    logs = env.log(log_seed).transitions
-    oracle = fqe_oracle(logs, RidgeQ, importance_weighted=True)
+    logs = env.log(random_state=log_seed).transitions
+    oracle = fqe_oracle(logs, regressor=RidgeQ, importance_weighted=True)
     runs, totals = [], []
 
     def record(method: str, budget: float, policy, seconds: float, stored: int, calls: int, planned) -> None:
-        episodes = env.run(policy, EVALUATION_SEED)
+        episodes = env.run(policy, random_state=EVALUATION_SEED)
         totals.append((episodes.total_reward, episodes.total_cost))
         runs.append({"method": method, "budget": budget, "train_s": seconds, "stored_policies": stored,
                      "oracle_calls": calls, "planned": None if planned is None else [float(v) for v in planned],
@@ -175,13 +175,13 @@ def measure_training(n_users: int, world_seed: int, q_model: str, budget: float)
     from budget_rl.offline import MLPQ, RidgeQ, fqe_oracle
 
     env = _environment(n_users, world_seed, {})
-    logs = env.log(LOG_SEED).transitions
+    logs = env.log(random_state=LOG_SEED).transitions
     regressor = RidgeQ if q_model == "ridge" else (lambda: MLPQ(epochs=5))
-    oracle = fqe_oracle(logs, regressor, importance_weighted=True)
+    oracle = fqe_oracle(logs, regressor=regressor, importance_weighted=True)
     started = time.perf_counter()
     mixed = maximize_under_budget(oracle, [budget])
     seconds = time.perf_counter() - started
-    realised = env.run(_hashed(mixed, env.users.user_id), EVALUATION_SEED)
+    realised = env.run(_hashed(mixed, env.users.user_id), random_state=EVALUATION_SEED)
     return {"seconds": seconds, "oracle_calls": mixed.oracle_calls, "stored_policies": len(mixed.components),
             "rows": int(len(logs.action)), "planned": [float(v) for v in mixed.expected],
             "realised": [realised.value, realised.spend]}

@@ -73,7 +73,7 @@ def measure_generate(mode: str, n_users: int, n_days: int, seed: int, out_dir: s
     if mode == "sequential":
         with dask.config.set(scheduler="synchronous"):
             started, cpu_started = time.perf_counter(), time.process_time()
-            truth = generate_campaign(config, out, seed=seed)
+            truth = generate_campaign(config, out, random_state=seed)
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     elif mode == "dask_client":
         started = time.perf_counter()
@@ -81,7 +81,7 @@ def measure_generate(mode: str, n_users: int, n_days: int, seed: int, out_dir: s
             client_start_s = time.perf_counter() - started
             threads = sum(client.nthreads().values())
             started, cpu_started = time.perf_counter(), time.process_time()
-            truth = generate_campaign(config, out, seed=seed)
+            truth = generate_campaign(config, out, random_state=seed)
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     else:
         raise ValueError(f"mode: unknown {mode!r}")

@@ -80,7 +80,7 @@ class Allocation:
         figures |= {f"segment_multiplier_{label}": price for label, price in self.segment_multipliers.items()}
         return figures | {"method": self.diagnostics.get("method"), "seconds": self.diagnostics.get("seconds")}
 
-    def to_frame(self, user_ids: np.ndarray | None = None, level_labels: list | None = None) -> pd.DataFrame:
+    def to_frame(self, *, user_ids: np.ndarray | None = None, level_labels: list | None = None) -> pd.DataFrame:
         """One row per user: user_id, level (label if given), upper_level and upper_share (fractional users only;
         -1 / None and 0 for the others). The frontier, one row per multiplier, is `frontier`."""
         if self.level is None:
@@ -257,8 +257,8 @@ def _from_lp(checked: _Checked, budget: float, constraints: AllocationConstraint
                      "objective": solution.objective, "seconds": time.perf_counter() - started})
 
 
-def allocate(value, cost, budget: float, method: Method = "dual", constraints: AllocationConstraints | None = None,
-             *, segments=None, user_ids=None, solver: str = "HIGHS") -> Allocation:
+def allocate(value, cost, budget: float, *, method: Method = "dual", constraints: AllocationConstraints | None = None,
+             segments=None, user_ids=None, solver: str = "HIGHS") -> Allocation:
     """The best allocation of incentive levels within `budget` (and `constraints`).
 
     value, cost : (n_users, n_levels) arrays (see the module docstring for units and rules).

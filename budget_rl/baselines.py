@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from budget_rl.allocation import allocate
 from budget_rl.mixed import MixedPolicy, Oracle
@@ -50,6 +51,17 @@ class FixedMultiplierPolicy:
     measurement: np.ndarray
     oracle_calls: int
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per component, as `MixedPolicy.to_frame` (a single one here, of weight 1): `component`,
+        `weight`, `value`, `cost`, and its `multiplier`."""
+        return pd.DataFrame({"component": [0], "weight": [1.0], "value": [float(self.measurement[0])],
+                             "cost": [float(self.measurement[1])], "multiplier": [self.multiplier]})
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: the multiplier, the policy's value and cost, and the oracle calls."""
+        return {"multiplier": self.multiplier, "value": float(self.measurement[0]),
+                "cost": float(self.measurement[1]), "oracle_calls": self.oracle_calls}
+
 
 def fixed_multiplier_policy(oracle: Oracle, limit: float, *, lambda_max: float = 100.0,
                             steps: int = 50) -> FixedMultiplierPolicy:
@@ -83,7 +95,7 @@ class MyopicAllocator:
         return allocate(value, cost, self.budget_per_user_day * len(features)).level.astype(np.int64)
 
 
-def myopic_allocator(data: Transitions, budget_per_user: float, regressor: Regressor = RidgeQ, *,
+def myopic_allocator(data: Transitions, budget_per_user: float, *, regressor: Regressor = RidgeQ,
                      importance_weighted: bool = False) -> MyopicAllocator:
     """The day-by-day two-stage allocator fitted on the logs; `budget_per_user` covers the whole campaign.
     importance_weighted as in `budget_rl.offline.fitted_q_iteration`."""
@@ -92,5 +104,6 @@ def myopic_allocator(data: Transitions, budget_per_user: float, regressor: Regre
         rows = data.on_day(day)
         weight = step_weight(data, rows, importance_weighted)
         for models, signal in ((reward_models, data.reward), (cost_models, data.cost)):
-            models.append(regressor().fit(data.state[rows], data.action[rows], signal[rows], data.n_actions, weight))
+            models.append(regressor().fit(data.state[rows], data.action[rows], signal[rows], data.n_actions,
+                                          weight=weight))
     return MyopicAllocator(tuple(reward_models), tuple(cost_models), budget_per_user / data.horizon)

@@ -46,6 +46,17 @@ class TrueOutcome:
     predicted_spend: float
     level: np.ndarray
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per user: `user` (the row of the value and cost arrays) and the `level` chosen."""
+        return pd.DataFrame({"user": np.arange(len(self.level)), "level": self.level})
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: the multiplier, and the allocation's value and spend under the truth and as
+        predicted."""
+        return {"budget_multiplier": self.budget_multiplier, "true_value": self.true_value,
+                "true_spend": self.true_spend, "predicted_value": self.predicted_value,
+                "predicted_spend": self.predicted_spend}
+
 
 def _choose(value: np.ndarray, cost: np.ndarray, multiplier: float) -> np.ndarray:
     return np.argmax(value - multiplier * cost - 1e-12 * cost, axis=1)
@@ -59,7 +70,7 @@ def outcome_at_multiplier(predicted_value, predicted_cost, true_value, true_cost
                        float(predicted_value[rows, level].sum()), float(predicted_cost[rows, level].sum()), level)
 
 
-def value_at_true_spend(predicted_value, predicted_cost, true_value, true_cost, target_spend: float,
+def value_at_true_spend(predicted_value, predicted_cost, true_value, true_cost, target_spend: float, *,
                         iterations: int = 60) -> TrueOutcome:
     """The allocation by the predictions whose true spend is the largest not above `target_spend` (bisection on
     the multiplier over [0, max predicted value/cost ratio])."""

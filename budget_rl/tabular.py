@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
+import pandas as pd
 
 from budget_rl.offline import Transitions
 from campaign_core import InputError
@@ -52,6 +53,17 @@ class TabularCMDP:
     @property
     def n_actions(self) -> int:
         return self.reward.shape[1]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (state, action): `state`, `action`, its per-day `reward` and `cost`, and `initial` (the
+        state's probability on day 0). The transitions are `transition` (S, A, S)."""
+        state, action = np.meshgrid(np.arange(self.n_states), np.arange(self.n_actions), indexing="ij")
+        return pd.DataFrame({"state": state.ravel(), "action": action.ravel(), "reward": self.reward.ravel(),
+                             "cost": self.cost.ravel(), "initial": self.initial[state.ravel()]})
+
+    def summary(self) -> dict[str, float]:
+        """Headline figures: states, actions, horizon."""
+        return {"n_states": self.n_states, "n_actions": self.n_actions, "horizon": self.horizon}
 
     def evaluate(self, policy: np.ndarray) -> np.ndarray:
         """(expected total reward, expected total cost) of a policy: an (horizon, S) table of actions, or an

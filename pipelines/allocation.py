@@ -132,11 +132,11 @@ def _allocate_in_memory(frame, users: UserColumns, budget: float, constraints: A
                          f"(got {n}); use the dual (budget and segment caps) or raise max_lp_users")
     users_frame = _compute(frame).reset_index(drop=True)
     allocation = allocate(users_frame[list(users.value_columns)].to_numpy(dtype=float),
-                          users_frame[list(users.cost_columns)].to_numpy(dtype=float), budget, "lp",
-                          constraints, segments=users_frame[users.segment] if users.segment else None,
+                          users_frame[list(users.cost_columns)].to_numpy(dtype=float), budget, method="lp",
+                          constraints=constraints, segments=users_frame[users.segment] if users.segment else None,
                           user_ids=users_frame[users.user_id].to_numpy())
     if out is not None:
-        table = allocation.to_frame(users_frame[users.user_id].to_numpy(), level_labels)
+        table = allocation.to_frame(user_ids=users_frame[users.user_id].to_numpy(), level_labels=level_labels)
         if users.segment:
             table.insert(1, "segment", users_frame[users.segment].astype(str).to_numpy())
         rows = np.arange(len(table))

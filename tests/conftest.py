@@ -28,7 +28,7 @@ def _quiet_environment(monkeypatch):
 def small_campaign(tmp_path_factory) -> CampaignTruth:
     """A 3,000-user, 5-day campaign on disk (synchronous scheduler), shared read-only by the tests."""
     with dask.config.set(scheduler="synchronous"):
-        return generate_campaign(SMALL, tmp_path_factory.mktemp("campaign") / "campaign", seed=11)
+        return generate_campaign(SMALL, tmp_path_factory.mktemp("campaign") / "campaign", random_state=11)
 
 
 @pytest.fixture(scope="session")

@@ -123,9 +123,9 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     if weighted and data.propensity is None:
         raise InputError("propensity: importance_weighting on needs a propensity column in the transitions")
     regressor = RidgeQ if config.q_model == "ridge" else _mlp(context.stage_seed("constrained-rl"))
-    oracle = fqe_oracle(data, regressor, importance_weighted=weighted)
+    oracle = fqe_oracle(data, regressor=regressor, importance_weighted=weighted)
     mixed = maximize_under_budget(oracle, [budget])
-    replicates = [fqe_with_intervals(data, policy, regressor, importance_weighted=weighted,
+    replicates = [fqe_with_intervals(data, policy, regressor=regressor, importance_weighted=weighted,
                                      n_bootstrap=config.bootstrap,
                                      random_state=context.stage_seed("constrained-rl") + i).replicates
                   for i, policy in enumerate(mixed.components)]

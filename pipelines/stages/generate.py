@@ -28,11 +28,11 @@ def _demo(inputs: DemoInputs) -> dict:
 def generate(context: StageContext, config: GenerateConfig) -> StageResult:
     """Write a synthetic campaign (users, logs, edges, ground truth) as partitioned parquet."""
     campaign = CampaignConfig(**config.model_dump(exclude={"out", "transitions_horizon"}))
-    truth = generate_campaign(campaign, config.out, seed=context.seed)
+    truth = generate_campaign(campaign, config.out, random_state=context.seed)
     outputs = {"campaign": config.out}
     if config.transitions_horizon is not None:
         outputs["transitions"] = write_transitions(truth.world, campaign.n_users, config.transitions_horizon,
-                                                   config.out / "transitions", seed=context.seed)
+                                                   config.out / "transitions", random_state=context.seed)
     best = truth.users["best_arm"].value_counts(normalize=True)
     context.log.metrics({
         "n_users": campaign.n_users,

@@ -50,7 +50,7 @@ def simulate_outcomes_stage(context: StageContext, config: SimulateOutcomesConfi
     interactions = pd.read_parquet(campaign.interactions)
     experiment = simulate_outcomes(assignment, truth_users, interactions, effect=config.effect,
                                    spillover=config.spillover, noise=config.noise,
-                                   seed=context.stage_seed("simulate-outcomes"))
+                                   random_state=context.stage_seed("simulate-outcomes"))
     write_parquet(experiment.outcomes, config.out)
     context.log.metrics({"users": len(experiment.outcomes), "true_global_effect": experiment.global_effect,
                          "true_direct_effect": experiment.user_level_effect})

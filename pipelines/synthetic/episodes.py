@@ -11,7 +11,7 @@ days. The policy sees the state features: the user's encoded features (`bandits.
 last 7 days / 7, purchased yesterday, whether the user was active yesterday, day / horizon, purchase counts
 decayed at 0.5 and 0.9 per day, and the last arm the user saw (one-hot; none before the first). Habit itself is
 latent. `run` returns `budget_rl.offline.Transitions` and the per-user totals; random streams are keyed by
-(seed, purpose, chunk), so the same seed gives the same episodes whatever the policy's batch sizes.
+(random_state, purpose, chunk), so the same random_state gives the same episodes whatever the policy's batch sizes.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ class CampaignEpisodes:
         return [*self.encoder.feature_names_out_, *DYNAMIC_FEATURES,
                 *[f"last_arm_{label}" for label in self.world.arm_labels]]
 
-    def log(self, seed: int) -> Episodes:
+    def log(self, *, random_state: int = 0) -> Episodes:
         """The campaign under the world's logging policy, with each decision's propensity recorded."""
-        episodes = self.run(self.logging_policy(seed), seed)
+        episodes = self.run(self.logging_policy(random_state=random_state), random_state=random_state)
         data = episodes.transitions
         probabilities = self.world.logging_probabilities(self.users)
         propensity = probabilities[np.tile(np.arange(len(self.users)), self.horizon), data.action]
@@ -113,22 +113,22 @@ class CampaignEpisodes:
         last_arm = (previous_arm[:, None] == np.arange(self.n_arms)[None, :]).astype(np.float64)
         return np.hstack([self.static, dynamic, last_arm])
 
-    def logging_policy(self, seed: int) -> Policy:
+    def logging_policy(self, *, random_state: int = 0) -> Policy:
         """The world's feature-biased logging policy (uniform for the randomized slice), drawn per user-day."""
         probabilities = self.world.logging_probabilities(self.users)
         cumulative = np.cumsum(probabilities, axis=1)
-        rng = stream(seed, EPISODE_STREAM, self.chunk_index, 1)
+        rng = stream(random_state, EPISODE_STREAM, self.chunk_index, 1)
 
         def act(features: np.ndarray, day: int) -> np.ndarray:
             return np.minimum((rng.random(len(features))[:, None] > cumulative).sum(axis=1), self.n_arms - 1)
 
         return act
 
-    def run(self, policy: Policy, seed: int) -> Episodes:
-        """Simulate the campaign under `policy` (common random numbers for a given seed: comparisons between
-        policies on the same seed differ only through the policies)."""
+    def run(self, policy: Policy, *, random_state: int = 0) -> Episodes:
+        """Simulate the campaign under `policy` (common random numbers for a given random_state: comparisons
+        between policies on the same random_state differ only through the policies)."""
         world, n = self.world, len(self.users)
-        rng = stream(seed, EPISODE_STREAM, self.chunk_index, 0)
+        rng = stream(random_state, EPISODE_STREAM, self.chunk_index, 0)
         baseline, effects = world.baseline_logit(self.users), world.arm_effects(self.users)
         faces = world.arm_costs
         habit = np.zeros(n)
@@ -165,7 +165,8 @@ class CampaignEpisodes:
                         cost.reshape(self.horizon, n).sum(axis=0))
 
 
-def write_transitions(world: CampaignWorld, n_users: int, horizon: int, out_dir: Path | str, seed: int) -> Path:
+def write_transitions(world: CampaignWorld, n_users: int, horizon: int, out_dir: Path | str, *,
+                      random_state: int = 0) -> Path:
     """Logged transitions of `n_users` users over `horizon` days under the logging policy, as parquet (one file per
     chunk of users, the state encoder fitted on the first chunk), replaced in one rename."""
     size = world.config.chunk_users
@@ -176,7 +177,7 @@ def write_transitions(world: CampaignWorld, n_users: int, horizon: int, out_dir:
         for chunk, first in enumerate(range(0, n_users, size)):
             episodes = CampaignEpisodes(world, chunk, min(size, n_users - first), horizon, encoder)
             encoder = episodes.encoder
-            frame = episodes.to_frame(episodes.log(seed))
+            frame = episodes.to_frame(episodes.log(random_state=random_state))
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), temporary / f"part-{chunk:05d}.parquet",
                            compression="zstd")
     return target

@@ -30,7 +30,7 @@ class SimulatedExperiment:
 
 
 def simulate_outcomes(assignment: pd.DataFrame, truth_users: pd.DataFrame, interactions: pd.DataFrame, *,
-                      effect: float, spillover: float, noise: float, seed: int) -> SimulatedExperiment:
+                      effect: float, spillover: float, noise: float, random_state: int) -> SimulatedExperiment:
     """Outcomes for every assigned user (see the module docstring)."""
     graph = build_graph(interactions, truth_users["user_id"])
     position = graph.positions(assignment["user_id"], what="assignment.user_id")
@@ -38,7 +38,7 @@ def simulate_outcomes(assignment: pd.DataFrame, truth_users: pd.DataFrame, inter
     treated[position] = assignment["group"].to_numpy()
     share = treated_neighbour_share(graph, treated, weighted=True)[position]
     engagement = truth_users["engagement"].to_numpy()[position]
-    rng = stream(seed, EXPERIMENT_STREAM)
+    rng = stream(random_state, EXPERIMENT_STREAM)
     pre = 1.0 + engagement + 0.5 * rng.standard_normal(len(position))
     outcome = (1.0 + engagement + effect * treated[position] + spillover * share
                + noise * rng.standard_normal(len(position)))

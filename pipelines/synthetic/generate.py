@@ -11,10 +11,10 @@ On disk (all parquet, zstd; directories hold `part-NNNNN.parquet` files, one per
     truth/interactions.parquet   src, dst, weight: the hidden current-period interaction graph
     truth/features.parquet       feature, role, kind, can_be_missing
     truth/arms.parquet           arm, cost, base_effect, carryover
-    campaign.json                seed, config and row counts
+    campaign.json                seed (the `random_state`), config and row counts
 
-Every chunk of `chunk_users` users has its own random streams, so the files depend only on (config, seed), not on
-the scheduler or the number of workers. The directory appears in one rename when complete.
+Every chunk of `chunk_users` users has its own random streams, so the files depend only on (config, random_state),
+not on the scheduler or the number of workers. The directory appears in one rename when complete.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def _edge_frame(graph: CampaignGraph) -> pd.DataFrame:
 def _truth_tables(world: CampaignWorld, chunks: list[_ChunkTruth],
                   paths: CampaignPaths | None) -> tuple[CampaignTruth, pd.DataFrame]:
     config = world.config
-    graph = build_graph(world.seed, np.concatenate([c.engagement for c in chunks]),
+    graph = build_graph(world.random_state, np.concatenate([c.engagement for c in chunks]),
                         np.concatenate([c.similarity for c in chunks]), avg_degree=config.avg_degree,
                         community_size=config.community_size, mixing=config.mixing,
                         dormant_ties=config.dormant_ties)
@@ -224,10 +224,11 @@ def _truth_tables(world: CampaignWorld, chunks: list[_ChunkTruth],
     return truth, edges
 
 
-def simulate_campaign(config: CampaignConfig | None = None, seed: int = 0) -> Campaign:
-    """The whole campaign in memory, identical to what `generate_campaign` writes for the same (config, seed)."""
+def simulate_campaign(config: CampaignConfig | None = None, *, random_state: int = 0) -> Campaign:
+    """The whole campaign in memory, identical to what `generate_campaign` writes for the same (config,
+    random_state)."""
     config = config or CampaignConfig()
-    world = CampaignWorld.from_config(config, seed)
+    world = CampaignWorld.from_config(config, random_state=random_state)
     chunks = [_simulate_chunk(world, bounds) for bounds in _chunk_bounds(config)]
     truth, edges = _truth_tables(world, [c.truth for c in chunks], None)
     return Campaign(
@@ -239,13 +240,13 @@ def simulate_campaign(config: CampaignConfig | None = None, seed: int = 0) -> Ca
     )
 
 
-def generate_campaign(config: CampaignConfig | None, out_dir: Path | str, seed: int = 0) -> CampaignTruth:
+def generate_campaign(config: CampaignConfig | None, out_dir: Path | str, *, random_state: int = 0) -> CampaignTruth:
     """Write a campaign as partitioned parquet under `out_dir` (replaced atomically) and return its ground truth.
 
     Chunks run on the Dask cluster in use, if any, else one after the other; the bytes written are the same.
     """
     config = config or CampaignConfig()
-    world = CampaignWorld.from_config(config, seed)
+    world = CampaignWorld.from_config(config, random_state=random_state)
     target = Path(out_dir)
     with atomic_output(target) as temporary:
         paths = CampaignPaths(temporary)
@@ -263,7 +264,7 @@ def generate_campaign(config: CampaignConfig | None, out_dir: Path | str, seed: 
         for frame, file in ((truth.interactions, paths.interactions), (truth.features, paths.features),
                             (truth.arms, paths.arms)):
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), file, **PARQUET_OPTIONS)
-        manifest = {"seed": seed, "config": config.model_dump(), "n_users": config.n_users,
+        manifest = {"seed": random_state, "config": config.model_dump(), "n_users": config.n_users,
                     "n_log_rows": truth.n_log_rows, "n_edges": len(edges),
                     "n_hidden_interactions": len(truth.interactions)}
         paths.manifest.write_text(json.dumps(manifest, indent=2))  # key order matters: the first arm is the control
@@ -274,7 +275,7 @@ def load_truth(root: Path | str) -> CampaignTruth:
     """Read back the ground truth of a campaign written by `generate_campaign`."""
     paths = CampaignPaths(Path(root))
     manifest = json.loads(paths.manifest.read_text())
-    world = CampaignWorld.from_config(CampaignConfig(**manifest["config"]), manifest["seed"])
+    world = CampaignWorld.from_config(CampaignConfig(**manifest["config"]), random_state=manifest["seed"])
     return CampaignTruth(world, pd.read_parquet(paths.features), pd.read_parquet(paths.arms),
                          pd.read_parquet(paths.truth_users), pd.read_parquet(paths.interactions),
                          manifest["n_log_rows"], manifest["n_edges"], paths)

@@ -121,10 +121,10 @@ class UserBlock:
 
 @dataclass(frozen=True)
 class CampaignWorld:
-    """The hidden parameters of one campaign, drawn once from (config, seed)."""
+    """The hidden parameters of one campaign, drawn once from (config, random_state)."""
 
     config: CampaignConfig
-    seed: int
+    random_state: int
     features: tuple[FeatureSpec, ...]
     arm_base: np.ndarray  # (K,) average logit effect of each arm vs control
     effects: np.ndarray  # (K, n_modifiers) logit effect of each modifier signal on each arm
@@ -134,8 +134,9 @@ class CampaignWorld:
     logging_weights: np.ndarray  # (K, n_modifiers + n_prognostic) targeting weights on the signals
 
     @classmethod
-    def from_config(cls, config: CampaignConfig, seed: int) -> CampaignWorld:
-        rng = stream(seed, WORLD_STREAM)
+    def from_config(cls, config: CampaignConfig, *, random_state: int = 0) -> CampaignWorld:
+        """Draw the world's parameters; `random_state` seeds them and every later draw of the campaign."""
+        rng = stream(random_state, WORLD_STREAM)
         n_arms, n_mod, n_prog = len(config.arms), config.n_modifiers, config.n_prognostic
         # Every modifier moves every treatment arm by a clearly non-zero amount with a random sign,
         # so each modifier changes which arm is best for some users.
@@ -151,7 +152,7 @@ class CampaignWorld:
         logging_weights[0] = 0.0
         logging_intercepts = np.zeros(n_arms)
         logging_intercepts[0] = np.log(2.0)  # the control arm is the logging policy's most frequent choice
-        return cls(config, seed, feature_specs(config), arm_base, effects, prognostic_coefs, carryover,
+        return cls(config, random_state, feature_specs(config), arm_base, effects, prognostic_coefs, carryover,
                    logging_intercepts, logging_weights)
 
     @property
@@ -165,7 +166,7 @@ class CampaignWorld:
     # ------------------------------------------------------------------ users
     def draw_users(self, chunk_index: int, first_user_id: int, n: int) -> UserBlock:
         """Draw the users of one chunk; the chunk's own stream makes it independent of the other chunks."""
-        rng = stream(self.seed, USERS_STREAM, chunk_index)
+        rng = stream(self.random_state, USERS_STREAM, chunk_index)
         engagement = rng.standard_normal(n)
         columns: dict[str, np.ndarray] = {}
         signals: dict[str, np.ndarray] = {}
@@ -187,7 +188,7 @@ class CampaignWorld:
                                if by_role[PROGNOSTIC] else np.zeros((n, 0))),
             engagement=engagement,
             randomized=randomized,
-            coupon_affinity=stream(self.seed, HIDDEN_STREAM, chunk_index).standard_normal(n),
+            coupon_affinity=stream(self.random_state, HIDDEN_STREAM, chunk_index).standard_normal(n),
         )
 
     # ------------------------------------------------------------------ truth
@@ -238,7 +239,7 @@ class CampaignWorld:
         (user_id, day, arm index, propensity, reward, cost, randomized, recent_purchases) and the truth
         (habit, expected reward of every arm `mu` (rows, K), logging probabilities `logging_p` (rows, K)).
         """
-        rng = stream(self.seed, ACTIVITY_STREAM, chunk_index)
+        rng = stream(self.random_state, ACTIVITY_STREAM, chunk_index)
         n, n_arms = len(users), len(self.arm_base)
         baseline = self.baseline_logit(users)
         effects = self.arm_effects(users)

@@ -46,7 +46,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def campaign():
     """3,000 users, about 15,000 friendships and 5,700 past invitations (edges of kind "invite")."""
-    return simulate_campaign(CampaignConfig(n_users=N_USERS, n_days=1, chunk_users=1_000), seed=11)
+    return simulate_campaign(CampaignConfig(n_users=N_USERS, n_days=1, chunk_users=1_000), random_state=11)
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +283,7 @@ def test_predictor_follows_scikit_learn_conventions(campaign):
 
 # ------------------------------------------------------------------ graph neural network
 def test_gnn_predicts_held_out_interactions_and_is_reproducible():
-    small = simulate_campaign(CampaignConfig(n_users=1_500, n_days=1, chunk_users=500), seed=12)
+    small = simulate_campaign(CampaignConfig(n_users=1_500, n_days=1, chunk_users=500), random_state=12)
     runs = [predicted_interaction_graph(small.edges, small.users, predictor=GNNLinkPredictor(random_state=7),
                                         random_state=1)
             for _ in range(2)]

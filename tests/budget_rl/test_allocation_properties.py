@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -215,15 +214,15 @@ def test_small_known_instance_and_its_report():
         (fractional,) = result.fractional
         assert (fractional.user_id, fractional.level, fractional.upper_level) == (12, 0, 1)
         assert fractional.share == pytest.approx(0.75)
-        frame = result.to_frame(np.array([10, 11, 12]), ["none", "coupon"])
+        frame = result.to_frame(user_ids=np.array([10, 11, 12]), level_labels=["none", "coupon"])
         assert frame["level"].tolist() == ["coupon", "none", "none"]
         assert frame["upper_level"].isna().tolist() == [True, True, False]
         assert frame["upper_level"].iloc[2] == "coupon"
         np.testing.assert_allclose(frame["upper_share"], [0.0, 0.0, 0.75])
         summary = result.summary()
-        assert len(summary) == 1 and summary["fractional_users"].iloc[0] == 1
-        assert summary["method"].iloc[0] == method
-        assert isinstance(summary, pd.DataFrame)
+        assert isinstance(summary, dict) and summary["fractional_users"] == 1 and summary["method"] == method
+        assert summary["value"] == result.value and summary["budget"] == 2.5
+        assert not frame.attrs and len(frame) == 3
 
 
 # ----------------------------------------------------------------------------------------------- overflowing slopes

@@ -143,7 +143,7 @@ def test_baselines_on_the_one_state_case():
 def test_mixed_policy_beats_both_baselines_on_a_tabular_campaign():
     from budget_rl.tabular import random_cmdp
 
-    model = random_cmdp(6, 4, 7, seed=1)
+    model = random_cmdp(6, 4, 7, random_state=1)
     free = model.evaluate(np.zeros((7, 6), dtype=np.int64))[1]
     budget = free + 0.4 * (model.best_response(np.array([-1.0, 0.0]))[1][1] - free)
     mixed = maximize_under_budget(model.best_response, [budget])
@@ -159,8 +159,8 @@ def test_myopic_allocator_spends_each_days_share_of_the_budget_on_its_own_predic
     from budget_rl.baselines import myopic_allocator
     from budget_rl.tabular import log_transitions, random_cmdp
 
-    model = random_cmdp(5, 3, 4, seed=2)
-    data = log_transitions(model, 5_000, seed=0)
+    model = random_cmdp(5, 3, 4, random_state=2)
+    data = log_transitions(model, 5_000, random_state=0)
     allocator = myopic_allocator(data, budget_per_user=0.8)
     states = np.eye(5)[np.random.default_rng(0).integers(0, 5, size=400)]
     for day in range(model.horizon):
@@ -199,3 +199,29 @@ def test_affine_minimizer_with_a_ray_reaches_past_the_points():
     alpha = affine_minimizer(np.array([[1.0, 1.0], [0.0, -1.0]]), np.array([False, True]))
     np.testing.assert_allclose(alpha @ np.array([[1.0, 1.0], [0.0, -1.0]]), [1.0, 0.0], atol=1e-12)
     assert alpha[0] == pytest.approx(1.0) and alpha[1] == pytest.approx(1.0)
+
+
+def test_result_objects_read_as_a_table_and_a_dict_of_headline_figures():
+    """MixedPolicy, FixedMultiplierPolicy and MinNormPoint: `to_frame()` one row per component (point), `summary()`
+    a dict of scalars; nothing in DataFrame.attrs."""
+    mixed = maximize_under_budget(_finite_oracle(ONE_STATE), [0.2])
+    frame = mixed.to_frame()
+    assert list(frame.columns) == ["component", "weight", "value", "cost"] and not frame.attrs
+    np.testing.assert_allclose(frame[["value", "cost"]].to_numpy(), mixed.measurements)
+    assert frame["component"].tolist() == list(range(len(mixed.components)))
+    summary = mixed.summary()
+    assert summary == {"n_components": len(mixed.components), "oracle_calls": mixed.oracle_calls,
+                       "value": pytest.approx(mixed.expected[0]), "cost": pytest.approx(mixed.expected[1])}
+    several = MixedPolicy((0, 1), np.array([0.5, 0.5]), np.array([[1.0, 0.1, 0.2], [2.0, 0.3, 0.4]]))
+    assert list(several.to_frame().columns) == ["component", "weight", "value", "cost_0", "cost_1"]
+    assert several.summary()["cost_1"] == pytest.approx(0.3)
+
+    fixed = fixed_multiplier_policy(_finite_oracle(ONE_STATE), 0.2)
+    assert fixed.to_frame().iloc[0].to_dict() == {"component": 0, "weight": 1.0, "value": fixed.measurement[0],
+                                                  "cost": fixed.measurement[1], "multiplier": fixed.multiplier}
+    assert fixed.summary() == {"multiplier": fixed.multiplier, "value": fixed.measurement[0],
+                               "cost": fixed.measurement[1], "oracle_calls": fixed.oracle_calls}
+
+    point = min_norm_point([[1.0, -1.0], [1.0, 1.0]])
+    assert point.to_frame()["weight"].sum() == pytest.approx(1.0) and len(point.to_frame()) == len(point.active)
+    assert point.summary()["norm"] == pytest.approx(1.0) and point.summary()["n_active"] == 2

@@ -45,7 +45,7 @@ def _logged(campaign) -> Logged:
 
 @pytest.fixture(scope="module")
 def campaign():
-    return simulate_campaign(CampaignConfig(n_users=3_000, avg_degree=0, hidden_targeting=1.0), seed=1)
+    return simulate_campaign(CampaignConfig(n_users=3_000, avg_degree=0, hidden_targeting=1.0), random_state=1)
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_debiased_model_is_better_calibrated_on_randomized_hold_out_rows(seed):
     response; the randomized slice corrects it. (Seen over 12 seeds: mean |gap| plain 0.015-0.040, debiased
     0.005-0.016, debiased smaller in every seed; log-loss about equal, the debiased one often slightly worse.)"""
     campaign = simulate_campaign(CampaignConfig(n_users=12_000, avg_degree=0, hidden_targeting=1.0,
-                                                randomized_share=0.3), seed=seed)
+                                                randomized_share=0.3), random_state=seed)
     data = _logged(campaign)
     rng = np.random.default_rng(0)
     slice_users = np.unique(data.user_id[data.randomized])
@@ -329,6 +329,12 @@ def test_outcome_at_multiplier_extremes(truth):
     nothing = outcome_at_multiplier(value, cost, value, cost, 1e9)
     np.testing.assert_array_equal(nothing.level, 0)
     assert nothing.true_spend == 0.0 and everything.true_spend > 0
+    frame = everything.to_frame()
+    assert list(frame.columns) == ["user", "level"] and len(frame) == len(value) and not frame.attrs
+    np.testing.assert_array_equal(frame["level"], everything.level)
+    assert everything.summary() == {"budget_multiplier": 0.0, "true_value": everything.true_value,
+                                    "true_spend": everything.true_spend, "predicted_value": everything.predicted_value,
+                                    "predicted_spend": everything.predicted_spend}
 
 
 def test_response_metrics_on_perfect_and_on_uninformative_predictions():

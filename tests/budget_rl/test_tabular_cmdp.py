@@ -33,7 +33,7 @@ def _budget(model: TabularCMDP, share: float) -> float:
 @given(st.integers(2, 6), st.integers(2, 4), st.integers(1, 6), st.integers(0, 2**31 - 1), st.floats(0.05, 0.95))
 def test_mixed_policy_reaches_the_occupancy_lp_optimum_with_at_most_d_plus_1_policies(states, actions, horizon,
                                                                                      seed, share):
-    model = random_cmdp(states, actions, horizon, seed)
+    model = random_cmdp(states, actions, horizon, random_state=seed)
     budget = _budget(model, share)
     mixed = maximize_under_budget(model.best_response, [budget])
     value, _ = model.constrained_optimum(budget)
@@ -45,7 +45,7 @@ def test_mixed_policy_reaches_the_occupancy_lp_optimum_with_at_most_d_plus_1_pol
 
 
 def test_best_response_is_the_best_deterministic_policy_by_brute_force():
-    model = random_cmdp(2, 2, 2, seed=4)
+    model = random_cmdp(2, 2, 2, random_state=4)
     direction = np.array([-1.0, 0.7])
     policy, measurement = model.best_response(direction)
     every = [np.array(p).reshape(2, 2) for p in itertools.product(range(2), repeat=4)]
@@ -54,7 +54,7 @@ def test_best_response_is_the_best_deterministic_policy_by_brute_force():
 
 
 def test_evaluation_equals_monte_carlo():
-    model = random_cmdp(4, 3, 5, seed=2)
+    model = random_cmdp(4, 3, 5, random_state=2)
     rng = np.random.default_rng(0)
     policy = rng.integers(0, 3, size=(5, 4))
     n = 40_000
@@ -92,7 +92,7 @@ def test_per_day_mixing_is_a_different_policy():
 
 
 def test_hash_execution_reproduces_the_mixture_within_monte_carlo_error():
-    model = random_cmdp(5, 3, 6, seed=8)
+    model = random_cmdp(5, 3, 6, random_state=8)
     budget = _budget(model, 0.5)
     mixed = maximize_under_budget(model.best_response, [budget])
     assert len(mixed.components) == 2  # a binding budget mixes two policies
@@ -119,7 +119,7 @@ def test_hash_execution_reproduces_the_mixture_within_monte_carlo_error():
     (lambda m: {"horizon": 0}, "^horizon:"),
 ])
 def test_bad_cmdp_is_refused(change, match):
-    model = random_cmdp(3, 2, 2, seed=0)
+    model = random_cmdp(3, 2, 2, random_state=0)
     fields = {"transition": model.transition, "reward": model.reward, "cost": model.cost, "initial": model.initial,
               "horizon": model.horizon} | change(model)
     with pytest.raises(ValueError, match=match):
@@ -128,7 +128,7 @@ def test_bad_cmdp_is_refused(change, match):
 
 # ------------------------------------------------------------------------------------- offline learners on logs
 def _deterministic_cmdp(seed: int) -> TabularCMDP:
-    model = random_cmdp(4, 3, 5, seed)
+    model = random_cmdp(4, 3, 5, random_state=seed)
     following = np.random.default_rng(seed).integers(0, 4, size=(4, 3))
     return TabularCMDP(np.eye(4)[following], model.reward, model.cost, model.initial, model.horizon)
 
@@ -138,7 +138,7 @@ def _deterministic_cmdp(seed: int) -> TabularCMDP:
 def test_fqe_equals_exact_evaluation_on_a_deterministic_tabular_mdp_with_full_coverage(seed, importance_weighted):
     model = _deterministic_cmdp(seed)
     logging = np.random.default_rng(seed).dirichlet(np.ones(3), size=4)  # targeted, but every action everywhere
-    data = log_transitions(model, 2_000, seed, logging)
+    data = log_transitions(model, 2_000, random_state=seed, logging=logging)
     policy = fitted_q_iteration(data, 1.0, -0.3, importance_weighted=importance_weighted)
     table = np.stack([policy.act(np.eye(4), day) for day in range(model.horizon)])
     first_states = data.state[data.day == 0].argmax(axis=1)
@@ -173,7 +173,7 @@ def test_importance_weighting_removes_the_covariate_shift_bias_of_a_misspecified
 
 
 def test_importance_weighting_without_propensities_is_refused_before_any_work():
-    data = log_transitions(random_cmdp(3, 2, 2, seed=0), 50, seed=0)
+    data = log_transitions(random_cmdp(3, 2, 2, random_state=0), 50, random_state=0)
     data = Transitions(*(getattr(data, f) for f in ("state", "action", "reward", "cost", "next_state", "day", "user",
                                                     "n_actions", "horizon")))
     with pytest.raises(ValueError, match="^propensity: importance weighting needs the logged propensities"):
@@ -181,16 +181,16 @@ def test_importance_weighting_without_propensities_is_refused_before_any_work():
 
 
 def test_fqe_matches_the_true_value_within_sampling_error_on_a_stochastic_mdp():
-    model = random_cmdp(4, 3, 4, seed=3)
-    data = log_transitions(model, 30_000, seed=0)
+    model = random_cmdp(4, 3, 4, random_state=3)
+    data = log_transitions(model, 30_000, random_state=0)
     policy = fitted_q_iteration(data, 1.0, -0.5)
     table = np.stack([policy.act(np.eye(4), day) for day in range(model.horizon)])
     np.testing.assert_allclose(fitted_q_evaluation(data, policy), model.evaluate(table), rtol=0.01)
 
 
 def test_mixed_policy_learned_offline_is_within_1_percent_of_the_lp_optimum_and_within_budget():
-    model = random_cmdp(4, 3, 4, seed=3)
-    data = log_transitions(model, 30_000, seed=0)
+    model = random_cmdp(4, 3, 4, random_state=3)
+    data = log_transitions(model, 30_000, random_state=0)
     budget = _budget(model, 0.4)
     mixed = maximize_under_budget(fqe_oracle(data), [budget])
     assert len(mixed.components) <= 3
@@ -209,7 +209,7 @@ def test_mixed_policy_learned_offline_is_within_1_percent_of_the_lp_optimum_and_
     (lambda d: {"state": d.state[:-1]}, "^state:"),
 ])
 def test_bad_transitions_are_refused(change, match):
-    data = log_transitions(random_cmdp(3, 2, 2, seed=0), 50, seed=0)
+    data = log_transitions(random_cmdp(3, 2, 2, random_state=0), 50, random_state=0)
     fields = {name: getattr(data, name) for name in ("state", "action", "reward", "cost", "next_state", "day",
                                                       "user", "n_actions", "horizon")} | change(data)
     with pytest.raises(ValueError, match=match):
@@ -217,10 +217,10 @@ def test_bad_transitions_are_refused(change, match):
 
 
 def test_fqe_bootstrap_intervals_cover_the_true_value_and_cost():
-    model = random_cmdp(4, 3, 4, seed=3)
+    model = random_cmdp(4, 3, 4, random_state=3)
     covered = np.zeros(2, dtype=int)
     for seed in range(12):
-        data = log_transitions(model, 2_000, seed)
+        data = log_transitions(model, 2_000, random_state=seed)
         policy = fitted_q_iteration(data, 1.0, -0.5)
         table = np.stack([policy.act(np.eye(4), day) for day in range(model.horizon)])
         estimate = fqe_with_intervals(data, policy, n_bootstrap=60, random_state=seed)
@@ -230,3 +230,38 @@ def test_fqe_bootstrap_intervals_cover_the_true_value_and_cost():
     assert (covered >= 10).all(), covered  # nominal 95% of 12 is 11.4; seen 12 of 12
     again = fqe_with_intervals(data, policy, n_bootstrap=60, random_state=11)
     np.testing.assert_array_equal(again.replicates, estimate.replicates)
+
+
+def test_transitions_estimates_and_the_model_read_as_a_table_and_a_dict_of_headline_figures():
+    """`to_frame()` one row per transition / measurement / (state, action), `summary()` a dict of scalars;
+    the transitions' table is the one `Transitions.from_frame` reads back."""
+    model = random_cmdp(3, 2, 2, random_state=0)
+    data = log_transitions(model, 40, random_state=1)
+    frame = data.to_frame(actions=["none", "coupon"], feature_names=["a", "b", "c"])
+    assert list(frame.columns[:6]) == ["user_id", "day", "action", "reward", "cost", "propensity"]
+    assert list(frame.columns[6:]) == ["state_a", "state_b", "state_c", "next_a", "next_b", "next_c"]
+    assert len(frame) == 80 and set(frame["action"]) <= {"none", "coupon"} and not frame.attrs
+    back = Transitions.from_frame(frame, ["none", "coupon"], horizon=2)
+    order = np.lexsort((data.user, data.day))
+    for name in ("state", "action", "reward", "cost", "next_state", "day", "user", "propensity"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(data, name)[order])
+    assert list(data.to_frame().columns[6:9]) == ["state_0", "state_1", "state_2"]
+    assert data.summary() == {"n_rows": 80, "n_users": 40, "n_actions": 2, "horizon": 2,
+                              "reward_per_user": pytest.approx(data.reward.sum() / 40),
+                              "cost_per_user": pytest.approx(data.cost.sum() / 40), "has_propensity": True}
+    with pytest.raises(ValueError, match="^feature_names: 2 names for 3 state features"):
+        data.to_frame(feature_names=["a", "b"])
+
+    estimate = fqe_with_intervals(data, fitted_q_iteration(data, 1.0, 0.0), n_bootstrap=10, confidence=0.9)
+    table = estimate.to_frame()
+    assert table["measurement"].tolist() == ["value", "cost"]
+    np.testing.assert_array_equal(table[["estimate", "low", "high"]].to_numpy().T,
+                                  [estimate.estimate, estimate.low, estimate.high])
+    summary = estimate.summary()
+    assert summary["value"] == estimate.estimate[0] and summary["cost_high"] == estimate.high[1]
+    assert summary["n_bootstrap"] == 10 and summary["confidence"] == 0.9
+
+    cells = model.to_frame()
+    assert len(cells) == 6 and cells.loc[(cells["state"] == 2) & (cells["action"] == 1), "cost"].item() == \
+        model.cost[2, 1]
+    assert model.summary() == {"n_states": 3, "n_actions": 2, "horizon": 2}

@@ -54,7 +54,7 @@ def test_inside_a_pipeline():
 
 @pytest.fixture(scope="module")
 def campaign_logs():
-    campaign = simulate_campaign(CampaignConfig(n_users=40_000, n_days=3, avg_degree=0), seed=21)
+    campaign = simulate_campaign(CampaignConfig(n_users=40_000, n_days=3, avg_degree=0), random_state=21)
     return campaign
 
 

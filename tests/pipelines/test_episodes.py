@@ -13,7 +13,7 @@ from pipelines.synthetic.world import CampaignWorld, _sigmoid
 
 @pytest.fixture(scope="module")
 def env() -> CampaignEpisodes:
-    world = CampaignWorld.from_config(CampaignConfig(n_users=4000, avg_degree=0), seed=2)
+    world = CampaignWorld.from_config(CampaignConfig(n_users=4000, avg_degree=0), random_state=2)
     return CampaignEpisodes(world, 0, 4000, horizon=6)
 
 
@@ -22,10 +22,10 @@ def _always(arm: int):
 
 
 def test_same_seed_same_episodes_and_other_seed_other(env):
-    first, second = env.run(_always(1), seed=3), env.run(_always(1), seed=3)
+    first, second = env.run(_always(1), random_state=3), env.run(_always(1), random_state=3)
     np.testing.assert_array_equal(first.transitions.reward, second.transitions.reward)
     np.testing.assert_array_equal(first.transitions.state, second.transitions.state)
-    assert not np.array_equal(env.run(_always(1), seed=4).transitions.reward, first.transitions.reward)
+    assert not np.array_equal(env.run(_always(1), random_state=4).transitions.reward, first.transitions.reward)
 
 
 @pytest.mark.parametrize("arm", [0, 1, 2, 3])
@@ -33,15 +33,16 @@ def test_first_day_purchases_follow_the_worlds_formulas(env, arm):
     world, users = env.world, env.users
     active = _sigmoid(world.activity_logit(users, np.zeros(len(users)), np.full(len(users), -1)))
     expected = active * world.response_probability(users)[:, arm]
-    rewards = np.stack([env.run(_always(arm), seed=seed).transitions.reward[:len(users)] for seed in range(5)])
+    rewards = np.stack([env.run(_always(arm), random_state=seed).transitions.reward[:len(users)]
+                        for seed in range(5)])
     standard_error = rewards.std() / np.sqrt(rewards.size)
     assert abs(rewards.mean() - expected.mean()) < 4 * standard_error
-    costs = env.run(_always(arm), seed=0)
+    costs = env.run(_always(arm), random_state=0)
     np.testing.assert_allclose(costs.transitions.cost, world.arm_costs[arm] * costs.transitions.reward)
 
 
 def test_transitions_chain_day_to_day_and_state_features_are_as_documented(env):
-    episodes = env.run(env.logging_policy(seed=1), seed=1)
+    episodes = env.run(env.logging_policy(random_state=1), random_state=1)
     data = episodes.transitions
     n = len(env.users)
     assert data.state.shape == (6 * n, env.static.shape[1] + len(DYNAMIC_FEATURES) + env.n_arms)
@@ -58,7 +59,7 @@ def test_transitions_chain_day_to_day_and_state_features_are_as_documented(env):
 
 def test_a_coupon_builds_long_term_value(env):
     """Coupons every day buy more purchases than their first day alone shows: habit and carry-over."""
-    never, always = env.run(_always(0), seed=5), env.run(_always(2), seed=5)
+    never, always = env.run(_always(0), random_state=5), env.run(_always(2), random_state=5)
     n = len(env.users)
     first_day_gain = always.transitions.reward[:n].mean() - never.transitions.reward[:n].mean()
     assert always.value - never.value > env.horizon * first_day_gain
@@ -70,8 +71,8 @@ def written(tmp_path_factory):
 
     from pipelines.synthetic.episodes import write_transitions
 
-    world = CampaignWorld.from_config(CampaignConfig(n_users=1500, avg_degree=0, chunk_users=500), seed=4)
-    folder = write_transitions(world, 1500, 4, tmp_path_factory.mktemp("rl") / "transitions", seed=2)
+    world = CampaignWorld.from_config(CampaignConfig(n_users=1500, avg_degree=0, chunk_users=500), random_state=4)
+    folder = write_transitions(world, 1500, 4, tmp_path_factory.mktemp("rl") / "transitions", random_state=2)
     return world, pd.read_parquet(folder)
 
 
@@ -109,9 +110,10 @@ def test_fqe_on_campaign_logs_never_estimates_a_negative_spend():
     """Regression: a linear cost model extrapolates below zero, and greedy policies seek exactly those actions."""
     from budget_rl.offline import RidgeQ, fqe_oracle
 
-    world = CampaignWorld.from_config(CampaignConfig(n_users=10000, avg_degree=0), seed=1)
+    world = CampaignWorld.from_config(CampaignConfig(n_users=10000, avg_degree=0), random_state=1)
     episodes = CampaignEpisodes(world, 0, 10000, horizon=14)
-    oracle = fqe_oracle(episodes.run(episodes.logging_policy(7), seed=7).transitions, lambda: RidgeQ(1e-3))
+    logged = episodes.run(episodes.logging_policy(random_state=7), random_state=7).transitions
+    oracle = fqe_oracle(logged, regressor=lambda: RidgeQ(1e-3))
     for multiplier in (0.5, 1.0, 2.0, 5.0):
         assert oracle(np.array([-1.0, multiplier]))[1][1] >= 0.0
 

@@ -35,15 +35,15 @@ def _digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def medium():
     """20,000 users, 5 days, in memory."""
-    return simulate_campaign(CampaignConfig(n_users=20_000, n_days=5, chunk_users=5_000), seed=3)
+    return simulate_campaign(CampaignConfig(n_users=20_000, n_days=5, chunk_users=5_000), random_state=3)
 
 
 # ------------------------------------------------------------------ determinism and layout
 def test_same_seed_same_bytes_on_any_scheduler(tmp_path, small_campaign):
     with dask.config.set(scheduler="synchronous"):
-        generate_campaign(SMALL, tmp_path / "again", seed=11)
+        generate_campaign(SMALL, tmp_path / "again", random_state=11)
     with dask_client(threads_per_worker=2):
-        generate_campaign(SMALL, tmp_path / "threaded", seed=11)
+        generate_campaign(SMALL, tmp_path / "threaded", random_state=11)
     reference = _digests(small_campaign.paths.root)
     assert len(reference) > 10
     assert _digests(tmp_path / "again") == reference
@@ -52,14 +52,14 @@ def test_same_seed_same_bytes_on_any_scheduler(tmp_path, small_campaign):
 
 def test_other_seed_other_data(tmp_path, small_campaign):
     with dask.config.set(scheduler="synchronous"):
-        generate_campaign(SMALL, tmp_path / "other", seed=12)
+        generate_campaign(SMALL, tmp_path / "other", random_state=12)
     assert _digests(tmp_path / "other")["logs/part-00000.parquet"] != _digests(
         small_campaign.paths.root)["logs/part-00000.parquet"]
 
 
 def test_files_match_in_memory_campaign_and_truth_round_trips(small_campaign):
     paths = small_campaign.paths
-    memory = simulate_campaign(SMALL, seed=11)
+    memory = simulate_campaign(SMALL, random_state=11)
     pd.testing.assert_frame_equal(pd.read_parquet(paths.logs), memory.logs)
     pd.testing.assert_frame_equal(pd.read_parquet(paths.users), memory.users)
     pd.testing.assert_frame_equal(pd.read_parquet(paths.edges), memory.edges)
@@ -82,7 +82,7 @@ def test_logs_follow_the_decision_log_contract(medium):
 
 # ------------------------------------------------------------------ roles
 def test_only_modifiers_move_arm_effects():
-    world = CampaignWorld.from_config(CampaignConfig(), seed=5)
+    world = CampaignWorld.from_config(CampaignConfig(), random_state=5)
     users = world.draw_users(0, 0, 500)
     effects = world.arm_effects(users)
     users.prognostic_signal = users.prognostic_signal + 3.0
@@ -175,7 +175,8 @@ def test_rewards_are_drawn_from_the_true_response(medium):
 # ------------------------------------------------------------------ multi-day carry-over
 def test_a_coupon_today_raises_activity_tomorrow():
     """On a fully randomized campaign, users given a coupon on day 0 are more often active on day 1."""
-    campaign = simulate_campaign(CampaignConfig(n_users=40_000, n_days=2, randomized_share=1.0, avg_degree=0), seed=9)
+    campaign = simulate_campaign(CampaignConfig(n_users=40_000, n_days=2, randomized_share=1.0, avg_degree=0),
+                                 random_state=9)
     logs = campaign.logs
     day0 = logs[logs["day"] == 0].set_index("user_id")
     active_next = day0.index.isin(logs.loc[logs["day"] == 1, "user_id"])
@@ -231,8 +232,8 @@ def test_dormant_ties_add_random_friendships_and_change_nothing_else():
     """Dormant ties are uniformly random observed friendships drawn from their own stream: the hidden interactions,
     past invitations, communities and every real friendship stay exactly as without them."""
     config = dict(n_users=4_000, n_days=1, community_size=100)
-    plain = simulate_campaign(CampaignConfig(**config), seed=5)
-    dormant = simulate_campaign(CampaignConfig(**config, dormant_ties=1.0), seed=5)
+    plain = simulate_campaign(CampaignConfig(**config), random_state=5)
+    dormant = simulate_campaign(CampaignConfig(**config, dormant_ties=1.0), random_state=5)
     pd.testing.assert_frame_equal(plain.truth.interactions, dormant.truth.interactions)
     pd.testing.assert_frame_equal(plain.truth.users, dormant.truth.users)
     pd.testing.assert_frame_equal(plain.logs, dormant.logs)
