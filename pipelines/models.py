@@ -4,8 +4,8 @@
 did. `PolicyModel` is the pyfunc wrapper: `mlflow.pyfunc.load_model(uri).predict(frame, params={"random_state": 7})`
 returns one row per input row with `arm`, `propensity` (the probability the arm was drawn with, to log for later
 off-policy evaluation) and `p_<arm>` for every arm. The seed makes a day's batch reproducible; pass a new seed per
-batch. The model carries the `bandits` code (code_paths), so it loads and serves (`mlflow models serve
---env-manager local`) where numpy, pandas, scikit-learn, scipy and torch are installed.
+batch. The model carries the `bandits`, `campaign_core` and `pipelines` code (code_paths), so it loads and serves
+(`mlflow models serve --env-manager local`) where numpy, pandas, scikit-learn, scipy and torch are installed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 import bandits
+import campaign_core
 import pipelines
 from bandits.encoding import ContextEncoder
 from bandits.policies.base import BasePolicy, sample_from
@@ -118,7 +119,7 @@ def _model_arguments(fitted: FittedPolicy, example: pd.DataFrame, folder: Path) 
         if pd.api.types.is_integer_dtype(example[name]):
             example[name] = example[name].astype(np.float64)
     signature = infer_signature(example, fitted.decide(example), params={"random_state": 0})
-    return pyfunc_arguments(PolicyModel(), "policy", fitted, folder, example, [bandits, pipelines],
+    return pyfunc_arguments(PolicyModel(), "policy", fitted, folder, example, [bandits, campaign_core, pipelines],
                             signature)
 
 

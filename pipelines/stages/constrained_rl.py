@@ -25,6 +25,7 @@ import torch
 from pydantic import Field
 
 import budget_rl
+import campaign_core
 import pipelines
 from budget_rl.baselines import fixed_multiplier_policy
 from budget_rl.mixed import MixedPolicy, maximize_under_budget
@@ -102,7 +103,8 @@ class MixedPolicyModel(mlflow.pyfunc.PythonModel):
 
 
 def _arguments(fitted: FittedMixedPolicy, example: pd.DataFrame, folder: Path) -> dict:
-    return pyfunc_arguments(MixedPolicyModel(), "mixed_policy", fitted, folder, example, [budget_rl, pipelines])
+    return pyfunc_arguments(MixedPolicyModel(), "mixed_policy", fitted, folder, example,
+                            [budget_rl, campaign_core, pipelines])
 
 
 def _mlp(seed: int):
