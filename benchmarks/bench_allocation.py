@@ -68,7 +68,7 @@ def measure_in_memory(n_users: int, n_levels: int, seed: int, method: str) -> di
     if method == "dual":
         allocate(value[:1000], cost[:1000], budget / 1000)  # loads the compiled passes
     started = time.perf_counter()
-    allocation = allocate(value, cost, budget, method)
+    allocation = allocate(value, cost, budget, method=method)
     return {"seconds": time.perf_counter() - started, "value": allocation.value, "spend": allocation.spend,
             "budget": budget, "multiplier": allocation.budget_multiplier,
             "fractional_users": len(allocation.fractional)}

@@ -71,19 +71,20 @@ def seeded_salt(purpose: str, random_state: int) -> str:
     return f"{purpose}/{int(random_state)}"
 
 
-def chunk_generator(random_state: int, stream: int, *arrays: np.ndarray) -> np.random.Generator:
+def chunk_generator(random_state: int, stream: int, *arrays) -> np.random.Generator:
     """A random generator for one chunk of rows, keyed by the seed, a stream number and the chunk's content.
 
     A statistic computed chunk by chunk (permutations within a chunk, a sample of a chunk, replay draws) needs
     randomness that differs between chunks and is the same whenever the same rows form a chunk, on any scheduler
     and whatever the chunk's position. The key is the row count and a digest of at most 1,024 evenly spaced rows of
-    each array, so it costs microseconds however large the chunk.
+    each array (numpy arrays or pandas Series), so it costs microseconds however large the chunk.
     """
     digest = hashlib.blake2b(digest_size=16)
     n = len(arrays[0]) if arrays else 0
     step = max(1, n // 1024)
-    for array in arrays:
-        sample = np.ascontiguousarray(np.asarray(array)[::step])
+    for array in arrays:  # sampled before any conversion: a column of strings is not copied whole
+        taken = array.iloc[::step].to_numpy() if hasattr(array, "iloc") else np.asarray(array)[::step]
+        sample = np.ascontiguousarray(taken)
         digest.update(str(sample.dtype).encode())
         digest.update(sample.tobytes() if sample.dtype != object else repr(sample.tolist()).encode())
     key = np.frombuffer(digest.digest(), dtype=np.uint32).tolist()

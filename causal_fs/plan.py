@@ -49,7 +49,7 @@ def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int 
     """The sketch of one chunk; numeric features keep `sample_size` values (None: all, exact quantiles)."""
     arms = chunk[options.arm_col]
     reward = chunk[options.reward_col].to_numpy(dtype=np.float64, na_value=np.nan)
-    rng = chunk_generator(options.seed, 1, arms.to_numpy(), reward)
+    rng = chunk_generator(options.seed, 1, arms, reward)
     finite = np.isfinite(reward)
     bad_propensities = 0
     if options.propensity_col is not None:

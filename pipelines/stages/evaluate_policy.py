@@ -118,11 +118,14 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     split = evaluation_split(config, context, fitted)
     # The reward model's encoder is fitted on the first partition (a chunk of users like any other).
     reward_encoder = ContextEncoder(reward_features).fit(logs.partitions[0].compute())
-    read = EvaluationReader(LogReader(fitted.encoder, tuple(fitted.arms), arm=config.arm, reward=config.reward,
-                                      propensity=config.propensity, user_id=config.user_id), reward_encoder)
+    log_columns = {"arm": config.arm, "reward": config.reward, "propensity": config.propensity,
+                   "user_id": config.user_id}
+    read = EvaluationReader(LogReader(fitted.encoder, tuple(fitted.arms), **log_columns), reward_encoder)
     coefficients = None
     if any(name in NEEDS_REWARD_MODEL for name in estimators):
-        reward_model = RewardModelPass(len(fitted.arms), config.n_folds, seed, config.l2, read=read)
+        # The reward model sees only its own contexts: read the chunk's feedback with the reward model's encoder.
+        reward_read = EvaluationReader(LogReader(reward_encoder, tuple(fitted.arms), **log_columns))
+        reward_model = RewardModelPass(len(fitted.arms), config.n_folds, seed, config.l2, read=reward_read)
         coefficients = run_statistic(OnRows(reward_model, split.rows), logs)
     settings = EstimatorSettings(config.clip, config.switch_threshold, config.shrinkage)
     estimate = OffPolicyPass(estimators, fitted.policy, coefficients, config.n_folds, seed, settings,
