@@ -129,6 +129,7 @@ def assign_stage(context: StageContext, config: AssignConfig) -> StageResult:
     if "link_auc" in metrics:
         summary["link AUC"] = f"{metrics['link_auc']:.3f}"
     return StageResult(summary=summary, outputs={"assignment": config.out},
-                       data={"assignment": assignment, "clusters": clusters, "diagnostics": diagnostics, "graph": graph,
+                       data={"assignment": assignment, "clusters": clusters, "diagnostics": diagnostics,
+                             "graph_user_ids": graph.user_ids,
                              "salt": salt, "p": config.p, "design": config.design,
                              "n_clusters": int(np.unique(clusters.cluster).size)})

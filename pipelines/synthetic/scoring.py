@@ -166,7 +166,7 @@ def _hidden_cut(config: Any, result: Any, results: dict) -> TruthScore | None:
     campaign = generated_campaign(config.edges)
     if campaign is None or not campaign.interactions.exists():
         return None
-    user_ids = result.data["graph"].user_ids
+    user_ids = result.data["graph_user_ids"]
     hidden = abtest.build_graph(pd.read_parquet(campaign.interactions), user_ids, unknown_users="drop")
     cluster = result.data["assignment"].set_index("user_id")["cluster"].reindex(user_ids).to_numpy()
     cut = cluster[hidden.src] != cluster[hidden.dst]
