@@ -23,8 +23,10 @@ partitions through `pipelines.allocation`), whose chunks `UserColumns` reads int
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from budget_rl import _kernels
-from campaign_core import InputError, compute, is_chunked
+from campaign_core import InputError, SelfMerging, compute, is_chunked
 
 BINS_PER_OCTAVE = 64
 LOWEST_OCTAVE, HIGHEST_OCTAVE = -60, 60
@@ -199,49 +201,16 @@ class _Pass:
                                                     filter_group, *self.keys.args()))
 
 
-class _UsersPass:
-    """A pass over chunks of users as a statistic: `compute(block)` per chunk, merged by the state's own merge."""
+@dataclass(frozen=True)
+class _UsersPass(SelfMerging):
+    """One pass over chunks of users as a statistic: `step(block)` per chunk (a histogram or the candidates of a
+    `_Pass`), merged by the state's own `merge`."""
 
+    step: Callable[[Block], Any]
     columns: UserColumns | None
-
-    def compute(self, block: Block) -> Any:
-        raise NotImplementedError
 
     def partial(self, chunk: Any) -> Any:
-        return self.compute(_as_block(chunk, self.columns))
-
-    @staticmethod
-    def merge(left: Any, right: Any) -> Any:
-        return left.merge(right)
-
-    @staticmethod
-    def finalize(state: Any) -> Any:
-        return state
-
-
-@dataclass(frozen=True)
-class _HistogramPass(_UsersPass):
-    """Extra cost and value of the hull upgrades per slope bin, over chunks of users."""
-
-    plan: _Pass
-    edges: np.ndarray
-    columns: UserColumns | None
-
-    def compute(self, block: Block) -> _Histogram:
-        return self.plan.histogram(self.edges, block)
-
-
-@dataclass(frozen=True)
-class _CandidatePass(_UsersPass):
-    """The upgrades whose slope lies in each group's crossing bin [low, high), over chunks of users."""
-
-    plan: _Pass
-    low: np.ndarray
-    high: np.ndarray
-    columns: UserColumns | None
-
-    def compute(self, block: Block) -> _Candidates:
-        return self.plan.candidates(self.low, self.high, block)
+        return self.step(_as_block(chunk, self.columns))
 
 
 @dataclass(frozen=True)
@@ -317,7 +286,7 @@ def _solve(users: Any, columns: UserColumns | None, plan: _Pass, budgets: np.nda
     solved: dict[int, GroupSolution] = {}
     pending = set(range(n_groups))
     while pending:
-        hist = _pass_over(users, _HistogramPass(plan, edges.copy(), columns), columns)
+        hist = _pass_over(users, _UsersPass(functools.partial(plan.histogram, edges.copy()), columns), columns)
         diagnostics.passes += 1
         if first is None:
             first = hist
@@ -342,7 +311,8 @@ def _solve(users: Any, columns: UserColumns | None, plan: _Pass, budgets: np.nda
                 collect.append(g)
         pending -= solved.keys()
         if collect:
-            candidates = _pass_over(users, _CandidatePass(plan, low.copy(), high.copy(), columns), columns)
+            candidates = _pass_over(users, _UsersPass(functools.partial(plan.candidates, low.copy(), high.copy()),
+                                                      columns), columns)
             diagnostics.passes += 1
             diagnostics.candidates += len(candidates.slope)
             for g in collect:

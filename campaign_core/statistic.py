@@ -52,6 +52,19 @@ class StatisticOf(Generic[S, R]):
         return state if self.finalize_function is None else self.finalize_function(state)
 
 
+class SelfMerging:
+    """Statistic base for states that merge themselves (`left.merge(right)`) and are their own result: a subclass
+    writes only `partial`."""
+
+    @staticmethod
+    def merge(left: Any, right: Any) -> Any:
+        return left.merge(right)
+
+    @staticmethod
+    def finalize(state: Any) -> Any:
+        return state
+
+
 @runtime_checkable
 class ChunkedTable(Protocol):
     """A table whose rows live in chunks and that runs a statistic over them (see `pipelines.execution`)."""

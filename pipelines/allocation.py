@@ -27,7 +27,7 @@ from budget_rl import Allocation, AllocationConstraints, allocate
 from budget_rl.allocation import AssignmentTotals, dual_allocation
 from budget_rl.dual import DualSolution, UserColumns, solve_dual
 from pipelines.errors import InputError
-from pipelines.execution import Blocks, Partitions, merge_tree
+from pipelines.execution import chunked, merge_tree
 from pipelines.io import atomic_output
 from pipelines.progress import busy
 
@@ -88,8 +88,7 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
         return _allocate_in_memory(frame, users, budget, constraints, level_labels, out, max_lp_users)
     caps = np.array([constraints.segment_caps[label] for label in capped], dtype=float)
     # A Dask frame's partitions, or an in-memory frame's blocks on threads (the compiled passes release the GIL).
-    users_table = Partitions(frame) if isinstance(frame, dd.DataFrame) else Blocks(frame)
-    solution = solve_dual(users_table, float(budget), caps, columns=users)
+    solution = solve_dual(chunked(frame), float(budget), caps, columns=users)
     written = _write_assignment(frame, solution, users, level_labels, out)
     return dual_allocation(solution, written, budget, list(capped), None,
                            {"passes": solution.diagnostics.passes + 1, "users": written.users})

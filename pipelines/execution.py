@@ -112,6 +112,8 @@ def run_statistic(statistic: Statistic[Any, R], data: Any, *, columns: Sequence[
     """
     if split_every < 2:
         raise InputError(f"split_every: must be >= 2, got {split_every}")
+    if block_rows is not None and block_rows < 1:
+        raise InputError(f"block_rows: must be >= 1, got {block_rows}")
     merge = functools.partial(_merge_group, statistic.merge)
     frames = data if isinstance(data, tuple) else (data,)
     if any(isinstance(frame, dd.DataFrame) for frame in frames):
@@ -119,8 +121,6 @@ def run_statistic(statistic: Statistic[Any, R], data: Any, *, columns: Sequence[
     chunk = (_project(frames[0], columns), *frames[1:]) if isinstance(data, tuple) else _project(data, columns)
     if block_rows is None or not isinstance(chunk, pd.DataFrame) or len(chunk) <= block_rows:
         return statistic.finalize(statistic.partial(chunk))
-    if block_rows < 1:
-        raise InputError(f"block_rows: must be >= 1, got {block_rows}")
     blocks = [chunk.iloc[start:start + block_rows] for start in range(0, len(chunk), block_rows)]
     with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
         states = list(pool.map(statistic.partial, blocks))
@@ -212,6 +212,6 @@ class OnRows:
         return self.statistic.finalize(state)
 
 
-def chunked(frame: dd.DataFrame | pd.DataFrame) -> Partitions | pd.DataFrame:
-    """A Dask DataFrame as `Partitions`; an in-memory frame as it is (one chunk)."""
-    return Partitions(frame) if isinstance(frame, dd.DataFrame) else frame
+def chunked(frame: dd.DataFrame | pd.DataFrame) -> Partitions | Blocks:
+    """A Dask DataFrame as `Partitions`; an in-memory frame as `Blocks` (threads over blocks of rows)."""
+    return Partitions(frame) if isinstance(frame, dd.DataFrame) else Blocks(frame)

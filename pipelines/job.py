@@ -17,7 +17,7 @@ from pipelines.execution import dask_client
 from pipelines.io import ensure_writable
 from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
 from pipelines.synthetic.scoring import score_against_truth
-from pipelines.tables import inspect_table, read_table
+from pipelines.tables import inspect_table, scan_values
 from pipelines.tracking import JobTracker, fingerprint
 
 
@@ -97,23 +97,22 @@ def check_before_start(job: Job) -> None:
     schema and every value, for all stages, before the first stage starts (a bad table for the last stage fails the
     job in seconds, with nothing written)."""
     produced: list[Path] = []
-    inputs: list[tuple[Path, Any]] = []
+    inputs: list[tuple[Path, Any, list]] = []
     for _, section in job.stages:
         for path, schema in section.input_tables().items():
             if not any(_inside(path, output) for output in produced):
-                inspect_table(path, schema)
-                inputs.append((path, schema))
+                inputs.append((path, schema, inspect_table(path, schema)))  # the metadata of all of them first
         for output in section.output_paths():
             ensure_writable(output)
         produced.extend(section.output_paths())
-    for path, schema in inputs:
-        read_table(path, schema)
+    for path, schema, to_scan in inputs:
+        scan_values(path, schema, to_scan)
 
 
 def _in_stage(error: InputError, stage: str) -> InputError:
     """The input error with the stage it stopped ("fit-bandit: ..."), unless its message names the stage already."""
     message = str(error)
-    return error if message.startswith(f"{stage}") else InputError(f"{stage}: {message}")
+    return error if message.startswith(stage) else InputError(f"{stage}: {message}")
 
 
 def _scored(stage: str, section: StageConfig, result: StageResult, results: dict[str, StageResult],

@@ -202,22 +202,26 @@ def _stamp(path: Path) -> tuple:
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
-def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
-    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`.
-
-    The value scan is skipped when the same files were already scanned against the same schema (a job validates
-    its inputs before the first stage starts)."""
-    to_scan = inspect_table(path, schema, columns=columns)
+def scan_values(path: Path | str, schema: Schema, to_scan: list[Column], *, columns: list[str] | None = None
+                ) -> dd.DataFrame:
+    """The table as a Dask DataFrame after the value scan of the columns `inspect_table` returned. The scan is
+    skipped when the same files were already scanned against the same schema (a job validates its inputs before the
+    first stage starts, and the stages read them again)."""
     data = dd.read_parquet(path, columns=columns)
-    key = (str(Path(path).resolve()), schema)
-    if _SCANNED.get(key) != _stamp(Path(path)):
+    key, stamp = (str(Path(path).resolve()), schema), _stamp(Path(path))
+    if _SCANNED.get(key) != stamp:
         try:
             _check_values(schema, data, to_scan)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
             raise InputError(f"{schema.name}: cannot read parquet {path}: {str(error).splitlines()[0]}") from None
         if columns is None:
-            _SCANNED[key] = _stamp(Path(path))
+            _SCANNED[key] = stamp
     return data
+
+
+def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
+    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`."""
+    return scan_values(path, schema, inspect_table(path, schema, columns=columns), columns=columns)
 
 
 def validate_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:

@@ -41,7 +41,7 @@ from bandits.ope.statistics import (
 )
 from bandits.policies.base import sample_from
 from bandits.policies.linear import LinearStats
-from campaign_core import InputError, chunk_generator, compute
+from campaign_core import InputError, SelfMerging, chunk_generator, compute
 
 DEFAULT_ESTIMATORS = ("ips", "snips", "dm", "dr", "switch-dr", "dr-shrink")
 
@@ -104,10 +104,6 @@ def _evaluation_chunk(chunk: Any, read: EvaluationReader | None) -> EvaluationCh
     return chunk
 
 
-def _folds(chunk: EvaluationChunk, n_folds: int, random_state: int) -> np.ndarray:
-    return assign_folds(chunk.feedback, n_folds, random_state)
-
-
 # ---------------------------------------------------------------------------- pass 1: the reward model
 @dataclass(frozen=True)
 class RewardModelPass:
@@ -126,7 +122,7 @@ class RewardModelPass:
             return None
         feedback = chunk.feedback
         return ridge_fold_statistics(chunk.reward_contexts, feedback.arms, feedback.rewards,
-                                     _folds(chunk, self.n_folds, self.random_state), self.n_arms, self.n_folds)
+                                     assign_folds(feedback, self.n_folds, self.random_state), self.n_arms, self.n_folds)
 
     @staticmethod
     def merge(left: list[LinearStats] | None, right: list[LinearStats] | None) -> list[LinearStats] | None:
@@ -155,7 +151,7 @@ class FixedProbabilities:
 
 
 @dataclass(frozen=True)
-class OffPolicyPass:
+class OffPolicyPass(SelfMerging):
     """The sums of every estimator over chunks -> one row per estimator (value, se, interval, diagnostics).
 
     target: anything with `action_probabilities(contexts) -> (n, K)` (a fitted policy). coefficients: the
@@ -182,7 +178,7 @@ class OffPolicyPass:
                                             feedback.n_arms)
         q = chunk.q
         if self.coefficients is not None:
-            q = ridge_predict(chunk.reward_contexts, _folds(chunk, self.n_folds, self.random_state),
+            q = ridge_predict(chunk.reward_contexts, assign_folds(feedback, self.n_folds, self.random_state),
                               self.coefficients)
         missing = [name for name in self.estimators if name in NEEDS_REWARD_MODEL]
         if q is None and missing:
@@ -197,10 +193,6 @@ class OffPolicyPass:
                            q_logged=None if q is None else q[rows, arms],
                            q_target=None if q is None else (target * q).sum(axis=1),
                            replay_match=replay_match, settings=self.settings)
-
-    @staticmethod
-    def merge(left: OPEStats, right: OPEStats) -> OPEStats:
-        return left.merge(right)
 
     def finalize(self, stats: OPEStats) -> pd.DataFrame:
         return finalize(stats, self.confidence)

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
-from campaign_core import InputError
+from campaign_core import InputError, SelfMerging
 
 
 def design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -71,7 +71,7 @@ class LinearStats:
 
 
 @dataclass(frozen=True)
-class LinearPass:
+class LinearPass(SelfMerging):
     """A linear policy's per-arm ridge statistics as a statistic over chunks of `LoggedFeedback` (or of a log table,
     read by `read`, e.g. a `bandits.feedback.LogReader`); rows weighted 1 / (K propensity) when
     `weight_by_propensity`. `LinearPolicy.fit_statistics` turns the result into the fitted policy."""
@@ -91,14 +91,6 @@ class LinearPass:
             weights = 1.0 / (self.n_arms * feedback.require_propensities("weight_by_propensity=True"))
         return LinearStats.partial(feedback.contexts, feedback.arms, feedback.rewards, self.n_arms, weights=weights,
                                    fit_intercept=self.fit_intercept)
-
-    @staticmethod
-    def merge(left: LinearStats, right: LinearStats) -> LinearStats:
-        return left.merge(right)
-
-    @staticmethod
-    def finalize(stats: LinearStats) -> LinearStats:
-        return stats
 
 
 class LinearPolicy(BasePolicy):
