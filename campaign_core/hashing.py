@@ -71,13 +71,14 @@ def seeded_salt(purpose: str, random_state: int) -> str:
     return f"{purpose}/{int(random_state)}"
 
 
-def chunk_generator(random_state: int, stream: int, *arrays) -> np.random.Generator:
-    """A random generator for one chunk of rows, keyed by the seed, a stream number and the chunk's content.
+def chunk_seed(random_state: int, stream: int, *arrays) -> list[int]:
+    """The entropy of a chunk's random generator: the seed, a stream number and the chunk's content.
 
     A statistic computed chunk by chunk (permutations within a chunk, a sample of a chunk, replay draws) needs
     randomness that differs between chunks and is the same whenever the same rows form a chunk, on any scheduler
     and whatever the chunk's position. The key is the row count and a digest of at most 1,024 evenly spaced rows of
-    each array (numpy arrays or pandas Series), so it costs microseconds however large the chunk.
+    each array (numpy arrays or pandas Series), so it costs microseconds however large the chunk. Append a number
+    to the list for one of several independent streams of the same chunk (e.g. one per replicate).
     """
     digest = hashlib.blake2b(digest_size=16)
     n = len(arrays[0]) if arrays else 0
@@ -88,4 +89,10 @@ def chunk_generator(random_state: int, stream: int, *arrays) -> np.random.Genera
         digest.update(str(sample.dtype).encode())
         digest.update(sample.tobytes() if sample.dtype != object else repr(sample.tolist()).encode())
     key = np.frombuffer(digest.digest(), dtype=np.uint32).tolist()
-    return np.random.default_rng([int(random_state), int(stream), n, *key])
+    return [int(random_state), int(stream), n, *key]
+
+
+def chunk_generator(random_state: int, stream: int, *arrays) -> np.random.Generator:
+    """A random generator for one chunk of rows, keyed by the seed, a stream number and the chunk's content
+    (`chunk_seed`)."""
+    return np.random.default_rng(chunk_seed(random_state, stream, *arrays))

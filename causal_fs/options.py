@@ -27,6 +27,7 @@ class ScoringOptions:
     n_bins: int
     control: object
     propensity_col: str | None
+    user_col: str | None
     n_permutations: int
     n_bootstrap: int
     compat: str | None
@@ -37,6 +38,7 @@ class ScoringOptions:
     max_levels: int
     min_level_share: float
     forest_rows: int
+    replicate_memory_mb: float = 256.0
 
     def __post_init__(self) -> None:
         unknown = [method for method in self.methods if method not in METHODS]
@@ -50,6 +52,8 @@ class ScoringOptions:
                 raise InputError(f"{key}: must be an integer >= 0, got {value!r}")
         if self.compat not in (None, *COMPAT_MODES):
             raise InputError(f"compat: must be None or one of {list(COMPAT_MODES)}, got {self.compat!r}")
+        if not self.replicate_memory_mb > 0:
+            raise InputError(f"replicate_memory_mb: must be > 0 MB, got {self.replicate_memory_mb!r}")
         if not self.smoothing >= 0:
             raise InputError(f"smoothing: must be >= 0 pseudo-rows, got {self.smoothing!r}")
         if not 0 < self.confidence < 1:
@@ -61,9 +65,11 @@ class ScoringOptions:
         duplicated = sorted({name for name in self.features if self.features.count(name) > 1})
         if duplicated:
             raise InputError(f"features: listed more than once: {duplicated}")
-        reserved = [name for name in (self.arm_col, self.reward_col, self.propensity_col) if name in self.features]
+        reserved = [name for name in (self.arm_col, self.reward_col, self.propensity_col, self.user_col)
+                    if name is not None and name in self.features]
         if reserved:
-            raise InputError(f"features: {reserved} is the arm, reward or propensity column, not a candidate feature")
+            raise InputError(f"features: {reserved} is the arm, reward, propensity or user id column, not a candidate "
+                             "feature")
 
     @property
     def score_methods(self) -> tuple[str, ...]:
@@ -76,5 +82,5 @@ class ScoringOptions:
         return tuple(m for m in METHODS if m in methods)
 
     def needed_columns(self) -> list[str]:
-        extra = [self.propensity_col] if self.propensity_col else []
+        extra = [name for name in (self.propensity_col, self.user_col) if name]
         return [*self.features, self.arm_col, self.reward_col, *extra]

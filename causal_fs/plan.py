@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from campaign_core import InputError, chunk_generator
+from campaign_core import InputError, chunk_generator, sorted_labels
 from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, level_counts, merge_sketches, sketch_feature
 from causal_fs.options import ScoringOptions
 
@@ -101,7 +101,7 @@ def make_plan(sketch: DataSketch, options: ScoringOptions) -> Plan:
         raise InputError("data: no rows")
     if sketch.missing_arms:
         raise InputError(f"{options.arm_col}: {sketch.missing_arms} of {sketch.rows} rows have no arm")
-    arms = tuple(sorted(sketch.arm_counts.index, key=str))
+    arms = sorted_labels(sketch.arm_counts.index)
     if len(arms) < 2:
         raise InputError(f"{options.arm_col}: needs at least 2 arms to compare, found {len(arms)} ({list(arms)})")
     if sketch.bad_rewards:

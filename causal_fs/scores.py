@@ -100,25 +100,49 @@ def hie(tables: Tables, smoothing: float = 1.0) -> np.ndarray:
 
 
 def _pair_divergence(tables: Tables, smoothing: float, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """D per bin (..., features, bins) and pooled (..., features): sum_{i != j} s_i s_j KL(P_i || P_j)."""
+    """D per bin (..., features, bins) and pooled (..., features): sum_{i != j} s_i s_j KL(P_i || P_j).
+
+    Both KLs separate into sums over single arms (`_bernoulli_pair_sum`, `_gaussian_pair_sum`), so the cost and
+    memory are linear in the number of arms, not quadratic.
+    """
     means = cell_means(tables, smoothing)
     weight, pooled_mean, _ = _pooled(tables)
-    if binary:
-        cell_kl = bernoulli_kl(means[..., :, None], means[..., None, :])
-        pooled_kl = bernoulli_kl(pooled_mean[..., :, None], pooled_mean[..., None, :])
-    else:
-        variances, pooled_variance = _cell_variances(tables, means, smoothing)
-        cell_kl = gaussian_kl(means[..., :, None], variances[..., :, None], means[..., None, :],
-                              variances[..., None, :])
-        pooled_kl = gaussian_kl(pooled_mean[..., :, None], pooled_variance[..., :, None], pooled_mean[..., None, :],
-                                pooled_variance[..., None, :])
     cell_weight = tables.weight.sum(axis=-1, keepdims=True)
     shares = np.divide(tables.weight, cell_weight, out=np.zeros_like(tables.weight), where=cell_weight > 0)
-    pooled_shares = np.divide(weight, weight.sum(axis=-1, keepdims=True), out=np.zeros_like(weight),
-                              where=weight.sum(axis=-1, keepdims=True) > 0)
-    per_bin = np.einsum("...i,...j,...ij->...", shares, shares, cell_kl)  # the diagonal KL(P_i||P_i) is 0
-    pooled = np.einsum("...i,...j,...ij->...", pooled_shares, pooled_shares, pooled_kl)
-    return per_bin, pooled
+    pooled_total = weight.sum(axis=-1, keepdims=True)
+    pooled_shares = np.divide(weight, pooled_total, out=np.zeros_like(weight), where=pooled_total > 0)
+    if binary:
+        return _bernoulli_pair_sum(shares, means), _bernoulli_pair_sum(pooled_shares, pooled_mean)
+    variances, pooled_variance = _cell_variances(tables, means, smoothing)
+    return (_gaussian_pair_sum(shares, means, variances),
+            _gaussian_pair_sum(pooled_shares, pooled_mean, pooled_variance))
+
+
+def _bernoulli_pair_sum(shares: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """sum_{i,j} s_i s_j KL(Bern(p_i) || Bern(p_j)) over the last axis, in O(arms):
+    KL = [p_i log p_i + (1-p_i) log(1-p_i)] - p_i log p_j - (1-p_i) log(1-p_j), each term a product of sums.
+    The diagonal terms are KL(P_i || P_i) = 0."""
+    p = np.clip(p, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    log_p, log_q = np.log(p), np.log1p(-p)
+    total = shares.sum(axis=-1)
+    negative_entropy = (shares * (p * log_p + (1 - p) * log_q)).sum(axis=-1)
+    cross = (shares * p).sum(axis=-1) * (shares * log_p).sum(axis=-1) \
+        + (shares * (1 - p)).sum(axis=-1) * (shares * log_q).sum(axis=-1)
+    return np.maximum(total * negative_entropy - cross, 0.0)
+
+
+def _gaussian_pair_sum(shares: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """sum_{i,j} s_i s_j KL(N(m_i, v_i) || N(m_j, v_j)) over the last axis, in O(arms). The log-variance terms
+    cancel in the double sum; means are centred first (KL does not change when all means shift) to keep the
+    squares small."""
+    total = shares.sum(axis=-1)
+    centre = np.divide((shares * mean).sum(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+    m = mean - centre[..., None]
+    inverse = shares / variance
+    pair = ((shares * (variance + m**2)).sum(axis=-1) * inverse.sum(axis=-1)
+            - 2 * (shares * m).sum(axis=-1) * (inverse * m).sum(axis=-1)
+            + total * (inverse * m**2).sum(axis=-1) - total**2)
+    return np.maximum(0.5 * pair, 0.0)
 
 
 def hdd(tables: Tables, smoothing: float = 1.0, binary: bool = True) -> np.ndarray:

@@ -6,8 +6,13 @@ per-(feature, bin, arm) tables of the observed data and of every permutation and
 (`TablePass`). All scores are then pure functions of those tables (`causal_fs.scores`, `causal_fs.regression`).
 Data in memory (a pandas DataFrame) is one chunk, scanned in row blocks; a `campaign_core.ChunkedTable` (e.g.
 `pipelines.execution.Partitions` over a Dask DataFrame) runs the passes over its chunks and merges the tables, so
-memory stays at a few tables however many rows there are. Permutations shuffle rows within a block of
-`CHUNK_ROWS` rows, with randomness keyed by the seed and the block's content (`campaign_core.chunk_generator`).
+memory stays at a few tables however many rows there are. Permutations shuffle rows (or, given a user id column,
+whole users) within a block of at most `CHUNK_ROWS` rows, with randomness keyed by the seed, the block's content and
+the replicate number (`campaign_core.chunk_seed`).
+
+Memory does not grow with the number of replicates: the replicate tables are built and scored a block of replicates
+at a time, the block as large as `replicate_memory_mb` allows (`replicate_blocks`), one pass over the data per
+block. A request whose single replicate does not fit is refused before any work, naming the knob.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from campaign_core import InputError, chunk_generator, compute, is_chunked
+from campaign_core import InputError, chunk_seed, compute, is_chunked
+from campaign_core.hashing import id_words
 from causal_fs import regression, scores
 from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_codes, numeric_values
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
 from causal_fs.plan import Plan, SketchPass
 from causal_fs.significance import basic_interval, benjamini_hochberg, permutation_p_values
-from causal_fs.tables import Layout, ObservedExtras, Tables, chunk_tables
+from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, Users, chunk_tables
 
-CHUNK_ROWS = 1 << 18  # rows per block (bounds the per-block code matrices)
+CHUNK_ROWS = 1 << 16  # rows per block (bounds the per-block code matrices: features x rows)
+ROW_ARRAYS = 4  # (features, rows) int64/float64 arrays alive while a block's tables are built
+SCORE_BLOCK = 16  # replicates scored at once (bounds the scoring arrays)
+SCORE_ARRAYS = 16  # (features, bins, arms) arrays alive per replicate while replicates are scored
+TABLE_HOLDERS = 3  # copies of a block's tables alive at once over several row blocks: the sum so far, a row block's,
+                   # their sum (one copy when all rows are one block)
+MERGE_HOLDERS = 10  # ... over a chunked table: the merge tree's fan-in (8) plus two
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,8 @@ class FeatureScores:
 
     `to_frame()`: one row per feature (index `feature`), one column per score and its significance (see
     `score_features`). `arms` (labels, in code order), `control` (the uplift filters' control arm), `rows` (rows
-    scored), `binary_reward` (0/1 rewards), `bins` (feature -> bin labels, the NaN bin last when present).
+    scored), `binary_reward` (0/1 rewards), `bins` (feature -> bin labels, the NaN bin last when present), `passes`
+    (table passes over the data: one per block of replicates).
     """
 
     table: pd.DataFrame
@@ -45,6 +58,7 @@ class FeatureScores:
     rows: int
     binary_reward: bool
     bins: dict[str, list[str]] = field(repr=False)
+    passes: int = 1
 
     def to_frame(self) -> pd.DataFrame:
         """The per-feature table (a copy)."""
@@ -57,11 +71,13 @@ class FeatureScores:
 
 def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col: str = "arm",
                    reward_col: str = "reward", methods: Sequence[str] = ("hie", "hdd"), n_bins: int = 10,
-                   control: Any = None, propensity_col: str | None = None, n_permutations: int = 0,
+                   control: Any = None, propensity_col: str | None = None, user_col: str | None = None,
+                   n_permutations: int = 0,
                    compat: str | None = None, random_state: int | None = None, n_bootstrap: int | None = None,
                    smoothing: float = 1.0, confidence: float = 0.95,
                    combined_weights: tuple[float, float] = (0.5, 0.5), max_levels: int = 50,
-                   min_level_share: float = 0.005, forest_rows: int = 50_000) -> FeatureScores:
+                   min_level_share: float = 0.005, forest_rows: int = 50_000,
+                   replicate_memory_mb: float = 256.0) -> FeatureScores:
     """Score how much each feature changes which arm is best; one row per feature, one column per method.
 
     Columns of `.to_frame()` (those of the methods asked for): `hie` (reward per decision gained by per-bin arm
@@ -73,6 +89,13 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     bootstrap replicates, default as many as permutations). Always present: `n_bins` (bins used, NaN bin
     included when there are NaNs) and `missing_share`.
 
+    `user_col` names a user id column when users have several rows: permutations then give each user another
+    user's features and bootstrap replicates draw whole users, the valid null and resampling unit when a user's
+    rows are alike (row permutations would call user-level noise significant). A chunked table must hold each
+    user's rows in one chunk for this (a user split over chunks counts as several users).
+    `replicate_memory_mb` caps the replicate tables and their scoring (MB); more replicates than fit in one block
+    cost more passes over the data, not more memory.
+
     `data` is a pandas DataFrame or a `campaign_core.ChunkedTable` with the feature, arm and reward columns (and
     the propensity column, whose values must be in (0, 1], to inverse-propensity weight the cell means).
     `features` None means every other column. `compat="causalml"` computes kl/ed/chi exactly as CausalML's
@@ -80,9 +103,9 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     feature value are left out of the bins and count in the total (CausalML 0.18 refuses NaN). The same
     `random_state` and the same chunks give the same output on any scheduler.
     """
-    options = _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col,
+    options = _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col, user_col,
                        n_permutations, compat, random_state, n_bootstrap, smoothing, confidence, combined_weights,
-                       max_levels, min_level_share, forest_rows)
+                       max_levels, min_level_share, forest_rows, replicate_memory_mb)
     _check_columns(data, options)
     columns = options.needed_columns() if is_chunked(data) else None  # a chunked table reads only these
     if columns is None:
@@ -92,43 +115,97 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     _check_method_inputs(data, plan, options)
 
     layout = Layout(len(plan.bins), plan.max_bins, len(plan.arms), options.n_permutations, options.n_bootstrap)
-    tables, extras = compute(TablePass(plan.bins, plan, layout, options), data, columns=columns)
-    result = pd.DataFrame(index=pd.Index(options.features, name="feature"))
     methods = options.score_methods
     bin_methods = [m for m in methods if m in BIN_METHODS and not (options.compat and m in UPLIFT_METHODS)]
-    replicate_scores = _bin_scores(tables, bin_methods, plan, options)
-    if options.compat and any(m in UPLIFT_METHODS for m in methods):
-        compat_bins = tuple(_causalml_bins(data[name], name, options.n_bins) for name in options.features)
-        compat_layout = Layout(len(compat_bins), max(b.n_bins for b in compat_bins), len(plan.arms),
-                               options.n_permutations, options.n_bootstrap)
-        compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options), data)
-        value_bins = np.array([b.n_bins - 1 for b in compat_bins])
-        for method in (m for m in methods if m in UPLIFT_METHODS):
-            replicate_scores[method] = scores.causalml_filter(compat_tables, method, plan.control, value_bins)
+    compat_methods = [m for m in methods if options.compat and m in UPLIFT_METHODS]
+    compat_bins = tuple(_causalml_bins(data[name], name, options.n_bins) for name in options.features) \
+        if compat_methods else ()
+    compat_layout = Layout(len(compat_bins), max((b.n_bins for b in compat_bins), default=1), len(plan.arms),
+                           options.n_permutations, options.n_bootstrap)
+    plan_blocks = replicate_blocks(layout, options, is_chunked(data), plan.rows)
+    if compat_methods:
+        compat_blocks = replicate_blocks(compat_layout, options, is_chunked(data), plan.rows)
+        plan_blocks = ReplicateBlocks(max(plan_blocks.blocks, compat_blocks.blocks, key=len),
+                                      min(plan_blocks.score_block, compat_blocks.score_block))
+    blocks, score_block = plan_blocks.blocks, plan_blocks.score_block
+    replicate_scores: dict[str, list[np.ndarray]] = {}
+    for block in blocks:
+        tables, block_extras = compute(TablePass(plan.bins, plan, layout, options, block), data, columns=columns)
+        if block.start == 0:  # a copy: a view would keep the whole block's tables alive
+            observed, extras = Tables(*(getattr(tables, name)[:1].copy() for name in STATISTICS)), block_extras
+        block_scores = _bin_scores(tables, bin_methods, plan, options, score_block)  # (block, features) per method
+        if compat_methods:
+            compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options, block), data)
+            value_bins = np.array([b.n_bins - 1 for b in compat_bins])
+            for method in compat_methods:
+                block_scores[method] = np.concatenate([
+                    scores.causalml_filter(compat_tables.replicate(slice(start, start + score_block)), method,
+                                           plan.control, value_bins)
+                    for start in range(0, len(compat_tables.rows), score_block)])
+        for method, values in block_scores.items():
+            replicate_scores.setdefault(method, []).append(values)
+        del tables  # before the next block's tables are built
+    replicate_scores = {method: np.concatenate(parts) for method, parts in replicate_scores.items()}
+    if "combined" in bin_methods:
+        replicate_scores["combined"] = scores.combined(replicate_scores["hie"], replicate_scores["hdd"],
+                                                       options.combined_weights)
+    result = pd.DataFrame(index=pd.Index(options.features, name="feature"))
     for method in methods:
         if method in replicate_scores:
             result[method] = replicate_scores[method][0]
     if "f" in methods or "lr" in methods:
-        _add_interaction_tests(result, tables, extras, plan, methods)
+        _add_interaction_tests(result, observed, extras, plan, methods)
     if "causal_forest" in methods:
         from causal_fs.forest import causal_forest_importance
 
         result["causal_forest"] = causal_forest_importance(data, plan, options)
     _add_significance(result, replicate_scores, options)
-    observed = tables.replicate(0)
+    observed = observed.replicate(0)
     result["n_bins"] = [int((observed.rows[f].sum(axis=-1) > 0).sum()) for f in range(len(plan.bins))]
     result["missing_share"] = [observed.rows[f, b.missing_bin].sum() / plan.rows for f, b in enumerate(plan.bins)]
     return FeatureScores(result, tuple(plan.arms), plan.arms[plan.control], plan.rows, plan.binary_reward,
-                         {b.name: b.labels() for b in plan.bins})
+                         {b.name: b.labels() for b in plan.bins}, len(blocks))
 
 
-def _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col, n_permutations, compat,
-             random_state, n_bootstrap, smoothing, confidence, combined_weights, max_levels, min_level_share,
-             forest_rows) -> ScoringOptions:
+@dataclass(frozen=True)
+class ReplicateBlocks:
+    """How the replicates are computed: `blocks` of replicate numbers built together (one pass over the data
+    each), and scored `score_block` replicates at a time."""
+
+    blocks: list[range]
+    score_block: int
+
+
+def replicate_blocks(layout: Layout, options: ScoringOptions, chunked: bool, rows: int) -> ReplicateBlocks:
+    """As many replicates per block as fit in `options.replicate_memory_mb`: the per-block row arrays, the scoring
+    arrays of `score_block` replicates (up to SCORE_BLOCK, within a quarter of the limit) and the tables of the
+    block's replicates (held several times while chunks merge). Refuses, naming the knob, when not even one
+    replicate fits."""
+    cell_bytes = layout.cells * 8
+    limit = options.replicate_memory_mb * 2**20
+    per_score = cell_bytes * SCORE_ARRAYS
+    score_block = int(max(1, min(SCORE_BLOCK, limit / 4 // per_score)))
+    holders = MERGE_HOLDERS if chunked else TABLE_HOLDERS if rows > CHUNK_ROWS else 1
+    per_replicate = cell_bytes * len(STATISTICS) * holders
+    fixed = layout.n_features * min(rows, CHUNK_ROWS) * 8 * ROW_ARRAYS + per_score * score_block
+    if fixed + per_replicate > limit:
+        raise InputError(
+            f"replicate_memory_mb: one replicate of {layout.n_features} features x {layout.n_bins} bins x "
+            f"{layout.n_arms} arms needs {(fixed + per_replicate) / 2**20:.3g} MB, over the limit of "
+            f"{options.replicate_memory_mb:g} MB; raise replicate_memory_mb, or score fewer features, bins "
+            "(n_bins, max_levels) or arms")
+    size = max(1, int((limit - fixed) // per_replicate))
+    blocks = [range(start, min(start + size, layout.n_replicates)) for start in range(0, layout.n_replicates, size)]
+    return ReplicateBlocks(blocks, score_block)
+
+
+def _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col, user_col, n_permutations,
+             compat, random_state, n_bootstrap, smoothing, confidence, combined_weights, max_levels, min_level_share,
+             forest_rows, replicate_memory_mb) -> ScoringOptions:
     if isinstance(methods, str):
         methods = (methods,)
     if features is None:
-        reserved = {arm_col, reward_col, propensity_col}
+        reserved = {arm_col, reward_col, propensity_col, user_col}
         features = [column for column in data.columns if column not in reserved]
     elif isinstance(features, str):
         features = (features,)
@@ -140,10 +217,11 @@ def _options(data, features, arm_col, reward_col, methods, n_bins, control, prop
         seed = int(random_state)
     return ScoringOptions(
         features=tuple(features), arm_col=arm_col, reward_col=reward_col, methods=tuple(methods), n_bins=n_bins,
-        control=control, propensity_col=propensity_col, n_permutations=n_permutations,
+        control=control, propensity_col=propensity_col, user_col=user_col, n_permutations=n_permutations,
         n_bootstrap=n_permutations if n_bootstrap is None else n_bootstrap, compat=compat, seed=seed,
         smoothing=float(smoothing), confidence=float(confidence), combined_weights=tuple(combined_weights),
-        max_levels=max_levels, min_level_share=min_level_share, forest_rows=forest_rows)
+        max_levels=max_levels, min_level_share=min_level_share, forest_rows=forest_rows,
+        replicate_memory_mb=float(replicate_memory_mb))
 
 
 def _check_columns(data: Any, options: ScoringOptions) -> None:
@@ -180,33 +258,42 @@ def _check_method_inputs(data: Any, plan: Plan, options: ScoringOptions) -> None
 
 @dataclass(frozen=True)
 class TablePass:
-    """The second pass as a statistic: the tables of every replicate and the observed data's extras (for the
-    regression filters), summed over chunks."""
+    """The second pass as a statistic: the tables of a block of replicates (`replicates`) and, in the block with
+    the observed data (replicate 0), the observed data's extras for the regression filters; summed over chunks."""
 
     bins: tuple[FeatureBins, ...]
     plan: Plan
     layout: Layout
     options: ScoringOptions
+    replicates: range
 
-    def partial(self, chunk: pd.DataFrame) -> tuple[Tables, ObservedExtras]:
-        """Built in blocks of CHUNK_ROWS rows, so the per-row code matrices stay small."""
-        parts = [self._block(chunk.iloc[start:start + CHUNK_ROWS]) for start in range(0, max(len(chunk), 1),
-                                                                                          CHUNK_ROWS)]
-        state = parts[0]
-        for part in parts[1:]:
-            state = self.merge(state, part)
+    def partial(self, chunk: pd.DataFrame) -> tuple[Tables, ObservedExtras | None]:
+        """Built in blocks of at most CHUNK_ROWS rows (a user's rows stay in one block), so the per-row code
+        matrices stay small."""
+        starts: list[int] = list(range(0, max(len(chunk), 1), CHUNK_ROWS))
+        user_words = None
+        if self.options.user_col is not None:
+            chunk, user_words = _grouped_by_user(chunk, self.options)
+            users = Users.of_sorted(user_words)
+            starts = sorted({int(users.start[np.searchsorted(users.start, start)]) for start in starts
+                             if start < len(chunk)} | {0})
+        bounds = [*starts[1:], len(chunk)]
+        state = None
+        for start, stop in zip(starts, bounds, strict=True):
+            part = self._block(chunk.iloc[start:stop], None if user_words is None else user_words[start:stop])
+            state = part if state is None else self.merge(state, part)
         return state
 
     @staticmethod
-    def merge(left: tuple[Tables, ObservedExtras], right: tuple[Tables, ObservedExtras]
-              ) -> tuple[Tables, ObservedExtras]:
-        return left[0] + right[0], left[1] + right[1]
+    def merge(left: tuple[Tables, ObservedExtras | None], right: tuple[Tables, ObservedExtras | None]
+              ) -> tuple[Tables, ObservedExtras | None]:
+        return left[0] + right[0], None if left[1] is None else left[1] + right[1]
 
     @staticmethod
-    def finalize(state: tuple[Tables, ObservedExtras]) -> tuple[Tables, ObservedExtras]:
+    def finalize(state: tuple[Tables, ObservedExtras | None]) -> tuple[Tables, ObservedExtras | None]:
         return state
 
-    def _block(self, block: pd.DataFrame) -> tuple[Tables, ObservedExtras]:
+    def _block(self, block: pd.DataFrame, user_words: np.ndarray | None) -> tuple[Tables, ObservedExtras | None]:
         bins, layout, options = self.bins, self.layout, self.options
         codes = np.empty((len(bins), len(block)), dtype=np.int64)
         x_sum = np.zeros((layout.n_features, layout.n_bins))
@@ -224,8 +311,11 @@ class TablePass:
         weight = None
         if options.propensity_col is not None:
             weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
-        rng = chunk_generator(options.seed, 2, arms, reward)
-        tables = chunk_tables(codes, arms, reward, weight, layout, rng)
+        users = None if user_words is None else Users.of_sorted(user_words)
+        tables = chunk_tables(codes, arms, reward, weight, layout, self.replicates,
+                              chunk_seed(options.seed, 2, arms, reward), users)
+        if self.replicates.start != 0:
+            return tables, None
         if weight is None:
             weight_sq = tables.rows[0]
         else:
@@ -233,6 +323,15 @@ class TablePass:
             weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(bins)),
                                     minlength=layout.cells).reshape(layout.shape()[1:])
         return tables, ObservedExtras(x_sum, weight_sq)
+
+
+def _grouped_by_user(chunk: pd.DataFrame, options: ScoringOptions) -> tuple[pd.DataFrame, np.ndarray]:
+    """The chunk's rows in a canonical order, grouped by user: by the user id's word, then by a hash of the row's
+    values, so the same rows give the same replicates in whatever order a shuffle delivered them."""
+    user_words = id_words(chunk[options.user_col].to_numpy())
+    row_hash = pd.util.hash_pandas_object(chunk[options.needed_columns()], index=False).to_numpy()
+    order = np.lexsort((row_hash, user_words))
+    return chunk.iloc[order], user_words[order]
 
 
 def _causalml_bins(values: Any, name: str, n_bins: int) -> FeatureBins:
@@ -247,15 +346,21 @@ def _causalml_bins(values: Any, name: str, n_bins: int) -> FeatureBins:
 
 # --- scores and significance ------------------------------------------------------------------------------------
 
-def _bin_scores(tables: Tables, methods: list[str], plan: Plan, options: ScoringOptions) -> dict[str, np.ndarray]:
-    """(replicates, features) scores of every bin-based method."""
+def _bin_scores(tables: Tables, methods: list[str], plan: Plan, options: ScoringOptions, score_block: int
+                ) -> dict[str, np.ndarray]:
+    """(replicates, features) scores of every bin-based method but `combined` (which needs every replicate's hie
+    and hdd: its scale is fixed by the observed scores), `score_block` replicates at a time."""
+    parts = [_block_scores(tables.replicate(slice(start, start + score_block)), methods, plan, options)
+             for start in range(0, len(tables.rows), score_block)]
+    return {method: np.concatenate([part[method] for part in parts]) for method in parts[0]}
+
+
+def _block_scores(tables: Tables, methods: list[str], plan: Plan, options: ScoringOptions) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if "hie" in methods:
         out["hie"] = scores.hie(tables, options.smoothing)
     if "hdd" in methods:
         out["hdd"] = scores.hdd(tables, options.smoothing, plan.binary_reward)
-    if "combined" in methods:
-        out["combined"] = scores.combined(out["hie"], out["hdd"], options.combined_weights)
     for method in (m for m in methods if m in UPLIFT_METHODS):
         out[method] = scores.uplift_filter(tables, method, plan.control, options.smoothing, plan.binary_reward)
     return out

@@ -6,10 +6,16 @@ For each feature f, bin b and arm k the tables hold
   wy     S_fbk  the weighted reward sum,
   wyy    Q_fbk  the weighted sum of squared rewards,
 in arrays of shape (replicates, features, bins, arms), padded to the largest bin count (padding stays empty).
-Replicate 0 is the data as observed; the next `n_permutations` replicates have (arm, reward, weight) shuffled
-against the features within each chunk; the last `n_bootstrap` carry Poisson(1) row weights. Both kinds of
-replicate are seeded by (seed, chunk number), so tables built chunk by chunk and added up are reproducible, and
-a shuffle within chunks is a valid permutation null when rows are exchangeable.
+Replicate 0 is the data as observed; replicates 1..P are permutations, the next B Poisson(1) bootstrap
+replicates. Tables are built for a block of replicates at a time (`replicates`, a range of replicate numbers), so
+their memory is set by the block, not by P + B. Replicate r of a chunk draws from its own generator, keyed by the
+seed, the chunk's content and r, so tables built chunk by chunk and block by block add up to the same numbers
+whatever the blocks.
+
+Rows are resampled one by one, or, when the rows carry user ids (`Users`), user by user: a permutation gives each
+user the feature rows of another user (a random permutation of the chunk's users), a bootstrap replicate draws one
+Poisson(1) weight per user. Permuting rows is a valid null only when rows are exchangeable; with repeated users it
+is not (a user's preference moves all of its rows together), and moving whole users is.
 """
 
 from __future__ import annotations
@@ -75,48 +81,94 @@ class ObservedExtras:
 
 
 
+@dataclass(frozen=True)
+class Users:
+    """The rows of a chunk grouped by user: each user's rows are contiguous, `start` and `size` per user."""
+
+    start: np.ndarray
+    size: np.ndarray
+
+    @classmethod
+    def of_sorted(cls, user_words: np.ndarray) -> Users:
+        """Users of rows sorted by user (one word per row, equal words = same user)."""
+        n = len(user_words)
+        if n == 0:
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        start = np.flatnonzero(np.r_[True, user_words[1:] != user_words[:-1]])
+        return cls(start, np.diff(np.r_[start, n]))
+
+    def user_of_row(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.start)), self.size)
+
+    def partner_rows(self, rng: np.random.Generator) -> np.ndarray:
+        """For every row, the row whose features it takes in a user-level permutation: user u takes the rows of
+        user pi(u), in order, cycling through them when pi(u) has fewer rows than u. For features that are constant
+        per user this is an exact permutation of the users' feature vectors."""
+        user = self.user_of_row()
+        partner = rng.permutation(len(self.start))[user]
+        position = np.arange(len(user)) - self.start[user]
+        return self.start[partner] + position % self.size[partner]
+
+    def weights(self, rng: np.random.Generator) -> np.ndarray:
+        """Poisson(1) bootstrap weight per user, repeated on the user's rows."""
+        return np.repeat(rng.poisson(1.0, len(self.start)).astype(np.float64), self.size)
+
+
 def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
-                 layout: Layout, rng: np.random.Generator) -> Tables:
-    """The tables of one chunk. `codes` is (features, rows) bin indices, `arms` 0..K-1, `weight` None for 1.
+                 layout: Layout, replicates: range, seed: list[int], users: Users | None = None) -> Tables:
+    """The tables of one chunk for the replicate numbers in `replicates` (0 observed, 1..P permutations, then
+    bootstrap). `codes` is (features, rows) bin indices, `arms` 0..K-1, `weight` None for 1, `seed` the chunk's
+    entropy (`campaign_core.chunk_seed`), `users` None when rows are independent.
 
     When the reward is 0/1, counts per (cell, reward) give all four statistics (one count, two with weights);
-    otherwise four weighted counts. Permutation replicates shuffle (arm, reward, weight) rows, which
-    is the same null as shuffling every feature column together and needs no re-binning.
+    otherwise four weighted counts. A row permutation shuffles (arm, reward, weight) rows, the same null as
+    shuffling every feature column together, and needs no re-binning; a user permutation moves the code columns.
     """
     n_rows = len(arms)
     cell_base = (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[:, None] + codes
     cell_base *= layout.n_arms
     binary = bool(np.all((reward == 0) | (reward == 1)))
-    replicates = [_one_replicate(cell_base, arms, reward, weight, None, layout, binary)]
-    for _ in range(layout.n_permutations):
-        order = rng.permutation(n_rows)
-        replicates.append(_one_replicate(cell_base, arms[order], reward[order],
-                                         None if weight is None else weight[order], None, layout, binary))
-    for _ in range(layout.n_bootstrap):
-        replicates.append(_one_replicate(cell_base, arms, reward, weight, rng.poisson(1.0, n_rows).astype(np.float64),
-                                         layout, binary))
-    return Tables(*(np.stack([getattr(replicate, name) for replicate in replicates]) for name in STATISTICS))
-
+    out = [np.empty((len(replicates), *layout.shape()[1:])) for _ in STATISTICS]
+    for position, replicate in enumerate(replicates):
+        rng = np.random.default_rng([*seed, replicate])
+        target = [array[position] for array in out]
+        if replicate == 0:
+            _one_replicate(cell_base, arms, reward, weight, None, layout, binary, target)
+        elif replicate <= layout.n_permutations and users is None:
+            order = rng.permutation(n_rows)
+            _one_replicate(cell_base, arms[order], reward[order], None if weight is None else weight[order], None,
+                           layout, binary, target)
+        elif replicate <= layout.n_permutations:
+            _one_replicate(cell_base[:, users.partner_rows(rng)], arms, reward, weight, None, layout, binary, target)
+        else:
+            resample = rng.poisson(1.0, n_rows).astype(np.float64) if users is None else users.weights(rng)
+            _one_replicate(cell_base, arms, reward, weight, resample, layout, binary, target)
+    return Tables(*out)
 
 def _one_replicate(cell_base: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
-                   resample: np.ndarray | None, layout: Layout, binary: bool) -> Tables:
-    shape = layout.shape()[1:]
+                   resample: np.ndarray | None, layout: Layout, binary: bool, out: list[np.ndarray]) -> None:
+    """Write one replicate's rows, weight, wy and wyy tables into `out` (four (features, bins, arms) arrays)."""
     n_features = cell_base.shape[0]
     unit = resample if weight is None else (weight if resample is None else resample * weight)
 
     def total(index: np.ndarray, values: np.ndarray | None, cells: int) -> np.ndarray:
         repeated = None if values is None else np.tile(values, n_features)
-        return np.bincount(index, weights=repeated, minlength=cells).astype(np.float64)
+        return np.bincount(index, weights=repeated, minlength=cells).astype(np.float64, copy=False)
 
+    rows, weights, wy, wyy = out
     if binary:  # 0/1 rewards: counts per (cell, reward) give every statistic, wy = wyy
         index = (cell_base * 2 + (arms * 2 + reward.astype(np.int64))[None, :]).ravel()
-        rows = total(index, resample, layout.cells * 2).reshape(*shape, 2)
-        weight_sums = rows if unit is resample else total(index, unit, layout.cells * 2).reshape(*shape, 2)
-        positives = weight_sums[..., 1]
-        return Tables(rows.sum(axis=-1), weight_sums.sum(axis=-1), positives, positives)
+        counts = total(index, resample, layout.cells * 2).reshape(*rows.shape, 2)
+        np.add(counts[..., 0], counts[..., 1], out=rows)
+        if unit is not resample:
+            counts = total(index, unit, layout.cells * 2).reshape(*rows.shape, 2)
+        np.add(counts[..., 0], counts[..., 1], out=weights)
+        wy[...] = counts[..., 1]
+        wyy[...] = counts[..., 1]
+        return
     index = (cell_base + arms[None, :]).ravel()
     unit = np.ones(len(arms)) if unit is None else unit
-    rows = total(index, resample, layout.cells).reshape(shape)
-    return Tables(rows, total(index, unit, layout.cells).reshape(shape),
-                  total(index, unit * reward, layout.cells).reshape(shape),
-                  total(index, unit * reward * reward, layout.cells).reshape(shape))
+    rows[...] = total(index, resample, layout.cells).reshape(rows.shape)
+    weights[...] = total(index, unit, layout.cells).reshape(rows.shape)
+    wy[...] = total(index, unit * reward, layout.cells).reshape(rows.shape)
+    wyy[...] = total(index, unit * reward * reward, layout.cells).reshape(rows.shape)

@@ -36,7 +36,7 @@ CASES = [
     (lambda d: d, {"compat": "econml"}, r"compat: must be None or one of \['causalml'\]"),
     (lambda d: d, {"features": ["x", "c"], "compat": "causalml", "methods": ("kl",)},
      r"compat: CausalML's filters bin numeric features only; 'c' is categorical"),
-    (lambda d: d, {"features": ["x", "arm"]}, r"features: \['arm'\] is the arm, reward or propensity column"),
+    (lambda d: d, {"features": ["x", "arm"]}, r"features: \['arm'\] is the arm, reward, propensity or user id column"),
     (lambda d: d, {"n_permutations": -1}, r"n_permutations: must be an integer >= 0"),
 ]
 

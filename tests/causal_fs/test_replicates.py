@@ -1,0 +1,135 @@
+"""Permutation and bootstrap replicates: blocks of bounded memory, user-level resampling, and the O(arms) divergence
+sums (docs/feature_selection.md, 'Significance' and 'Memory')."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from campaign_core import InputError
+from causal_fs import score_features
+from causal_fs.scores import PROBABILITY_CLIP, _bernoulli_pair_sum, _gaussian_pair_sum
+from causal_fs.tables import Users
+
+
+def _pairwise(shares, kl):
+    """The double sum written out: sum_{i,j} s_i s_j KL_ij over an explicit (arms x arms) matrix."""
+    return np.einsum("...i,...j,...ij->...", shares, shares, kl)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bernoulli_divergence_sum_equals_the_pairwise_double_sum(seed):
+    rng = np.random.default_rng(seed)
+    shares = rng.dirichlet(np.ones(7), size=(4, 5))
+    p = np.clip(rng.random((4, 5, 7)), PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    p[0, 0, 2] = 0.0  # clipped like every other probability
+    q = np.clip(p, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    kl = (q[..., :, None] * np.log(q[..., :, None] / q[..., None, :])
+          + (1 - q[..., :, None]) * np.log((1 - q[..., :, None]) / (1 - q[..., None, :])))
+    np.testing.assert_allclose(_bernoulli_pair_sum(shares, p), _pairwise(shares, kl), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_gaussian_divergence_sum_equals_the_pairwise_double_sum(offset):
+    rng = np.random.default_rng(4)
+    shares = rng.dirichlet(np.ones(6), size=(3, 4))
+    mean, variance = offset + rng.normal(size=(3, 4, 6)), rng.gamma(2.0, size=(3, 4, 6))
+    kl = 0.5 * (np.log(variance[..., None, :] / variance[..., :, None])
+                + (variance[..., :, None] + (mean[..., :, None] - mean[..., None, :]) ** 2) / variance[..., None, :] - 1)
+    np.testing.assert_allclose(_gaussian_pair_sum(shares, mean, variance), _pairwise(shares, kl), rtol=1e-9,
+                               atol=1e-12)
+
+
+def _repeated_users(seed: int, users: int = 80, rows_per_user: int = 10, arms: int = 3) -> pd.DataFrame:
+    """Users with their own favourite arm (unrelated to any feature) and user-level features: every feature is
+    null, but a user's rows move together."""
+    rng = np.random.default_rng(seed)
+    user = np.repeat(np.arange(users), rows_per_user)
+    favourite = rng.integers(0, arms, users)[user]
+    arm = rng.integers(0, arms, len(user))
+    reward = (rng.random(len(user)) < np.where(arm == favourite, 0.6, 0.1)).astype(float)
+    return pd.DataFrame({"user_id": user, "x": rng.normal(size=users)[user], "c": rng.choice(list("pqrs"), users)[user],
+                         "arm": arm, "reward": reward})
+
+
+def _null_p_values(user_col: str | None) -> np.ndarray:
+    p_values = []
+    for seed in range(60):
+        scores = score_features(_repeated_users(seed), ["x", "c"], user_col=user_col, n_permutations=39,
+                                n_bootstrap=0, random_state=seed).to_frame()
+        p_values += list(scores["p_hie"]) + list(scores["p_hdd"])
+    return np.asarray(p_values)
+
+
+def test_user_level_permutations_give_uniform_null_p_values_where_row_permutations_do_not():
+    by_user = _null_p_values("user_id")
+    for cut in (0.1, 0.25, 0.5, 0.75):
+        # 240 p-values (two methods, not independent: a loose bound) on a grid of 1/40.
+        assert abs((by_user <= cut + 1e-9).mean() - cut) < 4 * np.sqrt(cut * (1 - cut) / 120), cut
+    by_row = _null_p_values(None)
+    assert (by_row <= 0.1 + 1e-9).mean() > 0.3  # the row null is far too narrow when users repeat
+
+
+def test_user_level_replicates_do_not_depend_on_row_order():
+    data = _repeated_users(3)
+    first = score_features(data, ["x", "c"], user_col="user_id", n_permutations=20, random_state=1).to_frame()
+    shuffled = data.sample(frac=1.0, random_state=9)
+    again = score_features(shuffled, ["x", "c"], user_col="user_id", n_permutations=20, random_state=1).to_frame()
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_user_permutation_is_a_permutation_of_users_for_user_level_features():
+    users = Users.of_sorted(np.repeat([5, 7, 9, 11], [3, 1, 2, 3]))
+    partner = users.partner_rows(np.random.default_rng(0))
+    user_feature = np.repeat([50, 70, 90, 110], [3, 1, 2, 3])
+    taken = user_feature[partner]
+    assert sorted(taken[users.start]) == [50, 70, 90, 110]  # every user's features go to exactly one user
+    for start, size in zip(users.start, users.size, strict=True):
+        assert len(set(taken[start:start + size])) == 1  # and a user keeps one feature vector
+    weights = users.weights(np.random.default_rng(1))
+    for start, size in zip(users.start, users.size, strict=True):
+        assert len(set(weights[start:start + size])) == 1
+
+
+def test_blocks_of_replicates_give_the_same_numbers_as_one_block():
+    data = _repeated_users(1)
+    whole = score_features(data, ["x", "c"], n_permutations=40, random_state=2)
+    blocks = score_features(data, ["x", "c"], n_permutations=40, random_state=2, replicate_memory_mb=0.1)
+    assert whole.passes == 1 and blocks.passes > 5
+    pd.testing.assert_frame_equal(whole.to_frame(), blocks.to_frame())
+
+
+def test_a_replicate_that_cannot_fit_is_refused_naming_the_knob():
+    data = _repeated_users(1)
+    with pytest.raises(InputError, match=r"^replicate_memory_mb: one replicate of 2 features") as error:
+        score_features(data, ["x", "c"], n_permutations=10, replicate_memory_mb=0.01)
+    assert "\n" not in str(error.value)
+
+
+def test_the_peak_memory_of_a_many_arm_run_stays_bounded():
+    """80 arms x 10 features x 200 permutations and 200 bootstrap replicates: the replicate tables alone would be
+    about 100 MB and a pairwise divergence 2 GB; the run's growth stays near the 64 MB asked for."""
+    script = textwrap.dedent("""
+        import resource
+        import numpy as np, pandas as pd
+        from causal_fs import score_features
+        rng = np.random.default_rng(0)
+        n = 10_000
+        data = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(10)})
+        data["arm"] = rng.integers(0, 80, n)
+        data["reward"] = (rng.random(n) < 0.1).astype(float)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result = score_features(data, [f"x{i}" for i in range(10)], n_permutations=200, random_state=0,
+                                replicate_memory_mb=64)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(result.passes, (after - before) / 1024)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    passes, growth_mb = done.stdout.split()
+    assert int(passes) > 1
+    assert float(growth_mb) < 64
