@@ -22,6 +22,7 @@ from rich.table import Table
 
 from pipelines.errors import InputError
 from pipelines.job import JobReport, build_job, load_job, run_job
+from pipelines.serving import serve_command
 from pipelines.stages.registry import DemoInputs, Stage, registered_stages
 from pipelines.tracking import DEFAULT_TRACKING_URI, package_version
 
@@ -94,6 +95,24 @@ def demo_command(users: int, days: int, out: Path, seed: int, experiment: str, s
     sections["generate"] |= {"n_users": users, "n_days": days}
     job = build_job({"seed": seed, "experiment": experiment, **sections}, base_dir=Path.cwd(), source="demo")
     print_report(run_job(job, scheduler=scheduler, tracking_uri=tracking_uri))
+
+
+@cli.command("import-open-bandit")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="folder for the decision log (OUT/logs) and a job that runs on it (OUT/job.yaml)")
+@click.option("--policy", default="random", show_default=True, type=click.Choice(["random", "bts"]),
+              help="the logging policy whose sample to import")
+@click.option("--campaign", default="all", show_default=True, type=click.Choice(["all", "men", "women"]))
+@click.option("--wheel", default=None, type=click.Path(path_type=Path),
+              help="the obp wheel (default: $CAMPAIGN_OBP_WHEEL, else .cache/wheels/obp-*.whl)")
+def import_open_bandit_command(out: Path, policy: str, campaign: str, wheel: Path | None) -> None:
+    """Turn the Open Bandit Dataset sample into a decision log and a ready-to-run job (docs/your_data.md)."""
+    from pipelines.open_bandit import import_open_bandit
+
+    logs, job = import_open_bandit(out, policy, campaign, wheel)
+    stdout.print(f"decision log: {logs}")
+    stdout.print(f"job: {job}")
+    stdout.print(f"Run it: campaign run {job}")
 
 
 @cli.command("compare")
@@ -211,6 +230,7 @@ def _stage_command(stage: Stage[Any]) -> click.Command:
 
 for _stage in registered_stages():
     cli.add_command(_stage_command(_stage))
+cli.add_command(serve_command)
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -2,6 +2,7 @@
 
     seed: 7                       # every random choice in the job derives from it
     experiment: spring-campaign   # MLflow experiment
+    columns: {user_id: customer, arm: offer, reward: converted}   # your decision log's column names
     generate: {out: data/campaign, n_users: 100000}
     profile-logs: {logs: data/campaign/logs, out: out/profile.csv}
 
@@ -60,6 +61,10 @@ class JobSettings(BaseModel):
     seed: int = Field(0, ge=0, description="root seed; each stage derives its own from it")
     experiment: str = Field("campaign", min_length=1, description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: the config file's name)")
+    columns: dict[str, str | None] = Field(
+        default_factory=dict, description="decision-log role (arm, reward, propensity, user_id, cost, day, "
+                                          "randomized) -> its column in your logs (null: your logs have none); "
+                                          "every stage section that takes the role and does not name it uses it")
 
 
 def format_validation_error(error: pydantic.ValidationError, where: str = "config") -> str:

@@ -17,7 +17,7 @@ from pipelines.execution import dask_client
 from pipelines.io import ensure_writable
 from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
 from pipelines.synthetic.scoring import score_against_truth
-from pipelines.tables import inspect_table, scan_values
+from pipelines.tables import LOG_COLUMNS, inspect_table, scan_values
 from pipelines.tracking import JobTracker, fingerprint
 
 
@@ -53,11 +53,50 @@ class Job:
         return paths
 
 
+def column_mapping(data: dict[str, Any]) -> dict[str, str | None]:
+    """The job's `columns:` mapping (decision-log role -> column name, or None), checked: roles are the keys of
+    `pipelines.tables.LOG_COLUMNS`, names are strings."""
+    mapping = data.get("columns")
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise InputError(f"config: columns: expected a mapping of role -> column name, got {type(mapping).__name__}")
+    for role, name in mapping.items():
+        if role not in LOG_COLUMNS:
+            raise InputError(f"config: columns: unknown role {role!r} (roles: {', '.join(sorted(LOG_COLUMNS))})")
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"config: columns.{role}: expected a column name or null, got {name!r}")
+    return mapping
+
+
+def with_column_mapping(data: dict[str, Any]) -> dict[str, Any]:
+    """The job mapping with `columns:` filled into each stage section: a section whose stage takes a role (a field
+    of that name) and does not name it gets the mapped column, and a default `exclude` list (columns never taken as
+    features) names the mapped columns instead of the platform's. A section's own names always win."""
+    mapping = column_mapping(data)
+    if not mapping:
+        return data
+    filled = dict(data)
+    for stage in registered_stages():
+        section = data.get(stage.name)
+        if not isinstance(section, dict):
+            continue
+        fields = stage.config_model.model_fields
+        section = {**{role: name for role, name in mapping.items() if role in fields}, **section}
+        if "exclude" in fields and "exclude" not in section and isinstance(fields["exclude"].default, list):
+            renamed = [mapping.get(column, column) for column in fields["exclude"].default]
+            section["exclude"] = [column for column in renamed if column is not None]
+        filled[stage.name] = section
+    return filled
+
+
 def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "job") -> Job:
-    """Validate a job mapping (as read from YAML) into a `Job`; one-line `InputError` on any problem."""
+    """Validate a job mapping (as read from YAML) into a `Job`; one-line `InputError` on any problem. The top-level
+    `columns:` mapping is applied first (`with_column_mapping`)."""
     if isinstance(data, dict):
         for stage in registered_stages():
             check_retired_keys(stage.name, stage.config_model, data.get(stage.name))
+        data = with_column_mapping(data)
     validated = validate_section(job_model(), data, where="config", base_dir=base_dir)
     stages = []
     for stage in registered_stages():

@@ -1,4 +1,5 @@
-"""Reading the Open Bandit Dataset small sample straight out of the obp wheel (without importing obp).
+"""Reading the Open Bandit Dataset small sample straight out of the obp wheel (without importing obp), and turning it
+into the platform's decision log (`campaign import-open-bandit`).
 
 obp no longer installs on Python >= 3.11, but its wheel carries the data: obp/dataset/obd/{random,bts}/{campaign}/
 {campaign}.csv and the BTS production prior obp/policy/conf/prior_bts.yaml. `make` fetches the wheel with
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from pipelines.errors import InputError
+from pipelines.io import atomic_output, ensure_writable
 
 POLICIES = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")
@@ -62,3 +66,88 @@ def read_bts_prior(campaign: str = "all", wheel: str | Path | None = None) -> tu
     with zipfile.ZipFile(find_obp_wheel(wheel)) as archive:
         prior = yaml.safe_load(archive.read("obp/policy/conf/prior_bts.yaml"))
     return np.asarray(prior[campaign]["alpha"], dtype=float), np.asarray(prior[campaign]["beta"], dtype=float)
+
+
+#: The table `campaign import-open-bandit` writes, column by column (see docs/your_data.md).
+LOG_COLUMNS_DOC = {
+    "user_id": "stand-in user id: the round's index in the sample (OBD has no user id, so each row is its own user)",
+    "arm": "item shown (OBD `item_id`, 0..items-1)",
+    "reward": "click (0/1)",
+    "propensity": "the logging policy's probability of showing this item at this position (OBD `propensity_score`)",
+    "position": "slot on the page, 1..3",
+    "timestamp": "when the item was shown (UTC)",
+    "day": "days since the sample's first day (0..6)",
+    "user_feature_0..3": "hashed categorical user features",
+    "affinity_<item>": "the user's past interactions with that item (OBD `user-item_affinity_<item>`)",
+}
+
+#: The job `campaign import-open-bandit` writes next to the table; examples/open_bandit/job.yaml is the same file.
+JOB_FILE = """\
+# The Open Bandit Dataset sample as a campaign job (docs/your_data.md). Written by
+#   campaign import-open-bandit --out DIR
+# next to DIR/logs; run it with `campaign run DIR/job.yaml`. Paths are relative to this file.
+seed: 0
+experiment: open-bandit
+profile-logs:                  # per item: rows, click rate, the IPS value of always showing it
+  logs: logs
+  out: out/log_profile.csv
+select-features:               # which user features change which item is best
+  logs: logs
+  out: out/feature_scores.csv
+  features: [user_feature_0, user_feature_1, user_feature_2, user_feature_3, position]
+  propensity: propensity
+  n_permutations: 100
+fit-bandit:                    # a linear Thompson-sampling policy on 80% of the rounds ...
+  logs: logs
+  out: out/policy
+  features: [user_feature_0, user_feature_1, user_feature_2, user_feature_3, position]
+  policy: lin-ts
+  split: train
+evaluate-policy:               # ... and its value on the other 20%, by off-policy evaluation
+  logs: logs
+  out: out/policy_value.csv
+  reward_features: [user_feature_0, user_feature_1, user_feature_2, user_feature_3, position]
+  split: holdout
+"""
+
+
+def open_bandit_log(policy: str = "random", campaign: str = "all", wheel: str | Path | None = None) -> pd.DataFrame:
+    """One logging policy's sample as the platform's decision log (columns: `LOG_COLUMNS_DOC`), one row per round.
+
+    OBD does not publish user ids; the round's index stands in for one, so every row is its own user (the user
+    split and the cross-fitting folds then split rounds).
+    """
+    logs, _ = read_open_bandit(policy, campaign, wheel)
+    shown = pd.to_datetime(logs["timestamp"], utc=True, format="ISO8601")
+    dates = shown.dt.normalize()
+    table = pd.DataFrame({
+        "user_id": logs.index.to_numpy(dtype=np.int64),
+        "arm": logs["item_id"].to_numpy(dtype=np.int64),
+        "reward": logs["click"].to_numpy(dtype=np.int64),
+        "propensity": logs["propensity_score"].to_numpy(dtype=np.float64),
+        "position": logs["position"].to_numpy(dtype=np.int64),
+        "timestamp": shown.reset_index(drop=True),
+        "day": (dates - dates.min()).dt.days.to_numpy(dtype=np.int64),
+    })
+    for column in sorted(c for c in logs.columns if c.startswith("user_feature_")):
+        table[column] = logs[column].astype(str).to_numpy()
+    affinity = {f"affinity_{c.removeprefix('user-item_affinity_')}": logs[c].to_numpy(dtype=np.float64)
+                for c in logs.columns if c.startswith("user-item_affinity_")}
+    return pd.concat([table, pd.DataFrame(affinity)], axis=1)
+
+
+def import_open_bandit(out: str | Path, policy: str = "random", campaign: str = "all",
+                       wheel: str | Path | None = None) -> tuple[Path, Path]:
+    """Write `out/logs/part-00000.parquet` (`open_bandit_log`) and the job `out/job.yaml` (`JOB_FILE`) that runs
+    profile-logs, select-features, fit-bandit and evaluate-policy on it; returns (logs folder, job file)."""
+    out = ensure_writable(Path(out))
+    table = open_bandit_log(policy, campaign, wheel)
+    logs = out / "logs"
+    with atomic_output(logs) as temporary:
+        temporary.mkdir()
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), temporary / "part-00000.parquet",
+                       compression="zstd")
+    job = out / "job.yaml"
+    with atomic_output(job) as temporary:
+        temporary.write_text(JOB_FILE)
+    return logs, job

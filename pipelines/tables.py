@@ -1,8 +1,18 @@
 """Reading the platform's tables (decision log, users, edges, assignment) and validating them before any work.
 
-Checks run in this order and the first failure raises `InputError` with one line naming the table, the column and
-the count: file exists; parquet readable (every file footer); required columns present; column types; table not
-empty; then one scan of the constrained columns for missing labels, NaN/inf and out-of-range values.
+A table is parquet (a file or a folder of files; recommended, and the only form read past memory without a full
+pass per job) or CSV (a `.csv` file or a folder of `.csv` files with the same header). Checks run in this order and
+the first failure raises `InputError` with one line naming the table, the column and the count: file exists;
+parquet readable (every file footer) or CSV parsable with one header; required columns present; column types; table
+not empty; then one scan of the constrained columns for missing labels, NaN/inf and out-of-range values.
+
+CSV type policy (`csv_dtypes`; docs/your_data.md): comma-separated, UTF-8, a header row. A field is missing when it is
+empty or one of `CSV_MISSING`. Each column's type comes from one pass over all its values, so every partition reads
+it with the same dtype: integers of at most 18 digits -> int64; other numbers -> float64 (integers with missing
+values too; `inf` reads as a number, which the range checks refuse); `true`/`false` in any case -> bool; anything
+else -> text, dates and digit codes included (a leading zero as in 007, or 19 digits and more, keeps a column text).
+A column the schema declares a label (ids, arms) with missing values is read as text, so the check counts the
+missing values instead of refusing a float type.
 """
 
 from __future__ import annotations
@@ -166,31 +176,150 @@ def _check_values(schema: Schema, data: pd.DataFrame | dd.DataFrame, columns: li
                              f"outside {column.describe_range()}")
 
 
+#: CSV fields read as missing values (pandas' longer default list, with `None` and `#N/A`, is not used).
+CSV_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
+#: Bytes of CSV per Dask partition.
+CSV_BLOCKSIZE = "64MB"
+_INTEGER_TEXT = r"[+-]?(0|[1-9][0-9]{0,17})"  # an int64 without loss
+_CODE_TEXT = r"[+-]?(0[0-9]+|[0-9]{19,})"  # digits that are a code (007, a zip, a long id), not a number
+
+
+def csv_files(path: Path) -> list[Path] | None:
+    """The CSV files of a table: a `.csv` file, or the `*.csv` files of a folder that holds no parquet; None for a
+    parquet table."""
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        return files if files and not any(path.rglob("*.parquet")) else None
+    return [path] if path.suffix.lower() == ".csv" else None
+
+
+class _CsvTextKinds:
+    """Per column, counts over the text of every field: [missing, integers, numbers, true/false, rows]; a statistic
+    over the partitions of the table read as text."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+
+    def partial(self, chunk: pd.DataFrame) -> dict[str, np.ndarray]:
+        counts = {}
+        for name in self.columns:
+            text = chunk[name]
+            present = text[text.notna()].astype(str)
+            integers = int(present.str.fullmatch(_INTEGER_TEXT).sum())
+            coded = present.str.fullmatch(_CODE_TEXT)
+            numbers = int((pd.to_numeric(present, errors="coerce").notna() & ~coded).sum())
+            booleans = int(present.str.lower().isin(["true", "false"]).sum())
+            counts[name] = np.array([len(text) - len(present), integers, numbers, booleans, len(text)], np.int64)
+        return counts
+
+    @staticmethod
+    def merge(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: left[name] + right[name] for name in left}
+
+    @staticmethod
+    def finalize(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return counts
+
+
+@dataclass(frozen=True)
+class _CsvLayout:
+    """What one pass over a CSV table found: its files, its columns' text kinds and its row count."""
+
+    files: tuple[Path, ...]
+    counts: dict[str, np.ndarray]  # per column: [missing, integers, numbers, true/false, rows]
+    rows: int
+
+
+#: CSV tables already typed, by resolved path, with the files' stamp when they were.
+_CSV_LAYOUTS: dict[str, tuple[tuple, _CsvLayout]] = {}
+
+
+def _read_csv(files: list[Path] | tuple[Path, ...], dtype: object) -> dd.DataFrame:
+    return dd.read_csv([str(file) for file in files], dtype=dtype, keep_default_na=False,
+                       na_values=list(CSV_MISSING), blocksize=CSV_BLOCKSIZE)
+
+
+def _csv_layout(path: Path, name: str) -> _CsvLayout:
+    """Header check (every file the same columns) and the typing pass, once per version of the files."""
+    key, stamp = str(path.resolve()), _stamp(path)
+    cached = _CSV_LAYOUTS.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    files = csv_files(path) or []
+    try:
+        headers = [list(pd.read_csv(file, nrows=0).columns) for file in files]
+        different = next((file for file, header in zip(files, headers, strict=True) if header != headers[0]), None)
+        if different is not None:
+            raise InputError(f"{name}: CSV file {different.name} has other columns than {files[0].name} in {path}")
+        counts = run_statistic(_CsvTextKinds(headers[0]), _read_csv(files, str))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{name}: cannot read CSV {path}: {reason}") from None
+    rows = int(next(iter(counts.values()))[4]) if counts else 0
+    layout = _CsvLayout(tuple(files), counts, rows)
+    _CSV_LAYOUTS[key] = (stamp, layout)
+    return layout
+
+
+def csv_dtypes(layout: _CsvLayout, schema: Schema) -> dict[str, str]:
+    """Each column's pandas dtype under the CSV type policy (module docstring), given the schema's labels."""
+    labels = {column.name for column in schema.required + schema.optional if column.kind in (LABEL, STRING)}
+    dtypes = {}
+    for name, (missing, integers, numbers, booleans, rows) in layout.counts.items():
+        present = rows - missing
+        if present and integers == present:
+            kind = "int64" if not missing else ("str" if name in labels else "float64")
+        elif present and numbers == present:
+            kind = "float64"
+        elif present and booleans == present:
+            kind = "bool" if not missing else "boolean"
+        else:
+            kind = "float64" if not present and name not in labels else "str"
+        dtypes[name] = kind
+    return dtypes
+
+
+def _arrow_schema(dtypes: dict[str, str]) -> pa.Schema:
+    empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()})
+    return pa.Schema.from_pandas(empty, preserve_index=False)
+
+
 def inspect_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> list[Column]:
-    """The checks that need only parquet metadata: file exists, footers readable, columns, types, not empty.
+    """The checks that need only parquet metadata (for CSV, one typing pass): file exists, footers readable,
+    columns, types, not empty.
 
     Returns the columns whose values still need a scan (see `read_table`).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{schema.name}: file not found: {path}")
+    if csv_files(path) is not None:
+        layout = _csv_layout(path, schema.name)
+        arrow_schema, n_rows = _arrow_schema(csv_dtypes(layout, schema)), layout.rows
+    else:
+        arrow_schema, n_rows = _parquet_metadata(path, schema.name)
+    to_scan = _check_schema(schema, arrow_schema, str(path))
+    if n_rows == 0:
+        raise InputError(f"{schema.name}: table is empty (0 rows): {path}")
+    if columns is not None:
+        absent = [name for name in columns if name not in arrow_schema.names]
+        if absent:
+            raise InputError(f"{schema.name}: missing column {absent[0]!r} in {path}")
+        to_scan = [column for column in to_scan if column.name in columns]
+    return to_scan
+
+
+def _parquet_metadata(path: Path, name: str) -> tuple[pa.Schema, int]:
+    """The schema and row count from the footers of a parquet file or folder."""
     try:
         dataset = pads.dataset(path, format="parquet", exclude_invalid_files=False)
         n_rows = dataset.count_rows()
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{schema.name}: cannot read parquet {path}: {reason}") from None
+        raise InputError(f"{name}: cannot read parquet {path}: {reason}") from None
     if not dataset.files:
-        raise InputError(f"{schema.name}: no parquet files in {path}")
-    to_scan = _check_schema(schema, dataset.schema, str(path))
-    if n_rows == 0:
-        raise InputError(f"{schema.name}: table is empty (0 rows): {path}")
-    if columns is not None:
-        absent = [name for name in columns if name not in dataset.schema.names]
-        if absent:
-            raise InputError(f"{schema.name}: missing column {absent[0]!r} in {path}")
-        to_scan = [column for column in to_scan if column.name in columns]
-    return to_scan
+        raise InputError(f"{name}: no parquet files in {path}")
+    return dataset.schema, n_rows
 
 
 #: Tables whose values were scanned against a schema, with the files' (name, size, mtime) when they were.
@@ -207,8 +336,14 @@ def scan_values(path: Path | str, schema: Schema, to_scan: list[Column], *, colu
     """The table as a Dask DataFrame after the value scan of the columns `inspect_table` returned. The scan is
     skipped when the same files were already scanned against the same schema (a job validates its inputs before the
     first stage starts, and the stages read them again)."""
-    data = dd.read_parquet(path, columns=columns)
-    key, stamp = (str(Path(path).resolve()), schema), _stamp(Path(path))
+    path = Path(path)
+    if csv_files(path) is not None:
+        layout = _csv_layout(path, schema.name)
+        data = _read_csv(layout.files, csv_dtypes(layout, schema))
+        data = data if columns is None else data[columns]
+    else:
+        data = dd.read_parquet(path, columns=columns)
+    key, stamp = (str(path.resolve()), schema), _stamp(path)
     if _SCANNED.get(key) != stamp:
         try:
             _check_values(schema, data, to_scan)
@@ -220,7 +355,7 @@ def scan_values(path: Path | str, schema: Schema, to_scan: list[Column], *, colu
 
 
 def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
-    """Open a parquet file or directory as a Dask DataFrame after validating it against `schema`."""
+    """Open a parquet or CSV file or folder as a Dask DataFrame after validating it against `schema`."""
     return scan_values(path, schema, inspect_table(path, schema, columns=columns), columns=columns)
 
 

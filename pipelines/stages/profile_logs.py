@@ -24,8 +24,12 @@ class ProfileLogsConfig(LogSection):
     cost: str | None = Field("cost", description="cost column (null: none)")
     randomized: str | None = Field(None, description="boolean column marking the uniformly randomized slice")
 
-    def statistic(self) -> ArmProfile:
-        return ArmProfile(self.arm, self.reward, self.propensity, self.cost, self.randomized)
+    def statistic(self, columns: list[str]) -> ArmProfile:
+        """The per-arm statistic; `propensity` and `cost` left at their default names are skipped when the log's
+        `columns` lack them (a name the section or the job's `columns:` gives must exist)."""
+        given = {role: getattr(self, role) if role in self.model_fields_set or getattr(self, role) in columns else None
+                 for role in ("propensity", "cost")}
+        return ArmProfile(self.arm, self.reward, given["propensity"], given["cost"], self.randomized)
 
 
 def _demo(inputs: DemoInputs) -> dict:
@@ -54,7 +58,7 @@ def profile_figure(profile: pd.DataFrame):
 @register_stage("profile-logs", ProfileLogsConfig, order=10, demo=_demo)
 def profile_logs(context: StageContext, config: ProfileLogsConfig) -> StageResult:
     """Per-arm rows, reward, spend and the IPS value of each arm, from a decision log."""
-    statistic = config.statistic()
+    statistic = config.statistic(list(read_table(config.logs, config.log_schema()).columns))
     logs = read_table(config.logs, config.log_schema(), columns=statistic.columns)
     profile = run_statistic(statistic, logs)
     write_csv(profile, config.out)
