@@ -23,7 +23,7 @@ from scipy import sparse
 
 from abtest.cluster import Clustering
 from abtest.graph import InteractionGraph
-from campaign_core import InputError
+from campaign_core import InputError, plain
 
 EXPOSURE_DESIGNS = ("bernoulli", "paired", "user")
 
@@ -123,7 +123,7 @@ def _aligned(graph: InteractionGraph, frame: pd.DataFrame, column: str) -> np.nd
     missing = int((position < 0).sum())
     if missing:
         raise InputError(f"assignment.user_id: {missing} user(s) of the graph have no {column} "
-                         f"(e.g. {graph.user_ids[position < 0][0]!r})")
+                         f"(e.g. {plain(graph.user_ids[position < 0][0])!r})")
     values = frame[column].to_numpy()[position]
     if not pd.api.types.is_integer_dtype(values.dtype):
         raise InputError(f"assignment.{column}: must be integer ids, got dtype {values.dtype}")

@@ -24,7 +24,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from campaign_core import InputError
+from campaign_core import InputError, plain
 
 
 class GraphInputWarning(UserWarning):
@@ -76,7 +76,7 @@ class InteractionGraph:
         missing = int((position < 0).sum())
         if missing:
             example = np.asarray(user_ids)[position < 0][0]
-            raise InputError(f"{what}: {missing} value(s) are not users of the graph (e.g. {example!r})")
+            raise InputError(f"{what}: {missing} value(s) are not users of the graph (e.g. {plain(example)!r})")
         return position
 
     def to_frame(self) -> pd.DataFrame:
@@ -178,7 +178,7 @@ def build_graph(edges: pd.DataFrame, users: pd.DataFrame | pd.Series | np.ndarra
     if unknown.any():
         example = src[a < 0][0] if (a < 0).any() else dst[b < 0][0]
         message = (f"edges: {int(unknown.sum())} edge(s) name a user who is not in the users table "
-                   f"(e.g. {example!r})")
+                   f"(e.g. {plain(example)!r})")
         if unknown_users == "error":
             raise InputError(message)
         _warn(message + "; dropped")
@@ -223,7 +223,7 @@ def _user_ids(users) -> np.ndarray:
         raise InputError(f"users.user_id: {int(ids.isna().sum())} missing value(s)")
     if ids.duplicated().any():
         raise InputError(f"users.user_id: {int(ids.duplicated().sum())} duplicate id(s) (e.g. "
-                         f"{ids[ids.duplicated()].iloc[0]!r})")
+                         f"{plain(ids[ids.duplicated()].iloc[0])!r})")
     return ids.to_numpy()
 
 

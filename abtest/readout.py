@@ -26,7 +26,7 @@ from abtest.estimate import (
 from abtest.exposure import exposure_probabilities, exposure_units, realized_exposure
 from abtest.graph import InteractionGraph
 from abtest.validation import aligned_assignment, checked_assignment, checked_outcomes, infer_design
-from campaign_core import InputError
+from campaign_core import InputError, plain
 
 SRM_ALARM = 0.001
 
@@ -168,7 +168,7 @@ def _matched_outcomes(outcomes: pd.DataFrame, assignment: pd.DataFrame, problem:
     unknown = position < 0
     if unknown.any():
         message = (f"outcomes.user_id: {int(unknown.sum())} {who}user(s) {problem} "
-                   f"(e.g. {outcomes['user_id'].to_numpy()[unknown][0]!r})")
+                   f"(e.g. {plain(outcomes['user_id'].to_numpy()[unknown][0])!r})")
         if unknown_users == "error":
             raise InputError(message)
         warnings.warn(message + "; dropped", MissingOutcomeWarning, stacklevel=3)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from abtest.graph import InteractionGraph
-from campaign_core import InputError
+from campaign_core import InputError, plain
 
 ANALYSIS_DESIGNS = ("bernoulli", "paired", "user", "network_test")
 
@@ -54,7 +54,7 @@ def aligned_assignment(graph: InteractionGraph, assignment: pd.DataFrame) -> pd.
     missing = int((position < 0).sum())
     if missing:
         raise InputError(f"assignment.user_id: {missing} user(s) of the graph are not assigned "
-                         f"(e.g. {graph.user_ids[position < 0][0]!r})")
+                         f"(e.g. {plain(graph.user_ids[position < 0][0])!r})")
     return assignment.iloc[position].reset_index(drop=True)
 
 

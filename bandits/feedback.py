@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from campaign_core import InputError
+from campaign_core import InputError, plain, sorted_labels
 
 
 def _count(mask: np.ndarray) -> str:
@@ -63,24 +63,15 @@ def check_target_probabilities(probabilities: np.ndarray, n_rounds: int, n_arms:
     return np.clip(array, 0.0, 1.0)
 
 
-def sorted_labels(labels) -> tuple:
-    """Arm labels in a stable order: sorted, or sorted as text when they mix types."""
-    labels = list(labels)
-    try:
-        return tuple(sorted(labels))
-    except TypeError:
-        return tuple(sorted(labels, key=str))
-
-
 def encode_arms(labels: np.ndarray, arm_labels: Sequence, name: str = "arm") -> np.ndarray:
     """Codes 0..K-1 of arm labels; ValueError naming the unknown labels when some are not in `arm_labels`."""
     index = pd.Index(list(arm_labels))
     codes = index.get_indexer(pd.Index(np.asarray(labels, dtype=object) if index.dtype == object else labels))
     unknown = codes < 0
     if unknown.any():
-        examples = sorted({str(v) for v in np.asarray(labels)[unknown][:1000]})[:5]
+        examples = list(sorted_labels(set(np.asarray(labels, dtype=object)[unknown][:1000].tolist())))[:5]
         raise InputError(f"{name}: {_count(unknown)} have arms unknown to the policy {examples}; "
-                         f"known arms: {list(arm_labels)}")
+                         f"known arms: {[plain(arm) for arm in arm_labels]}")
     return codes.astype(np.int64)
 
 
@@ -108,7 +99,7 @@ class LoggedFeedback:
         if len(labels) < 2:
             raise InputError(f"arm_labels: need at least 2 arms, got {len(labels)}")
         if len(set(labels)) != len(labels):
-            raise InputError(f"arm_labels: duplicated labels in {list(labels)}")
+            raise InputError(f"arm_labels: duplicated labels in {[plain(label) for label in labels]}")
         contexts = check_contexts(self.contexts)
         n = contexts.shape[0]
         if n == 0:

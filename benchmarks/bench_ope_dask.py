@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> None:
         fit = measure_in_subprocess(
             "benchmarks.bench_ope_dask:run_stage", stage="fit-bandit", store=scratch,
             section={"logs": str(data), "out": str(policy_dir), "features": features, "policy": "lin-ts",
-                     "params": {"alpha": 0.3}, "propensity": "propensity"})
+                     "params": {"alpha": 0.3}, "propensity": "propensity", "split": "all"})
         evaluation = measure_in_subprocess(
             "benchmarks.bench_ope_dask:run_stage", stage="evaluate-policy", store=scratch,
             prepare=lambda: warm_page_cache(files),
             section={"logs": str(data), "out": str(Path(scratch) / "value.csv"), "policy": str(policy_dir),
-                     "estimators": ["ips", "snips", "dr"]})
+                     "estimators": ["ips", "snips", "dr"], "split": "all"})
         truth = true_value(files, policy_dir)
         shutil.rmtree(policy_dir)
     estimates = pd.DataFrame(evaluation["estimates"])

@@ -104,6 +104,9 @@ class StageLogger:
     def text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name)
 
+    def tags(self, tags: Mapping[str, str]) -> None:
+        mlflow.set_tags(dict(tags))
+
 
 def _metric_key(name: str) -> str:
     """MLflow metric names allow letters, digits, _ - . / and space: replace anything else."""

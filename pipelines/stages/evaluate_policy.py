@@ -4,8 +4,13 @@ The same two statistics as `bandits.evaluate`, run over the log's partitions: (1
 ridge reward model (folds by a salted hash of user_id, so a user's rows never predict themselves; by default on every
 feature of the log, since a logger that targeted on features the policy ignores confounds a model without them);
 (2) `OffPolicyPass`, the sums of every estimator. Memory is a few matrices and sums however many rows, and on the
-same rows the numbers equal `bandits.evaluate`'s. With `split: holdout` and a policy fitted on `split: train`, the
-holdout is the users the policy never saw (the split recorded with the policy).
+same rows the numbers equal `bandits.evaluate`'s.
+
+By default (`split: holdout`) it evaluates on the users the policy never saw: the other side of the split recorded
+with the policy (fit-bandit's default `split: train`). A policy fitted on every user has no holdout: that is an input
+error naming the two ways out. `split: all` or `split: train` evaluates on rows the policy learned from; saying so
+in the config is the consent, and the stage then warns (`InSampleEvaluationWarning`), flags it in the summary table
+and tags the run `campaign.in_sample_evaluation=true`: in-sample estimates flatter the policy.
 """
 
 from __future__ import annotations
@@ -31,16 +36,25 @@ from bandits.ope.evaluate import (
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
 from pipelines.execution import OnRows, run_statistic
+from pipelines.feature_columns import choose_features
 from pipelines.io import write_csv
 from pipelines.models import FittedPolicy, load_fitted_policy
-from pipelines.stages.bandit_data import BanditLogConfig, log_features, user_split
+from pipelines.stages.bandit_data import BanditLogConfig, Split, log_features, user_split, warn_row_split
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import read_table
 from pipelines.user_split import UserSplit
 
+IN_SAMPLE_TAG = "campaign.in_sample_evaluation"
+
+
+class InSampleEvaluationWarning(UserWarning):
+    """The policy is evaluated on rows of users it learned from: the estimates flatter it."""
+
 
 class EvaluatePolicyConfig(BanditLogConfig):
     out: ConfigPath = Field(description="OPE table (CSV): one row per estimator")
+    split: Split = Field("holdout", description="which users' rows to evaluate on (default: holdout, the users the "
+                                                "policy never saw; all or train evaluate in-sample, with a warning)")
     policy: ConfigPath | None = Field(None, description="policy model folder written by fit-bandit "
                                                         "(none: the policy fitted by fit-bandit in this job)")
     estimators: list[str] = Field(list(DEFAULT_ESTIMATORS), description="of: " + ", ".join(ESTIMATORS))
@@ -59,8 +73,7 @@ class EvaluatePolicyConfig(BanditLogConfig):
 
 
 def _demo(inputs: DemoInputs) -> dict:
-    return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy_value.csv"),
-            "split": "holdout"}
+    return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy_value.csv")}
 
 
 def _fitted_policy(context: StageContext, config: EvaluatePolicyConfig) -> FittedPolicy:
@@ -71,11 +84,29 @@ def _fitted_policy(context: StageContext, config: EvaluatePolicyConfig) -> Fitte
     raise InputError("evaluate-policy: no policy: set `policy` to a model folder written by fit-bandit")
 
 
-def evaluation_split(config: EvaluatePolicyConfig, context: StageContext, fitted: FittedPolicy) -> UserSplit:
-    """The users evaluated: the holdout the policy never saw when it records one, else the job's split."""
-    if config.split == "holdout" and fitted.holdout is not None:
-        return fitted.holdout
-    return user_split(config, context)
+def evaluation_split(config: EvaluatePolicyConfig, context: StageContext, fitted: FittedPolicy,
+                     columns: list[str]) -> tuple[UserSplit, bool]:
+    """The users evaluated and whether the policy learned from some of them (in-sample).
+
+    holdout: the other side of the policy's training split (an input error when it was fitted on every user);
+    train: the users it was fitted on; all: every row. The log's `columns` are the row key of a split by row.
+    """
+    trained = getattr(fitted, "training_split", None)
+    if trained is None or trained.side == "all":
+        trained = None
+    if config.split == "holdout":
+        if trained is None:
+            raise InputError("evaluate-policy: the policy was fitted on every user (split: all), so no user is held "
+                             "out from it; refit it with `split: train`, or evaluate in-sample with `split: all`")
+        split = trained.other_side()
+        missing = [name for name in split.columns if name not in columns]
+        if missing:
+            raise InputError(f"evaluate-policy: the policy's holdout is defined by columns not in {config.logs}: "
+                             f"{missing}")
+        return split, False
+    if config.split == "train" and trained is not None:
+        return trained, True
+    return user_split(config, context, columns), True
 
 
 def estimates_figure(table: pd.DataFrame, true_value: float | None = None) -> Figure:
@@ -107,15 +138,20 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     missing = [name for name in fitted.features if name not in logs.columns]
     if missing:
         raise InputError(f"evaluate-policy: the policy's features are not in {config.logs}: {missing}")
-    reward_features = config.reward_features or log_features(config, list(logs.columns))
+    choice = (choose_features(logs, config.reward_features) if config.reward_features
+              else log_features(config, logs))
+    reward_features = list(choice.taken)
     unknown = [name for name in reward_features if name not in logs.columns]
     if unknown:
         raise InputError(f"evaluate-policy.reward_features: columns not in {config.logs}: {unknown}")
-    columns = list(dict.fromkeys([config.user_id, config.arm, config.reward, config.propensity, *fitted.features,
+    split, in_sample = evaluation_split(config, context, fitted, list(logs.columns))
+    if config.user_id is None or (split.side != "all" and split.user_id is None):
+        warn_row_split("evaluate-policy")
+    roles = [config.user_id, config.arm, config.reward, config.propensity]
+    columns = list(dict.fromkeys([*(name for name in roles if name), *split.columns, *fitted.features,
                                   *reward_features]))
     logs = logs[columns]
     seed = context.stage_seed("evaluate-policy")
-    split = evaluation_split(config, context, fitted)
     # The reward model's encoder is fitted on the first partition (a chunk of users like any other).
     reward_encoder = ContextEncoder(reward_features).fit(logs.partitions[0].compute())
     log_columns = {"arm": config.arm, "reward": config.reward, "propensity": config.propensity,
@@ -137,6 +173,10 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     messages = overlap_warnings(table)
     for message in messages:
         warnings.warn(message, PoorOverlapWarning, stacklevel=2)
+    if in_sample:
+        warnings.warn(f"evaluate-policy: split: {config.split} evaluates the policy on rows of users it learned "
+                      f"from; these estimates flatter it (the honest default is split: holdout)",
+                      InSampleEvaluationWarning, stacklevel=2)
     write_csv(table, config.out, index=False)
 
     logged_value = float(table["logged_value"].iloc[0])
@@ -146,6 +186,8 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
         for key in ("value", "se", "ci_low", "ci_high"):
             metrics[f"{row['estimator']}.{key}"] = float(row[key])
     context.log.params({"split_salt": split.salt, "split_holdout_share": split.holdout_share})
+    context.log.tags({IN_SAMPLE_TAG: str(in_sample).lower()})
+    choice.record(context.log, "reward_feature_columns")
     context.log.metrics(metrics)
     context.log.table(table, "policy_value", index=False)
     if messages:
@@ -154,6 +196,9 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     headline = table.set_index("estimator")
     best = "dr" if "dr" in headline.index else headline.index[0]
     summary = {f"{best} value": f"{headline.loc[best, 'value']:.4f} ± {headline.loc[best, 'se']:.4f}",
-               "logging policy": f"{logged_value:.4f}"}
+               "logging policy": f"{logged_value:.4f}", "rows": f"{n_rows} ({split.describe()})"}
+    if in_sample:
+        summary["IN-SAMPLE"] = "evaluated on rows the policy learned from: estimates flatter it"
     return StageResult(summary=summary, outputs={"estimates": config.out},
-                       data={"estimates": table, "fitted": fitted, "split": split, "logs": config.logs})
+                       data={"estimates": table, "fitted": fitted, "split": split, "logs": config.logs,
+                             "in_sample": in_sample})

@@ -1,5 +1,7 @@
 """Stage `fit-bandit`: learn a contextual bandit policy from the decision log and save it as an MLflow pyfunc model.
 
+By default it learns from `split: train`, the users outside the holdout (`holdout_share`, by a salted hash of
+the user id), and records that split with the policy so `evaluate-policy` evaluates on the users it never saw.
 Linear policies are a statistic over the log's partitions (`bandits.policies.linear.LinearPass`: per-arm ridge
 statistics, the same code as `LinearPolicy.fit`), so they fit on logs of any size with the memory of a few d x d
 matrices per arm. Context-free and neural policies fit
@@ -27,15 +29,15 @@ from bandits import (
     NeuralTS,
     ThompsonSampling,
 )
-from bandits.feedback import LogReader, sorted_labels
+from bandits.feedback import LogReader
 from bandits.policies.linear import LinearPass, LinearPolicy
-from campaign_core import StatisticOf
+from campaign_core import StatisticOf, sorted_labels
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
 from pipelines.execution import OnRows, run_statistic
 from pipelines.io import atomic_output
 from pipelines.models import FittedPolicy, log_policy_model, save_policy_model
-from pipelines.stages.bandit_data import BanditLogConfig, resolve_features, user_split
+from pipelines.stages.bandit_data import BanditLogConfig, Split, resolve_features, user_split, warn_row_split
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import read_table
 
@@ -45,6 +47,8 @@ POLICIES = {"lin-ts": LinTS, "lin-ucb": LinUCB, "lin-epsilon-greedy": LinEpsilon
 
 class FitBanditConfig(BanditLogConfig):
     out: ConfigPath = Field(description="policy model folder (MLflow pyfunc format; replaced atomically)")
+    split: Split = Field("train", description="which users' rows to learn from (default: train, the users outside "
+                                              "the holdout, so that evaluate-policy can evaluate on the others)")
     policy: Literal[tuple(POLICIES)] = Field("lin-ts", description="policy: " + ", ".join(POLICIES))  # type: ignore
     params: dict[str, Any] = Field({}, description="policy hyperparameters (e.g. {alpha: 0.5, l2: 1.0})")
     weight_by_propensity: bool = Field(False, description="weight rows by 1/(K propensity) when learning")
@@ -55,7 +59,7 @@ class FitBanditConfig(BanditLogConfig):
 
 def _demo(inputs: DemoInputs) -> dict:
     return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy"),
-            "policy": "lin-ts", "params": {"alpha": 0.3}, "split": "train"}
+            "policy": "lin-ts", "params": {"alpha": 0.3}}
 
 
 def build_policy(config: FitBanditConfig, seed: int):
@@ -88,11 +92,14 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
     if config.weight_by_propensity and not config.propensity:
         raise InputError("fit-bandit: weight_by_propensity needs the propensity column")
     logs = read_table(config.logs, config.log_schema())
-    features = resolve_features(config, context, list(logs.columns))
-    columns = list(dict.fromkeys([config.user_id, config.arm, config.reward,
-                                  *([config.propensity] if config.propensity else []), *features]))
+    choice = resolve_features(config, context, logs)
+    features = list(choice.taken)
+    split = user_split(config, context, list(logs.columns))
+    if split.side != "all" and split.user_id is None:
+        warn_row_split("fit-bandit")
+    roles = [config.user_id, config.arm, config.reward, config.propensity]
+    columns = list(dict.fromkeys([*(name for name in roles if name), *split.columns, *features]))
     logs = logs[columns]
-    split = user_split(config, context)
     started = time.perf_counter()
     counting = StatisticOf(functools.partial(_rows_and_arms, arm=config.arm), _merge_rows_and_arms)
     n_rows, arm_set = run_statistic(OnRows(counting, split.rows), logs)
@@ -121,9 +128,12 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
     model_uri = log_policy_model(fitted, "policy", sample)
 
     context.log.params({"context_features": ",".join(features), "encoded_features": len(encoder.feature_names_out_),
-                        "arms": ",".join(map(str, arms))})
+                        "arms": ",".join(map(str, arms)), "split_salt": split.salt})
+    choice.record(context.log)
     context.log.metrics({"training_rows": n_rows, "fit_seconds": fit_seconds})
     context.log.text("\n".join(encoder.feature_names_out_) + "\n", "encoded_features.txt")
-    return StageResult(summary={"policy": config.policy, "training rows": n_rows, "features": ", ".join(features)},
+    summary = {"policy": config.policy, "training rows": f"{n_rows} ({split.describe()})",
+               "features": ", ".join(features), "feature choice": choice.summary()}
+    return StageResult(summary=summary,
                        outputs={"policy": config.out},
                        data={"fitted": fitted, "model_uri": model_uri, "features": features})

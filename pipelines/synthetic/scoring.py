@@ -131,7 +131,7 @@ def _policy_value(config: Any, result: Any, results: dict) -> TruthScore | None:
         return None
     fitted, split = result.data["fitted"], result.data["split"]
     truth_columns = tuple(f"mu_{arm}" for arm in fitted.arms)
-    columns = list(dict.fromkeys([split.user_id, *fitted.features]))
+    columns = list(dict.fromkeys([*split.columns, *fitted.features]))
     aligned = read_row_aligned([result.data["logs"], campaign.truth_logs], [columns, list(truth_columns)])
     true_value = run_statistic(OnRows(_TrueValue(fitted, truth_columns), _AlignedRows(split)), aligned)
     estimates = result.data["estimates"]

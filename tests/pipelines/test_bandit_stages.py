@@ -1,5 +1,7 @@
 """Stages fit-bandit and evaluate-policy: CLI, YAML job, the pyfunc model in a fresh process, Dask equals memory,
-the stage equals `bandits.evaluate` on the same rows, truth coverage on the synthetic campaign, bad input."""
+the stage equals `bandits.evaluate` on the same rows, truth coverage on the synthetic campaign, honest defaults (train
+then holdout, in-sample only when asked and then flagged), safe default features, no user id, integer arms, bad
+input."""
 
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ print(json.dumps({{"columns": list(a.columns), "arm": a["arm"].tolist(), "same":
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     arms = ["cashback_10", "control", "discount_5", "free_shipping"]
-    assert result["columns"] == ["arm", "propensity", *(f"p_{arm}" for arm in arms)]
+    assert result["columns"] == ["arm", "propensity", *(f"p_{arm}" for arm in arms), "decision_key", "draw_seed"]
     assert result["same"] and len(result["arm"]) == 50 and set(result["arm"]) <= set(arms)
     assert result["propensity"] == result["chosen"]
     fitted = load_fitted_policy(tmp_path / "policy")
@@ -94,8 +96,8 @@ print(json.dumps({{"columns": list(a.columns), "arm": a["arm"].tolist(), "same":
 
 
 def test_partitioned_fit_equals_in_memory_fit(tmp_path, mlflow_uri, small_campaign, capsys):
-    assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ucb", "--weight-by-propensity") == 0, \
-        capsys.readouterr().err
+    assert _fit(tmp_path, small_campaign, mlflow_uri, "--policy", "lin-ucb", "--weight-by-propensity",
+                "--split", "all") == 0, capsys.readouterr().err
     fitted = load_fitted_policy(tmp_path / "policy")
     logs = pd.read_parquet(small_campaign.paths.logs)
     assert len(list(small_campaign.paths.logs.glob("*.parquet"))) > 1  # the stage really merged partitions
@@ -120,7 +122,7 @@ def test_the_stage_and_bandits_evaluate_give_identical_numbers_on_the_same_rows(
     out = tmp_path / "value.csv"
     code = main(["evaluate-policy", "--logs", str(tmp_path / "logs.parquet"), "--policy", str(tmp_path / "policy"),
                  "--estimators", ",".join(estimators), "--reward-features", ",".join(reward_features),
-                 "--seed", "3", "--out", str(out), "--tracking-uri", mlflow_uri])
+                 "--split", "all", "--seed", "3", "--out", str(out), "--tracking-uri", mlflow_uri])
     assert code == 0, capsys.readouterr().err
     stage = pd.read_csv(out)
 
@@ -183,3 +185,129 @@ def test_zero_propensity_in_the_logs_is_refused_before_fitting(tmp_path, small_c
     err = capsys.readouterr().err.strip()
     assert code == 2 and "propensity" in err and "7" in err, err
     assert not (tmp_path / "policy").exists()
+
+
+def _logs_copy(small_campaign, tmp_path, name: str = "logs.parquet", **changes) -> tuple[pd.DataFrame, str]:
+    """The small campaign's logs with columns changed (`column=values`, or None to drop it), as one parquet file."""
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    for column, values in changes.items():
+        logs = logs.drop(columns=column) if values is None else logs.assign(**{column: values})
+    path = tmp_path / name
+    logs.to_parquet(path, index=False)
+    return logs, str(path)
+
+
+def _stage_runs(mlflow_uri: str, experiment: str) -> dict[str, pd.Series]:
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return {row["tags.campaign.stage"]: row for _, row in runs.iterrows() if row["tags.campaign.stage"]}
+
+
+def test_default_fit_and_evaluation_use_disjoint_users(tmp_path, mlflow_uri, small_campaign, capsys):
+    """No --split anywhere: fit-bandit learns from the train users, evaluate-policy evaluates on the others."""
+    assert _fit(tmp_path, small_campaign, mlflow_uri) == 0, capsys.readouterr().err
+    out = tmp_path / "value.csv"
+    code = main(["evaluate-policy", "--logs", str(small_campaign.paths.logs), "--policy", str(tmp_path / "policy"),
+                 "--seed", "9", "--out", str(out), "--tracking-uri", mlflow_uri, "--experiment", "bandit"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "InSampleEvaluationWarning" not in captured.err and "IN-SAMPLE" not in captured.out
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    held_out = in_holdout(logs["user_id"].to_numpy(), 0.2, split_salt(0))  # the fit job's split (seed 0)
+    fitted = load_fitted_policy(tmp_path / "policy")
+    assert fitted.training_split.side == "train"
+    runs = _stage_runs(mlflow_uri, "bandit")
+    assert runs["fit-bandit"]["metrics.training_rows"] == (~held_out).sum()
+    assert pd.read_csv(out)["n_rounds"].iloc[0] == held_out.sum() > 0
+    trained_users = set(logs.loc[~held_out, "user_id"])
+    evaluated_users = set(logs.loc[held_out, "user_id"])
+    assert trained_users and evaluated_users and not trained_users & evaluated_users
+    assert runs["evaluate-policy"]["tags.campaign.in_sample_evaluation"] == "false"
+
+
+def test_explicit_in_sample_evaluation_warns_flags_and_tags(tmp_path, mlflow_uri):
+    from pipelines.stages.evaluate_policy import InSampleEvaluationWarning
+
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("""
+seed: 2
+experiment: in-sample
+generate: {out: data/campaign, n_users: 2000, n_days: 2, avg_degree: 0}
+fit-bandit: {logs: data/campaign/logs, out: out/policy, features: [price_sensitivity, channel]}
+evaluate-policy: {logs: data/campaign/logs, out: out/value.csv, split: all, estimators: [ips, dr]}
+""")
+    with pytest.warns(InSampleEvaluationWarning, match="split: all evaluates the policy on rows of users it learned"):
+        report = run_job(load_job(job_file), tracking_uri=mlflow_uri)
+    result = report.results["evaluate-policy"]
+    assert result.data["in_sample"] and "IN-SAMPLE" in result.summary
+    logs = pd.read_parquet(tmp_path / "data" / "campaign" / "logs")
+    assert result.data["estimates"]["n_rounds"].iloc[0] == len(logs)  # every row, as asked
+    runs = _stage_runs(mlflow_uri, "in-sample")
+    assert runs["evaluate-policy"]["tags.campaign.in_sample_evaluation"] == "true"
+
+
+def test_a_policy_fitted_on_every_user_has_no_holdout(tmp_path, mlflow_uri, small_campaign, capsys):
+    assert _fit(tmp_path, small_campaign, mlflow_uri, "--split", "all") == 0, capsys.readouterr().err
+    code = main(["evaluate-policy", "--logs", str(small_campaign.paths.logs), "--policy", str(tmp_path / "policy"),
+                 "--out", str(tmp_path / "value.csv"), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "fitted on every user (split: all), so no user is held out" in err and "`split: all`" in err
+    assert not (tmp_path / "value.csv").exists()
+
+
+def test_default_features_skip_ids_timestamps_and_dates(tmp_path, mlflow_uri, small_campaign, capsys):
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    stamps = pd.Timestamp("2026-01-05") + pd.to_timedelta(np.arange(len(logs)), unit="s")
+    _, path = _logs_copy(small_campaign, tmp_path, timestamp=stamps, session_id=np.arange(len(logs)),
+                         date=stamps.strftime("%Y-%m-%d"))
+    code = main(["fit-bandit", "--logs", path, "--out", str(tmp_path / "policy"), "--tracking-uri", mlflow_uri,
+                 "--experiment", "features"])
+    assert code == 0, capsys.readouterr().err
+    fitted = load_fitted_policy(tmp_path / "policy")
+    expected = ["recent_purchases", "price_sensitivity", "channel", "is_member", "basket_value", "sessions_30d",
+                "age_band", "tenure_days", "past_purchases", "device", "signup_month", "noise_0", "noise_1"]
+    assert fitted.features == expected
+    run = _stage_runs(mlflow_uri, "features")["fit-bandit"]
+    report = MlflowClient(mlflow_uri).download_artifacts(run["run_id"], "feature_columns.txt", str(tmp_path))
+    text = open(report).read()
+    for line in ("skipped  timestamp (timestamp)", "skipped  session_id (id)", "skipped  date (timestamp)",
+                 "skipped  user_id (log column)", "skipped  day (log column)", "taken    noise_1"):
+        assert line in text, text
+
+
+def test_without_a_user_id_the_split_is_by_row(tmp_path, mlflow_uri, small_campaign, capsys):
+    """--user-id null: fit on the train rows and evaluate on the others, by a salted hash of each row's content."""
+    from pipelines.user_split import RowSplitWarning
+
+    logs, path = _logs_copy(small_campaign, tmp_path, user_id=None)
+    with pytest.warns(RowSplitWarning, match="one user's rows may land on both sides"):
+        assert main(["fit-bandit", "--logs", path, "--user-id", "null", "--features", FEATURES, "--out",
+                     str(tmp_path / "policy"), "--tracking-uri", mlflow_uri, "--experiment", "rows"]) == 0, \
+            capsys.readouterr().err
+        code = main(["evaluate-policy", "--logs", path, "--user-id", "null", "--policy", str(tmp_path / "policy"),
+                     "--out", str(tmp_path / "value.csv"), "--tracking-uri", mlflow_uri, "--experiment", "rows"])
+    assert code == 0, capsys.readouterr().err
+    training_rows = _stage_runs(mlflow_uri, "rows")["fit-bandit"]["metrics.training_rows"]
+    evaluated_rows = pd.read_csv(tmp_path / "value.csv")["n_rounds"].iloc[0]
+    assert training_rows + evaluated_rows == len(logs)  # every row on exactly one side
+    assert 0.15 < evaluated_rows / len(logs) < 0.25
+
+
+def test_integer_arms_sort_as_numbers_and_print_as_plain_values(tmp_path, mlflow_uri, small_campaign, capsys):
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    codes = {"cashback_10": 10, "control": 9, "discount_5": 100, "free_shipping": 1000}
+    _, path = _logs_copy(small_campaign, tmp_path, arm=logs["arm"].map(codes).astype(np.int64))
+    assert main(["fit-bandit", "--logs", path, "--features", FEATURES, "--out", str(tmp_path / "policy"),
+                 "--tracking-uri", mlflow_uri, "--experiment", "arms"]) == 0, capsys.readouterr().err
+    assert load_fitted_policy(tmp_path / "policy").arms == [9, 10, 100, 1000]  # not 10, 100, 1000, 9 (as text)
+    assert _stage_runs(mlflow_uri, "arms")["fit-bandit"]["params.arms"] == "9,10,100,1000"
+
+    arms = logs["arm"].map(codes).astype(np.int64).to_numpy().copy()
+    arms[:3] = 5  # an arm the policy does not know
+    _, unknown = _logs_copy(small_campaign, tmp_path, "unknown.parquet", arm=arms)
+    code = main(["evaluate-policy", "--logs", unknown, "--policy", str(tmp_path / "policy"), "--split", "all",
+                 "--out", str(tmp_path / "value.csv"), "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "unknown to the policy [5]; known arms: [9, 10, 100, 1000]" in err and "np.int64" not in err, err
