@@ -17,6 +17,7 @@ from causal_fs import primary_method, score_features, select_features
 from causal_fs.significance import minimum_permutations
 from pipelines.config import ConfigPath
 from pipelines.execution import chunked
+from pipelines.feature_columns import choose_features
 from pipelines.io import write_csv
 from pipelines.stages.log_columns import LogSection
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
@@ -67,8 +68,9 @@ def score_figure(scores: pd.DataFrame, method: str, selected: list[str]) -> Figu
 def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -> StageResult:
     """Score features for heterogeneous arm effects (HIE/HDD and filters) and select the significant ones."""
     logs = read_table(config.logs, config.log_schema())
-    reserved = {config.arm, config.reward, config.propensity, *config.exclude}
-    features = config.features or [column for column in logs.columns if column not in reserved]
+    choice = choose_features(logs, config.features, roles=config.log_roles(), exclude=config.exclude)
+    features = list(choice.taken)
+    choice.record(context.log)
     if config.sample_fraction is not None and config.sample_fraction < 1:
         logs = logs.sample(frac=config.sample_fraction, random_state=context.stage_seed("select-features-sample"))
     n_permutations = config.n_permutations
@@ -99,5 +101,5 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     context.log.table(table, "feature_scores")
     context.log.text("\n".join(selected) + "\n", "selected_features.txt")
     context.log.figure(score_figure(scores, method, selected), "feature_scores")
-    return StageResult(summary={"features scored": len(features), "selected": ", ".join(selected) or "(none)"},
+    return StageResult(summary={"features scored": choice.summary(), "selected": ", ".join(selected) or "(none)"},
                        outputs={"scores": config.out}, data={"scores": table, "selected": selected})
