@@ -27,6 +27,7 @@ class DataSketch:
     bad_rewards: int
     non_binary_rewards: int
     bad_propensities: int
+    missing_users: int
     features: list[FeatureSketch] = field(default_factory=list)
 
 
@@ -62,6 +63,7 @@ def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int 
         bad_rewards=int((~finite).sum()),
         non_binary_rewards=int((finite & (reward != 0) & (reward != 1)).sum()),
         bad_propensities=bad_propensities,
+        missing_users=int(chunk[options.user_col].isna().sum()) if options.user_col else 0,
         features=[sketch_feature(chunk[name], options.n_bins, sample_size, rng) for name in options.features],
     )
 
@@ -74,6 +76,7 @@ def merge_data_sketches(left: DataSketch, right: DataSketch, n_bins: int) -> Dat
         bad_rewards=left.bad_rewards + right.bad_rewards,
         non_binary_rewards=left.non_binary_rewards + right.non_binary_rewards,
         bad_propensities=left.bad_propensities + right.bad_propensities,
+        missing_users=left.missing_users + right.missing_users,
         features=[merge_sketches(a, b, n_bins) for a, b in zip(left.features, right.features, strict=True)],
     )
 

@@ -44,9 +44,11 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
     permutation p-values), optionally capped at the top `k` by score.
 
     `fit(X, y, arms=...)` takes a DataFrame (or array, with columns named x0, x1, ...), the rewards and the
-    arm of every row (and optionally `propensity`). With `n_permutations=0` there are no p-values for the bin
-    scores and the top `k` (all when k is None) are kept. Fitted: `scores_` (the `score_features` table),
-    `selected_` (names, best first), `feature_names_in_`, `n_features_in_`.
+    arm of every row (and optionally `propensity`, and `groups`: the user of every row, scikit-learn's name for
+    it, so that permutations and bootstrap replicates move whole users when users repeat). With
+    `n_permutations=0` there are no p-values for the bin scores and the top `k` (all when k is None) are kept.
+    Fitted: `scores_` (the `score_features` table), `selected_` (names, best first), `feature_names_in_`,
+    `n_features_in_`.
     """
 
     def __init__(self, methods: Sequence[str] = ("hie", "hdd"), n_bins: int = 10, alpha: float = 0.05,
@@ -58,7 +60,7 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
         self.n_permutations = n_permutations
         self.random_state = random_state
 
-    def fit(self, X, y, arms=None, propensity=None):
+    def fit(self, X, y, arms=None, propensity=None, groups=None):
         if arms is None:
             raise InputError("arms: fit needs the arm of every row (fit(X, y, arms=...))")
         if not 0 < self.alpha <= 1:
@@ -81,10 +83,16 @@ class HTEFeatureSelector(SelectorMixin, BaseEstimator):
         if propensity is not None:
             frame["__propensity__"] = np.asarray(propensity, dtype=np.float64)
             propensity_col = "__propensity__"
+        user_col = None
+        if groups is not None:
+            if len(groups) != len(frame):
+                raise InputError(f"groups: {len(groups)} values for {len(frame)} rows")
+            frame["__user__"] = np.asarray(groups)
+            user_col = "__user__"
         self.scores_ = score_features(frame, names, arm_col="__arm__", reward_col="__reward__",
                                       methods=tuple(self.methods), n_bins=self.n_bins, propensity_col=propensity_col,
-                                      n_permutations=self.n_permutations, random_state=self.random_state
-                                      ).to_frame()
+                                      user_col=user_col, n_permutations=self.n_permutations,
+                                      random_state=self.random_state).to_frame()
         method = primary_method(self.methods)
         significance = method in TEST_METHODS or (method in BIN_METHODS and self.n_permutations > 0)
         self.selected_ = select_features(self.scores_, method, self.alpha if significance else 1.0, self.k)

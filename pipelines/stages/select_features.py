@@ -1,18 +1,21 @@
 """Stage `select-features`: score every candidate feature for heterogeneous arm effects and keep the significant ones.
 
 Reads a decision log (parquet) as a Dask DataFrame and runs `causal_fs.score_features` on its partitions (two
-statistics, run by `pipelines.execution`), writes the score table as CSV, and logs scores, p-values, the selected
-list and a bar chart with bootstrap intervals to MLflow. Later stages take
-`results["select-features"].data["selected"]`.
+statistics, run by `pipelines.execution`); with a user id column (the default `user_id`), the log is regrouped so
+each user's rows share a partition and significance comes from user-level permutations. Writes the score table as
+CSV, and logs scores, p-values, the selected list and a bar chart with bootstrap intervals to MLflow. Later stages
+take `results["select-features"].data["selected"]`.
 """
 
 from __future__ import annotations
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from campaign_core import salted_uniform, seeded_salt
 from causal_fs import primary_method, score_features, select_features
 from causal_fs.significance import minimum_permutations
 from pipelines.config import ConfigPath
@@ -31,6 +34,10 @@ class SelectFeaturesConfig(LogSection):
                                description="columns never used as features when `features` is none")
     propensity: str | None = Field(None, description="logging propensity column, to weight the cell means "
                                                      "(none: arms taken as randomized)")
+    user_id: str | None = Field("user_id", description="user id column: permutations, bootstrap replicates and the "
+                                                       "row sample move whole users (none: rows are independent)")
+    replicate_memory_mb: float = Field(256, gt=0, description="memory cap of the permutation and bootstrap tables "
+                                                              "(MB); more replicates cost passes, not memory")
     methods: list[str] = Field(["hie", "hdd"], description="scores: hie, hdd, combined, kl, ed, chi, f, lr, "
                                                            "causal_forest")
     n_bins: int = Field(10, ge=2, description="quantile bins per numeric feature")
@@ -39,7 +46,8 @@ class SelectFeaturesConfig(LogSection):
                                                        "raised to features/alpha - 1 when below it")
     alpha: float = Field(0.05, gt=0, le=1, description="false discovery rate for selection (Benjamini-Hochberg)")
     k: int | None = Field(None, ge=1, description="keep at most this many features")
-    sample_fraction: float | None = Field(None, gt=0, le=1, description="score a seeded sample of the rows")
+    sample_fraction: float | None = Field(None, gt=0, le=1, description="score a seeded sample of the rows (of the "
+                                                                        "users, when user_id is set)")
 
 
 def _demo(inputs: DemoInputs) -> dict:
@@ -64,6 +72,19 @@ def score_figure(scores: pd.DataFrame, method: str, selected: list[str]) -> Figu
     return figure
 
 
+def _sample(logs: dd.DataFrame, config: SelectFeaturesConfig, seed: int) -> dd.DataFrame:
+    """The seeded sample of `sample_fraction`: whole users (a salted hash of the id) when the log names users,
+    else rows."""
+    if config.sample_fraction is None or config.sample_fraction >= 1:
+        return logs
+    if config.user_id is None:
+        return logs.sample(frac=config.sample_fraction, random_state=seed)
+    salt = seeded_salt("select-features-sample", seed)
+    return logs[logs[config.user_id].map_partitions(
+        lambda ids: pd.Series(salted_uniform(ids.to_numpy(), salt) < config.sample_fraction, index=ids.index),
+        meta=(config.user_id, bool))]
+
+
 @register_stage("select-features", SelectFeaturesConfig, order=20, demo=_demo)
 def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -> StageResult:
     """Score features for heterogeneous arm effects (HIE/HDD and filters) and select the significant ones."""
@@ -71,15 +92,17 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     choice = choose_features(logs, config.features, roles=config.log_roles(), exclude=config.exclude)
     features = list(choice.taken)
     choice.record(context.log)
-    if config.sample_fraction is not None and config.sample_fraction < 1:
-        logs = logs.sample(frac=config.sample_fraction, random_state=context.stage_seed("select-features-sample"))
+    logs = _sample(logs, config, context.stage_seed("select-features-sample"))
+    if config.user_id is not None and logs.npartitions > 1:
+        logs = logs.shuffle(on=config.user_id)  # a user's rows in one partition: user-level replicates see them all
     n_permutations = config.n_permutations
     if n_permutations:  # enough for a lone strong feature to survive Benjamini-Hochberg
         n_permutations = max(n_permutations, minimum_permutations(len(features), config.alpha))
     result = score_features(chunked(logs), features, arm_col=config.arm, reward_col=config.reward,
                             methods=tuple(config.methods), n_bins=config.n_bins, control=config.control,
-                            propensity_col=config.propensity, n_permutations=n_permutations,
-                            random_state=context.stage_seed("select-features"))
+                            propensity_col=config.propensity, user_col=config.user_id,
+                            n_permutations=n_permutations, random_state=context.stage_seed("select-features"),
+                            replicate_memory_mb=config.replicate_memory_mb)
     scores = result.to_frame()
     method = primary_method(config.methods)
     significance = config.n_permutations > 0 or method in ("f", "lr")
@@ -90,7 +113,7 @@ def select_features_stage(context: StageContext, config: SelectFeaturesConfig) -
     write_csv(table, config.out)
 
     context.log.params({"scored_features": ",".join(features), "primary_method": method,
-                        "permutations_used": n_permutations,
+                        "permutations_used": n_permutations, "replicate_passes": result.passes,
                         "rows_scored": result.rows})
     metrics = {"features_scored": len(features), "features_selected": len(selected)}
     for name, row in table.iterrows():

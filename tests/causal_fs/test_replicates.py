@@ -39,8 +39,8 @@ def test_gaussian_divergence_sum_equals_the_pairwise_double_sum(offset):
     rng = np.random.default_rng(4)
     shares = rng.dirichlet(np.ones(6), size=(3, 4))
     mean, variance = offset + rng.normal(size=(3, 4, 6)), rng.gamma(2.0, size=(3, 4, 6))
-    kl = 0.5 * (np.log(variance[..., None, :] / variance[..., :, None])
-                + (variance[..., :, None] + (mean[..., :, None] - mean[..., None, :]) ** 2) / variance[..., None, :] - 1)
+    v_i, v_j, m_i, m_j = variance[..., :, None], variance[..., None, :], mean[..., :, None], mean[..., None, :]
+    kl = 0.5 * (np.log(v_j / v_i) + (v_i + (m_i - m_j) ** 2) / v_j - 1)
     np.testing.assert_allclose(_gaussian_pair_sum(shares, mean, variance), _pairwise(shares, kl), rtol=1e-9,
                                atol=1e-12)
 
@@ -133,3 +133,15 @@ def test_the_peak_memory_of_a_many_arm_run_stays_bounded():
     passes, growth_mb = done.stdout.split()
     assert int(passes) > 1
     assert float(growth_mb) < 64
+
+
+def test_the_selector_takes_the_users_as_groups():
+    from causal_fs import HTEFeatureSelector
+
+    data = _repeated_users(2)
+    by_user = HTEFeatureSelector(n_permutations=40, random_state=0).fit(
+        data[["x", "c"]], data["reward"], arms=data["arm"], groups=data["user_id"])
+    direct = score_features(data, ["x", "c"], user_col="user_id", n_permutations=40, random_state=0).to_frame()
+    np.testing.assert_array_equal(by_user.scores_["p_hie"], direct["p_hie"])
+    with pytest.raises(InputError, match="^groups: 3 values for 800 rows"):
+        HTEFeatureSelector().fit(data[["x"]], data["reward"], arms=data["arm"], groups=[1, 2, 3])

@@ -73,3 +73,26 @@ def test_bad_input_exits_2_with_one_line(tmp_path, small_campaign, capsys, mlflo
     assert "column 'arm' has type string, expected numeric" in capsys.readouterr().err
     assert main(["select-features", *common, "--n-bins", "1"]) == 2
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_sample_keeps_whole_users_and_user_level_significance_is_the_default(tmp_path, mlflow_uri, small_campaign):
+    import dask.dataframe as dd
+
+    from pipelines.stages.select_features import SelectFeaturesConfig, _sample
+
+    logs = dd.read_parquet(small_campaign.paths.logs)
+    config = SelectFeaturesConfig(logs=small_campaign.paths.logs, out=tmp_path / "s.csv", sample_fraction=0.3)
+    assert config.user_id == "user_id"
+    sample = _sample(logs, config, seed=4).compute()
+    everything = logs.compute()
+    kept = everything[everything["user_id"].isin(sample["user_id"].unique())]
+    assert len(sample) == len(kept)  # every row of a sampled user, nobody else's
+    assert 0.2 < sample["user_id"].nunique() / everything["user_id"].nunique() < 0.4
+    rows = _sample(logs, config.model_copy(update={"user_id": None}), seed=4).compute()
+    assert rows["user_id"].nunique() > sample["user_id"].nunique()  # a row sample touches more users
+    for user_id in ("user_id", "null"):
+        code = main(["select-features", "--logs", str(small_campaign.paths.logs), "--features", "channel,noise_0",
+                     "--user-id", user_id, "--n-permutations", "20", "--out", str(tmp_path / f"{user_id}.csv"),
+                     "--tracking-uri", mlflow_uri, "--experiment", "fs-users"])
+        assert code == 0
+        assert pd.read_csv(tmp_path / f"{user_id}.csv")["p_combined"].between(0, 1).all()
