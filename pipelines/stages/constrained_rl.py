@@ -14,7 +14,6 @@ from __future__ import annotations
 import pickle
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,16 +23,13 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-import budget_rl
-import campaign_core
-import pipelines
 from budget_rl.baselines import fixed_multiplier_policy
-from budget_rl.mixed import MixedPolicy, maximize_under_budget
+from budget_rl.mixed import maximize_under_budget
 from budget_rl.offline import MLPQ, RidgeQ, Transitions, fqe_oracle, fqe_with_intervals
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.io import atomic_output
-from pipelines.models import pyfunc_arguments, quiet_pyfunc
+from pipelines.models import FittedMixedPolicy, mixed_policy_arguments, quiet_pyfunc
 from pipelines.stages.levels import face_values
 from pipelines.stages.registry import StageContext, StageResult, register_stage
 from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, read_table
@@ -64,47 +60,6 @@ class ConstrainedRLConfig(StageConfig):
 
     def input_tables(self) -> dict:
         return {self.transitions: TRANSITIONS}
-
-
-@dataclass(frozen=True)
-class FittedMixedPolicy:
-    """The mixed policy with its action labels, state columns and the salt that assigns users to components."""
-
-    mixed: MixedPolicy
-    actions: list
-    state_columns: list[str]
-    salt: str
-
-    def decide(self, frame: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in ["user_id", "day", *self.state_columns] if c not in frame.columns]
-        if missing:
-            raise InputError(f"input: missing column(s) {missing[:5]}")
-        users = frame["user_id"].to_numpy()
-        states = frame[self.state_columns].to_numpy(dtype=float)
-        days = frame["day"].to_numpy()
-        action = np.zeros(len(frame), dtype=np.int64)
-        for day in np.unique(days):
-            rows = days == day
-            action[rows] = self.mixed.act(users[rows], states[rows], int(day), salt=self.salt)
-        component = self.mixed.assign(users, salt=self.salt)
-        return pd.DataFrame({"component": component, "action": np.asarray(self.actions, dtype=object)[action]},
-                            index=frame.index)
-
-
-class MixedPolicyModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper of a `FittedMixedPolicy` (pickled as the `mixed_policy` artifact)."""
-
-    def load_context(self, context) -> None:
-        with open(context.artifacts["mixed_policy"], "rb") as file:
-            self.fitted = pickle.load(file)
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.fitted.decide(pd.DataFrame(model_input))
-
-
-def _arguments(fitted: FittedMixedPolicy, example: pd.DataFrame, folder: Path) -> dict:
-    return pyfunc_arguments(MixedPolicyModel(), "mixed_policy", fitted, folder, example,
-                            [budget_rl, campaign_core, pipelines])
 
 
 def _mlp(seed: int):
@@ -140,10 +95,10 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     with (atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, quiet_pyfunc(),
           warnings.catch_warnings()):
         warnings.simplefilter("ignore", UserWarning)  # integer user ids are meant: they are hashed as integers
-        mlflow.pyfunc.save_model(path=str(temporary), **_arguments(fitted, example, Path(folder)))
+        mlflow.pyfunc.save_model(path=str(temporary), **mixed_policy_arguments(fitted, example, Path(folder)))
     with tempfile.TemporaryDirectory() as folder, quiet_pyfunc(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        info = mlflow.pyfunc.log_model(name="mixed_policy", **_arguments(fitted, example, Path(folder)))
+        info = mlflow.pyfunc.log_model(name="mixed_policy", **mixed_policy_arguments(fitted, example, Path(folder)))
         for index, policy in enumerate(mixed.components):
             path = Path(folder) / f"component_{index}.pkl"
             path.write_bytes(pickle.dumps(policy))
