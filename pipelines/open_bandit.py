@@ -83,9 +83,8 @@ LOG_COLUMNS_DOC = {
 
 #: The job `campaign import-open-bandit` writes next to the table; examples/open_bandit/job.yaml is the same file.
 JOB_FILE = """\
-# The Open Bandit Dataset sample as a campaign job (docs/your_data.md). Written by
-#   campaign import-open-bandit --out DIR
-# next to DIR/logs; run it with `campaign run DIR/job.yaml`. Paths are relative to this file.
+# The Open Bandit Dataset sample as a campaign job (docs/your_data.md). `campaign import-open-bandit --out DIR`
+# writes it as DIR/job.yaml next to the log DIR/logs; run it with `campaign run DIR/job.yaml`.
 seed: 0
 experiment: open-bandit
 profile-logs:                  # per item: rows, click rate, the IPS value of always showing it
@@ -96,7 +95,6 @@ select-features:               # which user features change which item is best
   out: out/feature_scores.csv
   features: [user_feature_0, user_feature_1, user_feature_2, user_feature_3, position]
   propensity: propensity
-  n_permutations: 100
 fit-bandit:                    # a linear Thompson-sampling policy on 80% of the rounds ...
   logs: logs
   out: out/policy
@@ -136,6 +134,14 @@ def open_bandit_log(policy: str = "random", campaign: str = "all", wheel: str | 
     return pd.concat([table, pd.DataFrame(affinity)], axis=1)
 
 
+def _arrow_table(table: pd.DataFrame) -> pa.Table:
+    """The log as an arrow table, its timestamps as UTC instants (converted here: pyarrow's own conversion of a
+    tz-aware column goes through `Series.values`, which pandas 3.1 deprecates with a warning)."""
+    stamps = pa.array(table["timestamp"].dt.tz_convert(None).to_numpy(), type=pa.timestamp("us", tz="UTC"))
+    arrow = pa.Table.from_pandas(table.drop(columns="timestamp"), preserve_index=False)
+    return arrow.add_column(table.columns.get_loc("timestamp"), "timestamp", stamps)
+
+
 def import_open_bandit(out: str | Path, policy: str = "random", campaign: str = "all",
                        wheel: str | Path | None = None) -> tuple[Path, Path]:
     """Write `out/logs/part-00000.parquet` (`open_bandit_log`) and the job `out/job.yaml` (`JOB_FILE`) that runs
@@ -145,8 +151,7 @@ def import_open_bandit(out: str | Path, policy: str = "random", campaign: str = 
     logs = out / "logs"
     with atomic_output(logs) as temporary:
         temporary.mkdir()
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), temporary / "part-00000.parquet",
-                       compression="zstd")
+        pq.write_table(_arrow_table(table), temporary / "part-00000.parquet", compression="zstd")
     job = out / "job.yaml"
     with atomic_output(job) as temporary:
         temporary.write_text(JOB_FILE)

@@ -11,8 +11,8 @@ empty or one of `CSV_MISSING`. Each column's type comes from one pass over all i
 it with the same dtype: integers of at most 18 digits -> int64; other numbers -> float64 (integers with missing
 values too; `inf` reads as a number, which the range checks refuse); `true`/`false` in any case -> bool; anything
 else -> text, dates and digit codes included (a leading zero as in 007, or 19 digits and more, keeps a column text).
-A column the schema declares a label (ids, arms) with missing values is read as text, so the check counts the
-missing values instead of refusing a float type.
+A column the schema declares a label (ids, arms) is int64 when every value is an integer, else text (so a missing
+id is counted as missing, not refused as a float type).
 """
 
 from __future__ import annotations
@@ -267,14 +267,16 @@ def csv_dtypes(layout: _CsvLayout, schema: Schema) -> dict[str, str]:
     dtypes = {}
     for name, (missing, integers, numbers, booleans, rows) in layout.counts.items():
         present = rows - missing
-        if present and integers == present:
-            kind = "int64" if not missing else ("str" if name in labels else "float64")
+        if name in labels:
+            kind = "int64" if present and integers == rows else "str"
+        elif present and integers == present:
+            kind = "int64" if not missing else "float64"
         elif present and numbers == present:
             kind = "float64"
         elif present and booleans == present:
             kind = "bool" if not missing else "boolean"
         else:
-            kind = "float64" if not present and name not in labels else "str"
+            kind = "float64" if not present else "str"
         dtypes[name] = kind
     return dtypes
 
