@@ -106,6 +106,16 @@ def _seed(random_state) -> int:
     return int(random_state)
 
 
+@contextlib.contextmanager
+def request_errors() -> Iterator[None]:
+    """A bad request as MLflow's invalid-parameter error, so the scoring server answers HTTP 400 with its one-line
+    message (any other exception becomes a generic 'unexpected error')."""
+    try:
+        yield
+    except InputError as error:
+        raise mlflow.exceptions.MlflowException.invalid_parameter_value(str(error)) from None
+
+
 def choose(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     """The arm code of each row at its uniform in [0, 1): the inverse CDF of the row's probabilities."""
     cumulative = np.cumsum(probabilities, axis=1)
@@ -189,7 +199,9 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
-        return self.fitted.decide(pd.DataFrame(model_input), params.get("random_state"), params.get("decision_key"))
+        with request_errors():
+            return self.fitted.decide(pd.DataFrame(model_input), params.get("random_state"),
+                                      params.get("decision_key"))
 
 
 @dataclass(frozen=True)
@@ -242,7 +254,8 @@ class MixedPolicyModel(mlflow.pyfunc.PythonModel):
             self.fitted = pickle.load(file)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.fitted.decide(pd.DataFrame(model_input), (params or {}).get("decision_key"))
+        with request_errors():
+            return self.fitted.decide(pd.DataFrame(model_input), (params or {}).get("decision_key"))
 
 
 def model_requirements() -> list[str]:

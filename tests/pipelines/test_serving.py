@@ -222,6 +222,8 @@ def test_policy_model_takes_optional_request_params(fitted, tmp_path):
     assert model.predict(frame)["decision_key"].iloc[0] == datetime.now(UTC).date().isoformat()
     seeded = model.predict(requests(50), params={"random_state": 9})
     assert seeded["arm"].equals(fitted.decide(requests(50), random_state=9)["arm"])
+    with pytest.raises(mlflow.exceptions.MlflowException, match="decision_key: a keyed draw hashes the user id"):
+        model.predict(requests(2), params={"decision_key": KEY})
 
 
 def test_mixed_policy_model_takes_a_decision_key(mixed, tmp_path):
@@ -263,10 +265,17 @@ def test_campaign_serve_answers_invocations_without_the_environment_on_path(fitt
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = pd.DataFrame(json.loads(response.read())["predictions"])
+        body["dataframe_split"]["columns"][-1] = "decision_key"  # a key both as a column and as a param
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400
+        assert "decision_key: given both as a column and as a param" in json.loads(refused.value.read())["message"]
     finally:
         stop(server)
     assert set(answer["arm"]) <= set(ARMS) and ((answer["propensity"] > 0) & (answer["propensity"] <= 1)).all()
-    frame = pd.DataFrame(body["dataframe_split"]["data"], columns=body["dataframe_split"]["columns"])
+    frame = pd.DataFrame(body["dataframe_split"]["data"], columns=[*FEATURES, "user_id"])
     expected = fitted.decide(frame, decision_key=KEY)
     assert answer["arm"].tolist() == expected["arm"].tolist()
     np.testing.assert_allclose(answer["propensity"], expected["propensity"])
