@@ -11,9 +11,10 @@ Where a served decision's randomness comes from (docs/bandits.md, 'Serving'):
 - a request with a `user_id` column: each row's uniform is `campaign_core.salted_uniform` of
   `splitmix64(id_word(user_id)) XOR id_word(decision_key)` (`decision_words`; `id_word` as in `campaign_core.hashing`,
   the key taken as text), under the salt "decision" for a bandit policy and the model's campaign salt for a mixed
-  policy. The decision key is the `decision_key` column, else the request's `decision_key` param, else (bandit
-  policy) today's date in UTC. Repeating a request for a user and key repeats the decision; different users and
-  different keys draw independently;
+  policy. The decision key is the `decision_key` column, else the request's `decision_key` param, else today's
+  date in UTC for a bandit policy; a mixed policy without a key hashes the user id alone (its campaign's draw,
+  the same every day). Repeating a request for a user and key repeats the decision; different users and different
+  keys draw independently;
 - a `random_state` param (bandit policy): a seeded draw of the batch, numpy's `default_rng(random_state)`, one
   uniform per row in row order (for simulations and tests);
 - a bandit-policy request with neither: a fresh seed from the operating system's entropy, returned in `draw_seed`.
