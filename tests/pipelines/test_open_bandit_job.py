@@ -9,6 +9,7 @@ sums taken by hand over its holdout rows with the fitted policy's probabilities.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,19 @@ def test_evaluate_policy_equals_the_estimates_by_hand_on_its_holdout(report, imp
     for estimator in ("ips", "snips", "dm", "dr"):
         row = table.loc[estimator]
         assert row["ci_low"] <= row["value"] <= row["ci_high"] and 0 <= row["value"] < 0.05  # a click rate
+
+
+def test_the_raw_csv_under_its_own_names_profiles_like_the_import(report, imported, wheel, tmp_path, mlflow_uri):
+    """docs/your_data.md's other way in: OBD's own CSV, its column names mapped in the job."""
+    with zipfile.ZipFile(wheel) as archive:
+        (tmp_path / "obd.csv").write_bytes(archive.read("obp/dataset/obd/random/all/all.csv"))
+    (tmp_path / "job.yaml").write_text(
+        "columns: {arm: item_id, reward: click, propensity: propensity_score}\n"
+        "profile-logs: {logs: obd.csv, out: out/profile.csv}\n")
+    run_job(load_job(tmp_path / "job.yaml"), tracking_uri=mlflow_uri)
+    raw = pd.read_csv(tmp_path / "out" / "profile.csv", index_col="arm")
+    ours = pd.read_csv(imported / "out" / "log_profile.csv", index_col="arm")
+    pd.testing.assert_frame_equal(raw, ours, rtol=1e-12)
 
 
 def test_import_errors_are_one_line_exit_2(tmp_path, capsys):
