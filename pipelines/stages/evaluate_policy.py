@@ -91,21 +91,18 @@ def evaluation_split(config: EvaluatePolicyConfig, context: StageContext, fitted
     holdout: the other side of the policy's training split (an input error when it was fitted on every user);
     train: the users it was fitted on; all: every row. The log's `columns` are the row key of a split by row.
     """
-    trained = getattr(fitted, "training_split", None)
-    if trained is None or trained.side == "all":
-        trained = None
+    holdout = fitted.holdout  # None when the policy was fitted on every user
     if config.split == "holdout":
-        if trained is None:
+        if holdout is None:
             raise InputError("evaluate-policy: the policy was fitted on every user (split: all), so no user is held "
                              "out from it; refit it with `split: train`, or evaluate in-sample with `split: all`")
-        split = trained.other_side()
-        missing = [name for name in split.columns if name not in columns]
+        missing = [name for name in holdout.columns if name not in columns]
         if missing:
             raise InputError(f"evaluate-policy: the policy's holdout is defined by columns not in {config.logs}: "
                              f"{missing}")
-        return split, False
-    if config.split == "train" and trained is not None:
-        return trained, True
+        return holdout, False
+    if config.split == "train" and holdout is not None:
+        return fitted.training_split, True
     return user_split(config, context, columns), True
 
 
@@ -196,7 +193,8 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     headline = table.set_index("estimator")
     best = "dr" if "dr" in headline.index else headline.index[0]
     summary = {f"{best} value": f"{headline.loc[best, 'value']:.4f} ± {headline.loc[best, 'se']:.4f}",
-               "logging policy": f"{logged_value:.4f}", "rows": f"{n_rows} ({split.describe()})"}
+               "logging policy": f"{logged_value:.4f}", "rows": f"{n_rows} ({split.describe()})",
+               "reward features": choice.summary()}
     if in_sample:
         summary["IN-SAMPLE"] = "evaluated on rows the policy learned from: estimates flatter it"
     return StageResult(summary=summary, outputs={"estimates": config.out},

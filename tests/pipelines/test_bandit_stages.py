@@ -311,3 +311,15 @@ def test_integer_arms_sort_as_numbers_and_print_as_plain_values(tmp_path, mlflow
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert "unknown to the policy [5]; known arms: [9, 10, 100, 1000]" in err and "np.int64" not in err, err
+
+
+def test_the_holdout_is_the_other_side_of_the_training_split():
+    from pipelines.user_split import UserSplit
+
+    train = UserSplit("train", split_salt(0), 0.2)
+    assert train.other_side() == UserSplit("holdout", split_salt(0), 0.2)
+    assert UserSplit("holdout", split_salt(0), 0.2).other_side() == train
+    assert UserSplit("all", split_salt(0), 0.2).other_side() is None
+    chunk = pd.DataFrame({"user_id": np.arange(1000)})
+    assert (train.mask(chunk) ^ train.other_side().mask(chunk)).all()  # every user on exactly one side
+    assert train.describe() == "train (80% of users)"
