@@ -57,12 +57,12 @@ class UserSplit:
         return replace(self, side=sides[self.side]) if self.side in sides else None
 
     def describe(self) -> str:
-        """The side in words, e.g. "holdout (20% of users)"."""
+        """The side in words, e.g. "holdout, 20% of users"."""
         if self.side == "all":
             return "all rows"
         share = self.holdout_share if self.side == "holdout" else 1 - self.holdout_share
-        unit = "users" if self.user_id else "rows, split by row"
-        return f"{self.side} ({share:.0%} of {unit})"
+        unit = "users" if self.user_id else "rows"
+        return f"{self.side}, {share:.0%} of {unit}"
 
 
 def split_salt(seed: int) -> str:

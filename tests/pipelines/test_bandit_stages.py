@@ -322,4 +322,4 @@ def test_the_holdout_is_the_other_side_of_the_training_split():
     assert UserSplit("all", split_salt(0), 0.2).other_side() is None
     chunk = pd.DataFrame({"user_id": np.arange(1000)})
     assert (train.mask(chunk) ^ train.other_side().mask(chunk)).all()  # every user on exactly one side
-    assert train.describe() == "train (80% of users)"
+    assert train.describe() == "train, 80% of users"
