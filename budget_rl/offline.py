@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from campaign_core import InputError
+from campaign_core import InputError, plain
 
 #: What `fitted_q_evaluation` estimates per episode, in order.
 MEASUREMENTS = ("value", "cost")
@@ -89,7 +89,7 @@ class Transitions:
         unknown = frame["action"][codes < 0].unique().tolist()
         if unknown:
             raise InputError(f"action: {int((codes < 0).sum())} logged actions are outside the action set "
-                             f"{list(actions)}: {unknown[:5]}")
+                             f"{[plain(action) for action in actions]}: {unknown[:5]}")
         repeated = int(frame.duplicated(["user_id", "day"]).sum())
         if repeated:
             raise InputError(f"day: {repeated} rows repeat a (user_id, day) pair; one row per user and day")

@@ -50,3 +50,12 @@ def test_messages_print_integer_ids_as_plain_values():
         graph.positions(np.array([1, 5]))
     with pytest.raises(InputError, match=r"duplicate id\(s\) \(e\.g\. 3\)$"):
         build_graph(pd.DataFrame({"src": [1], "dst": [2]}), users=np.array([1, 2, 3, 3]))
+
+
+def test_transitions_name_numpy_actions_plainly():
+    from budget_rl.offline import Transitions
+
+    frame = pd.DataFrame({"user_id": [1], "day": [0], "action": [7], "reward": [1.0], "cost": [0.0],
+                          "state_a": [1.0], "next_a": [1.0]})
+    with pytest.raises(InputError, match=r"outside the action set \[0, 1\]: \[7\]$"):
+        Transitions.from_frame(frame, np.array([0, 1]), 1)
