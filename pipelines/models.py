@@ -33,7 +33,7 @@ import secrets
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +49,7 @@ import bandits
 import campaign_core
 import pipelines
 from bandits.encoding import ContextEncoder
-from bandits.policies.base import BasePolicy
+from bandits.policies.base import BasePolicy, inverse_cdf
 from campaign_core.hashing import id_words, salted_uniform, splitmix64
 from pipelines.errors import InputError
 from pipelines.user_split import UserSplit
@@ -117,13 +117,6 @@ def request_errors() -> Iterator[None]:
         raise mlflow.exceptions.MlflowException.invalid_parameter_value(str(error)) from None
 
 
-def choose(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """The arm code of each row at its uniform in [0, 1): the inverse CDF of the row's probabilities."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    draws = uniforms * cumulative[:, -1]
-    return np.minimum((draws[:, None] >= cumulative).sum(axis=1), probabilities.shape[1] - 1)
-
-
 @dataclass
 class FittedPolicy:
     """A policy with the encoder that turns raw feature columns into its contexts."""
@@ -136,7 +129,7 @@ class FittedPolicy:
     def holdout(self) -> UserSplit | None:
         """The users it never saw: the other side of its training split (None: fitted on all users)."""
         split = getattr(self, "training_split", None)
-        return None if split is None or split.side == "all" else replace(split, side="holdout")
+        return None if split is None else split.other_side()
 
     @property
     def features(self) -> list[str]:
@@ -183,7 +176,7 @@ class FittedPolicy:
         (`draws`). Without `random_state` the draw hashes (user_id, decision key); see the module docstring."""
         uniforms, keys, seeds = self.draws(frame, random_state, decision_key)
         probabilities = self.probabilities(frame)
-        codes = choose(probabilities, uniforms)
+        codes = inverse_cdf(probabilities, uniforms)
         return pd.DataFrame({"arm": np.asarray(self.arms, dtype=object)[codes],
                              "propensity": probabilities[np.arange(len(codes)), codes],
                              **{f"p_{arm}": probabilities[:, k] for k, arm in enumerate(self.arms)},
