@@ -36,9 +36,14 @@ def epsilon_greedy_probabilities(scores: np.ndarray, epsilon: float) -> np.ndarr
 
 def sample_from(probabilities: np.ndarray, random_state: int | np.random.Generator | None) -> np.ndarray:
     """One arm code per row drawn from that row's probabilities (inverse CDF; one uniform per row)."""
-    rng = np.random.default_rng(random_state)
+    return inverse_cdf(probabilities, np.random.default_rng(random_state).random(probabilities.shape[0]))
+
+
+def inverse_cdf(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """The arm code of each row at its uniform in [0, 1): the inverse CDF of the row's probabilities, so the arm
+    is drawn with exactly its probability when the uniform is uniform."""
     cumulative = np.cumsum(probabilities, axis=1)
-    draws = rng.random(probabilities.shape[0]) * cumulative[:, -1]
+    draws = uniforms * cumulative[:, -1]
     return np.minimum((draws[:, None] >= cumulative).sum(axis=1), probabilities.shape[1] - 1)
 
 

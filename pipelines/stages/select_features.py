@@ -9,6 +9,8 @@ take `results["select-features"].data["selected"]`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -48,6 +50,8 @@ class SelectFeaturesConfig(LogSection):
     k: int | None = Field(None, ge=1, description="keep at most this many features")
     sample_fraction: float | None = Field(None, gt=0, le=1, description="score a seeded sample of the rows (of the "
                                                                         "users, when user_id is set)")
+
+    required_roles: ClassVar[tuple[str, ...]] = ("arm", "reward", "user_id")
 
 
 def _demo(inputs: DemoInputs) -> dict:
