@@ -39,7 +39,7 @@ def _rss_now() -> int:
         return 0
 
 
-def _peak_rss() -> int:
+def peak_rss() -> int:
     """Peak resident set size of this process so far, in bytes (ru_maxrss is in KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
@@ -114,7 +114,7 @@ def _child(target: str, kwargs_json: str) -> None:
     rss_after_import = _rss_now()
     result = getattr(module, function_name)(**json.loads(kwargs_json))
     result["rss_after_import_bytes"] = rss_after_import
-    result["peak_rss_bytes"] = _peak_rss()
+    result["peak_rss_bytes"] = peak_rss()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["minor_page_faults"], result["major_page_faults"] = usage.ru_minflt, usage.ru_majflt
     sys.stdout.write(_MARK + json.dumps(result) + "\n")

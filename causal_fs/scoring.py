@@ -7,8 +7,8 @@ per-(feature, bin, arm) tables of the observed data and of every permutation and
 Data in memory (a pandas DataFrame) is one chunk, scanned in row blocks; a `campaign_core.ChunkedTable` (e.g.
 `pipelines.execution.Partitions` over a Dask DataFrame) runs the passes over its chunks and merges the tables, so
 memory stays at a few tables however many rows there are. Permutations shuffle rows (or, given a user id column,
-whole users) within a block of at most `CHUNK_ROWS` rows, with randomness keyed by the seed, the block's content and
-the replicate number (`campaign_core.chunk_seed`).
+whole users) within a block of at most `CHUNK_ROWS` rows (fewer when many features), with randomness keyed by the
+seed, the block's content and the replicate number (`campaign_core.chunk_seed`).
 
 Memory does not grow with the number of replicates: the replicate tables are built and scored a block of replicates
 at a time, the block as large as `replicate_memory_mb` allows (`replicate_blocks`), one pass over the data per
@@ -33,12 +33,13 @@ from causal_fs.plan import Plan, SketchPass
 from causal_fs.significance import basic_interval, benjamini_hochberg, permutation_p_values
 from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, Users, chunk_tables
 
-CHUNK_ROWS = 1 << 16  # rows per block (bounds the per-block code matrices: features x rows)
+CHUNK_ROWS = 1 << 16  # most rows per block (bounds the per-block code matrices: features x rows)
+MIN_BLOCK_ROWS = 4096  # fewest rows per block, however many features
 ROW_ARRAYS = 4  # (features, rows) int64/float64 arrays alive while a block's tables are built
 SCORE_BLOCK = 16  # replicates scored at once (bounds the scoring arrays)
 SCORE_ARRAYS = 16  # (features, bins, arms) arrays alive per replicate while replicates are scored
-TABLE_HOLDERS = 3  # copies of a block's tables alive at once over several row blocks: the sum so far, a row block's,
-                   # their sum (one copy when all rows are one block)
+TABLE_HOLDERS = 2  # copies of a block's tables alive at once over several row blocks: the sum so far and a row
+                   # block's (one copy when all rows are one block)
 MERGE_HOLDERS = 10  # ... over a chunked table: the merge tree's fan-in (8) plus two
 
 
@@ -126,16 +127,19 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     if compat_methods:
         compat_blocks = replicate_blocks(compat_layout, options, is_chunked(data), plan.rows)
         plan_blocks = ReplicateBlocks(max(plan_blocks.blocks, compat_blocks.blocks, key=len),
-                                      min(plan_blocks.score_block, compat_blocks.score_block))
+                                      min(plan_blocks.score_block, compat_blocks.score_block),
+                                      min(plan_blocks.block_rows, compat_blocks.block_rows))
     blocks, score_block = plan_blocks.blocks, plan_blocks.score_block
     replicate_scores: dict[str, list[np.ndarray]] = {}
     for block in blocks:
-        tables, block_extras = compute(TablePass(plan.bins, plan, layout, options, block), data, columns=columns)
+        table_pass = TablePass(plan.bins, plan, layout, options, block, plan_blocks.block_rows)
+        tables, block_extras = compute(table_pass, data, columns=columns)
         if block.start == 0:  # a copy: a view would keep the whole block's tables alive
             observed, extras = Tables(*(getattr(tables, name)[:1].copy() for name in STATISTICS)), block_extras
         block_scores = _bin_scores(tables, bin_methods, plan, options, score_block)  # (block, features) per method
         if compat_methods:
-            compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options, block), data)
+            compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options, block,
+                                                     plan_blocks.block_rows), data)
             value_bins = np.array([b.n_bins - 1 for b in compat_bins])
             for method in compat_methods:
                 block_scores[method] = np.concatenate([
@@ -170,24 +174,27 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
 @dataclass(frozen=True)
 class ReplicateBlocks:
     """How the replicates are computed: `blocks` of replicate numbers built together (one pass over the data
-    each), and scored `score_block` replicates at a time."""
+    each), in row blocks of at most `block_rows` rows, and scored `score_block` replicates at a time."""
 
     blocks: list[range]
     score_block: int
+    block_rows: int
 
 
 def replicate_blocks(layout: Layout, options: ScoringOptions, chunked: bool, rows: int) -> ReplicateBlocks:
-    """As many replicates per block as fit in `options.replicate_memory_mb`: the per-block row arrays, the scoring
-    arrays of `score_block` replicates (up to SCORE_BLOCK, within a quarter of the limit) and the tables of the
-    block's replicates (held several times while chunks merge). Refuses, naming the knob, when not even one
-    replicate fits."""
+    """As many replicates per block as fit in `options.replicate_memory_mb`: the row arrays of a row block (up to
+    CHUNK_ROWS rows, within a quarter of the limit), the scoring arrays of `score_block` replicates (up to
+    SCORE_BLOCK, within a quarter of the limit) and the tables of the block's replicates (held several times while
+    chunks merge). Refuses, naming the knob, when not even one replicate fits."""
     cell_bytes = layout.cells * 8
     limit = options.replicate_memory_mb * 2**20
     per_score = cell_bytes * SCORE_ARRAYS
     score_block = int(max(1, min(SCORE_BLOCK, limit / 4 // per_score)))
-    holders = MERGE_HOLDERS if chunked else TABLE_HOLDERS if rows > CHUNK_ROWS else 1
+    per_row = layout.n_features * 8 * ROW_ARRAYS
+    block_rows = int(min(CHUNK_ROWS, max(MIN_BLOCK_ROWS, limit / 4 // per_row)))
+    holders = MERGE_HOLDERS if chunked else TABLE_HOLDERS if rows > block_rows else 1
     per_replicate = cell_bytes * len(STATISTICS) * holders
-    fixed = layout.n_features * min(rows, CHUNK_ROWS) * 8 * ROW_ARRAYS + per_score * score_block
+    fixed = per_row * min(rows, block_rows) + per_score * score_block
     if fixed + per_replicate > limit:
         raise InputError(
             f"replicate_memory_mb: one replicate of {layout.n_features} features x {layout.n_bins} bins x "
@@ -196,7 +203,7 @@ def replicate_blocks(layout: Layout, options: ScoringOptions, chunked: bool, row
             "(n_bins, max_levels) or arms")
     size = max(1, int((limit - fixed) // per_replicate))
     blocks = [range(start, min(start + size, layout.n_replicates)) for start in range(0, layout.n_replicates, size)]
-    return ReplicateBlocks(blocks, score_block)
+    return ReplicateBlocks(blocks, score_block, block_rows)
 
 
 def _options(data, features, arm_col, reward_col, methods, n_bins, control, propensity_col, user_col, n_permutations,
@@ -266,11 +273,12 @@ class TablePass:
     layout: Layout
     options: ScoringOptions
     replicates: range
+    block_rows: int = CHUNK_ROWS
 
     def partial(self, chunk: pd.DataFrame) -> tuple[Tables, ObservedExtras | None]:
-        """Built in blocks of at most CHUNK_ROWS rows (a user's rows stay in one block), so the per-row code
-        matrices stay small."""
-        starts: list[int] = list(range(0, max(len(chunk), 1), CHUNK_ROWS))
+        """Built in blocks of at most `block_rows` rows (a user's rows stay in one block), so the per-row code
+        matrices stay small; the blocks' tables are added up in place."""
+        starts: list[int] = list(range(0, max(len(chunk), 1), self.block_rows))
         user_words = None
         if self.options.user_col is not None:
             chunk, user_words = _grouped_by_user(chunk, self.options)
@@ -281,7 +289,14 @@ class TablePass:
         state = None
         for start, stop in zip(starts, bounds, strict=True):
             part = self._block(chunk.iloc[start:stop], None if user_words is None else user_words[start:stop])
-            state = part if state is None else self.merge(state, part)
+            if state is None:
+                state = part
+                continue
+            for name in STATISTICS:
+                getattr(state[0], name).__iadd__(getattr(part[0], name))
+            if state[1] is not None:
+                state[1].x_sum.__iadd__(part[1].x_sum)
+                state[1].weight_sq.__iadd__(part[1].weight_sq)
         return state
 
     @staticmethod
@@ -317,7 +332,7 @@ class TablePass:
         if self.replicates.start != 0:
             return tables, None
         if weight is None:
-            weight_sq = tables.rows[0]
+            weight_sq = tables.rows[0].copy()  # its own array: block tables are added up in place
         else:
             cells = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms + arms[None, :]
             weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(bins)),

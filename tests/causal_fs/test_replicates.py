@@ -145,3 +145,18 @@ def test_the_selector_takes_the_users_as_groups():
     np.testing.assert_array_equal(by_user.scores_["p_hie"], direct["p_hie"])
     with pytest.raises(InputError, match="^groups: 3 values for 800 rows"):
         HTEFeatureSelector().fit(data[["x"]], data["reward"], arms=data["arm"], groups=[1, 2, 3])
+
+
+@pytest.mark.parametrize("propensity_col", [None, "propensity"])
+def test_row_blocks_add_up_to_the_scores_of_one_block(propensity_col):
+    """A small memory cap cuts 20,000 rows into row blocks of 4,096: the observed scores and the interaction tests
+    (which use the tables' sums of squared weights) equal those of one block."""
+    rng = np.random.default_rng(6)
+    n = 20_000
+    data = pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(list("pqr"), n), "arm": rng.integers(0, 3, n)})
+    data["reward"] = rng.normal(size=n) + (data["x"] > 0) * (data["arm"] == 1)
+    data["propensity"] = rng.uniform(0.2, 0.6, n)
+    options = {"methods": ("hie", "hdd", "f", "lr"), "propensity_col": propensity_col, "random_state": 0}
+    whole = score_features(data, ["x", "c"], **options).to_frame()
+    blocks = score_features(data, ["x", "c"], replicate_memory_mb=0.5, **options).to_frame()
+    pd.testing.assert_frame_equal(whole, blocks, check_exact=False, rtol=1e-10)
