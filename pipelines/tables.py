@@ -18,6 +18,7 @@ id is counted as missing, not refused as a float type).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import dask.dataframe as dd
@@ -26,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from campaign_core import StatisticOf
 from pipelines.errors import InputError
 from pipelines.execution import run_statistic
 
@@ -129,42 +131,35 @@ def _check_schema(schema: Schema, arrow_schema: pa.Schema, where: str) -> list[C
     return to_scan
 
 
-class _ValueCounts:
-    """Counts of bad values per column, [missing or non-finite, below range, above range, rows], as a statistic."""
+def _add_counts(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The merge of per-column count statistics."""
+    return {name: left[name] + right[name] for name in left}
 
-    def __init__(self, columns: list[Column]):
-        self.columns = columns
 
-    def partial(self, chunk: pd.DataFrame) -> dict[str, np.ndarray]:
-        counts = {}
-        for column in self.columns:
-            series = chunk[column.name]
-            if column.kind in (LABEL, STRING, BOOLEAN):
-                bad = int(series.isna().sum())
-                counts[column.name] = np.array([bad, 0, 0, len(series)], dtype=np.int64)
-                continue
-            values = series.to_numpy(dtype=float, na_value=np.nan)
-            finite = np.isfinite(values)
-            below = 0 if column.low is None else int(np.sum(
-                finite & ((values < column.low) if column.low_inclusive else (values <= column.low))))
-            above = 0 if column.high is None else int(np.sum(finite & (values > column.high)))
-            nonfinite = int(np.sum(~finite)) if column.finite else 0
-            counts[column.name] = np.array([nonfinite, below, above, len(values)], dtype=np.int64)
-        return counts
-
-    @staticmethod
-    def merge(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: left[name] + right[name] for name in left}
-
-    @staticmethod
-    def finalize(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return counts
+def _value_counts(chunk: pd.DataFrame, columns: list[Column]) -> dict[str, np.ndarray]:
+    """Counts of bad values per column, [missing or non-finite, below range, above range, rows], in a chunk."""
+    counts = {}
+    for column in columns:
+        series = chunk[column.name]
+        if column.kind in (LABEL, STRING, BOOLEAN):
+            bad = int(series.isna().sum())
+            counts[column.name] = np.array([bad, 0, 0, len(series)], dtype=np.int64)
+            continue
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        finite = np.isfinite(values)
+        below = 0 if column.low is None else int(np.sum(
+            finite & ((values < column.low) if column.low_inclusive else (values <= column.low))))
+        above = 0 if column.high is None else int(np.sum(finite & (values > column.high)))
+        nonfinite = int(np.sum(~finite)) if column.finite else 0
+        counts[column.name] = np.array([nonfinite, below, above, len(values)], dtype=np.int64)
+    return counts
 
 
 def _check_values(schema: Schema, data: pd.DataFrame | dd.DataFrame, columns: list[Column]) -> None:
     if not columns:
         return
-    counts = run_statistic(_ValueCounts(columns), data, columns=[c.name for c in columns])
+    counts = run_statistic(StatisticOf(partial(_value_counts, columns=columns), _add_counts), data,
+                           columns=[c.name for c in columns])
     for column in columns:
         nonfinite, below, above, rows = (int(v) for v in counts[column.name])
         if nonfinite:
@@ -193,32 +188,19 @@ def csv_files(path: Path) -> list[Path] | None:
     return [path] if path.suffix.lower() == ".csv" else None
 
 
-class _CsvTextKinds:
-    """Per column, counts over the text of every field: [missing, integers, numbers, true/false, rows]; a statistic
-    over the partitions of the table read as text."""
-
-    def __init__(self, columns: list[str]):
-        self.columns = columns
-
-    def partial(self, chunk: pd.DataFrame) -> dict[str, np.ndarray]:
-        counts = {}
-        for name in self.columns:
-            text = chunk[name]
-            present = text[text.notna()].astype(str)
-            integers = int(present.str.fullmatch(_INTEGER_TEXT).sum())
-            coded = present.str.fullmatch(_CODE_TEXT)
-            numbers = int((pd.to_numeric(present, errors="coerce").notna() & ~coded).sum())
-            booleans = int(present.str.lower().isin(["true", "false"]).sum())
-            counts[name] = np.array([len(text) - len(present), integers, numbers, booleans, len(text)], np.int64)
-        return counts
-
-    @staticmethod
-    def merge(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: left[name] + right[name] for name in left}
-
-    @staticmethod
-    def finalize(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return counts
+def _csv_text_kinds(chunk: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
+    """Per column, counts over the text of every field of a chunk read as text: [missing, integers, numbers,
+    true/false, rows]."""
+    counts = {}
+    for name in columns:
+        text = chunk[name]
+        present = text[text.notna()].astype(str)
+        integers = int(present.str.fullmatch(_INTEGER_TEXT).sum())
+        coded = present.str.fullmatch(_CODE_TEXT)
+        numbers = int((pd.to_numeric(present, errors="coerce").notna() & ~coded).sum())
+        booleans = int(present.str.lower().isin(["true", "false"]).sum())
+        counts[name] = np.array([len(text) - len(present), integers, numbers, booleans, len(text)], np.int64)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -251,7 +233,8 @@ def _csv_layout(path: Path, name: str) -> _CsvLayout:
         different = next((file for file, header in zip(files, headers, strict=True) if header != headers[0]), None)
         if different is not None:
             raise InputError(f"{name}: CSV file {different.name} has other columns than {files[0].name} in {path}")
-        counts = run_statistic(_CsvTextKinds(headers[0]), _read_csv(files, str))
+        counts = run_statistic(StatisticOf(partial(_csv_text_kinds, columns=headers[0]), _add_counts),
+                               _read_csv(files, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{name}: cannot read CSV {path}: {reason}") from None
