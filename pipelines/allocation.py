@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from budget_rl import Allocation, AllocationConstraints, allocate
 from budget_rl.allocation import AssignmentTotals, dual_allocation
 from budget_rl.dual import DualSolution, UserColumns, solve_dual
+from campaign_core import StatisticOf
 from pipelines.errors import InputError
 from pipelines.execution import chunked, merge_tree
 from pipelines.io import atomic_output
@@ -61,6 +62,65 @@ def _check_columns(frame: dd.DataFrame | pd.DataFrame, users: UserColumns) -> No
                          f"{len(users.cost_columns)}")
 
 
+class _UserValueCounts:
+    """Per level column, [NaN or infinite, negative]; [users with no zero-cost level, rows, repeated ids]; and the
+    sorted distinct ids (8 bytes a user): a statistic, so that bad values are counted over the whole table before
+    the first pass (a pass would stop at the first bad chunk)."""
+
+    def __init__(self, users: UserColumns):
+        self.users = users
+
+    def partial(self, chunk: pd.DataFrame) -> dict[str, np.ndarray]:
+        columns = [*self.users.value_columns, *self.users.cost_columns]
+        ids = np.unique(chunk[self.users.user_id].to_numpy(dtype=np.int64))
+        matrix = chunk[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.isfinite(matrix)
+        cost = np.where(finite, matrix, np.inf)[:, len(self.users.value_columns):]
+        negative = np.zeros(len(columns), dtype=np.int64)
+        negative[len(self.users.value_columns):] = (cost < 0).sum(axis=0)
+        no_free = int((cost.min(axis=1) > 0).sum()) if cost.size else 0
+        return {"nonfinite": (~finite).sum(axis=0).astype(np.int64), "negative": negative,
+                "users": np.array([no_free, len(chunk), len(chunk) - len(ids)], dtype=np.int64), "ids": ids}
+
+    @staticmethod
+    def merge(left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = np.union1d(left["ids"], right["ids"])
+        merged = {name: left[name] + right[name] for name in ("nonfinite", "negative", "users")}
+        merged["users"][2] += len(left["ids"]) + len(right["ids"]) - len(ids)
+        return merged | {"ids": ids}
+
+    @staticmethod
+    def finalize(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return counts
+
+
+def _segment_labels(chunk: pd.DataFrame, segment: str) -> frozenset[str]:
+    """The segment labels of a chunk, as text (a statistic's partial; a distinct-values query would shuffle)."""
+    return frozenset(chunk[segment].astype(str).unique().tolist())
+
+
+def _check_values(frame: dd.DataFrame | pd.DataFrame, users: UserColumns) -> None:
+    """The dual's per-block rules, checked on every row first: one line with the total count of the first broken
+    rule (and no task failures logged by the cluster on the way)."""
+    if not pd.api.types.is_integer_dtype(frame[users.user_id].dtype):
+        raise InputError(f"{users.user_id}: user ids must be integers, got {frame[users.user_id].dtype}")
+    columns = [*users.value_columns, *users.cost_columns]
+    with busy("checking users"):
+        counts = chunked(frame).reduce(_UserValueCounts(users), columns=[users.user_id, *columns])
+    no_free, rows, repeated = (int(v) for v in counts["users"])
+    if repeated:
+        raise InputError(f"{users.user_id}: {repeated} of {rows} ids are repeated; each user needs a unique id")
+    for column, nonfinite in zip(columns, counts["nonfinite"], strict=True):
+        if nonfinite:
+            raise InputError(f"{column}: {int(nonfinite)} NaN or infinite values of {rows} users")
+    for column, negative in zip(columns, counts["negative"], strict=True):
+        if negative:
+            raise InputError(f"{column}: {int(negative)} negative costs of {rows} users; costs must be >= 0")
+    if no_free:
+        raise InputError(f"{', '.join(users.cost_columns)}: {no_free} of {rows} users have no zero-cost level; "
+                         "every user needs one (e.g. 'nothing')")
+
+
 def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str], cost_columns: list[str],
                    budget: float, *, level_labels: list[str] | None = None, user_id: str = "user_id",
                    segment: str | None = None, constraints: AllocationConstraints | None = None,
@@ -78,14 +138,16 @@ def allocate_frame(frame: dd.DataFrame | pd.DataFrame, value_columns: list[str],
     _check_columns(frame, users)
     constraints.check_levels(users.n_levels)
     if capped:
+        labels = StatisticOf(functools.partial(_segment_labels, segment=segment), frozenset.union)
         with busy("reading segments"):
-            known = set(map(str, _compute(frame[segment].astype(str).unique())))
+            known = chunked(frame).reduce(labels, columns=[segment])
         unknown = [label for label in capped if label not in known]
         if unknown:
             raise InputError(f"constraints.segment_caps: unknown segment(s) {unknown} (segments are {sorted(known)})")
     frame = frame[users.columns]
     if method == "lp" or constraints.needs_lp:
         return _allocate_in_memory(frame, users, budget, constraints, level_labels, out, max_lp_users)
+    _check_values(frame, users)
     caps = np.array([constraints.segment_caps[label] for label in capped], dtype=float)
     # A Dask frame's partitions, or an in-memory frame's blocks on threads (the compiled passes release the GIL).
     solution = solve_dual(chunked(frame), float(budget), caps, columns=users)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,26 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 SPLIT_EVERY = 8
 
 
+class _InputErrorReports(logging.Filter):
+    """Drops a worker's "Compute Failed" report of a task that raised `InputError`: the error reaches the caller,
+    which reports it in one line; the report would print the task's traceback before that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (str(record.msg).startswith("Compute Failed") and len(args) > 3
+                    and str(args[3]).startswith(f"{InputError.__name__}("))
+
+
+@contextlib.contextmanager
+def _quiet_input_errors() -> Iterator[None]:
+    worker_log, reports = logging.getLogger("distributed.worker"), _InputErrorReports()
+    worker_log.addFilter(reports)
+    try:
+        yield
+    finally:
+        worker_log.removeFilter(reports)
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, *, n_workers: int = 1, threads_per_worker: int | None = None
                 ) -> Iterator[Client]:
@@ -56,8 +77,9 @@ def dask_client(scheduler: str | None = None, *, n_workers: int = 1, threads_per
             yield client
         return
     threads = threads_per_worker or os.cpu_count() or 1
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster, set_as_default=True) as client:
+    with _quiet_input_errors(), LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=False,
+                                             dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=True) as client:
         yield client
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +20,38 @@ _TMP_MARK = ".tmp-"
 
 
 def ensure_writable(target: Path) -> Path:
-    """Check, before any work starts, that `target` can be created or replaced; return it resolved."""
-    target = Path(target).resolve()
-    parent = target.parent
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"output path not writable: {target} ({existing} is not a writable directory)")
-    if target.exists() and not os.access(target, os.W_OK):
+    """Check, before any work starts, that `target` can be created or replaced; return it resolved.
+
+    The missing folders above `target` and its longest temporary name are created for real inside a throwaway
+    folder next to them, then removed: permission bits alone do not tell (root, /proc, read-only mounts, names
+    longer than the file system allows).
+    """
+    try:
+        target = Path(target).resolve()
+        existing = target.parent
+        while not existing.exists():
+            existing = existing.parent
+        read_only = target.exists() and not os.access(target, os.W_OK)
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise InputError(f"output path not writable: {target} ({error.strerror or type(error).__name__})") from None
+    if not existing.is_dir():
+        raise InputError(f"output path not writable: {target} ({existing} is not a directory)")
+    if read_only:
         raise InputError(f"output path not writable: {target} (exists and is read-only)")
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".campaign-write-probe-", dir=existing))
+    except OSError as error:
+        raise InputError(f"output path not writable: {target} (cannot create anything in {existing}: "
+                         f"{error.strerror or type(error).__name__})") from None
+    try:
+        folder = probe / target.parent.relative_to(existing)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".{target.name}{_TMP_MARK}old-{secrets.token_hex(4)}").touch()  # the longest name written
+    except OSError as error:
+        raise InputError(f"output path not writable: {target} (cannot create it under {existing}: "
+                         f"{error.strerror or type(error).__name__})") from None
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
     return target
 
 

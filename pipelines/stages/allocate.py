@@ -34,11 +34,13 @@ from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.stages.levels import face_values
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
-from pipelines.tables import LABEL, Column, Schema, log_schema, read_table
+from pipelines.tables import INTEGER, Column, Schema, log_schema, read_table
 from pipelines.user_split import in_holdout
 
 #: Columns of the users table that are never response-model features.
 NOT_FEATURES = ["user_id", "segment"]
+#: The users table as the allocator needs it: integer ids (they break ties between users by a salted hash).
+USERS = Schema("users", required=(Column("user_id", INTEGER),))
 
 
 class AllocateConfig(StageConfig):
@@ -81,7 +83,7 @@ class AllocateConfig(StageConfig):
                           {"randomized": "randomized"})
 
     def input_tables(self) -> dict:
-        tables = {self.users: Schema("users", required=(Column("user_id", LABEL),))}
+        tables = {self.users: USERS}
         if self.logs is not None and not self.scores:
             tables[self.logs] = self.log_schema()
         return tables
@@ -150,7 +152,7 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
 def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult:
     """Allocate incentive levels to users under a budget: response model, then the dual LP (frontier to MLflow)."""
     seed = context.stage_seed("allocate")
-    users = read_table(config.users, Schema("users", required=(Column("user_id", LABEL),)))
+    users = read_table(config.users, USERS)
     if config.segment and config.segment not in users.columns:
         if config.segment_caps:
             raise InputError(f"segment: column {config.segment!r} is not in {config.users}")

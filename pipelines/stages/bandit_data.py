@@ -49,7 +49,7 @@ class BanditLogConfig(LogSection):
     retired_keys: ClassVar[dict[str, str]] = {
         "data": "the decision log is `logs`",
         "users": "the user split is `split: train|holdout|all` (`users` names a users table)"}
-    required_roles: ClassVar[tuple[str, ...]] = ("user_id", "arm", "reward")
+    required_roles: ClassVar[tuple[str, ...]] = ("user_id", "arm", "reward", "propensity")
 
 
 def user_split(config: BanditLogConfig, context: StageContext, columns: list[str]) -> UserSplit:

@@ -20,6 +20,8 @@ from typing import Literal
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 import torch
 from pydantic import Field
 
@@ -32,13 +34,35 @@ from pipelines.io import atomic_output
 from pipelines.models import FittedMixedPolicy, mixed_policy_arguments, quiet_pyfunc
 from pipelines.stages.levels import face_values
 from pipelines.stages.registry import StageContext, StageResult, register_stage
-from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, read_table
+from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, csv_files, read_table
 
 TRANSITIONS = Schema(
     "transitions",
     required=(Column("user_id", LABEL), Column("day", INTEGER, low=0.0), Column("action", LABEL),
               Column("reward", NUMERIC), Column("cost", NUMERIC, low=0.0)),
     optional=(Column("propensity", NUMERIC, low=0.0, low_inclusive=False, high=1.0),))
+STATE_PREFIX, NEXT_PREFIX = "state_", "next_"
+
+
+def _column_names(path: Path) -> list[str]:
+    """A table's column names from its parquet footers or CSV header; none while it cannot be read (missing,
+    written by an earlier stage of the job, corrupt: the table checks say which)."""
+    try:
+        files = csv_files(path)
+        if files is not None:
+            return list(pd.read_csv(files[0], nrows=0).columns)
+        return list(pads.dataset(path, format="parquet").schema.names)
+    except (OSError, ValueError, pa.ArrowException):
+        return []
+
+
+def transitions_schema(path: Path) -> Schema:
+    """The transitions contract for the table at `path`: the fixed columns, plus each `state_<f>` column and its
+    `next_<f>` twin as required finite numbers (so a text or NaN state column is refused by name before any work)."""
+    states = [name for name in _column_names(path) if name.startswith(STATE_PREFIX)]
+    features = [Column(name, NUMERIC) for state in states
+                for name in (state, NEXT_PREFIX + state.removeprefix(STATE_PREFIX))]
+    return Schema(TRANSITIONS.name, required=(*TRANSITIONS.required, *features), optional=TRANSITIONS.optional)
 
 
 class ConstrainedRLConfig(StageConfig):
@@ -59,7 +83,7 @@ class ConstrainedRLConfig(StageConfig):
                             "propensity column)")
 
     def input_tables(self) -> dict:
-        return {self.transitions: TRANSITIONS}
+        return {self.transitions: transitions_schema(self.transitions)}
 
 
 def _mlp(seed: int):
@@ -70,7 +94,7 @@ def _mlp(seed: int):
 @register_stage("constrained-rl", ConstrainedRLConfig, order=55)
 def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageResult:
     """Learn a mixed incentive policy for a multi-day campaign from logged transitions, within a budget per user."""
-    frame = read_table(config.transitions, TRANSITIONS).compute().reset_index(drop=True)
+    frame = read_table(config.transitions, transitions_schema(config.transitions)).compute().reset_index(drop=True)
     horizon = int(frame["day"].max()) + 1
     actions = list(face_values(frame, config.level_costs, column="action"))
     data = Transitions.from_frame(frame, actions, horizon)

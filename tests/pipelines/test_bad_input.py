@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.cli import main
 from pipelines.errors import InputError
+from pipelines.execution import dask_client, run_statistic
 from pipelines.tables import DECISION_LOG, EDGES, read_table, validate_frame
 from tests.conftest import run_campaign
 
@@ -155,3 +158,200 @@ def test_a_later_stage_bad_input_stops_the_job_before_any_work(tmp_path, capsys,
     code = main(["run", str(job), "--tracking-uri", mlflow_uri])
     _assert_one_line(code, capsys.readouterr().err.strip(), "missing required column 'arm'")
     assert not (tmp_path / "campaign").exists()  # generate never ran
+
+
+# ---------------------------------------------------------------------------- the mistakes of a first-time user
+def _transitions(n_users: int = 40, horizon: int = 2) -> pd.DataFrame:
+    """A small, valid transitions table: two levels (nothing, coupon), one state feature."""
+    rng = np.random.default_rng(3)
+    n = n_users * horizon
+    action = rng.choice(["nothing", "coupon"], n)
+    reward = (rng.random(n) < 0.3).astype(float)
+    return pd.DataFrame({"user_id": np.repeat(np.arange(n_users), horizon), "day": np.tile(np.arange(horizon), n_users),
+                         "action": action, "reward": reward, "cost": np.where(action == "coupon", 2.0 * reward, 0.0),
+                         "propensity": np.full(n, 0.5), "state_spend": rng.normal(size=n),
+                         "next_spend": rng.normal(size=n)})
+
+
+def _scores(n: int = 60) -> pd.DataFrame:
+    """Per-user values and costs of two levels, the first free."""
+    rng = np.random.default_rng(4)
+    return pd.DataFrame({"user_id": np.arange(n), "segment": rng.choice(["new", "loyal"], n),
+                         "value_nothing": rng.random(n) * 0.1, "cost_nothing": np.zeros(n),
+                         "value_coupon": rng.random(n), "cost_coupon": rng.random(n) + 0.5})
+
+
+def _feature_logs(n: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    return _logs(n).assign(age=rng.normal(40, 10, n), channel=rng.choice(["web", "app"], n))
+
+
+def _edges() -> pd.DataFrame:
+    return pd.DataFrame({"src": [0, 1, 2, 3], "dst": [1, 2, 3, 0], "weight": [1.0, 1.0, 2.0, 1.0]})
+
+
+def _outcomes_and_assignment(tmp_path: Path) -> tuple[Path, Path]:
+    users = np.arange(40)
+    assignment = pd.DataFrame({"user_id": users, "cluster": users // 4, "group": (users // 4) % 2})
+    outcomes = pd.DataFrame({"user_id": users, "outcome": np.random.default_rng(6).normal(size=40)})
+    return _write(assignment, tmp_path / "assignment.parquet"), _write(outcomes, tmp_path / "outcomes.parquet")
+
+
+def _cli(capfd, mlflow_uri: str, *args: str) -> tuple[int, str]:
+    """Exit code and stderr of one command; file-descriptor capture, so that what the cluster's loggers or a C
+    library print is seen too."""
+    code = main([*args, "--tracking-uri", mlflow_uri])
+    return code, capfd.readouterr().err.strip()
+
+
+# Each case: (name, command writer -> argv, fragments the one line must contain). The writers put their tables
+# under tmp_path; every case must fail before any output is written.
+CASES = [
+    ("decision logs as transitions",
+     lambda d: ["constrained-rl", "--transitions", _write(_logs().assign(day=0), d / "logs.parquet")],
+     ("transitions", "missing required column 'action'")),
+    ("transitions without reward",
+     lambda d: ["constrained-rl", "--transitions", _write(_transitions().drop(columns="reward"), d / "t.parquet")],
+     ("transitions", "missing required column 'reward'")),
+    ("a text state column",
+     lambda d: ["constrained-rl", "--transitions",
+                _write(_transitions().assign(state_spend=lambda f: f["state_spend"].round(1).astype(str)),
+                       d / "t.parquet")],
+     ("transitions", "'state_spend'", "expected numeric")),
+    ("a state column with NaN",
+     lambda d: ["constrained-rl", "--transitions",
+                _write(_transitions().assign(next_spend=lambda f: f["next_spend"].where(f.index % 8 > 0)),
+                       d / "t.parquet")],
+     ("'next_spend'", "10 NaN, inf or missing values of 80 rows")),
+    ("a state column without its next_ twin",
+     lambda d: ["constrained-rl", "--transitions", _write(_transitions().drop(columns="next_spend"), d / "t.parquet")],
+     ("missing required column 'next_spend'",)),
+    ("transitions without any state",
+     lambda d: ["constrained-rl", "--transitions",
+                _write(_transitions().drop(columns=["state_spend", "next_spend"]), d / "t.parquet")],
+     ("state_* columns",)),
+    ("an action outside the level costs",
+     lambda d: ["constrained-rl", "--transitions", _write(_transitions(), d / "t.parquet"),
+                "--level-costs", "{nothing: 0}"],
+     ("level_costs", "['coupon'] without a cost")),
+    ("a repeated user and day",
+     lambda d: ["constrained-rl", "--transitions",
+                _write(pd.concat([_transitions(), _transitions().head(2)]), d / "t.parquet")],
+     ("day: 2 rows repeat a (user_id, day) pair",)),
+    ("a user whose days have a gap",
+     lambda d: ["constrained-rl", "--transitions",
+                _write(_transitions(horizon=3).query("day != 1"), d / "t.parquet")],
+     ("day: 40 users do not have consecutive days",)),
+    ("importance weighting without propensities",
+     lambda d: ["constrained-rl", "--transitions", _write(_transitions().drop(columns="propensity"), d / "t.parquet"),
+                "--importance-weighting", "on"],
+     ("propensity: importance_weighting on needs a propensity column",)),
+    ("scores without a zero-cost level",
+     lambda d: ["allocate", "--scores", "--budget", "10", "--users",
+                _write(_scores().assign(cost_nothing=0.1), d / "scores.parquet")],
+     ("cost_nothing, cost_coupon: 60 of 60 users have no zero-cost level",)),
+    ("scores with NaN",
+     lambda d: ["allocate", "--scores", "--users",
+                _write(_scores().assign(value_coupon=lambda f: f["value_coupon"].where(f.index % 20 > 0)),
+                       d / "scores.parquet")],
+     ("value_coupon: 3 NaN or infinite values of 60 users",)),
+    ("negative costs",
+     lambda d: ["allocate", "--scores", "--users",
+                _write(_scores().assign(cost_coupon=lambda f: f["cost_coupon"].where(f.index > 0, -1.0)),
+                       d / "scores.parquet")],
+     ("cost_coupon: 1 negative costs of 60 users",)),
+    ("repeated user ids",
+     lambda d: ["allocate", "--scores", "--users", _write(pd.concat([_scores(), _scores().head(4)]),
+                                                          d / "scores.parquet")],
+     ("user_id: 4 of 64 ids are repeated",)),
+    ("text user ids",
+     lambda d: ["allocate", "--scores", "--users",
+                _write(_scores().assign(user_id=lambda f: "u" + f["user_id"].astype(str)), d / "scores.parquet")],
+     ("users: column 'user_id'", "expected integer")),
+    ("a cap for a segment that does not exist",
+     lambda d: ["allocate", "--scores", "--users", _write(_scores(), d / "scores.parquet"),
+                "--segment-caps", "{nowhere: 5}"],
+     ("segment_caps: unknown segment(s) ['nowhere']",)),
+    ("a single arm",
+     lambda d: ["select-features", "--logs", _write(_feature_logs().assign(arm="a"), d / "logs.parquet")],
+     ("arm: needs at least 2 arms",)),
+    ("an all-NaN feature",
+     lambda d: ["select-features", "--logs", _write(_feature_logs().assign(age=np.nan), d / "logs.parquet"),
+                "--features", "age,channel"],
+     ("age: every value is missing",)),
+    ("an unknown feature-scoring method",
+     lambda d: ["select-features", "--logs", _write(_feature_logs(), d / "logs.parquet"), "--methods", "magic"],
+     ("methods: unknown ['magic']",)),
+    ("an unknown control arm",
+     lambda d: ["select-features", "--logs", _write(_feature_logs(), d / "logs.parquet"), "--methods", "kl",
+                "--control", "nobody"],
+     ("control: arm 'nobody'",)),
+    ("a bandit log without propensities",
+     lambda d: ["fit-bandit", "--logs", _write(_feature_logs().drop(columns="propensity"), d / "logs.parquet")],
+     ("logs: missing required column 'propensity'",)),
+    ("unknown policy hyperparameters",
+     lambda d: ["fit-bandit", "--logs", _write(_feature_logs(), d / "logs.parquet"), "--params", "{bogus: 1}"],
+     ("unknown hyperparameters ['bogus']",)),
+    ("an unknown estimator",
+     lambda d: ["evaluate-policy", "--logs", _write(_feature_logs(), d / "logs.parquet"), "--policy", str(d),
+                "--estimators", "magic"],
+     ("estimators: unknown ['magic']",)),
+    ("an edge weight of 0",
+     lambda d: ["assign", "--edges", _write(_edges().assign(weight=0.0), d / "edges.parquet")],
+     ("edges: column 'weight'", "outside (0, inf)")),
+    ("edges without dst",
+     lambda d: ["assign", "--edges", _write(_edges().drop(columns="dst"), d / "edges.parquet")],
+     ("edges: missing required column 'dst'",)),
+    ("an unknown exposure condition",
+     lambda d: ["assign", "--edges", _write(_edges(), d / "edges.parquet"), "--exposure", "sometimes"],
+     ("exposure: expected 'full'",)),
+    ("outcomes of unassigned users",
+     lambda d: ["readout", "--assignment", str(_outcomes_and_assignment(d)[0]), "--outcomes",
+                _write(pd.concat([pd.read_parquet(_outcomes_and_assignment(d)[1]),
+                                  pd.DataFrame({"user_id": [999], "outcome": [1.0]})]), d / "more.parquet")],
+     ("outcomes.user_id: 1 user(s) are not in the assignment",)),
+    ("an unknown design",
+     lambda d: ["readout", "--assignment", str(_outcomes_and_assignment(d)[0]),
+                "--outcomes", str(_outcomes_and_assignment(d)[1]), "--design", "magic"],
+     ("design: must be one of",)),
+]
+
+
+@pytest.mark.parametrize(("name", "command", "fragments"), CASES, ids=[case[0] for case in CASES])
+def test_each_documented_mistake_is_one_line(name, command, fragments, tmp_path, in_tmp, capfd, mlflow_uri):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    out = tmp_path / "out"
+    argv = [str(arg) for arg in command(inputs)]
+    code, err = _cli(capfd, mlflow_uri, *argv, "--out", str(out))
+    _assert_one_line(code, err, *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("where", ["/proc/no-such-process/out/profile.csv", "{tmp}/" + "n" * 300 + "/profile.csv",
+                                   "{tmp}/" + "n" * 250 + ".csv"])
+def test_an_output_path_that_cannot_be_created(where, tmp_path, in_tmp, capfd, mlflow_uri):
+    logs = _write(_logs(), tmp_path / "logs.parquet")
+    target = where.format(tmp=tmp_path)
+    code, err = _cli(capfd, mlflow_uri, "profile-logs", "--logs", str(logs), "--out", target)
+    _assert_one_line(code, err, "output path not writable")
+    assert not list(tmp_path.glob(".campaign-write-probe-*"))
+
+
+def test_a_user_mistake_inside_a_cluster_task_is_not_logged_as_a_crash(caplog):
+    class Refuses:
+        def partial(self, chunk):
+            raise InputError("reward: 3 values the statistic refuses")
+
+        merge = finalize = staticmethod(lambda *states: states[0])
+
+    frame = dd.from_pandas(pd.DataFrame({"reward": np.arange(10.0)}), npartitions=2)
+    worker_log = logging.getLogger("distributed.worker")  # it does not propagate to the root logger
+    worker_log.addHandler(caplog.handler)
+    try:
+        with dask_client(), pytest.raises(InputError, match="3 values the statistic refuses"):
+            run_statistic(Refuses(), frame)
+    finally:
+        worker_log.removeHandler(caplog.handler)
+    assert not [record for record in caplog.records if "Compute Failed" in record.getMessage()]
