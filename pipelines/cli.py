@@ -119,32 +119,71 @@ def import_open_bandit_command(out: Path, policy: str, campaign: str, wheel: Pat
 @click.option("--experiment", required=True, help="MLflow experiment name")
 @click.option("--metric", "metrics", multiple=True, help="keep rows containing this text (repeatable)")
 @click.option("--max-runs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--plot", type=click.Path(path_type=Path), default=None, help="save a comparison figure (PNG)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="write the full table, every run and row at full precision (.csv or .html)")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="save a figure of the headline values per run (PNG)")
 @_tracking_option
-def compare_command(experiment: str, metrics: tuple[str, ...], max_runs: int, plot: Path | None,
+def compare_command(experiment: str, metrics: tuple[str, ...], max_runs: int, out: Path | None, plot: Path | None,
                     tracking_uri: str | None) -> None:
-    """Show the job runs of an experiment side by side (newest first)."""
-    from pipelines.compare import compare_runs, comparison_figure
-    from pipelines.io import atomic_output
+    """Show the job runs of an experiment side by side (newest first): headline metrics, then estimates, per-arm
+    and per-feature breakdowns, other metrics and timings."""
+    import matplotlib.pyplot as plt
+    from rich.markup import escape
 
+    from pipelines.compare import check_table_path, compare_runs, comparison_figure, comparison_rows, write_comparison
+    from pipelines.io import atomic_output, ensure_writable
+
+    if out is not None:
+        check_table_path(out)
+    for target in (out, plot):
+        if target is not None:
+            ensure_writable(target)
     table = compare_runs(experiment, tracking_uri=tracking_uri, metrics=list(metrics), max_runs=max_runs)
+    if out is not None:
+        write_comparison(table, out, title=f"experiment {experiment}")
     if plot is not None:
         figure = comparison_figure(table)
         with atomic_output(plot) as temporary:
             figure.savefig(temporary, format="png", dpi=110)
-    view = Table(title=f"experiment {experiment}")
-    view.add_column("", no_wrap=True)
-    for column in table.columns:
-        view.add_column(str(column), overflow="fold")
-    for name, row in table.iterrows():
-        view.add_row(str(name), *("" if _missing(v) else _short(v) for v in row))
+        plt.close(figure)
+    rows = comparison_rows(table)
+    label_width = min(_LABEL_WIDTH, max(len(row.label) for row in rows))
+    shown = min(table.shape[1], max(1, (stdout.width - label_width - 4) // (_RUN_WIDTH + 3)))
+    run_width = min(_RUN_WIDTH_MAX, max(_RUN_WIDTH, (stdout.width - label_width - 3 * (shown + 1) - 1) // shown))
+    view = Table(title=escape(f"experiment {experiment}"), title_justify="left")
+    view.add_column("", overflow="fold", width=label_width)
+    for run in table.columns[:shown]:
+        view.add_column(escape(str(run)), overflow="fold", width=run_width)
+    titles = {"run": "run", "headline": "headline", "estimate": "estimates: value ± se [interval]",
+              "breakdown": "by arm, feature, segment or model", "other": "other metrics", "timing": "seconds"}
+    section = None
+    for row in rows:
+        if row.section != section:
+            section = row.section
+            view.add_section()
+            view.add_row(f"[bold]{escape(titles[section])}[/bold]")
+        label = escape(_wrapped_label(row.label, label_width))
+        label = f"[italic]{label}[/italic]" if row.heading else label
+        view.add_row(label, *(escape(cell) for cell in row.cells[:shown]))
     stdout.print(view)
-    if plot is not None:
-        stdout.print(f"plot saved to {plot}")
+    if shown < table.shape[1]:
+        stdout.print(f"{table.shape[1] - shown} older run(s) not shown at this width ({stdout.width} columns); "
+                     "--out FILE.csv or FILE.html writes them all")
+    for target, what in ((out, "table"), (plot, "plot")):
+        if target is not None:
+            stdout.print(f"{what} saved to {target}")
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+#: Widths in `campaign compare`: a run's column at least (an estimate's cell wraps) and at most (an estimate's
+#: first line fits), the labels at most (longer ones wrap), so that two runs fit 80 columns.
+_RUN_WIDTH, _RUN_WIDTH_MAX, _LABEL_WIDTH = 16, 40, 36
+
+
+def _wrapped_label(label: str, width: int) -> str:
+    """A metric name too long for its column, broken after its stage (`select-features.` / `  features_selected`)."""
+    stage, dot, rest = label.partition(".")
+    return f"{stage}.\n  {rest}" if len(label) > width and dot and not label.startswith(" ") else label
 
 
 # ---------------------------------------------------------------------------- one command per stage
