@@ -65,8 +65,7 @@ def solve_lp(value: np.ndarray, cost: np.ndarray, budget: float, constraints: Al
     limits = sp.csr_matrix(np.vstack(rows))
     inequality = limits @ x <= np.asarray(bounds, dtype=float)
     problem = cp.Problem(cp.Maximize(value.ravel() @ x), [assignment @ x == 1, inequality])
-    # HiGHS prints its banner to stdout even when cvxpy is not verbose; output_flag False silences it.
-    options = {"highs_options": {"solver": "ipm", "output_flag": False}} if solver == "HIGHS" else {}
+    options = {"highs_options": {"solver": "ipm"}} if solver == "HIGHS" else {}
     problem.solve(solver=solver, **options)
     if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         raise InfeasibleAllocationError(

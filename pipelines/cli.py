@@ -6,6 +6,7 @@ Set CAMPAIGN_DEBUG=1 to get tracebacks for input errors too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -273,10 +274,47 @@ cli.add_command(serve_command)
 
 
 # ---------------------------------------------------------------------------- entry point
+class _ShuffleLifecycle(logging.Filter):
+    """Drops Dask's notes that a shuffle started ("Shuffle <id> initialized by task ...") and ended ("... deactivated
+    due to stimulus ..."). distributed logs them at WARNING level for every shuffle, yet they report normal work
+    (select-features moves each user's rows into one partition): nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith("Shuffle %s") and ("initialized by task" in message
+                                                          or "deactivated due to stimulus" in message))
+
+
 def _quiet_libraries() -> None:
+    """Library output a user cannot act on stays out of the terminal: info-level logs of MLflow, its migrations,
+    Dask and HTTP clients, MLflow's artifact progress bars, and Dask's shuffle lifecycle notes."""
     for name in ("mlflow", "alembic", "distributed", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    shuffles = logging.getLogger("distributed.shuffle._scheduler_plugin")
+    if not any(isinstance(existing, _ShuffleLifecycle) for existing in shuffles.filters):
+        shuffles.addFilter(_ShuffleLifecycle())
+    _consume_highs_banner()
+
+
+@functools.cache
+def _consume_highs_banner() -> None:
+    """HiGHS (the LP solver behind `allocate --method lp`) prints a banner to standard output from C++ when the
+    process makes its first solver object, whatever its options; later objects print nothing. Make that first object
+    here, before any work (one thread), with file descriptor 1 pointed at /dev/null."""
+    try:
+        import highspy
+    except ImportError:  # cvxpy then solves LPs with another solver, which prints nothing
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:

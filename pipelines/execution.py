@@ -115,10 +115,6 @@ def merge_tree(states: list[Any], merge_group: Callable[..., Any], split_every: 
     return states[0]
 
 
-def _merge_group(merge: Callable[[S, S], S], *states: S) -> S:
-    return functools.reduce(merge, states)
-
-
 def _project(frame: Any, columns: Sequence[str] | None) -> Any:
     return frame if columns is None else frame[list(columns)]
 
@@ -136,34 +132,41 @@ def run_statistic(statistic: Statistic[Any, R], data: Any, *, columns: Sequence[
         raise InputError(f"split_every: must be >= 2, got {split_every}")
     if block_rows is not None and block_rows < 1:
         raise InputError(f"block_rows: must be >= 1, got {block_rows}")
-    merge = functools.partial(_merge_group, statistic.merge)
     frames = data if isinstance(data, tuple) else (data,)
     if any(isinstance(frame, dd.DataFrame) for frame in frames):
-        return statistic.finalize(_reduce_partitions(statistic, frames, columns, merge, split_every))
+        return statistic.finalize(_reduce_partitions(statistic, frames, columns, split_every))
     chunk = (_project(frames[0], columns), *frames[1:]) if isinstance(data, tuple) else _project(data, columns)
     if block_rows is None or not isinstance(chunk, pd.DataFrame) or len(chunk) <= block_rows:
         return statistic.finalize(statistic.partial(chunk))
     blocks = [chunk.iloc[start:start + block_rows] for start in range(0, len(chunk), block_rows)]
     with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
         states = list(pool.map(statistic.partial, blocks))
-    return statistic.finalize(merge_tree(states, merge, split_every))
+    return statistic.finalize(merge_tree(states, functools.partial(_merge_states, statistic), split_every))
 
 
 def _partial_of_chunks(statistic: Statistic[Any, Any], aligned: bool, *chunks: pd.DataFrame) -> Any:
     return statistic.partial(chunks if aligned else chunks[0])
 
 
+def _merge_states(statistic: Statistic[Any, Any], *states: Any) -> Any:
+    return functools.reduce(statistic.merge, states)
+
+
 def _reduce_partitions(statistic: Statistic[Any, Any], frames: tuple, columns: Sequence[str] | None,
-                       merge: Callable[..., Any], split_every: int) -> Any:
+                       split_every: int) -> Any:
     if not all(isinstance(frame, dd.DataFrame) for frame in frames):
         raise TypeError("run_statistic: aligned frames must all be Dask DataFrames")
     frames = (_project(frames[0], columns), *frames[1:])
     parts = [frame.to_delayed() for frame in frames]
     if len({len(p) for p in parts}) != 1:
         raise InputError(f"tables: aligned frames have different partition counts {[len(p) for p in parts]}")
-    work = dask.delayed(functools.partial(_partial_of_chunks, statistic, len(frames) > 1), pure=True)
-    partials = [work(*chunks) for chunks in zip(*parts, strict=True)]
-    tree = merge_tree(partials, dask.delayed(merge, pure=True), split_every)
+    # On a cluster the statistic (it may hold a fitted policy or a reward model: megabytes) goes to the workers
+    # once, as data, instead of inside the graph, which is shipped whole to the scheduler (Dask warns above 10 MB).
+    client = current_client()
+    shared = client.scatter([statistic], broadcast=True, hash=False)[0] if client is not None else statistic
+    partial, merge = dask.delayed(_partial_of_chunks, pure=True), dask.delayed(_merge_states, pure=True)
+    partials = [partial(shared, len(frames) > 1, *chunks) for chunks in zip(*parts, strict=True)]
+    tree = merge_tree(partials, functools.partial(merge, shared), split_every)
     # One graph, so the scheduler merges each group as soon as its partials exist and frees them: memory holds a
     # few partial states, not one per partition (submitting the partials first held them all: 7x the memory).
     with busy(f"reducing {len(partials)} partitions"):

@@ -327,7 +327,7 @@ def scan_values(path: Path | str, schema: Schema, to_scan: list[Column], *, colu
         data = _read_csv(layout.files, csv_dtypes(layout, schema))
         data = data if columns is None else data[columns]
     else:
-        data = dd.read_parquet(path, columns=columns)
+        data = dd.read_parquet(path, columns=columns, index=False)  # a pandas index written with the file is a column
     key, stamp = (str(path.resolve()), schema), _stamp(path)
     if _SCANNED.get(key) != stamp:
         try:

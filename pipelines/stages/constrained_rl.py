@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -116,12 +115,9 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     state_columns = [c for c in frame.columns if c.startswith("state_")]
     fitted = FittedMixedPolicy(mixed, actions, state_columns, salt=f"campaign-{context.seed}")
     example = frame[["user_id", "day", *state_columns]].head(5).reset_index(drop=True)
-    with (atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, quiet_pyfunc(),
-          warnings.catch_warnings()):
-        warnings.simplefilter("ignore", UserWarning)  # integer user ids are meant: they are hashed as integers
+    with atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         mlflow.pyfunc.save_model(path=str(temporary), **mixed_policy_arguments(fitted, example, Path(folder)))
-    with tempfile.TemporaryDirectory() as folder, quiet_pyfunc(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         info = mlflow.pyfunc.log_model(name="mixed_policy", **mixed_policy_arguments(fitted, example, Path(folder)))
         for index, policy in enumerate(mixed.components):
             path = Path(folder) / f"component_{index}.pkl"

@@ -355,3 +355,14 @@ def test_a_user_mistake_inside_a_cluster_task_is_not_logged_as_a_crash(caplog):
     finally:
         worker_log.removeHandler(caplog.handler)
     assert not [record for record in caplog.records if "Compute Failed" in record.getMessage()]
+
+
+@pytest.mark.parametrize("index", ["a named row number", "an id column"])
+def test_a_parquet_file_written_with_its_index_reads_like_any_other(index, tmp_path, in_tmp, capfd, mlflow_uri):
+    logs = _logs()
+    logs = logs.rename_axis("row") if index == "a named row number" else logs.set_index(logs["user_id"].rename("uid"))
+    logs.to_parquet(tmp_path / "logs.parquet")  # pandas keeps the index, as a column or in the file's metadata
+    out = tmp_path / "profile.csv"
+    code, err = _cli(capfd, mlflow_uri, "profile-logs", "--logs", str(tmp_path / "logs.parquet"), "--out", str(out))
+    assert code == 0, err
+    assert pd.read_csv(out)["rows"].sum() == 50
