@@ -43,19 +43,18 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 SPLIT_EVERY = 8
 
 
-class _InputErrorReports(logging.Filter):
-    """Drops a worker's "Compute Failed" report of a task that raised `InputError`: the error reaches the caller,
-    which reports it in one line; the report would print the task's traceback before that line."""
+class _TaskFailureReports(logging.Filter):
+    """Drops an in-process worker's "Compute Failed" report of a task that raised: the exception reaches the caller
+    with its traceback, and the caller reports it once, in one line for a user's mistake (an `InputError`, or a
+    parser error it turns into one), with the traceback for a bug. The report would print the traceback before."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        return not (str(record.msg).startswith("Compute Failed") and len(args) > 3
-                    and str(args[3]).startswith(f"{InputError.__name__}("))
+        return not str(record.msg).startswith("Compute Failed")
 
 
 @contextlib.contextmanager
-def _quiet_input_errors() -> Iterator[None]:
-    worker_log, reports = logging.getLogger("distributed.worker"), _InputErrorReports()
+def _quiet_task_failures() -> Iterator[None]:
+    worker_log, reports = logging.getLogger("distributed.worker"), _TaskFailureReports()
     worker_log.addFilter(reports)
     try:
         yield
@@ -77,8 +76,8 @@ def dask_client(scheduler: str | None = None, *, n_workers: int = 1, threads_per
             yield client
         return
     threads = threads_per_worker or os.cpu_count() or 1
-    with _quiet_input_errors(), LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=False,
-                                             dashboard_address=":0") as cluster, \
+    with _quiet_task_failures(), LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=False,
+                                              dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=True) as client:
         yield client
 

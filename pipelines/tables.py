@@ -236,7 +236,8 @@ def _csv_layout(path: Path, name: str) -> _CsvLayout:
         counts = run_statistic(StatisticOf(partial(_csv_text_kinds, columns=headers[0]), _add_counts),
                                _read_csv(files, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cause = error.__cause__ or error  # dask wraps pandas' parser error, which says what is wrong and where
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise InputError(f"{name}: cannot read CSV {path}: {reason}") from None
     rows = int(next(iter(counts.values()))[4]) if counts else 0
     layout = _CsvLayout(tuple(files), counts, rows)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask.dataframe as dd
@@ -339,7 +341,20 @@ def test_an_output_path_that_cannot_be_created(where, tmp_path, in_tmp, capfd, m
     assert not list(tmp_path.glob(".campaign-write-probe-*"))
 
 
-def test_a_user_mistake_inside_a_cluster_task_is_not_logged_as_a_crash(caplog):
+@contextlib.contextmanager
+def _worker_reports(caplog) -> Iterator[list]:
+    """The records the cluster's workers log while the block runs (their logger does not propagate to the root)."""
+    worker_log = logging.getLogger("distributed.worker")
+    worker_log.addHandler(caplog.handler)
+    reports: list = []
+    try:
+        yield reports
+    finally:
+        worker_log.removeHandler(caplog.handler)
+        reports += [record.getMessage() for record in caplog.records if record.name == "distributed.worker"]
+
+
+def test_a_failing_cluster_task_is_reported_once_by_the_caller_not_by_the_worker(caplog):
     class Refuses:
         def partial(self, chunk):
             raise InputError("reward: 3 values the statistic refuses")
@@ -347,14 +362,9 @@ def test_a_user_mistake_inside_a_cluster_task_is_not_logged_as_a_crash(caplog):
         merge = finalize = staticmethod(lambda *states: states[0])
 
     frame = dd.from_pandas(pd.DataFrame({"reward": np.arange(10.0)}), npartitions=2)
-    worker_log = logging.getLogger("distributed.worker")  # it does not propagate to the root logger
-    worker_log.addHandler(caplog.handler)
-    try:
-        with dask_client(), pytest.raises(InputError, match="3 values the statistic refuses"):
-            run_statistic(Refuses(), frame)
-    finally:
-        worker_log.removeHandler(caplog.handler)
-    assert not [record for record in caplog.records if "Compute Failed" in record.getMessage()]
+    with _worker_reports(caplog) as reports, dask_client(), pytest.raises(InputError, match="the statistic refuses"):
+        run_statistic(Refuses(), frame)
+    assert not [report for report in reports if "Compute Failed" in report]
 
 
 @pytest.mark.parametrize("index", ["a named row number", "an id column"])
@@ -366,3 +376,14 @@ def test_a_parquet_file_written_with_its_index_reads_like_any_other(index, tmp_p
     code, err = _cli(capfd, mlflow_uri, "profile-logs", "--logs", str(tmp_path / "logs.parquet"), "--out", str(out))
     assert code == 0, err
     assert pd.read_csv(out)["rows"].sum() == 50
+
+
+def test_a_ragged_line_deep_in_a_csv_is_one_line_naming_it(tmp_path, in_tmp, capfd, caplog, mlflow_uri):
+    lines = _logs(20_000).to_csv(index=False).splitlines()
+    lines[15_000] += ",1,2"  # past the sample the CSV reader types the columns on: found by a cluster task
+    (tmp_path / "logs.csv").write_text("\n".join(lines) + "\n")
+    with _worker_reports(caplog) as reports:
+        code, err = _cli(capfd, mlflow_uri, "profile-logs", "--logs", str(tmp_path / "logs.csv"),
+                         "--out", str(tmp_path / "p.csv"))
+    _assert_one_line(code, err, "logs: cannot read CSV", "Expected 5 fields in line 15001, saw 7")
+    assert not [report for report in reports if "Compute Failed" in report]
