@@ -237,7 +237,8 @@ def _check_columns(data: Any, options: ScoringOptions) -> None:
         raise InputError(f"data: expected a pandas DataFrame or a chunked table, got {type(data).__name__}")
     missing = [name for name in options.needed_columns() if name not in data.columns]
     if missing:
-        raise InputError(f"data: column {missing[0]!r} does not exist"
+        key = "features" if missing[0] in options.features else "data"
+        raise InputError(f"{key}: column {missing[0]!r} is not in the data"
                          + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
     dtypes = data.dtypes
     for name in (options.reward_col, options.propensity_col):

@@ -22,7 +22,7 @@ def logs() -> pd.DataFrame:
 
 CASES = [
     (lambda d: d.assign(arm=1), {}, r"arm: needs at least 2 arms to compare, found 1"),
-    (lambda d: d, {"features": ["x", "nope"]}, r"data: column 'nope' does not exist"),
+    (lambda d: d, {"features": ["x", "nope"]}, r"features: column 'nope' is not in the data"),
     (lambda d: d.assign(reward=np.where(d["x"] > 0, "yes", "no")), {}, r"reward: must be numeric, got dtype"),
     (lambda d: d.assign(propensity=np.where(d["x"] > 1, 1.5, 0.5)), {"propensity_col": "propensity"},
      r"propensity: \d+ of 200 rows are outside \(0, 1\]"),
