@@ -28,11 +28,14 @@ profile-logs:
 
 
 def bandit_job_yaml(experiment: str) -> str:
-    """generate (3,000 users in 3 chunks) + fit-bandit on the train users + evaluate-policy on the holdout."""
+    """generate (3,000 users in 3 chunks) + select-features (user-level permutations over the 3 partitions) +
+    fit-bandit on the train users + evaluate-policy on the holdout."""
     return f"""\
 seed: 5
 experiment: {experiment}
 generate: {{out: data/campaign, n_users: 3000, n_days: 3, chunk_users: 1000, avg_degree: 0}}
+select-features: {{logs: data/campaign/logs, out: out/scores.csv, propensity: propensity, n_permutations: 30,
+                  features: [price_sensitivity, channel, device, noise_0]}}
 fit-bandit:
   logs: data/campaign/logs
   out: out/policy

@@ -146,8 +146,9 @@ def test_scheduler_environment_variable_gives_byte_identical_outputs(dask_cluste
 
 
 def test_bandit_stages_on_the_cluster_match_the_in_process_run(dask_cluster, tmp_path):
-    """fit-bandit (map-reduce of ridge statistics) and evaluate-policy (two OPE passes) give the same policy and the
-    same estimates table, byte for byte, on the external cluster as in process."""
+    """select-features (the log regrouped by user, user-level permutations), fit-bandit (map-reduce of ridge
+    statistics) and evaluate-policy (two OPE passes) give the same scores, policy and estimates table, byte for byte,
+    on the external cluster as in process."""
     tables, policies = {}, {}
     for where, extra in (("local", ()), ("cluster", ("--scheduler", dask_cluster.address))):
         folder = tmp_path / where
@@ -157,7 +158,7 @@ def test_bandit_stages_on_the_cluster_match_the_in_process_run(dask_cluster, tmp
         expect_ok(run_campaign("run", "job.yaml", *extra, cwd=folder, timeout=240), f"bandit job {where}")
         if extra:
             assert dask_cluster.executed_tasks() - before >= 6, "the bandit stages did not run on the worker"
-        tables[where] = (folder / "out" / "value.csv").read_bytes()
+        tables[where] = [(folder / "out" / name).read_bytes() for name in ("value.csv", "scores.csv")]
         with open(folder / "out" / "policy" / "artifacts" / "policy.pkl", "rb") as file:
             policies[where] = pickle.load(file)
     assert tables["local"] == tables["cluster"]

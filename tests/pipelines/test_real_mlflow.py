@@ -324,7 +324,7 @@ def test_policy_model_logged_to_the_server_loads_and_serves(mlflow_server, track
     expect(done, 0, "bandit job --tracking-uri")
     job = job_run(f"{EXPERIMENT}-bandit")
     stages = stage_runs(job["run_id"])
-    assert sorted(stages) == ["evaluate-policy", "fit-bandit", "generate"]
+    assert sorted(stages) == ["evaluate-policy", "fit-bandit", "generate", "select-features"]
     assert stages["evaluate-policy"]["metrics.dr.se"] > 0
     # the logged model, read back from the server in this process (the job ran in another one)
     model = mlflow.pyfunc.load_model(f"runs:/{stages['fit-bandit']['run_id']}/policy")
