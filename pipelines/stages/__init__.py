@@ -3,6 +3,7 @@
 from pipelines.stages import (  # noqa: F401
     allocate,
     assign,
+    build_transitions,
     constrained_rl,
     evaluate_policy,
     fit_bandit,
