@@ -1,0 +1,104 @@
+"""Stage `build-transitions`: transitions from the generator's multi-day logs, checked against the simulator, run
+through `constrained-rl`, and its bad inputs refused in one line with nothing written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from pipelines.synthetic.episodes import write_transitions
+
+
+@pytest.fixture
+def built(small_campaign, tmp_path, mlflow_uri, capsys):
+    """Transitions of the shared small campaign (3,000 users x 5 days), with the world's habit decay (0.7) as a third
+    history decay so the latent habit of the simulator is one of the state columns."""
+    out = tmp_path / "transitions"
+    decay = small_campaign.world.config.habit_decay
+    code = main(["build-transitions", "--logs", str(small_campaign.paths.logs), "--users",
+                 str(small_campaign.paths.users), "--out", str(out), "--tracking-uri", mlflow_uri,
+                 "--decays", "0.5", "--decays", "0.9", "--decays", str(decay)])
+    assert code == 0, capsys.readouterr().err
+    return out
+
+
+def test_transitions_agree_with_the_logged_decisions_and_the_simulator(small_campaign, built, tmp_path):
+    transitions = pd.read_parquet(built)
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    truth = pd.read_parquet(small_campaign.paths.truth_logs)
+    n_users, n_days = small_campaign.world.config.n_users, small_campaign.world.config.n_days
+    assert len(transitions) == n_users * n_days
+    assert transitions.groupby("user_id")["day"].apply(sorted).map(list).eq([list(range(n_days))] * n_users).all()
+    merged = transitions.merge(logs.assign(logged=True), on=["user_id", "day"], how="left", suffixes=("", "_log"))
+    logged = merged["logged"].eq(True).to_numpy()
+    assert logged.sum() == len(logs)
+    # a logged decision: exactly what the generator logged
+    rows = merged[logged]
+    assert (rows["action"] == rows["arm"]).all()
+    for column in ("reward", "cost", "propensity"):
+        np.testing.assert_array_equal(rows[column], rows[f"{column}_log"])
+    # no decision (the simulator's inactive users): no contact, propensity 1, nothing bought or paid
+    quiet = merged[~logged]
+    assert (quiet["action"] == "control").all() and (quiet["propensity"] == 1).all()
+    assert not quiet["reward"].any() and not quiet["cost"].any()
+    # the history: the log's own recent-purchase count, and the simulator's latent habit h(t + 1) = d h(t) + purchase
+    np.testing.assert_allclose(rows["state_recent_purchases"] * 7, rows["recent_purchases"])
+    habit = rows[["user_id", "day", f"state_purchases_decay_{small_campaign.world.config.habit_decay}"]].merge(
+        truth[["user_id", "day", "habit"]], on=["user_id", "day"])
+    np.testing.assert_allclose(habit.iloc[:, 2], habit["habit"], atol=1e-12)
+    # the simulator's own transitions (`write_transitions`) are another draw of the same world, where every user
+    # gets a decision every day: same columns (but the extra decay), same (user, day) rows, same levels
+    simulated = pd.read_parquet(write_transitions(small_campaign.world, n_users, n_days, tmp_path / "simulated"))
+    assert set(transitions.columns) - set(simulated.columns) == {"state_purchases_decay_0.7",
+                                                                 "next_purchases_decay_0.7"}
+    assert set(simulated.columns) <= set(transitions.columns)
+    assert set(simulated["action"]) == set(transitions["action"])
+    keys = ["user_id", "day"]
+    pd.testing.assert_frame_equal(simulated[keys].sort_values(keys, ignore_index=True),
+                                  transitions[keys].sort_values(keys, ignore_index=True), check_dtype=False)
+
+
+def test_constrained_rl_runs_on_built_transitions(built, tmp_path, mlflow_uri, capsys):
+    code = main(["constrained-rl", "--transitions", str(built), "--out", str(tmp_path / "mixed"),
+                 "--budget-per-user", "1.0", "--bootstrap", "3", "--tracking-uri", mlflow_uri])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "mixed" / "MLmodel").exists()
+
+
+def _write(frame: pd.DataFrame, path):
+    path.mkdir()
+    frame.to_parquet(path / "part-00000.parquet", index=False)
+    return path
+
+
+def _single_day(logs):
+    return logs[logs["day"] == 0]
+
+
+def _gap(logs):
+    return logs[logs["day"] != 2]
+
+
+def _repeated(logs):
+    return pd.concat([logs, logs[logs["day"] == 3].head(1)])
+
+
+@pytest.mark.parametrize("edit, extra, message", [
+    (_single_day, [], "day: the logs cover a single day (0); transitions need at least two consecutive days"),
+    (_gap, [], "day: days are not consecutive: 1 days between 0 and 4 have no decision ([2])"),
+    (_repeated, [], "user_id: 1 users have two or more decisions on one day, e.g. user"),
+    (lambda logs: logs, ["--level-costs", '{"control": 0, "discount_5": 5, "free_shipping": 4}'],
+     "level_costs: the log has levels ['cashback_10'] without a cost"),
+])
+def test_bad_logs_are_refused_in_one_line_and_nothing_is_written(small_campaign, tmp_path, mlflow_uri, capsys,
+                                                                 edit, extra, message):
+    logs = _write(edit(pd.read_parquet(small_campaign.paths.logs)), tmp_path / "logs")
+    out = tmp_path / "transitions"
+    code = main(["build-transitions", "--logs", str(logs), "--users", str(small_campaign.paths.users),
+                 "--out", str(out), *extra, "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".transitions*"))
