@@ -203,9 +203,8 @@ def _option_type(annotation: Any) -> tuple[Any, bool, bool, bool] | None:
         return click.Choice([str(choice) for choice in typing.get_args(annotation)]), False, False, optional
     if annotation is dict or typing.get_origin(annotation) is dict:
         return dict, False, False, optional
-    if typing.get_origin(annotation) in (list, tuple):
-        inner = typing.get_args(annotation)[0]
-        return (str if inner in (str, Path) else inner), True, False, optional
+    if typing.get_origin(annotation) in (list, tuple):  # read as text: "0.5,0.9" is split, then the config types it
+        return str, True, False, optional
     if annotation is bool:
         return bool, False, True, optional
     if annotation in (int, float, str):

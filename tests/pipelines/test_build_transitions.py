@@ -19,7 +19,7 @@ def built(small_campaign, tmp_path, mlflow_uri, capsys):
     decay = small_campaign.world.config.habit_decay
     code = main(["build-transitions", "--logs", str(small_campaign.paths.logs), "--users",
                  str(small_campaign.paths.users), "--out", str(out), "--tracking-uri", mlflow_uri,
-                 "--decays", "0.5", "--decays", "0.9", "--decays", str(decay)])
+                 "--decays", f"0.5,0.9,{decay}"])  # a comma-separated list of numbers
     assert code == 0, capsys.readouterr().err
     return out
 
