@@ -8,7 +8,8 @@ state features and every (state, action) logged (full coverage) both procedures 
 the empirical MDP.
 
 Q regressors: `RidgeQ` (per-action ridge regression in closed form; exact for one-hot features) and `MLPQ` (a torch
-network with one output per action, for rich state features).
+network with one output per action, for rich state features; on a GPU when given one). For transitions too large for
+memory, `budget_rl.ridge_statistics` computes the same ridge FQI and FQE from sufficient statistics over chunks.
 """
 
 from __future__ import annotations
@@ -150,6 +151,13 @@ class RidgeQ:
             weighted = x if weight is None else x * weight[rows, None]
             self.coefficients_[a] = np.linalg.solve(weighted.T @ x + self.l2 * np.eye(p), weighted.T @ target[rows])
         return self
+
+    @classmethod
+    def from_coefficients(cls, coefficients: np.ndarray, l2: float = 1e-8) -> RidgeQ:
+        """A fitted RidgeQ with the given (n_actions, p) coefficients (e.g. solved from sufficient statistics)."""
+        fitted = cls(l2)
+        fitted.coefficients_ = np.asarray(coefficients, dtype=float)
+        return fitted
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return features @ self.coefficients_.T

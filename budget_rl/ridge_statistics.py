@@ -1,0 +1,357 @@
+"""Ridge fitted Q iteration and fitted Q evaluation from sufficient statistics, for transitions too large for memory.
+
+A ridge Q-function of day t is, per action a, coef = (X'WX + l2 I)^-1 X'Wy over the day's rows that took a (X the
+state features, W the row weights: 1, or 1 / logged propensity). The Gram matrix X'WX + l2 I does not depend on the
+target, so it is computed once for every (day, action) in one pass over all chunks and Cholesky-factorized once
+(`RidgeSweeps`). Each best-response oracle call is then one backward sweep from the last day: for day t, one
+statistic over the rows of day t computes X'Wy for three targets at once, all from day t + 1's fitted coefficients:
+the relabelled reward plus the best next value (FQI), and the reward and the cost plus the next value of FQI's greedy
+action (FQE of the policy being learned); the cached factors solve them. A last pass over day 0 averages the start
+values. So a call reads each day once (T + 1 passes), and memory holds (horizon x actions) p x p matrices and one
+chunk, however many rows there are.
+
+The targets and the solves are those of `budget_rl.offline` with `RidgeQ`, so the learned greedy policy and its
+(value, cost) equal the in-memory path to rounding. The data are either `Transitions` in memory (one chunk), a
+`campaign_core.ChunkedTable` of the transitions table (each pass keeps the rows of its day), or one `ChunkedTable`
+per day (each pass reads only its day's table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import cho_factor, cho_solve
+
+from budget_rl.offline import GreedyQPolicy, RidgeQ, Transitions
+from campaign_core import InputError, compute, is_chunked, plain
+
+STATE_PREFIX, NEXT_PREFIX = "state_", "next_"
+
+
+@dataclass(frozen=True)
+class _DayRows:
+    """The rows of one day in one chunk, as arrays (weight None: unweighted)."""
+
+    state: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    cost: np.ndarray
+    next_state: np.ndarray
+    weight: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class TransitionLayout:
+    """How a chunk of the transitions table reads: the action labels (code = position), the `state_<f>` columns
+    (their `next_<f>` twins hold the next state) and whether rows are weighted by 1 / `propensity`."""
+
+    actions: tuple
+    states: tuple[str, ...]
+    importance_weighted: bool = False
+
+    @property
+    def nexts(self) -> tuple[str, ...]:
+        return tuple(NEXT_PREFIX + name.removeprefix(STATE_PREFIX) for name in self.states)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns the passes read."""
+        return ["day", "action", "reward", "cost", *(["propensity"] * self.importance_weighted), *self.states,
+                *self.nexts]
+
+    def rows(self, chunk: Any, day: int) -> _DayRows:
+        """Day `day`'s rows of a chunk: a `Transitions` or a DataFrame with `columns` (labels coded by `actions`)."""
+        if isinstance(chunk, Transitions):
+            rows = chunk.on_day(day)
+            weight = None if not self.importance_weighted else 1.0 / chunk.propensity[rows]
+            return _DayRows(chunk.state[rows], chunk.action[rows], chunk.reward[rows], chunk.cost[rows],
+                            chunk.next_state[rows], weight)
+        chunk = chunk[chunk["day"].to_numpy() == day]
+        weight = 1.0 / chunk["propensity"].to_numpy(dtype=float) if self.importance_weighted else None
+        return _DayRows(chunk[list(self.states)].to_numpy(dtype=float),
+                        pd.Index(self.actions).get_indexer(chunk["action"]).astype(np.int64),
+                        chunk["reward"].to_numpy(dtype=float), chunk["cost"].to_numpy(dtype=float),
+                        chunk[list(self.nexts)].to_numpy(dtype=float), weight)
+
+
+def _weighted(rows: _DayRows, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(W X, X) over the rows that took one action, as `RidgeQ.fit` forms them."""
+    x = rows.state[taken]
+    return (x if rows.weight is None else x * rows.weight[taken, None]), x
+
+
+# ------------------------------------------------------------------------------------------- the pass done once
+@dataclass
+class GramState:
+    """Per day: the (actions, p, p) sums of W X'X by action and the row count; plus what validation counts."""
+
+    gram: dict[int, np.ndarray] = field(default_factory=dict)
+    rows: dict[int, int] = field(default_factory=dict)
+    lowest: np.ndarray = field(default_factory=lambda: np.full(2, np.inf))  # smallest reward, cost
+    unknown_actions: int = 0
+    unknown_example: Any = None
+    not_finite: dict[str, int] = field(default_factory=dict)
+    negative_cost: int = 0
+    bad_propensity: int = 0
+
+    def merge(self, other: GramState) -> GramState:
+        merged = GramState(dict(self.gram), dict(self.rows), np.minimum(self.lowest, other.lowest),
+                           self.unknown_actions + other.unknown_actions,
+                           self.unknown_example if self.unknown_actions else other.unknown_example,
+                           {k: self.not_finite.get(k, 0) + other.not_finite.get(k, 0)
+                            for k in {*self.not_finite, *other.not_finite}},
+                           self.negative_cost + other.negative_cost, self.bad_propensity + other.bad_propensity)
+        for day, gram in other.gram.items():
+            merged.gram[day] = merged.gram[day] + gram if day in merged.gram else gram
+            merged.rows[day] = merged.rows.get(day, 0) + other.rows[day]
+        return merged
+
+
+@dataclass(frozen=True)
+class GramPass:
+    """The statistic computed once: per (day, action) Gram sums over every chunk, and the checks of the rows.
+    `days`: the days to read (None: every day in the chunk)."""
+
+    layout: TransitionLayout
+    days: tuple[int, ...] | None = None
+
+    def partial(self, chunk: Any) -> GramState:
+        state = GramState()
+        if isinstance(chunk, Transitions):
+            days = range(chunk.horizon)
+        else:
+            if self._refused(chunk, state):
+                return state
+            days = np.unique(chunk["day"].to_numpy(dtype=np.int64)).tolist()
+        n_actions, p = len(self.layout.actions), len(self.layout.states)
+        for day in days:
+            if self.days is not None and day not in self.days:
+                continue
+            rows = self.layout.rows(chunk, day)
+            gram = np.zeros((n_actions, p, p))
+            for a in range(n_actions):
+                weighted, x = _weighted(rows, rows.action == a)
+                gram[a] = weighted.T @ x
+            state.gram[int(day)], state.rows[int(day)] = gram, len(rows.action)
+            if len(rows.action):
+                state.lowest = np.minimum(state.lowest, [rows.reward.min(), rows.cost.min()])
+        return state
+
+    def _refused(self, chunk: pd.DataFrame, state: GramState) -> bool:
+        """Counts the chunk's bad rows into `state`; True when there are any (finalize then refuses the table)."""
+        codes = pd.Index(self.layout.actions).get_indexer(chunk["action"])
+        if (codes < 0).any():
+            state.unknown_actions = int((codes < 0).sum())
+            state.unknown_example = plain(chunk["action"].to_numpy()[codes < 0][0])
+        for name in ("reward", "cost", *self.layout.states, *self.layout.nexts):
+            bad = int((~np.isfinite(chunk[name].to_numpy(dtype=float))).sum())
+            if bad:
+                state.not_finite[name] = bad
+        state.negative_cost = int((chunk["cost"].to_numpy(dtype=float) < 0).sum())
+        if self.layout.importance_weighted:
+            propensity = chunk["propensity"].to_numpy(dtype=float)
+            state.bad_propensity = int((~((propensity > 0) & (propensity <= 1))).sum())
+        return bool(state.unknown_actions or state.not_finite or state.negative_cost or state.bad_propensity)
+
+    @staticmethod
+    def merge(left: GramState, right: GramState) -> GramState:
+        return left.merge(right)
+
+    def finalize(self, state: GramState) -> GramState:
+        """The merged state; refuses (InputError, one line) unknown actions, non-finite values, negative costs and
+        propensities outside (0, 1]."""
+        if state.unknown_actions:
+            raise InputError(f"action: {state.unknown_actions} logged actions are outside the action set "
+                             f"{[plain(a) for a in self.layout.actions]}, e.g. {state.unknown_example!r}")
+        if state.not_finite:
+            name, bad = next(iter(sorted(state.not_finite.items())))
+            raise InputError(f"{name}: {bad} values are NaN or infinite")
+        if state.negative_cost:
+            raise InputError(f"cost: {state.negative_cost} values are negative")
+        if state.bad_propensity:
+            raise InputError(f"propensity: {state.bad_propensity} values are not in (0, 1]")
+        return state
+
+
+# ------------------------------------------------------------------------------------ one day of a backward sweep
+@dataclass(frozen=True)
+class DayBackup:
+    """The statistic of one day of a sweep: X'Wy per action for the targets of day `day`, solved by `factors`.
+
+    Targets (columns of the result, in order): with `relabel` = (reward_weight, cost_weight), the relabelled reward
+    plus the largest next value of `greedy_next` (FQI); with `evaluated_next` (2, actions, p), the reward and the
+    cost plus the next value (reward, cost coefficients) of `greedy_next`'s greedy action, floored at `floors` (FQE).
+    On the last day `greedy_next` is None and the targets are the day's signals alone."""
+
+    layout: TransitionLayout
+    day: int
+    factors: tuple
+    relabel: tuple[float, float] | None
+    greedy_next: np.ndarray | None
+    evaluated_next: np.ndarray | None
+    floors: tuple[float, float]
+
+    def partial(self, chunk: Any) -> np.ndarray:
+        rows = self.layout.rows(chunk, self.day)
+        targets = []
+        if self.greedy_next is not None:
+            greedy = rows.next_state @ self.greedy_next.T
+        if self.relabel is not None:
+            target = self.relabel[0] * rows.reward + self.relabel[1] * rows.cost
+            if self.greedy_next is not None:
+                target += greedy.max(axis=1)
+            targets.append(target)
+        if self.evaluated_next is not None or self.greedy_next is None:
+            for index, signal in enumerate((rows.reward, rows.cost)):
+                target = signal.copy()
+                if self.greedy_next is not None:
+                    predicted = (rows.next_state @ self.evaluated_next[index].T)[np.arange(len(target)),
+                                                                                  greedy.argmax(axis=1)]
+                    target += np.maximum(predicted, self.floors[index])
+                targets.append(target)
+        y = np.column_stack(targets)
+        products = np.zeros((len(self.factors), rows.state.shape[1], y.shape[1]))
+        for a in range(len(self.factors)):
+            taken = rows.action == a
+            weighted, _ = _weighted(rows, taken)
+            products[a] = weighted.T @ y[taken]
+        return products
+
+    @staticmethod
+    def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return left + right
+
+    def finalize(self, products: np.ndarray) -> np.ndarray:
+        """(targets, actions, p) ridge coefficients."""
+        return np.stack([cho_solve(factor, products[a]) for a, factor in enumerate(self.factors)]).transpose(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class StartValue:
+    """The mean over day-0 rows of the (reward, cost) Q-values of the greedy action of `greedy` (floored)."""
+
+    layout: TransitionLayout
+    greedy: np.ndarray
+    evaluated: np.ndarray
+    floors: tuple[float, float]
+
+    def partial(self, chunk: Any) -> np.ndarray:
+        state = self.layout.rows(chunk, 0).state
+        choice = (state @ self.greedy.T).argmax(axis=1)
+        sums = [np.maximum((state @ self.evaluated[index].T)[np.arange(len(state)), choice], self.floors[index]).sum()
+                for index in range(2)]
+        return np.array([*sums, len(state)], dtype=float)
+
+    @staticmethod
+    def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return left + right
+
+    @staticmethod
+    def finalize(state: np.ndarray) -> np.ndarray:
+        return state[:2] / state[2]
+
+
+# ---------------------------------------------------------------------------------------------- the entry point
+@dataclass(frozen=True)
+class RidgeSweeps:
+    """Ridge FQI and FQE over transitions whose Gram matrices are factorized (built by `ridge_sweeps`).
+
+    `factors[t][a]`: the Cholesky factor of day t, action a. `floors`: the least value of the reward's and the
+    cost's continuation (0 for a non-negative signal, as in `fitted_q_evaluation`). Calling it with a direction is
+    the best-response oracle of `budget_rl.mixed` (as `budget_rl.offline.fqe_oracle` with `RidgeQ`)."""
+
+    data: Any
+    layout: TransitionLayout
+    factors: tuple
+    floors: tuple[float, float]
+    horizon: int
+    l2: float
+
+    def _pass(self, statistic: Any, day: int) -> Any:
+        table = self.data[day] if isinstance(self.data, list) else self.data
+        return compute(statistic, table, columns=self.layout.columns if is_chunked(table) else None)
+
+    def fit(self, reward_weight: float, cost_weight: float) -> tuple[GreedyQPolicy, np.ndarray]:
+        """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c, and its (value, cost)
+        per episode by FQE, in one backward sweep (one pass per day, then one over day 0)."""
+        greedy = evaluated = None
+        coefficients: list = [None] * self.horizon
+        for day in reversed(range(self.horizon)):
+            solved = self._pass(DayBackup(self.layout, day, self.factors[day], (reward_weight, cost_weight), greedy,
+                                          evaluated, self.floors), day)
+            greedy, evaluated = solved[0], solved[1:]
+            coefficients[day] = greedy
+        start = self._pass(StartValue(self.layout, greedy, evaluated, self.floors), 0)
+        return GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients)), start
+
+    def evaluate(self, policy: GreedyQPolicy) -> np.ndarray:
+        """(value, cost) per episode of a policy greedy on linear Q-functions (`coefficients_`, e.g. from `fit`)."""
+        if len(policy.q_functions) != self.horizon or not all(hasattr(q, "coefficients_")
+                                                              for q in policy.q_functions):
+            raise InputError(f"policy: needs {self.horizon} linear Q-functions (coefficients_), one per day")
+        evaluated = None
+        for day in reversed(range(self.horizon)):
+            greedy = policy.q_functions[day + 1].coefficients_ if day + 1 < self.horizon else None
+            evaluated = self._pass(DayBackup(self.layout, day, self.factors[day], None, greedy, evaluated,
+                                             self.floors), day)
+        return self._pass(StartValue(self.layout, policy.q_functions[0].coefficients_, evaluated, self.floors), 0)
+
+    def __call__(self, direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:
+        return self.fit(-float(direction[0]), -float(direction[1]))
+
+
+def _merged_grams(data: Any, layout: TransitionLayout) -> GramState:
+    if isinstance(data, Transitions):
+        return compute(GramPass(layout), data)
+    if isinstance(data, list):
+        states = [compute(GramPass(layout, (day,)), table, columns=layout.columns) for day, table in enumerate(data)]
+        merged = states[0]
+        for state in states[1:]:
+            merged = merged.merge(state)
+        return GramPass(layout).finalize(merged)
+    return compute(GramPass(layout), data, columns=layout.columns)
+
+
+def ridge_sweeps(data: Transitions | Any | Sequence[Any], *, actions: Sequence | None = None, l2: float = 1e-8,
+                 importance_weighted: bool = False) -> RidgeSweeps:
+    """Check the transitions, compute every (day, action) Gram matrix in one pass and factorize it: what each
+    oracle call of the returned `RidgeSweeps` reuses.
+
+    data: `Transitions` in memory; a `campaign_core.ChunkedTable` of the transitions table (columns day, action,
+    reward, cost, propensity when importance weighted, state_<f> and next_<f>; days 0..horizon-1); or a list of
+    such tables, the i-th holding day i. actions: the action labels of a table, in code order (a `Transitions`
+    has codes already). importance_weighted: rows weighted by 1 / logged propensity. Refuses bad input
+    (InputError, one line) before any sweep."""
+    if l2 <= 0:
+        raise InputError(f"l2: must be > 0 (the Gram matrices are Cholesky-factorized), got {l2}")
+    if isinstance(data, Transitions):
+        if importance_weighted and data.propensity is None:
+            raise InputError("propensity: importance weighting needs the logged propensities")
+        states = tuple(f"{STATE_PREFIX}{i}" for i in range(data.state.shape[1]))
+        layout = TransitionLayout(tuple(range(data.n_actions)), states, importance_weighted)
+    else:
+        tables = data if is_chunked(data) else list(data)
+        first = tables if is_chunked(tables) else tables[0]
+        if actions is None or len(actions) == 0:
+            raise InputError("actions: the action labels of a chunked transitions table are required")
+        states = tuple(name for name in first.columns if str(name).startswith(STATE_PREFIX))
+        layout = TransitionLayout(tuple(actions), states, importance_weighted)
+        missing = [name for name in layout.columns if name not in first.columns]
+        if not states or missing:
+            raise InputError(f"transitions: missing column(s) {missing or [STATE_PREFIX + '*']}")
+        data = tables
+    merged = _merged_grams(data, layout)
+    horizon = data.horizon if isinstance(data, Transitions) else max(merged.rows, default=-1) + 1
+    absent = [day for day in range(horizon) if not merged.rows.get(day)]
+    if horizon == 0 or (absent and not isinstance(data, Transitions)):
+        raise InputError(f"day: no transitions on day(s) {absent[:5] or [0]}; days must run 0..horizon-1")
+    p, identity = len(layout.states), np.eye(len(layout.states))
+    empty = np.zeros((len(layout.actions), p, p))
+    factors = tuple(tuple(cho_factor(gram + l2 * identity) for gram in merged.gram.get(day, empty))
+                    for day in range(horizon))
+    floors = tuple(0.0 if low >= 0 else -np.inf for low in merged.lowest)
+    return RidgeSweeps(data, layout, factors, floors, horizon, l2)
