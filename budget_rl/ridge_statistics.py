@@ -19,17 +19,26 @@ per day (each pass reads only its day's table).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.linalg import cho_factor, cho_solve
+from scipy.stats import poisson
 
 from budget_rl.offline import GreedyQPolicy, RidgeQ, Transitions
-from campaign_core import InputError, compute, is_chunked, plain
+from campaign_core import InputError, compute, is_chunked, plain, salted_uniform, seeded_salt
 
 STATE_PREFIX, NEXT_PREFIX = "state_", "next_"
+#: Poisson(1) cumulative probabilities up to 20 draws (beyond: probability below 1e-19).
+_POISSON_CDF = poisson.cdf(np.arange(21), 1.0)
+
+
+def resampled_counts(users: np.ndarray, salt: str) -> np.ndarray:
+    """How many times each user's episode is drawn in a bootstrap replicate: Poisson(1) from the user's salted hash
+    (the same count on every day and in every chunk, so whole episodes are resampled without gathering them)."""
+    return np.searchsorted(_POISSON_CDF, salted_uniform(users, salt), side="right").astype(float)
 
 
 @dataclass(frozen=True)
@@ -42,16 +51,19 @@ class _DayRows:
     cost: np.ndarray
     next_state: np.ndarray
     weight: np.ndarray | None
+    multiplicity: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class TransitionLayout:
     """How a chunk of the transitions table reads: the action labels (code = position), the `state_<f>` columns
-    (their `next_<f>` twins hold the next state) and whether rows are weighted by 1 / `propensity`."""
+    (their `next_<f>` twins hold the next state), whether rows are weighted by 1 / `propensity`, and the salt of a
+    bootstrap replicate (None: the logs as they are; else each user's rows count `resampled_counts` times)."""
 
     actions: tuple
     states: tuple[str, ...]
     importance_weighted: bool = False
+    resample_salt: str | None = None
 
     @property
     def nexts(self) -> tuple[str, ...]:
@@ -60,22 +72,31 @@ class TransitionLayout:
     @property
     def columns(self) -> list[str]:
         """The columns the passes read."""
-        return ["day", "action", "reward", "cost", *(["propensity"] * self.importance_weighted), *self.states,
-                *self.nexts]
+        return [*(["user_id"] * (self.resample_salt is not None)), "day", "action", "reward", "cost",
+                *(["propensity"] * self.importance_weighted), *self.states, *self.nexts]
+
+    def _weights(self, users: Any, propensity: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(row weight, bootstrap multiplicity) of rows with these users and logged propensities."""
+        weight = 1.0 / propensity if self.importance_weighted else None
+        if self.resample_salt is None:
+            return weight, None
+        counts = resampled_counts(users, self.resample_salt)
+        return (counts if weight is None else weight * counts), counts
 
     def rows(self, chunk: Any, day: int) -> _DayRows:
         """Day `day`'s rows of a chunk: a `Transitions` or a DataFrame with `columns` (labels coded by `actions`)."""
         if isinstance(chunk, Transitions):
             rows = chunk.on_day(day)
-            weight = None if not self.importance_weighted else 1.0 / chunk.propensity[rows]
+            weight = self._weights(chunk.user[rows], None if chunk.propensity is None else chunk.propensity[rows])
             return _DayRows(chunk.state[rows], chunk.action[rows], chunk.reward[rows], chunk.cost[rows],
-                            chunk.next_state[rows], weight)
+                            chunk.next_state[rows], *weight)
         chunk = chunk[chunk["day"].to_numpy() == day]
-        weight = 1.0 / chunk["propensity"].to_numpy(dtype=float) if self.importance_weighted else None
+        weight = self._weights(chunk["user_id"].to_numpy() if self.resample_salt is not None else None,
+                               chunk["propensity"].to_numpy(dtype=float) if self.importance_weighted else None)
         return _DayRows(chunk[list(self.states)].to_numpy(dtype=float),
                         pd.Index(self.actions).get_indexer(chunk["action"]).astype(np.int64),
                         chunk["reward"].to_numpy(dtype=float), chunk["cost"].to_numpy(dtype=float),
-                        chunk[list(self.nexts)].to_numpy(dtype=float), weight)
+                        chunk[list(self.nexts)].to_numpy(dtype=float), *weight)
 
 
 def _weighted(rows: _DayRows, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +253,8 @@ class DayBackup:
 
 @dataclass(frozen=True)
 class StartValue:
-    """The mean over day-0 rows of the (reward, cost) Q-values of the greedy action of `greedy` (floored)."""
+    """The mean over day-0 rows of the (reward, cost) Q-values of the greedy action of `greedy` (floored; in a
+    bootstrap replicate each row counts its user's multiplicity)."""
 
     layout: TransitionLayout
     greedy: np.ndarray
@@ -240,11 +262,14 @@ class StartValue:
     floors: tuple[float, float]
 
     def partial(self, chunk: Any) -> np.ndarray:
-        state = self.layout.rows(chunk, 0).state
+        rows = self.layout.rows(chunk, 0)
+        state = rows.state
         choice = (state @ self.greedy.T).argmax(axis=1)
-        sums = [np.maximum((state @ self.evaluated[index].T)[np.arange(len(state)), choice], self.floors[index]).sum()
-                for index in range(2)]
-        return np.array([*sums, len(state)], dtype=float)
+        starts = [np.maximum((state @ self.evaluated[index].T)[np.arange(len(state)), choice], self.floors[index])
+                  for index in range(2)]
+        if rows.multiplicity is None:
+            return np.array([*(start.sum() for start in starts), len(state)], dtype=float)
+        return np.array([*(start @ rows.multiplicity for start in starts), rows.multiplicity.sum()])
 
     @staticmethod
     def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -261,14 +286,16 @@ class RidgeSweeps:
     """Ridge FQI and FQE over transitions whose Gram matrices are factorized (built by `ridge_sweeps`).
 
     `factors[t][a]`: the Cholesky factor of day t, action a. `floors`: the least value of the reward's and the
-    cost's continuation (0 for a non-negative signal, as in `fitted_q_evaluation`). Calling it with a direction is
-    the best-response oracle of `budget_rl.mixed` (as `budget_rl.offline.fqe_oracle` with `RidgeQ`)."""
+    cost's continuation (0 for a non-negative signal, as in `fitted_q_evaluation`). `episodes`: the users (rows of
+    day 0). Calling it with a direction is the best-response oracle of `budget_rl.mixed` (as
+    `budget_rl.offline.fqe_oracle` with `RidgeQ`)."""
 
     data: Any
     layout: TransitionLayout
     factors: tuple
     floors: tuple[float, float]
     horizon: int
+    episodes: int
     l2: float
 
     def _pass(self, statistic: Any, day: int) -> Any:
@@ -303,6 +330,23 @@ class RidgeSweeps:
     def __call__(self, direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:
         return self.fit(-float(direction[0]), -float(direction[1]))
 
+    def replicates(self, policies: Sequence[GreedyQPolicy], *, n_bootstrap: int = 50,
+                   random_state: int = 0) -> np.ndarray:
+        """(policies, n_bootstrap, 2) FQE (value, cost) of each policy on bootstrap replicates of the users: whole
+        episodes drawn Poisson(1) times each by a salted hash of the user id (replicate b: salt
+        "fqe-bootstrap-<b>/<random_state>"), so a replicate is a row weighting that every chunk applies on its own.
+        Each replicate's Gram matrices are computed and factorized once for all the policies."""
+        if n_bootstrap < 1:
+            raise InputError(f"n_bootstrap: must be >= 1, got {n_bootstrap}")
+        estimates = np.zeros((len(policies), n_bootstrap, 2))
+        for b in range(n_bootstrap):
+            layout = replace(self.layout, resample_salt=seeded_salt(f"fqe-bootstrap-{b}", random_state))
+            factors, _, _, _ = _factorized(self.data, layout, self.l2)
+            replicate = replace(self, layout=layout, factors=factors)
+            for index, policy in enumerate(policies):
+                estimates[index, b] = replicate.evaluate(policy)
+        return estimates
+
 
 def _merged_grams(data: Any, layout: TransitionLayout) -> GramState:
     if isinstance(data, Transitions):
@@ -314,6 +358,21 @@ def _merged_grams(data: Any, layout: TransitionLayout) -> GramState:
             merged = merged.merge(state)
         return GramPass(layout).finalize(merged)
     return compute(GramPass(layout), data, columns=layout.columns)
+
+
+def _factorized(data: Any, layout: TransitionLayout, l2: float) -> tuple[tuple, tuple[float, float], int, int]:
+    """(Cholesky factors per day and action, floors, horizon, episodes) from one pass over the data."""
+    merged = _merged_grams(data, layout)
+    horizon = data.horizon if isinstance(data, Transitions) else max(merged.rows, default=-1) + 1
+    absent = [day for day in range(horizon) if not merged.rows.get(day)]
+    if horizon == 0 or (absent and not isinstance(data, Transitions)):
+        raise InputError(f"day: no transitions on day(s) {absent[:5] or [0]}; days must run 0..horizon-1")
+    p, identity = len(layout.states), np.eye(len(layout.states))
+    empty = np.zeros((len(layout.actions), p, p))
+    factors = tuple(tuple(cho_factor(gram + l2 * identity) for gram in merged.gram.get(day, empty))
+                    for day in range(horizon))
+    floors = tuple(0.0 if low >= 0 else -np.inf for low in merged.lowest)
+    return factors, floors, horizon, merged.rows.get(0, 0)
 
 
 def ridge_sweeps(data: Transitions | Any | Sequence[Any], *, actions: Sequence | None = None, l2: float = 1e-8,
@@ -344,14 +403,5 @@ def ridge_sweeps(data: Transitions | Any | Sequence[Any], *, actions: Sequence |
         if not states or missing:
             raise InputError(f"transitions: missing column(s) {missing or [STATE_PREFIX + '*']}")
         data = tables
-    merged = _merged_grams(data, layout)
-    horizon = data.horizon if isinstance(data, Transitions) else max(merged.rows, default=-1) + 1
-    absent = [day for day in range(horizon) if not merged.rows.get(day)]
-    if horizon == 0 or (absent and not isinstance(data, Transitions)):
-        raise InputError(f"day: no transitions on day(s) {absent[:5] or [0]}; days must run 0..horizon-1")
-    p, identity = len(layout.states), np.eye(len(layout.states))
-    empty = np.zeros((len(layout.actions), p, p))
-    factors = tuple(tuple(cho_factor(gram + l2 * identity) for gram in merged.gram.get(day, empty))
-                    for day in range(horizon))
-    floors = tuple(0.0 if low >= 0 else -np.inf for low in merged.lowest)
-    return RidgeSweeps(data, layout, factors, floors, horizon, l2)
+    factors, floors, horizon, episodes = _factorized(data, layout, l2)
+    return RidgeSweeps(data, layout, factors, floors, horizon, episodes, l2)

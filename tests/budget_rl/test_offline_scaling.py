@@ -12,8 +12,9 @@ import pytest
 
 from budget_rl.mixed import maximize_under_budget
 from budget_rl.offline import Transitions, fitted_q_evaluation, fitted_q_iteration, fqe_oracle
-from budget_rl.ridge_statistics import ridge_sweeps
+from budget_rl.ridge_statistics import resampled_counts, ridge_sweeps
 from budget_rl.tabular import log_transitions, random_cmdp
+from campaign_core import seeded_salt
 from pipelines.execution import Partitions
 
 ACTIONS = ["none", "small", "large"]
@@ -141,3 +142,27 @@ def test_importance_weighting_without_propensities_is_refused_in_memory():
                                                     "n_actions", "horizon")))
     with pytest.raises(ValueError, match="^propensity: importance weighting needs the logged propensities"):
         ridge_sweeps(bare, importance_weighted=True)
+
+
+@pytest.mark.parametrize("importance_weighted", [False, True])
+def test_a_bootstrap_replicate_is_fqe_on_the_logs_with_each_episode_repeated_its_drawn_number_of_times(
+        importance_weighted):
+    """Known answer: replicate b weights each user's rows by its Poisson count, which is the in-memory FQE on the
+    transitions with every episode copied that many times; in memory and over partitions alike."""
+    data = _rich_transitions(1_500, 3, seed=3)
+    policy = fitted_q_iteration(data, 1.0, -0.5, importance_weighted=importance_weighted)
+    sweeps = ridge_sweeps(data, importance_weighted=importance_weighted)
+    replicates = sweeps.replicates([policy], n_bootstrap=3, random_state=11)
+    for b in range(3):
+        counts = resampled_counts(data.user, seeded_salt(f"fqe-bootstrap-{b}", 11)).astype(int)
+        assert counts.max() >= 3 and (counts == 0).mean() == pytest.approx(np.exp(-1), abs=0.05)
+        rows = np.repeat(np.arange(len(data.action)), counts)
+        copied = Transitions(data.state[rows], data.action[rows], data.reward[rows], data.cost[rows],
+                             data.next_state[rows], data.day[rows], data.user[rows], data.n_actions, data.horizon,
+                             data.propensity[rows])
+        _same(replicates[0, b], fitted_q_evaluation(copied, policy, importance_weighted=importance_weighted))
+    with dask.config.set(scheduler="synchronous"):
+        source, actions = _sources(data)["partitions"]
+        chunked = ridge_sweeps(source, actions=actions, importance_weighted=importance_weighted)
+        _same(chunked.replicates([policy], n_bootstrap=3, random_state=11), replicates)
+    assert sweeps.episodes == chunked.episodes == 1_500
