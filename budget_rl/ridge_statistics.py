@@ -28,7 +28,7 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import poisson
 
 from budget_rl.offline import GreedyQPolicy, RidgeQ, Transitions
-from campaign_core import InputError, compute, is_chunked, plain, salted_uniform, seeded_salt
+from campaign_core import InputError, compute, is_chunked, plain, salted_hash, salted_uniform, seeded_salt
 
 STATE_PREFIX, NEXT_PREFIX = "state_", "next_"
 #: Poisson(1) cumulative probabilities up to 20 draws (beyond: probability below 1e-19).
@@ -72,7 +72,7 @@ class TransitionLayout:
     @property
     def columns(self) -> list[str]:
         """The columns the passes read."""
-        return [*(["user_id"] * (self.resample_salt is not None)), "day", "action", "reward", "cost",
+        return ["user_id", "day", "action", "reward", "cost",
                 *(["propensity"] * self.importance_weighted), *self.states, *self.nexts]
 
     def _weights(self, users: Any, propensity: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -108,7 +108,8 @@ def _weighted(rows: _DayRows, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray
 # ------------------------------------------------------------------------------------------- the pass done once
 @dataclass
 class GramState:
-    """Per day: the (actions, p, p) sums of W X'X by action and the row count; plus what validation counts."""
+    """Per day: the (actions, p, p) sums of W X'X by action, the row count and the day's users (sorted unique
+    64-bit hashes of user_id, when episodes are checked); plus what validation counts."""
 
     gram: dict[int, np.ndarray] = field(default_factory=dict)
     rows: dict[int, int] = field(default_factory=dict)
@@ -118,6 +119,8 @@ class GramState:
     not_finite: dict[str, int] = field(default_factory=dict)
     negative_cost: int = 0
     bad_propensity: int = 0
+    users: dict[int, np.ndarray] = field(default_factory=dict)
+    repeated: int = 0
 
     def merge(self, other: GramState) -> GramState:
         merged = GramState(dict(self.gram), dict(self.rows), np.minimum(self.lowest, other.lowest),
@@ -125,7 +128,13 @@ class GramState:
                            self.unknown_example if self.unknown_actions else other.unknown_example,
                            {k: self.not_finite.get(k, 0) + other.not_finite.get(k, 0)
                             for k in {*self.not_finite, *other.not_finite}},
-                           self.negative_cost + other.negative_cost, self.bad_propensity + other.bad_propensity)
+                           self.negative_cost + other.negative_cost, self.bad_propensity + other.bad_propensity,
+                           dict(self.users), self.repeated + other.repeated)
+        for day, users in other.users.items():
+            if day in merged.users:
+                merged.repeated += np.intersect1d(merged.users[day], users, assume_unique=True).size
+                users = np.union1d(merged.users[day], users)
+            merged.users[day] = users
         for day, gram in other.gram.items():
             merged.gram[day] = merged.gram[day] + gram if day in merged.gram else gram
             merged.rows[day] = merged.rows.get(day, 0) + other.rows[day]
@@ -139,6 +148,7 @@ class GramPass:
 
     layout: TransitionLayout
     days: tuple[int, ...] | None = None
+    check_episodes: bool = True
 
     def partial(self, chunk: Any) -> GramState:
         state = GramState()
@@ -158,6 +168,10 @@ class GramPass:
                 weighted, x = _weighted(rows, rows.action == a)
                 gram[a] = weighted.T @ x
             state.gram[int(day)], state.rows[int(day)] = gram, len(rows.action)
+            if self.check_episodes and not isinstance(chunk, Transitions):
+                hashed = salted_hash(chunk["user_id"].to_numpy()[chunk["day"].to_numpy() == day], "episodes")
+                state.users[int(day)] = np.unique(hashed)
+                state.repeated += hashed.size - state.users[int(day)].size
             if len(rows.action):
                 state.lowest = np.minimum(state.lowest, [rows.reward.min(), rows.cost.min()])
         return state
@@ -195,7 +209,22 @@ class GramPass:
             raise InputError(f"cost: {state.negative_cost} values are negative")
         if state.bad_propensity:
             raise InputError(f"propensity: {state.bad_propensity} values are not in (0, 1]")
+        if state.repeated:
+            raise InputError(f"day: {state.repeated} rows repeat a (user_id, day) pair; one row per user and day")
         return state
+
+
+def _broken_episodes(days: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The users (hashes) on some day but not on the day before: their days do not run consecutively from 0."""
+    broken = [np.setdiff1d(today, yesterday, assume_unique=True)
+              for yesterday, today in zip(days[:-1], days[1:], strict=True)
+              if today is not None and yesterday is not None]
+    return np.unique(np.concatenate(broken)) if broken else np.zeros(0, dtype=np.uint64)
+
+
+def _refuse_broken(broken: int) -> None:
+    if broken:
+        raise InputError(f"day: {broken} users do not have consecutive days from 0 (inconsistent user/day order)")
 
 
 # ------------------------------------------------------------------------------------ one day of a backward sweep
@@ -341,28 +370,38 @@ class RidgeSweeps:
         estimates = np.zeros((len(policies), n_bootstrap, 2))
         for b in range(n_bootstrap):
             layout = replace(self.layout, resample_salt=seeded_salt(f"fqe-bootstrap-{b}", random_state))
-            factors, _, _, _ = _factorized(self.data, layout, self.l2)
+            factors, _, _, _ = _factorized(self.data, layout, self.l2, check_episodes=False)
             replicate = replace(self, layout=layout, factors=factors)
             for index, policy in enumerate(policies):
                 estimates[index, b] = replicate.evaluate(policy)
         return estimates
 
 
-def _merged_grams(data: Any, layout: TransitionLayout) -> GramState:
+def _merged_grams(data: Any, layout: TransitionLayout, check_episodes: bool) -> GramState:
+    """The Gram pass over the data; for a table, also refuses users whose days are not consecutive from 0 (one
+    table per day: holding two days' users at a time)."""
     if isinstance(data, Transitions):
         return compute(GramPass(layout), data)
-    if isinstance(data, list):
-        states = [compute(GramPass(layout, (day,)), table, columns=layout.columns) for day, table in enumerate(data)]
-        merged = states[0]
-        for state in states[1:]:
-            merged = merged.merge(state)
-        return GramPass(layout).finalize(merged)
-    return compute(GramPass(layout), data, columns=layout.columns)
+    if not isinstance(data, list):
+        merged = compute(GramPass(layout, check_episodes=check_episodes), data, columns=layout.columns)
+        horizon = max(merged.users, default=-1) + 1
+        _refuse_broken(_broken_episodes([merged.users.get(day, np.zeros(0, np.uint64)) for day in range(horizon)])
+                       .size if check_episodes else 0)
+        return merged
+    merged, broken, yesterday = GramState(), np.zeros(0, dtype=np.uint64), None
+    for day, table in enumerate(data):
+        state = compute(GramPass(layout, (day,), check_episodes), table, columns=layout.columns)
+        today = state.users.pop(day, np.zeros(0, dtype=np.uint64)) if check_episodes else None
+        broken = np.union1d(broken, _broken_episodes([yesterday, today]))
+        merged, yesterday = merged.merge(state), today
+    _refuse_broken(broken.size)
+    return merged
 
 
-def _factorized(data: Any, layout: TransitionLayout, l2: float) -> tuple[tuple, tuple[float, float], int, int]:
+def _factorized(data: Any, layout: TransitionLayout, l2: float, *, check_episodes: bool = True
+                ) -> tuple[tuple, tuple[float, float], int, int]:
     """(Cholesky factors per day and action, floors, horizon, episodes) from one pass over the data."""
-    merged = _merged_grams(data, layout)
+    merged = _merged_grams(data, layout, check_episodes)
     horizon = data.horizon if isinstance(data, Transitions) else max(merged.rows, default=-1) + 1
     absent = [day for day in range(horizon) if not merged.rows.get(day)]
     if horizon == 0 or (absent and not isinstance(data, Transitions)):

@@ -125,15 +125,21 @@ def _table(frame: pd.DataFrame) -> Partitions:
      r"^transitions: missing column\(s\) \['propensity'\]"),
     (lambda f: f.assign(propensity=f["propensity"].where(f.index != 0, 0.0)), {"importance_weighted": True},
      r"^propensity: 1 values are not in \(0, 1\]"),
-    (lambda f: f[f["day"] != 1], {}, r"^day: no transitions on day\(s\) \[1\]"),
+    (lambda f: f[f["day"] != 1], {}, "^day: 50 users do not have consecutive days from 0"),
+    (lambda f: f[(f["day"] != 0) | (f["user_id"] != 4)], {}, "^day: 1 users do not have consecutive days from 0"),
+    (lambda f: pd.concat([f, f.iloc[[0, 1]]]), {}, r"^day: 2 rows repeat a \(user_id, day\) pair"),
     (lambda f: f, {"actions": []}, "^actions: the action labels"),
     (lambda f: f, {"l2": 0.0}, "^l2: must be > 0"),
 ])
 def test_bad_tables_are_refused_in_one_line_before_any_sweep(change, options, match):
     data = log_transitions(random_cmdp(3, 2, 3, random_state=0), 50, random_state=0)
     frame = change(data.to_frame(actions=ACTIONS[:2]))
-    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match=match):
-        ridge_sweeps(_table(frame), **({"actions": ACTIONS[:2]} | options))
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(ValueError, match=match):
+            ridge_sweeps(_table(frame), **({"actions": ACTIONS[:2]} | options))
+        with pytest.raises(ValueError, match=match):  # one table per day
+            ridge_sweeps([_table(frame[frame["day"] == day]) if (frame["day"] == day).any()
+                          else _table(frame.head(0)) for day in range(3)], **({"actions": ACTIONS[:2]} | options))
 
 
 def test_importance_weighting_without_propensities_is_refused_in_memory():
