@@ -209,8 +209,6 @@ class GramPass:
             raise InputError(f"cost: {state.negative_cost} values are negative")
         if state.bad_propensity:
             raise InputError(f"propensity: {state.bad_propensity} values are not in (0, 1]")
-        if state.repeated:
-            raise InputError(f"day: {state.repeated} rows repeat a (user_id, day) pair; one row per user and day")
         return state
 
 
@@ -222,7 +220,10 @@ def _broken_episodes(days: Sequence[np.ndarray | None]) -> np.ndarray:
     return np.unique(np.concatenate(broken)) if broken else np.zeros(0, dtype=np.uint64)
 
 
-def _refuse_broken(broken: int) -> None:
+def _refuse_episodes(repeated: int, broken: int) -> None:
+    """Refuses (InputError, one line) rows repeating a (user, day) pair, then users with a gap in their days."""
+    if repeated:
+        raise InputError(f"day: {repeated} rows repeat a (user_id, day) pair; one row per user and day")
     if broken:
         raise InputError(f"day: {broken} users do not have consecutive days from 0 (inconsistent user/day order)")
 
@@ -385,8 +386,8 @@ def _merged_grams(data: Any, layout: TransitionLayout, check_episodes: bool) -> 
     if not isinstance(data, list):
         merged = compute(GramPass(layout, check_episodes=check_episodes), data, columns=layout.columns)
         horizon = max(merged.users, default=-1) + 1
-        _refuse_broken(_broken_episodes([merged.users.get(day, np.zeros(0, np.uint64)) for day in range(horizon)])
-                       .size if check_episodes else 0)
+        _refuse_episodes(merged.repeated, _broken_episodes([merged.users.get(day, np.zeros(0, np.uint64))
+                                                             for day in range(horizon)]).size)
         return merged
     merged, broken, yesterday = GramState(), np.zeros(0, dtype=np.uint64), None
     for day, table in enumerate(data):
@@ -394,7 +395,7 @@ def _merged_grams(data: Any, layout: TransitionLayout, check_episodes: bool) -> 
         today = state.users.pop(day, np.zeros(0, dtype=np.uint64)) if check_episodes else None
         broken = np.union1d(broken, _broken_episodes([yesterday, today]))
         merged, yesterday = merged.merge(state), today
-    _refuse_broken(broken.size)
+    _refuse_episodes(merged.repeated, broken.size)
     return merged
 
 
@@ -438,9 +439,12 @@ def ridge_sweeps(data: Transitions | Any | Sequence[Any], *, actions: Sequence |
             raise InputError("actions: the action labels of a chunked transitions table are required")
         states = tuple(name for name in first.columns if str(name).startswith(STATE_PREFIX))
         layout = TransitionLayout(tuple(actions), states, importance_weighted)
+        if not states:
+            raise InputError(f"transitions: need {STATE_PREFIX}* columns and their {NEXT_PREFIX}* twins; missing "
+                             f"{[STATE_PREFIX + '*']}")
         missing = [name for name in layout.columns if name not in first.columns]
-        if not states or missing:
-            raise InputError(f"transitions: missing column(s) {missing or [STATE_PREFIX + '*']}")
+        if missing:
+            raise InputError(f"transitions: missing column(s) {missing}")
         data = tables
     factors, floors, horizon, episodes = _factorized(data, layout, l2)
     return RidgeSweeps(data, layout, factors, floors, horizon, episodes, l2)
