@@ -17,7 +17,7 @@ block. A request whose single replicate does not fit is refused before any work,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,29 +123,23 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
         if compat_methods else ()
     compat_layout = Layout(len(compat_bins), max((b.n_bins for b in compat_bins), default=1), len(plan.arms),
                            options.n_permutations, options.n_bootstrap)
-    plan_blocks = replicate_blocks(layout, options, is_chunked(data), plan.rows)
-    if compat_methods:
-        compat_blocks = replicate_blocks(compat_layout, options, is_chunked(data), plan.rows)
-        plan_blocks = ReplicateBlocks(max(plan_blocks.blocks, compat_blocks.blocks, key=len),
-                                      min(plan_blocks.score_block, compat_blocks.score_block),
-                                      min(plan_blocks.block_rows, compat_blocks.block_rows))
-    blocks, score_block = plan_blocks.blocks, plan_blocks.score_block
+    layouts = (layout, compat_layout) if compat_methods else (layout,)  # both tables of a block are held at once
+    plan_blocks = replicate_blocks(layouts, options, is_chunked(data), plan.rows)
+    value_bins = np.array([b.n_bins - 1 for b in compat_bins])
     replicate_scores: dict[str, list[np.ndarray]] = {}
-    for block in blocks:
+    for block in plan_blocks.blocks:
         table_pass = TablePass(plan.bins, plan, layout, options, block, plan_blocks.block_rows)
         tables, block_extras = compute(table_pass, data, columns=columns)
         if block.start == 0:  # a copy: a view would keep the whole block's tables alive
-            observed, extras = Tables(*(getattr(tables, name)[:1].copy() for name in STATISTICS)), block_extras
-        block_scores = _bin_scores(tables, bin_methods, plan, options, score_block)  # (block, features) per method
+            observed, extras = tables.replicate(slice(0, 1)).copy(), block_extras
+        block_scores = _bin_scores(tables, bin_methods, plan, options, plan_blocks.score_block)
         if compat_methods:
             compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options, block,
-                                                     plan_blocks.block_rows), data)
-            value_bins = np.array([b.n_bins - 1 for b in compat_bins])
+                                                 plan_blocks.block_rows), data)
             for method in compat_methods:
-                block_scores[method] = np.concatenate([
-                    scores.causalml_filter(compat_tables.replicate(slice(start, start + score_block)), method,
-                                           plan.control, value_bins)
-                    for start in range(0, len(compat_tables.rows), score_block)])
+                block_scores[method] = _in_score_blocks(
+                    compat_tables, plan_blocks.score_block,
+                    lambda part, method=method: scores.causalml_filter(part, method, plan.control, value_bins))
         for method, values in block_scores.items():
             replicate_scores.setdefault(method, []).append(values)
         del tables  # before the next block's tables are built
@@ -168,7 +162,7 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     result["n_bins"] = [int((observed.rows[f].sum(axis=-1) > 0).sum()) for f in range(len(plan.bins))]
     result["missing_share"] = [observed.rows[f, b.missing_bin].sum() / plan.rows for f, b in enumerate(plan.bins)]
     return FeatureScores(result, tuple(plan.arms), plan.arms[plan.control], plan.rows, plan.binary_reward,
-                         {b.name: b.labels() for b in plan.bins}, len(blocks))
+                         {b.name: b.labels() for b in plan.bins}, len(plan_blocks.blocks))
 
 
 @dataclass(frozen=True)
@@ -181,12 +175,14 @@ class ReplicateBlocks:
     block_rows: int
 
 
-def replicate_blocks(layout: Layout, options: ScoringOptions, chunked: bool, rows: int) -> ReplicateBlocks:
+def replicate_blocks(layouts: Sequence[Layout], options: ScoringOptions, chunked: bool, rows: int
+                     ) -> ReplicateBlocks:
     """As many replicates per block as fit in `options.replicate_memory_mb`: the row arrays of a row block (up to
     CHUNK_ROWS rows, within a quarter of the limit), the scoring arrays of `score_block` replicates (up to
-    SCORE_BLOCK, within a quarter of the limit) and the tables of the block's replicates (held several times while
-    chunks merge). Refuses, naming the knob, when not even one replicate fits."""
-    cell_bytes = layout.cells * 8
+    SCORE_BLOCK, within a quarter of the limit) and the tables of the block's replicates in every layout (held
+    several times while chunks merge). Refuses, naming the knob, when not even one replicate fits."""
+    layout = layouts[0]
+    cell_bytes = sum(each.cells for each in layouts) * 8
     limit = options.replicate_memory_mb * 2**20
     per_score = cell_bytes * SCORE_ARRAYS
     score_block = int(max(1, min(SCORE_BLOCK, limit / 4 // per_score)))
@@ -293,11 +289,9 @@ class TablePass:
             if state is None:
                 state = part
                 continue
-            for name in STATISTICS:
-                getattr(state[0], name).__iadd__(getattr(part[0], name))
+            state[0].add_into(part[0])
             if state[1] is not None:
-                state[1].x_sum.__iadd__(part[1].x_sum)
-                state[1].weight_sq.__iadd__(part[1].weight_sq)
+                state[1].add_into(part[1])
         return state
 
     @staticmethod
@@ -366,20 +360,24 @@ def _bin_scores(tables: Tables, methods: list[str], plan: Plan, options: Scoring
                 ) -> dict[str, np.ndarray]:
     """(replicates, features) scores of every bin-based method but `combined` (which needs every replicate's hie
     and hdd: its scale is fixed by the observed scores), `score_block` replicates at a time."""
-    parts = [_block_scores(tables.replicate(slice(start, start + score_block)), methods, plan, options)
-             for start in range(0, len(tables.rows), score_block)]
-    return {method: np.concatenate([part[method] for part in parts]) for method in parts[0]}
+    return {method: _in_score_blocks(tables, score_block,
+                                     lambda part, method=method: _method_scores(part, method, plan, options))
+            for method in methods if method != "combined"}
 
 
-def _block_scores(tables: Tables, methods: list[str], plan: Plan, options: ScoringOptions) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    if "hie" in methods:
-        out["hie"] = scores.hie(tables, options.smoothing)
-    if "hdd" in methods:
-        out["hdd"] = scores.hdd(tables, options.smoothing, plan.binary_reward)
-    for method in (m for m in methods if m in UPLIFT_METHODS):
-        out[method] = scores.uplift_filter(tables, method, plan.control, options.smoothing, plan.binary_reward)
-    return out
+def _in_score_blocks(tables: Tables, score_block: int, score: Callable[[Tables], np.ndarray]) -> np.ndarray:
+    """`score` of every replicate, computed on `score_block` replicates at a time (bounds the scoring arrays)."""
+    return np.concatenate([score(tables.replicate(slice(start, start + score_block)))
+                           for start in range(0, len(tables.rows), score_block)])
+
+
+def _method_scores(tables: Tables, method: str, plan: Plan, options: ScoringOptions) -> np.ndarray:
+    """(replicates, features) scores of one bin-based method (hie, hdd or an uplift filter)."""
+    if method == "hie":
+        return scores.hie(tables, options.smoothing)
+    if method == "hdd":
+        return scores.hdd(tables, options.smoothing, plan.binary_reward)
+    return scores.uplift_filter(tables, method, plan.control, options.smoothing, plan.binary_reward)
 
 
 def _add_interaction_tests(result: pd.DataFrame, tables: Tables, extras: ObservedExtras, plan: Plan,

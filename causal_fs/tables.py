@@ -21,6 +21,7 @@ is not (a user's preference moves all of its rows together), and moving whole us
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -61,10 +62,17 @@ class Tables:
     def __add__(self, other: Tables) -> Tables:
         return Tables(*(getattr(self, name) + getattr(other, name) for name in STATISTICS))
 
+    def add_into(self, other: Tables) -> None:
+        """Add `other` into these tables' own arrays (no new arrays: row blocks of one chunk)."""
+        for name in STATISTICS:
+            np.add(getattr(self, name), getattr(other, name), out=getattr(self, name))
+
     def replicate(self, index: slice | int) -> Tables:
-        """The tables of some replicates (keeps the leading axis when given a slice)."""
+        """The tables of some replicates (keeps the leading axis when given a slice; views, not copies)."""
         return Tables(*(getattr(self, name)[index] for name in STATISTICS))
 
+    def copy(self) -> Tables:
+        return Tables(*(getattr(self, name).copy() for name in STATISTICS))
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ class ObservedExtras:
 
     def __add__(self, other: ObservedExtras) -> ObservedExtras:
         return ObservedExtras(self.x_sum + other.x_sum, self.weight_sq + other.weight_sq)
+
+    def add_into(self, other: ObservedExtras) -> None:
+        np.add(self.x_sum, other.x_sum, out=self.x_sum)
+        np.add(self.weight_sq, other.weight_sq, out=self.weight_sq)
 
 
 
@@ -97,17 +109,20 @@ class Users:
         start = np.flatnonzero(np.r_[True, user_words[1:] != user_words[:-1]])
         return cls(start, np.diff(np.r_[start, n]))
 
+    @cached_property
     def user_of_row(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.start)), self.size)
+
+    @cached_property
+    def position_in_user(self) -> np.ndarray:
+        return np.arange(len(self.user_of_row)) - self.start[self.user_of_row]
 
     def partner_rows(self, rng: np.random.Generator) -> np.ndarray:
         """For every row, the row whose features it takes in a user-level permutation: user u takes the rows of
         user pi(u), in order, cycling through them when pi(u) has fewer rows than u. For features that are constant
         per user this is an exact permutation of the users' feature vectors."""
-        user = self.user_of_row()
-        partner = rng.permutation(len(self.start))[user]
-        position = np.arange(len(user)) - self.start[user]
-        return self.start[partner] + position % self.size[partner]
+        partner = rng.permutation(len(self.start))[self.user_of_row]
+        return self.start[partner] + self.position_in_user % self.size[partner]
 
     def weights(self, rng: np.random.Generator) -> np.ndarray:
         """Poisson(1) bootstrap weight per user, repeated on the user's rows."""
@@ -144,6 +159,7 @@ def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight
             resample = rng.poisson(1.0, n_rows).astype(np.float64) if users is None else users.weights(rng)
             _one_replicate(cell_base, arms, reward, weight, resample, layout, binary, target)
     return Tables(*out)
+
 
 def _one_replicate(cell_base: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
                    resample: np.ndarray | None, layout: Layout, binary: bool, out: list[np.ndarray]) -> None:

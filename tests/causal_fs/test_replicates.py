@@ -160,3 +160,16 @@ def test_row_blocks_add_up_to_the_scores_of_one_block(propensity_col):
     whole = score_features(data, ["x", "c"], **options).to_frame()
     blocks = score_features(data, ["x", "c"], replicate_memory_mb=0.5, **options).to_frame()
     pd.testing.assert_frame_equal(whole, blocks, check_exact=False, rtol=1e-10)
+
+
+def test_causalml_compat_scores_in_blocks_equal_one_block():
+    """The compat filters' tables are a second layout held beside the first: both fit the cap together."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    data = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "arm": rng.choice(["control", "t1"], n),
+                         "reward": rng.integers(0, 2, n)})
+    options = {"methods": ("kl", "ed", "hie"), "compat": "causalml", "n_permutations": 20, "random_state": 0}
+    whole = score_features(data, ["x", "y"], **options)
+    blocks = score_features(data, ["x", "y"], replicate_memory_mb=0.25, **options)
+    assert whole.passes == 1 and blocks.passes > 5
+    pd.testing.assert_frame_equal(whole.to_frame(), blocks.to_frame())
