@@ -5,6 +5,7 @@ policy (the documented counter-example)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -173,9 +174,7 @@ def test_importance_weighting_removes_the_covariate_shift_bias_of_a_misspecified
 
 
 def test_importance_weighting_without_propensities_is_refused_before_any_work():
-    data = log_transitions(random_cmdp(3, 2, 2, random_state=0), 50, random_state=0)
-    data = Transitions(*(getattr(data, f) for f in ("state", "action", "reward", "cost", "next_state", "day", "user",
-                                                    "n_actions", "horizon")))
+    data = replace(log_transitions(random_cmdp(3, 2, 2, random_state=0), 50, random_state=0), propensity=None)
     with pytest.raises(ValueError, match="^propensity: importance weighting needs the logged propensities"):
         fqe_oracle(data, importance_weighted=True)
 
@@ -210,10 +209,8 @@ def test_mixed_policy_learned_offline_is_within_1_percent_of_the_lp_optimum_and_
 ])
 def test_bad_transitions_are_refused(change, match):
     data = log_transitions(random_cmdp(3, 2, 2, random_state=0), 50, random_state=0)
-    fields = {name: getattr(data, name) for name in ("state", "action", "reward", "cost", "next_state", "day",
-                                                      "user", "n_actions", "horizon")} | change(data)
     with pytest.raises(ValueError, match=match):
-        Transitions(**fields)
+        replace(data, **({"propensity": None} | change(data)))  # a new Transitions, checked as it is built
 
 
 def test_fqe_bootstrap_intervals_cover_the_true_value_and_cost():

@@ -27,7 +27,7 @@ from bandits.policies.context_free import ThompsonSampling
 from budget_rl.mixed import MixedPolicy
 from campaign_core import InputError
 from pipelines.models import FittedMixedPolicy, FittedPolicy, mixed_policy_arguments, quiet_pyfunc, save_policy_model
-from tests.services import free_port, start, stop, tail
+from tests.services import free_port, service_env, start, stop, tail
 
 N = 5_000
 FEATURES = ["basket_value", "channel"]
@@ -237,6 +237,12 @@ def test_mixed_policy_model_takes_a_decision_key(mixed, tmp_path):
                                   mixed.decide(frame, decision_key="spring-2027"), check_dtype=False)
 
 
+def invocation(port: int, body: dict) -> urllib.request.Request:
+    """POST of `body` (JSON) to the local scoring server's /invocations."""
+    return urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                  headers={"Content-Type": "application/json"})
+
+
 @pytest.mark.real_services
 def test_campaign_serve_answers_invocations_without_the_environment_on_path(fitted, tmp_path):
     """`campaign serve -m FOLDER`, exactly as docs/bandits.md shows it, from a shell whose PATH lacks the
@@ -245,7 +251,7 @@ def test_campaign_serve_answers_invocations_without_the_environment_on_path(fitt
     scripts = Path(sys.executable).parent
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
                            if p and Path(p).resolve() != scripts.resolve())
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "VIRTUAL_ENV")} | {"PATH": path}
+    env = {k: v for k, v in service_env(PATH=path).items() if k != "VIRTUAL_ENV"}
     port = free_port()
     server = start([str(scripts / "campaign"), "serve", "-m", "policy", "-p", str(port)], tmp_path / "serve.log",
                    tmp_path, env)
@@ -261,15 +267,11 @@ def test_campaign_serve_answers_invocations_without_the_environment_on_path(fitt
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
         assert ready, f"the model server did not start:\n{tail(tmp_path / 'serve.log')}"
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(invocation(port, body), timeout=30) as response:
             answer = pd.DataFrame(json.loads(response.read())["predictions"])
         body["dataframe_split"]["columns"][-1] = "decision_key"  # a key both as a column and as a param
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=30)
+            urllib.request.urlopen(invocation(port, body), timeout=30)
         assert refused.value.code == 400
         assert "decision_key: given both as a column and as a param" in json.loads(refused.value.read())["message"]
     finally:
