@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from campaign_core import salted_uniform, seeded_salt
+from campaign_core import seeded_salt
 from causal_fs import primary_method, score_features, select_features
 from causal_fs.significance import minimum_permutations
 from pipelines.config import ConfigPath
@@ -27,6 +27,7 @@ from pipelines.io import write_csv
 from pipelines.stages.log_columns import LogSection
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import read_table
+from pipelines.user_split import UserSplit
 
 
 class SelectFeaturesConfig(LogSection):
@@ -83,10 +84,8 @@ def _sample(logs: dd.DataFrame, config: SelectFeaturesConfig, seed: int) -> dd.D
         return logs
     if config.user_id is None:
         return logs.sample(frac=config.sample_fraction, random_state=seed)
-    salt = seeded_salt("select-features-sample", seed)
-    return logs[logs[config.user_id].map_partitions(
-        lambda ids: pd.Series(salted_uniform(ids.to_numpy(), salt) < config.sample_fraction, index=ids.index),
-        meta=(config.user_id, bool))]
+    users = UserSplit("holdout", seeded_salt("select-features-sample", seed), config.sample_fraction, config.user_id)
+    return logs.map_partitions(users.rows)  # the users whose salted hash falls below the fraction
 
 
 @register_stage("select-features", SelectFeaturesConfig, order=20, demo=_demo)
