@@ -125,7 +125,7 @@ class ComparisonRow:
 def format_value(value: object) -> str:
     """A cell's text: whole numbers and numbers from 10,000 up with thousands separators and no decimals, other
     numbers to 4 significant digits, missing values empty."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if _blank(value):
         return ""
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         number = float(value)

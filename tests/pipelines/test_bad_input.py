@@ -192,11 +192,15 @@ def _edges() -> pd.DataFrame:
     return pd.DataFrame({"src": [0, 1, 2, 3], "dst": [1, 2, 3, 0], "weight": [1.0, 1.0, 2.0, 1.0]})
 
 
-def _outcomes_and_assignment(tmp_path: Path) -> tuple[Path, Path]:
+def _readout_tables(tmp_path: Path, *unassigned: int) -> list[Path | str]:
+    """`--assignment A --outcomes O` for 40 users in 10 clusters, with outcomes of the `unassigned` users too."""
     users = np.arange(40)
     assignment = pd.DataFrame({"user_id": users, "cluster": users // 4, "group": (users // 4) % 2})
-    outcomes = pd.DataFrame({"user_id": users, "outcome": np.random.default_rng(6).normal(size=40)})
-    return _write(assignment, tmp_path / "assignment.parquet"), _write(outcomes, tmp_path / "outcomes.parquet")
+    outcomes = pd.DataFrame({"user_id": np.concatenate([users, np.array(unassigned, dtype=int)]),
+                             "outcome": np.concatenate([np.random.default_rng(6).normal(size=40),
+                                                        np.ones(len(unassigned))])})
+    return ["--assignment", _write(assignment, tmp_path / "assignment.parquet"),
+            "--outcomes", _write(outcomes, tmp_path / "outcomes.parquet")]
 
 
 def _cli(capfd, mlflow_uri: str, *args: str) -> tuple[int, str]:
@@ -308,13 +312,10 @@ CASES = [
      lambda d: ["assign", "--edges", _write(_edges(), d / "edges.parquet"), "--exposure", "sometimes"],
      ("exposure: expected 'full'",)),
     ("outcomes of unassigned users",
-     lambda d: ["readout", "--assignment", str(_outcomes_and_assignment(d)[0]), "--outcomes",
-                _write(pd.concat([pd.read_parquet(_outcomes_and_assignment(d)[1]),
-                                  pd.DataFrame({"user_id": [999], "outcome": [1.0]})]), d / "more.parquet")],
+     lambda d: ["readout", *_readout_tables(d, 999)],
      ("outcomes.user_id: 1 user(s) are not in the assignment",)),
     ("an unknown design",
-     lambda d: ["readout", "--assignment", str(_outcomes_and_assignment(d)[0]),
-                "--outcomes", str(_outcomes_and_assignment(d)[1]), "--design", "magic"],
+     lambda d: ["readout", *_readout_tables(d), "--design", "magic"],
      ("design: must be one of",)),
 ]
 
