@@ -28,7 +28,16 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import poisson
 
 from budget_rl.offline import GreedyQPolicy, RidgeQ, Transitions
-from campaign_core import InputError, compute, is_chunked, plain, salted_hash, salted_uniform, seeded_salt
+from campaign_core import (
+    InputError,
+    SelfMerging,
+    compute,
+    is_chunked,
+    plain,
+    salted_hash,
+    salted_uniform,
+    seeded_salt,
+)
 
 STATE_PREFIX, NEXT_PREFIX = "state_", "next_"
 #: Poisson(1) cumulative probabilities up to 20 draws (beyond: probability below 1e-19).
@@ -105,6 +114,23 @@ def _weighted(rows: _DayRows, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return (x if rows.weight is None else x * rows.weight[taken, None]), x
 
 
+@dataclass(frozen=True)
+class _InOnePass:
+    """Several statistics of the same chunks in one pass: a tuple of states, each merged and finalized by its own."""
+
+    statistics: tuple
+
+    def partial(self, chunk: Any) -> tuple:
+        return tuple(statistic.partial(chunk) for statistic in self.statistics)
+
+    def merge(self, left: tuple, right: tuple) -> tuple:
+        return tuple(statistic.merge(one, other)
+                     for statistic, one, other in zip(self.statistics, left, right, strict=True))
+
+    def finalize(self, state: tuple) -> tuple:
+        return tuple(statistic.finalize(one) for statistic, one in zip(self.statistics, state, strict=True))
+
+
 # ------------------------------------------------------------------------------------------- the pass done once
 @dataclass
 class GramState:
@@ -142,7 +168,7 @@ class GramState:
 
 
 @dataclass(frozen=True)
-class GramPass:
+class GramPass(SelfMerging):
     """The statistic computed once: per (day, action) Gram sums over every chunk, and the checks of the rows.
     `days`: the days to read (None: every day in the chunk)."""
 
@@ -191,10 +217,6 @@ class GramPass:
             propensity = chunk["propensity"].to_numpy(dtype=float)
             state.bad_propensity = int((~((propensity > 0) & (propensity <= 1))).sum())
         return bool(state.unknown_actions or state.not_finite or state.negative_cost or state.bad_propensity)
-
-    @staticmethod
-    def merge(left: GramState, right: GramState) -> GramState:
-        return left.merge(right)
 
     def finalize(self, state: GramState) -> GramState:
         """The merged state; refuses (InputError, one line) unknown actions, non-finite values, negative costs and
@@ -347,15 +369,26 @@ class RidgeSweeps:
 
     def evaluate(self, policy: GreedyQPolicy) -> np.ndarray:
         """(value, cost) per episode of a policy greedy on linear Q-functions (`coefficients_`, e.g. from `fit`)."""
-        if len(policy.q_functions) != self.horizon or not all(hasattr(q, "coefficients_")
-                                                              for q in policy.q_functions):
-            raise InputError(f"policy: needs {self.horizon} linear Q-functions (coefficients_), one per day")
-        evaluated = None
+        return self._evaluate([(self.layout, self.factors, policy)])[0]
+
+    def _evaluate(self, evaluations: Sequence[tuple[TransitionLayout, tuple, GreedyQPolicy]]) -> np.ndarray:
+        """(evaluations, 2) FQE (value, cost) of each (layout, its factors, policy), all in one backward sweep (one
+        pass per day, then one over day 0); the layouts differ only in their bootstrap salt."""
+        for _, _, policy in evaluations:
+            if len(policy.q_functions) != self.horizon or not all(hasattr(q, "coefficients_")
+                                                                  for q in policy.q_functions):
+                raise InputError(f"policy: needs {self.horizon} linear Q-functions (coefficients_), one per day")
+        evaluated: tuple = (None,) * len(evaluations)
         for day in reversed(range(self.horizon)):
-            greedy = policy.q_functions[day + 1].coefficients_ if day + 1 < self.horizon else None
-            evaluated = self._pass(DayBackup(self.layout, day, self.factors[day], None, greedy, evaluated,
-                                             self.floors), day)
-        return self._pass(StartValue(self.layout, policy.q_functions[0].coefficients_, evaluated, self.floors), 0)
+            evaluated = self._pass(_InOnePass(tuple(
+                DayBackup(layout, day, factors[day], None,
+                          policy.q_functions[day + 1].coefficients_ if day + 1 < self.horizon else None, following,
+                          self.floors)
+                for (layout, factors, policy), following in zip(evaluations, evaluated, strict=True))), day)
+        starts = self._pass(_InOnePass(tuple(
+            StartValue(layout, policy.q_functions[0].coefficients_, following, self.floors)
+            for (layout, _, policy), following in zip(evaluations, evaluated, strict=True))), 0)
+        return np.asarray(starts)
 
     def __call__(self, direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:
         return self.fit(-float(direction[0]), -float(direction[1]))
@@ -365,54 +398,64 @@ class RidgeSweeps:
         """(policies, n_bootstrap, 2) FQE (value, cost) of each policy on bootstrap replicates of the users: whole
         episodes drawn Poisson(1) times each by a salted hash of the user id (replicate b: salt
         "fqe-bootstrap-<b>/<random_state>"), so a replicate is a row weighting that every chunk applies on its own.
-        Each replicate's Gram matrices are computed and factorized once for all the policies."""
+        Every replicate's Gram matrices come from one Gram pass and every (replicate, policy) FQE from one backward
+        sweep, so the data are read as often as for one evaluation; memory holds n_bootstrap times the matrices."""
         if n_bootstrap < 1:
             raise InputError(f"n_bootstrap: must be >= 1, got {n_bootstrap}")
-        estimates = np.zeros((len(policies), n_bootstrap, 2))
-        for b in range(n_bootstrap):
-            layout = replace(self.layout, resample_salt=seeded_salt(f"fqe-bootstrap-{b}", random_state))
-            factors, _, _, _ = _factorized(self.data, layout, self.l2, check_episodes=False)
-            replicate = replace(self, layout=layout, factors=factors)
-            for index, policy in enumerate(policies):
-                estimates[index, b] = replicate.evaluate(policy)
-        return estimates
+        layouts = [replace(self.layout, resample_salt=seeded_salt(f"fqe-bootstrap-{b}", random_state))
+                   for b in range(n_bootstrap)]
+        factors, _, _, _ = _factorized(self.data, layouts, self.l2, check_episodes=False)
+        estimates = self._evaluate([(layout, replicate, policy) for layout, replicate in zip(layouts, factors,
+                                                                                             strict=True)
+                                    for policy in policies])
+        return estimates.reshape(n_bootstrap, len(policies), 2).transpose(1, 0, 2)
 
 
-def _merged_grams(data: Any, layout: TransitionLayout, check_episodes: bool) -> GramState:
-    """The Gram pass over the data; for a table, also refuses users whose days are not consecutive from 0 (one
-    table per day: holding two days' users at a time)."""
+def _merged_grams(data: Any, layouts: Sequence[TransitionLayout], check_episodes: bool) -> list[GramState]:
+    """The Gram pass of each layout, all in one pass over the data (one per day for a table per day); for a table,
+    also refuses users whose days are not consecutive from 0 (checked on the first layout's pass; one table per day:
+    holding two days' users at a time)."""
+    def grams(days: tuple[int, ...] | None = None) -> _InOnePass:
+        return _InOnePass(tuple(GramPass(layout, days, check_episodes and index == 0)
+                                for index, layout in enumerate(layouts)))
+
     if isinstance(data, Transitions):
-        return compute(GramPass(layout), data)
+        return list(compute(grams(), data))
+    columns = layouts[0].columns
     if not isinstance(data, list):
-        merged = compute(GramPass(layout, check_episodes=check_episodes), data, columns=layout.columns)
-        horizon = max(merged.users, default=-1) + 1
-        _refuse_episodes(merged.repeated, _broken_episodes([merged.users.get(day, np.zeros(0, np.uint64))
-                                                             for day in range(horizon)]).size)
+        merged = list(compute(grams(), data, columns=columns))
+        users = merged[0].users
+        horizon = max(users, default=-1) + 1
+        _refuse_episodes(merged[0].repeated, _broken_episodes([users.get(day, np.zeros(0, np.uint64))
+                                                                for day in range(horizon)]).size)
         return merged
-    merged, broken, yesterday = GramState(), np.zeros(0, dtype=np.uint64), None
+    merged, broken, yesterday = [GramState() for _ in layouts], np.zeros(0, dtype=np.uint64), None
     for day, table in enumerate(data):
-        state = compute(GramPass(layout, (day,), check_episodes), table, columns=layout.columns)
-        today = state.users.pop(day, np.zeros(0, dtype=np.uint64)) if check_episodes else None
+        states = compute(grams((day,)), table, columns=columns)
+        today = states[0].users.pop(day, np.zeros(0, dtype=np.uint64)) if check_episodes else None
         broken = np.union1d(broken, _broken_episodes([yesterday, today]))
-        merged, yesterday = merged.merge(state), today
-    _refuse_episodes(merged.repeated, broken.size)
+        merged = [before.merge(state) for before, state in zip(merged, states, strict=True)]
+        yesterday = today
+    _refuse_episodes(merged[0].repeated, broken.size)
     return merged
 
 
-def _factorized(data: Any, layout: TransitionLayout, l2: float, *, check_episodes: bool = True
-                ) -> tuple[tuple, tuple[float, float], int, int]:
-    """(Cholesky factors per day and action, floors, horizon, episodes) from one pass over the data."""
-    merged = _merged_grams(data, layout, check_episodes)
-    horizon = data.horizon if isinstance(data, Transitions) else max(merged.rows, default=-1) + 1
-    absent = [day for day in range(horizon) if not merged.rows.get(day)]
+def _factorized(data: Any, layouts: Sequence[TransitionLayout], l2: float, *, check_episodes: bool = True
+                ) -> tuple[list[tuple], tuple[float, float], int, int]:
+    """(Cholesky factors per day and action of each layout, floors, horizon, episodes) from one pass over the
+    data (floors, horizon and episodes do not depend on the row weights: those of the first layout)."""
+    merged = _merged_grams(data, layouts, check_episodes)
+    first = merged[0]
+    horizon = data.horizon if isinstance(data, Transitions) else max(first.rows, default=-1) + 1
+    absent = [day for day in range(horizon) if not first.rows.get(day)]
     if horizon == 0 or (absent and not isinstance(data, Transitions)):
         raise InputError(f"day: no transitions on day(s) {absent[:5] or [0]}; days must run 0..horizon-1")
-    p, identity = len(layout.states), np.eye(len(layout.states))
-    empty = np.zeros((len(layout.actions), p, p))
-    factors = tuple(tuple(cho_factor(gram + l2 * identity) for gram in merged.gram.get(day, empty))
-                    for day in range(horizon))
-    floors = tuple(0.0 if low >= 0 else -np.inf for low in merged.lowest)
-    return factors, floors, horizon, merged.rows.get(0, 0)
+    p, identity = len(layouts[0].states), np.eye(len(layouts[0].states))
+    empty = np.zeros((len(layouts[0].actions), p, p))
+    factors = [tuple(tuple(cho_factor(gram + l2 * identity) for gram in state.gram.get(day, empty))
+                     for day in range(horizon)) for state in merged]
+    floors = tuple(0.0 if low >= 0 else -np.inf for low in first.lowest)
+    return factors, floors, horizon, first.rows.get(0, 0)
 
 
 def ridge_sweeps(data: Transitions | Any | Sequence[Any], *, actions: Sequence | None = None, l2: float = 1e-8,
@@ -446,5 +489,5 @@ def ridge_sweeps(data: Transitions | Any | Sequence[Any], *, actions: Sequence |
         if missing:
             raise InputError(f"transitions: missing column(s) {missing}")
         data = tables
-    factors, floors, horizon, episodes = _factorized(data, layout, l2)
+    (factors,), floors, horizon, episodes = _factorized(data, [layout], l2)
     return RidgeSweeps(data, layout, factors, floors, horizon, episodes, l2)

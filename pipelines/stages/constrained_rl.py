@@ -153,13 +153,12 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     return _Learned(mixed, replicates, sweeps, actions, horizon, budget)
 
 
-def _mlp_in_memory(frame: pd.DataFrame, config: ConstrainedRLConfig, seed: int) -> _Learned:
+def _mlp_in_memory(frame: pd.DataFrame, config: ConstrainedRLConfig, weighted: bool, seed: int) -> _Learned:
     """Torch MLP Q-functions on the table read into memory; bootstrap over users by resampling whole episodes."""
     horizon = int(frame["day"].max()) + 1
     actions = list(face_values(frame, config.level_costs, column="action"))
     data = Transitions.from_frame(frame, actions, horizon)
     budget = config.budget / frame["user_id"].nunique() if config.budget is not None else config.budget_per_user
-    weighted = _weighted(config, data.propensity is not None)
     regressor = _mlp(seed)
     oracle = fqe_oracle(data, regressor=regressor, importance_weighted=weighted)
     mixed = maximize_under_budget(oracle, [budget])
@@ -178,7 +177,7 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     if config.q_model == "ridge":
         learned = _ridge_on_partitions(table, config, weighted, seed)
     else:
-        learned = _mlp_in_memory(table.compute().reset_index(drop=True), config, seed)
+        learned = _mlp_in_memory(table.compute().reset_index(drop=True), config, weighted, seed)
     mixed, oracle, actions, horizon, budget = (learned.mixed, learned.oracle, learned.actions, learned.horizon,
                                                learned.budget)
     mixture = np.tensordot(mixed.weights, learned.replicates, axes=1)  # (bootstrap, 2)

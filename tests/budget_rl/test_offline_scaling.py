@@ -172,3 +172,16 @@ def test_a_bootstrap_replicate_is_fqe_on_the_logs_with_each_episode_repeated_its
         chunked = ridge_sweeps(source, actions=actions, importance_weighted=importance_weighted)
         _same(chunked.replicates([policy], n_bootstrap=3, random_state=11), replicates)
     assert sweeps.episodes == chunked.episodes == 1_500
+
+
+def test_the_replicates_of_several_policies_in_one_sweep_equal_each_policy_on_its_own():
+    """All (replicate, policy) evaluations share one Gram pass and one backward sweep; each equals its own run."""
+    data = _rich_transitions(800, 3, seed=5)
+    policies = [fitted_q_iteration(data, 1.0, -0.5), fitted_q_iteration(data, 1.0, -2.0)]
+    with dask.config.set(scheduler="synchronous"):
+        source, actions = _sources(data)["per day"]
+        sweeps = ridge_sweeps(source, actions=actions)
+        together = sweeps.replicates(policies, n_bootstrap=2, random_state=4)
+        assert together.shape == (2, 2, 2)
+        for index, policy in enumerate(policies):
+            _same(together[index], sweeps.replicates([policy], n_bootstrap=2, random_state=4)[0])
