@@ -59,6 +59,11 @@ def user_split(config: BanditLogConfig, context: StageContext, columns: list[str
                      () if config.user_id else tuple(columns))
 
 
+def read_columns(config: BanditLogConfig, split: UserSplit, *features: str) -> list[str]:
+    """The log columns a bandit stage reads, each once: its role columns, the split's, then the features."""
+    return list(dict.fromkeys([*(name for name in config.log_roles().values() if name), *split.columns, *features]))
+
+
 def warn_row_split(stage: str) -> None:
     """Warn that, without a user id column, rows of one user may land on both sides of the split (and folds)."""
     warnings.warn(f"{stage}: {ROW_SPLIT_NOTE}", RowSplitWarning, stacklevel=3)
@@ -67,9 +72,7 @@ def warn_row_split(stage: str) -> None:
 def log_features(config: BanditLogConfig, logs) -> FeatureChoice:
     """The default features of the log (`logs`: a table or its schema): every column that is not an id, a timestamp,
     the arm, reward, propensity, user id or an excluded column."""
-    return choose_features(logs, roles={"arm": config.arm, "reward": config.reward,
-                                        "propensity": config.propensity, "user_id": config.user_id},
-                           exclude=config.exclude)
+    return choose_features(logs, roles=config.log_roles(), exclude=config.exclude)
 
 
 def resolve_features(config: BanditLogConfig, context: StageContext, logs) -> FeatureChoice:

@@ -39,7 +39,14 @@ from pipelines.execution import OnRows, run_statistic
 from pipelines.feature_columns import choose_features
 from pipelines.io import write_csv
 from pipelines.models import FittedPolicy, load_fitted_policy
-from pipelines.stages.bandit_data import BanditLogConfig, Split, log_features, user_split, warn_row_split
+from pipelines.stages.bandit_data import (
+    BanditLogConfig,
+    Split,
+    log_features,
+    read_columns,
+    user_split,
+    warn_row_split,
+)
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import read_table
 from pipelines.user_split import UserSplit
@@ -144,15 +151,11 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     split, in_sample = evaluation_split(config, context, fitted, list(logs.columns))
     if config.user_id is None or (split.side != "all" and split.user_id is None):
         warn_row_split("evaluate-policy")
-    roles = [config.user_id, config.arm, config.reward, config.propensity]
-    columns = list(dict.fromkeys([*(name for name in roles if name), *split.columns, *fitted.features,
-                                  *reward_features]))
-    logs = logs[columns]
+    logs = logs[read_columns(config, split, *fitted.features, *reward_features)]
     seed = context.stage_seed("evaluate-policy")
     # The reward model's encoder is fitted on the first partition (a chunk of users like any other).
     reward_encoder = ContextEncoder(reward_features).fit(logs.partitions[0].compute())
-    log_columns = {"arm": config.arm, "reward": config.reward, "propensity": config.propensity,
-                   "user_id": config.user_id}
+    log_columns = config.log_roles()
     read = EvaluationReader(LogReader(fitted.encoder, tuple(fitted.arms), **log_columns), reward_encoder)
     coefficients = None
     if any(name in NEEDS_REWARD_MODEL for name in estimators):

@@ -37,7 +37,14 @@ from pipelines.errors import InputError
 from pipelines.execution import OnRows, run_statistic
 from pipelines.io import atomic_output
 from pipelines.models import FittedPolicy, log_policy_model, save_policy_model
-from pipelines.stages.bandit_data import BanditLogConfig, Split, resolve_features, user_split, warn_row_split
+from pipelines.stages.bandit_data import (
+    BanditLogConfig,
+    Split,
+    read_columns,
+    resolve_features,
+    user_split,
+    warn_row_split,
+)
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import read_table
 
@@ -97,9 +104,7 @@ def fit_bandit(context: StageContext, config: FitBanditConfig) -> StageResult:
     split = user_split(config, context, list(logs.columns))
     if split.side != "all" and split.user_id is None:
         warn_row_split("fit-bandit")
-    roles = [config.user_id, config.arm, config.reward, config.propensity]
-    columns = list(dict.fromkeys([*(name for name in roles if name), *split.columns, *features]))
-    logs = logs[columns]
+    logs = logs[read_columns(config, split, *features)]
     started = time.perf_counter()
     counting = StatisticOf(functools.partial(_rows_and_arms, arm=config.arm), _merge_rows_and_arms)
     n_rows, arm_set = run_statistic(OnRows(counting, split.rows), logs)

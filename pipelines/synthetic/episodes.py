@@ -27,14 +27,14 @@ import pyarrow.parquet as pq
 
 from bandits import ContextEncoder
 from budget_rl.offline import Transitions
+from budget_rl.transitions import HISTORY_DECAYS, history_feature_names
 from pipelines.io import atomic_output
 from pipelines.synthetic.world import RECENT_WINDOW_DAYS, CampaignWorld, UserBlock, _sigmoid, stream
 
 EPISODE_STREAM = 5
-#: Purchase histories decayed at these rates stand in for the latent habit (whose decay the analyst does not know).
-HISTORY_DECAYS = (0.5, 0.9)
-DYNAMIC_FEATURES = ["recent_purchases", "purchased_yesterday", "active_yesterday", "day_share",
-                    *[f"purchases_decay_{d}" for d in HISTORY_DECAYS]]
+#: The history features before the last arm seen; purchase histories decayed at `HISTORY_DECAYS` stand in for the
+#: latent habit (whose decay the analyst does not know). Named as in `budget_rl.transitions`.
+DYNAMIC_FEATURES = history_feature_names([])
 
 #: policy(state features (n, p), day) -> arm index per user (n,)
 Policy = Callable[[np.ndarray, int], np.ndarray]
@@ -73,8 +73,7 @@ class CampaignEpisodes:
     @property
     def feature_names(self) -> list[str]:
         """Names of the state features, in column order."""
-        return [*self.encoder.feature_names_out_, *DYNAMIC_FEATURES,
-                *[f"last_arm_{label}" for label in self.world.arm_labels]]
+        return [*self.encoder.feature_names_out_, *history_feature_names(self.world.arm_labels)]
 
     def log(self, *, random_state: int = 0) -> Episodes:
         """The campaign under the world's logging policy, with each decision's propensity recorded."""
@@ -89,16 +88,7 @@ class CampaignEpisodes:
     def to_frame(self, episodes: Episodes) -> pd.DataFrame:
         """The transitions as a table: user_id, day, action (arm label), reward, cost, propensity (when logged),
         state_<feature> and next_<feature> (`budget_rl.offline.Transitions.from_frame` reads it back)."""
-        data = episodes.transitions
-        frame = pd.DataFrame({"user_id": data.user, "day": data.day,
-                              "action": np.asarray(self.world.arm_labels, dtype=object)[data.action],
-                              "reward": data.reward, "cost": data.cost})
-        if data.propensity is not None:
-            frame["propensity"] = data.propensity
-        names = self.feature_names
-        states = pd.DataFrame(data.state, columns=[f"state_{name}" for name in names])
-        nexts = pd.DataFrame(data.next_state, columns=[f"next_{name}" for name in names])
-        return pd.concat([frame, states, nexts], axis=1)
+        return episodes.transitions.to_frame(actions=self.world.arm_labels, feature_names=self.feature_names)
 
     @property
     def n_arms(self) -> int:
