@@ -1,0 +1,256 @@
+"""Scale of the constrained-RL path from decision logs on disk: `campaign build-transitions`, then `campaign
+constrained-rl` (ridge Q-functions through Dask), at 10^6 and 10^7 users x 14 days (issue 18).
+
+Goals (this 2-core machine): 10^7 users x 14 days (1.4 x 10^8 transitions): build-transitions under 5 minutes,
+constrained-rl under 15 minutes, peak RSS under 6 GB; 10^6 users x 14 days: each stage under 2 minutes.
+
+Each stage runs as a user runs it, through the CLI (`pipelines.cli.main`, in-process Dask cluster, MLflow tracking
+to a sqlite store under the data folder), in a fresh subprocess of the harness, so its peak RSS is the whole
+process's. constrained-rl: `--q-model ridge --budget-per-user 4`, default bootstrap (20), importance weighting
+(the logs carry propensities). Besides the stage's wall time the subprocess wraps, without changing them, the
+stage's ridge entry points with timers: the checks and Gram pass (`ridge_sweeps`), each oracle call
+(`RidgeSweeps.fit`: one backward sweep, T + 1 passes), the bootstrap (`RidgeSweeps.replicates`) and the
+fixed-multiplier baseline (`fixed_multiplier_policy`, whose bisection calls the oracle too). The MLflow metric
+`oracle_calls` is the column generation's count; "sweeps" counts every `fit` call, the baseline's included.
+
+Data: a numpy generator with a known structure, written once per size under `benchmarks/.data/rl_scale/`, block
+by block of 500,000 users (memory-flat), each block from its own seeded stream:
+
+- users: `user_id`, `x0`..`x4` (standard normal), `region` (4 levels, uniform);
+- each day each user is contacted with probability 0.8; the level is drawn by a logging policy targeted on `x0`
+  and `x1` (softmax, mixed with 5% uniform), its probability logged as `propensity`;
+- purchase probability: sigmoid(-1.8 + 0.4 x2 - 0.3 x3 + 0.3 [region = north] + lift(level) (1 + 0.5 tanh x1)
+  + 0.5 habit), habit(t + 1) = 0.7 habit(t) + purchase(t); a user not contacted buys at the control rate and the
+  purchase is not logged (it is not a decision);
+- levels and face values (paid on a purchase): control 0, free_shipping 3, discount_5 5, cashback_10 10.
+
+Logs are one parquet file per (day, block) (`logs/part-dDD-bBBBBB.parquet`): a day's decisions are in that day's
+files, as a daily export writes them.
+
+    python -m benchmarks.bench_rl_scale --users 1000000              # 10^6 x 14 (data about 1 minute)
+    python -m benchmarks.bench_rl_scale --users 10000000             # 10^7 x 14 (data about 15 minutes)
+    python -m benchmarks.bench_rl_scale --users 10000000 --stages build-transitions
+    python -m benchmarks.bench_rl_scale --users 1000000 --delete-data  # remove the size's data afterwards
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks._harness import (
+    DATA_DIR,
+    GIB,
+    command_line,
+    measure_in_subprocess,
+    mib,
+    save_results,
+    settings,
+    table,
+    tree_size,
+)
+
+DAYS = 14
+BLOCK_USERS = 500_000
+LEVELS = {"control": 0.0, "free_shipping": 3.0, "discount_5": 5.0, "cashback_10": 10.0}
+LIFT = np.array([0.0, 0.25, 0.4, 0.6])  # logit lift of each level on a purchase
+TARGETING = np.array([[0.0, 0.5, -0.3, 0.8], [0.0, -0.4, 0.6, 0.2]])  # logging scores per unit of x0, x1
+REGIONS = np.array(["north", "south", "east", "west"], dtype=object)
+CONTACT_RATE, EPSILON = 0.8, 0.05
+BASE_LOGIT, HABIT_DECAY, HABIT_EFFECT = -1.8, 0.7, 0.5
+BUDGET_PER_USER = 4.0
+STAGES = ("build-transitions", "constrained-rl")
+#: Goals per users: stage -> (seconds, peak RSS bytes or None).
+GOALS = {1_000_000: {"build-transitions": (120.0, None), "constrained-rl": (120.0, None)},
+         10_000_000: {"build-transitions": (300.0, 6 * GIB), "constrained-rl": (900.0, 6 * GIB)}}
+
+
+def data_folder(n_users: int) -> Path:
+    return DATA_DIR / "rl_scale" / f"users_{n_users}"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def write_block(folder: Path, block: int, n_users: int, seed: int) -> None:
+    """Users `block * BLOCK_USERS ...` (n_users of them): their users file and their 14 daily log files, each
+    written to a temporary name and renamed when complete."""
+    rng = np.random.default_rng([seed, block])
+    ids = block * BLOCK_USERS + np.arange(n_users, dtype=np.int64)
+    x = rng.normal(size=(n_users, 5))
+    region = rng.integers(0, REGIONS.size, n_users)
+    users = {"user_id": ids, **{f"x{j}": x[:, j] for j in range(5)}, "region": REGIONS[region]}
+    files = {folder / "users" / f"part-b{block:05d}.parquet": pa.table(users)}
+    face = np.array(list(LEVELS.values()))
+    names = np.array(list(LEVELS), dtype=object)
+    scores = x[:, :2] @ TARGETING
+    logging = np.exp(scores - scores.max(axis=1, keepdims=True))
+    logging = (1 - EPSILON) * logging / logging.sum(axis=1, keepdims=True) + EPSILON / len(LEVELS)
+    cumulative = np.cumsum(logging, axis=1)
+    base = BASE_LOGIT + 0.4 * x[:, 2] - 0.3 * x[:, 3] + 0.3 * (region == 0)
+    response = 1.0 + 0.5 * np.tanh(x[:, 1])
+    habit = np.zeros(n_users)
+    for day in range(DAYS):
+        contacted = rng.random(n_users) < CONTACT_RATE
+        level = (rng.random(n_users)[:, None] > cumulative).sum(axis=1).clip(max=len(LEVELS) - 1)
+        level[~contacted] = 0
+        purchased = rng.random(n_users) < _sigmoid(base + LIFT[level] * response + HABIT_EFFECT * habit)
+        habit = HABIT_DECAY * habit + purchased
+        rows = np.flatnonzero(contacted)
+        files[folder / "logs" / f"part-d{day:02d}-b{block:05d}.parquet"] = pa.table({
+            "user_id": ids[rows], "day": np.full(rows.size, day, dtype=np.int64), "arm": names[level[rows]],
+            "reward": purchased[rows].astype(np.float64), "cost": face[level[rows]] * purchased[rows],
+            "propensity": logging[rows, level[rows]]})
+    for file, content in files.items():
+        temporary = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+        pq.write_table(content, temporary, compression="zstd")
+        os.replace(temporary, file)
+
+
+def ensure_data(n_users: int, seed: int) -> Path:
+    """The size's users table and logs under `data_folder(n_users)`, writing the blocks that are missing."""
+    folder = data_folder(n_users)
+    for name in ("users", "logs"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    blocks = -(-n_users // BLOCK_USERS)
+    for block in range(blocks):
+        wanted = [folder / "users" / f"part-b{block:05d}.parquet",
+                  *(folder / "logs" / f"part-d{day:02d}-b{block:05d}.parquet" for day in range(DAYS))]
+        if all(file.exists() for file in wanted):
+            continue
+        started = time.perf_counter()
+        write_block(folder, block, min(BLOCK_USERS, n_users - block * BLOCK_USERS), seed)
+        print(f"[rl_scale] block {block + 1}/{blocks} written ({time.perf_counter() - started:.1f} s)", flush=True)
+    return folder
+
+
+def _metrics(tracking_uri: str, stage: str) -> dict:
+    """The metrics of the newest run of `stage` in the benchmark's experiment (names without a stage prefix)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["rl-scale"], order_by=["attribute.start_time DESC"])
+    for _, run in runs.iterrows():
+        found = {column.removeprefix("metrics.").removeprefix(f"{stage}."): run[column] for column in runs.columns
+                 if column.startswith("metrics.") and run[column] == run[column]}
+        if stage == "constrained-rl" and "oracle_calls" in found or stage == "build-transitions" and \
+                "transitions" in found:
+            return {key: float(value) for key, value in found.items()}
+    return {}
+
+
+def _timed(owner: object, name: str, record: list) -> None:
+    """Replace `owner.name` by the same function that appends (name, seconds) to `record` per call."""
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            record.append((name, time.perf_counter() - started))
+
+    setattr(owner, name, timed)
+
+
+def measure(stage: str, n_users: int, seed: int) -> dict:
+    """One stage through the CLI (subprocess side), from the data folder; returns its wall time, breakdown and
+    MLflow metrics."""
+    import budget_rl.ridge_statistics
+    import pipelines.stages.constrained_rl
+    from pipelines.cli import main
+
+    folder = data_folder(n_users)
+    os.chdir(folder)  # MLflow artifacts land under the data folder
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    common = ["--experiment", "rl-scale", "--tracking-uri", tracking_uri, "--seed", str(seed)]
+    record: list = []
+    if stage == "build-transitions":
+        argv = ["build-transitions", "--logs", str(folder / "logs"), "--users", str(folder / "users"),
+                "--out", str(folder / "transitions"), *common]
+    else:
+        _timed(pipelines.stages.constrained_rl, "ridge_sweeps", record)
+        _timed(pipelines.stages.constrained_rl, "fixed_multiplier_policy", record)
+        _timed(budget_rl.ridge_statistics.RidgeSweeps, "fit", record)
+        _timed(budget_rl.ridge_statistics.RidgeSweeps, "replicates", record)
+        argv = ["constrained-rl", "--transitions", str(folder / "transitions"), "--out", str(folder / "policy"),
+                "--q-model", "ridge", "--budget-per-user", str(BUDGET_PER_USER), *common]
+    started = time.perf_counter()
+    code = main(argv)
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"campaign {stage} exited with code {code}")
+    sweeps = [seconds for name, seconds in record if name == "fit"]
+    return {"stage": stage, "n_users": n_users, "days": DAYS, "wall_s": wall, "metrics": _metrics(tracking_uri, stage),
+            "sweeps": len(sweeps), "sweep_s": sweeps,
+            "gram_pass_s": sum(s for name, s in record if name == "ridge_sweeps"),
+            "bootstrap_s": sum(s for name, s in record if name == "replicates"),
+            "fixed_multiplier_s": sum(s for name, s in record if name == "fixed_multiplier_policy")}
+
+
+def _row(run: dict) -> list:
+    goal_s, goal_bytes = GOALS.get(run["n_users"], {}).get(run["stage"], (None, None))
+    met = goal_s is not None and run["wall_s"] < goal_s and (goal_bytes is None or run["peak_rss_bytes"] < goal_bytes)
+    metrics = run["metrics"]
+    if run["stage"] == "constrained-rl":
+        calls = int(metrics.get("oracle_calls", 0))
+        per_call = np.median(run["sweep_s"]) if run["sweep_s"] else float("nan")
+        detail = (f"oracle calls {calls} (sweeps in all {run['sweeps']}, {per_call:.1f} s each); Gram pass "
+                  f"{run['gram_pass_s']:.0f} s; bootstrap {run['bootstrap_s']:.0f} s; fixed multiplier "
+                  f"{run['fixed_multiplier_s']:.0f} s")
+    else:
+        detail = f"{int(metrics.get('decisions', 0)):,} decisions; output {mib(run.get('output_bytes', 0))}"
+    return [run["stage"], f"{run['n_users']:,} x {run['days']}", f"{run['wall_s']:.1f}", mib(run["peak_rss_bytes"]),
+            f"{run['other_load_cores']:.2f}", detail, "" if goal_s is None else ("met" if met else "NOT met")]
+
+
+def run(n_users: int, stages: Sequence[str], seed: int) -> dict:
+    started = time.perf_counter()
+    folder = ensure_data(n_users, seed)
+    print(f"[rl_scale] data ready ({time.perf_counter() - started:.0f} s): logs {mib(tree_size(folder / 'logs'))}, "
+          f"users {mib(tree_size(folder / 'users'))}", flush=True)
+    runs = {}
+    for stage in stages:
+        print(f"[rl_scale] {stage} at {n_users:,} users ...", flush=True)
+        runs[stage] = measure_in_subprocess("benchmarks.bench_rl_scale:measure", stage=stage, n_users=n_users,
+                                            seed=seed)
+        if stage == "build-transitions":
+            runs[stage]["output_bytes"] = tree_size(folder / "transitions")
+    print(table(["stage", "users x days", "seconds", "peak RSS", "other load (cores)", "detail", "goal"],
+                [_row(r) for r in runs.values()]))
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-wait", type=float, default=180.0,
+                        help="seconds to wait for a quiet machine before each stage")
+    parser.add_argument("--data-only", action="store_true", help="write the data and stop")
+    parser.add_argument("--delete-data", action="store_true", help="remove the size's data folder afterwards")
+    args = parser.parse_args(argv)
+    settings["max_quiet_wait_s"] = args.max_wait
+    if args.data_only:
+        ensure_data(args.users, args.seed)
+        return {}
+    runs = run(args.users, args.stages, args.seed)
+    save_results(f"rl_scale_{args.users}_{'_'.join(args.stages)}", command_line("benchmarks.bench_rl_scale", argv),
+                 {"runs": runs})
+    if args.delete_data:
+        shutil.rmtree(data_folder(args.users))
+    return runs
+
+
+if __name__ == "__main__":
+    main()
