@@ -17,6 +17,7 @@ id is counted as missing, not refused as a float type).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -343,6 +344,17 @@ def scan_values(path: Path | str, schema: Schema, to_scan: list[Column], *, colu
 def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = None) -> dd.DataFrame:
     """Open a parquet or CSV file or folder as a Dask DataFrame after validating it against `schema`."""
     return scan_values(path, schema, inspect_table(path, schema, columns=columns), columns=columns)
+
+
+def day_tables(path: Path | str, table: dd.DataFrame, column: str, days: Sequence[int]) -> list[dd.DataFrame]:
+    """One Dask frame per day of a table opened by `read_table` (same columns): for parquet, read with a filter on
+    the day column, so files and row groups whose statistics exclude the day are skipped (a table written one day
+    per file, as `build-transitions` writes it, is read once over all days); for CSV, a filter on the whole table."""
+    if csv_files(Path(path)) is not None:
+        return [table[table[column] == day] for day in days]
+    frames = [dd.read_parquet(path, columns=list(table.columns), filters=[(column, "==", int(day))], index=False)
+              for day in days]
+    return [frame[frame[column] == day] for frame, day in zip(frames, days, strict=True)]
 
 
 def validate_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:

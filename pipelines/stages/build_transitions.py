@@ -43,7 +43,7 @@ from pipelines.progress import progress
 from pipelines.stages.levels import face_values
 from pipelines.stages.log_columns import LogSection
 from pipelines.stages.registry import StageContext, StageResult, register_stage
-from pipelines.tables import USERS, read_table
+from pipelines.tables import USERS, day_tables, read_table
 
 #: Users-table columns that are never state features when `features` is none and no select-features ran.
 NOT_FEATURES = ["user_id", "segment"]
@@ -148,8 +148,9 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
     contacted = 0
     with atomic_output(config.out) as temporary:
         temporary.mkdir(parents=True)
-        for day in progress(range(horizon), "building transitions day by day"):
-            decisions = logs[logs[config.day] == first + day][columns].compute()
+        days = day_tables(config.logs, logs[[config.day, *columns]], config.day, range(first, first + horizon))
+        for day, decisions in progress(enumerate(days), "building transitions day by day", total=horizon):
+            decisions = decisions[columns].compute()
             index, _ = check.user_index(decisions[config.user_id].to_numpy())
             codes = pd.Categorical(decisions[config.arm].astype(str), categories=list(levels)).codes
             rows, history = transition_day(

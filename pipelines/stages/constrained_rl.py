@@ -39,7 +39,7 @@ from pipelines.io import atomic_output
 from pipelines.models import FittedMixedPolicy, mixed_policy_arguments, quiet_pyfunc
 from pipelines.stages.levels import face_values
 from pipelines.stages.registry import StageContext, StageResult, register_stage
-from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, csv_files, read_table
+from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, csv_files, day_tables, read_table
 
 TRANSITIONS = Schema(
     "transitions",
@@ -140,13 +140,14 @@ def _weighted(config: ConstrainedRLConfig, has_propensity: bool) -> bool:
 
 def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, seed: int) -> _Learned:
     """Ridge FQI/FQE from sufficient statistics: one pass for the levels, one for the Gram matrices, then each oracle
-    call reads the table one day at a time (a day filter per pass); bootstrap replicates weight whole episodes."""
+    call reads the table one day at a time (`day_tables`: a parquet table written one day per file is read once per
+    sweep); bootstrap replicates weight whole episodes."""
     levels, days = run_statistic(StatisticOf(_level_summary, _merge_levels), table,
                                  columns=["day", "action", "reward", "cost"])
     actions = list(_face_values(levels, config.level_costs))
     horizon = max(days) + 1
-    sweeps = ridge_sweeps([Partitions(table[table["day"] == day]) for day in range(horizon)], actions=actions,
-                          importance_weighted=weighted)
+    sweeps = ridge_sweeps([Partitions(day) for day in day_tables(config.transitions, table, "day", range(horizon))],
+                          actions=actions, importance_weighted=weighted)
     budget = config.budget / sweeps.episodes if config.budget is not None else config.budget_per_user
     mixed = maximize_under_budget(sweeps, [budget])
     replicates = sweeps.replicates(mixed.components, n_bootstrap=config.bootstrap, random_state=seed)
