@@ -6,8 +6,17 @@ and the state after it. `transition_day` turns one day's decisions into that day
 the history of every user lives in arrays indexed by user (0..n_users - 1), so the logs are read one day at a time
 and never regrouped by user.
 
-A user without a decision on a day was not contacted: the action is the no-contact level (a zero-cost level) with
-propensity 1 (the campaign's choice not to contact is not randomized), reward 0 and cost 0.
+A user without a decision on a day gets reward 0 and cost 0, and one of two rules for the action (`absent`):
+
+- `inactive` (for logs that record a decision when the user comes, as the platform's serving does): the user did
+  not come, so no level would have changed that day's reward, cost or next state. The row carries a level drawn
+  uniformly (`absent_draw`, a salted hash of user and day) with propensity 1 / levels: weighted by 1 / propensity,
+  each level's regression then sees these days in their share of the population, and a level's Q-function is the
+  expected outcome of sending it to every user of the day, active or not, which is what executing a policy does.
+  Labelling them all with the no-contact level instead would make no contact look worse than it is and every
+  coupon better (its rows would all be users who came).
+- `not_contacted` (for campaigns that decide for every user and log only contacts): the action is the no-contact
+  level (a zero-cost level) with propensity 1 (the choice not to contact is not randomized).
 
 History features, in this order, computed before the day's decision (a purchase is a decision with reward > 0):
 
@@ -116,11 +125,13 @@ class DayTransitions:
 
 
 def transition_day(history: UserHistory, decisions: DayDecisions, *, n_levels: int, no_contact_level: int,
-                   horizon: int) -> tuple[DayTransitions, UserHistory]:
+                   horizon: int, absent_draw: np.ndarray | None = None) -> tuple[DayTransitions, UserHistory]:
     """That day's transitions for every user and the history before the next day.
 
-    Users without a decision get `no_contact_level` with propensity 1, reward 0 and cost 0. Refuses (InputError)
-    a user index outside the users, a level code outside 0..n_levels-1, and a user with two decisions on the day.
+    Users without a decision get reward 0 and cost 0 and, with `absent_draw` (n_users,) uniform numbers in [0, 1),
+    the level floor(draw x n_levels) with propensity 1 / n_levels (the `inactive` rule of the module docstring);
+    without it, `no_contact_level` with propensity 1 (`not_contacted`). Refuses (InputError) a user index outside
+    the users, a level code outside 0..n_levels-1, and a user with two decisions on the day.
     """
     n = history.n_users
     user = np.asarray(decisions.user, dtype=np.int64)
@@ -137,12 +148,16 @@ def transition_day(history: UserHistory, decisions: DayDecisions, *, n_levels: i
     if (counts > 1).any():
         raise InputError(f"user_id: {int((counts > 1).sum())} users have two or more decisions on day "
                          f"{history.day}, e.g. user index {int(np.argmax(counts > 1))}")
-    action = np.full(n, no_contact_level, dtype=np.int64)
+    if absent_draw is None:
+        action, absent_propensity = np.full(n, no_contact_level, dtype=np.int64), 1.0
+    else:
+        action = np.minimum((np.asarray(absent_draw) * n_levels).astype(np.int64), n_levels - 1)
+        absent_propensity = 1.0 / n_levels
     reward, cost = np.zeros(n), np.zeros(n)
     action[user], reward[user], cost[user] = level, decisions.reward, decisions.cost
     propensity = None
     if decisions.propensity is not None:
-        propensity = np.ones(n)
+        propensity = np.full(n, absent_propensity)
         propensity[user] = decisions.propensity
     state = history.features(n_levels, horizon)
 

@@ -16,7 +16,7 @@ then the history features of `budget_rl.transitions`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ from budget_rl.transitions import (
     history_feature_names,
     transition_day,
 )
+from campaign_core import salted_uniform, seeded_salt
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
 from pipelines.execution import run_statistic
@@ -64,8 +65,12 @@ class BuildTransitionsConfig(LogSection):
     level_costs: dict[str, float] | None = Field(None, description="level -> face value paid on a response; every "
                                                                    "logged level must be here (none: the mean cost "
                                                                    "of each level's rewarded decisions)")
-    no_contact: str | None = Field(None, description="level of a user without a decision on a day (none: the "
-                                                     "zero-cost level, the first by name if several)")
+    absent: Literal["inactive", "not_contacted"] = Field(
+        "inactive", description="a user without a decision on a day: inactive (did not come; no level would have "
+                                "changed the day: a level drawn uniformly by a salted hash, propensity 1 / levels) "
+                                "or not_contacted (the no_contact level, propensity 1)")
+    no_contact: str | None = Field(None, description="level of a user not contacted (absent: not_contacted; none: "
+                                                     "the zero-cost level, the first by name if several)")
     decays: list[float] = Field(list(HISTORY_DECAYS), description="daily decays of the purchase-count history "
                                                                   "features, each in [0, 1)")
 
@@ -139,6 +144,7 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
     levels = _levels(config, summary.levels)
     no_contact = _no_contact(config, levels)
     history = UserHistory.start(ids.size, decays=config.decays)
+    seed = context.stage_seed("build-transitions")
     encoder = ContextEncoder(features).fit(frame) if features else None
     static = encoder.transform(frame) if encoder is not None else np.zeros((ids.size, 0))
     static_names = [str(name) for name in encoder.feature_names_out_] if encoder is not None else []
@@ -153,24 +159,28 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
             decisions = decisions[columns].compute()
             index, _ = check.user_index(decisions[config.user_id].to_numpy())
             codes = pd.Categorical(decisions[config.arm].astype(str), categories=list(levels)).codes
+            draw = salted_uniform(ids, seeded_salt(f"absent-day-{day}", seed)) if config.absent == "inactive" else None
             rows, history = transition_day(
                 history, DayDecisions(index, codes, decisions[config.reward].to_numpy(dtype=np.float64),
                                       decisions[config.cost].to_numpy(dtype=np.float64),
                                       decisions[config.propensity].to_numpy(dtype=np.float64)
                                       if has_propensity else None),
-                n_levels=len(levels), no_contact_level=no_contact, horizon=horizon)
+                n_levels=len(levels), no_contact_level=no_contact, horizon=horizon, absent_draw=draw)
             contacted += len(decisions)
             pq.write_table(_day_table(rows, ids, level_names, static, static_names, history_names, has_propensity),
                            temporary / f"part-{day:05d}.parquet", compression="zstd")
     state_names = [*static_names, *history_names]
+    absent_rule = (f"inactive (a level drawn uniformly, propensity 1/{len(levels)})" if config.absent == "inactive"
+                   else f"not contacted ({level_names[no_contact]}, propensity 1)")
     context.log.params({"user_features": ",".join(features), "levels": ",".join(levels),
-                        "no_contact_level": str(level_names[no_contact]), "first_day": first, "horizon": horizon,
+                        "absent": config.absent, "no_contact_level": str(level_names[no_contact]),
+                        "first_day": first, "horizon": horizon,
                         "state_features": ",".join(state_names)})
     context.log.metrics({"users": int(ids.size), "days": horizon, "decisions": contacted,
                          "transitions": int(ids.size) * horizon, "state_features": len(state_names),
                          "contacted_share": contacted / max(ids.size * horizon, 1)})
     return StageResult(summary={"transitions": f"{ids.size} users x {horizon} days",
                                 "state": f"{len(static_names)} user + {len(history_names)} history features",
-                                "no contact": f"{level_names[no_contact]} (propensity 1)"},
+                                "days without a decision": absent_rule},
                        outputs={"transitions": config.out},
                        data={"transitions": config.out, "state_features": state_names, "levels": levels})

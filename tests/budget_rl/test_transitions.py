@@ -25,6 +25,26 @@ def _run(days: list[DayDecisions], n_users: int, n_levels: int = 2):
     return out, history
 
 
+def test_inactive_users_carry_a_uniform_level_that_changes_nothing():
+    # 4 users, levels 0..3; user 1 has a decision, the others did not come: each gets floor(draw x 4) with
+    # propensity 1/4, nothing bought or paid, and no history changes (their last level stays "none")
+    decisions = DayDecisions(np.array([1]), np.array([2]), np.array([1.0]), np.array([5.0]), np.array([0.4]))
+    draw = np.array([0.0, 0.99, 0.5, 0.9999])
+    rows, after = transition_day(UserHistory.start(4), decisions, n_levels=4, no_contact_level=0, horizon=2,
+                                 absent_draw=draw)
+    np.testing.assert_array_equal(rows.action, [0, 2, 2, 3])
+    np.testing.assert_array_equal(rows.propensity, [0.25, 0.4, 0.25, 0.25])
+    np.testing.assert_array_equal(rows.reward, [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(after.last_level, [-1, 2, -1, -1])
+    np.testing.assert_array_equal(after.active_yesterday, [False, True, False, False])
+    # the same day under the not-contacted rule: the no-contact level, propensity 1; the same history
+    plain_rows, plain_after = transition_day(UserHistory.start(4), decisions, n_levels=4, no_contact_level=0,
+                                             horizon=2)
+    np.testing.assert_array_equal(plain_rows.action, [0, 2, 0, 0])
+    np.testing.assert_array_equal(plain_rows.propensity, [1.0, 0.4, 1.0, 1.0])
+    np.testing.assert_array_equal(plain_rows.next_state, rows.next_state)
+
+
 def test_history_features_by_hand():
     # 3 users, 3 days, levels 0 (no contact) and 1; window 2 days, decay 0.5.
     # day 0: user 0 gets level 1 and buys; user 2 gets level 0, no purchase; user 1 not contacted.

@@ -39,9 +39,13 @@ def test_transitions_agree_with_the_logged_decisions_and_the_simulator(small_cam
     assert (rows["action"] == rows["arm"]).all()
     for column in ("reward", "cost", "propensity"):
         np.testing.assert_array_equal(rows[column], rows[f"{column}_log"])
-    # no decision (the simulator's inactive users): no contact, propensity 1, nothing bought or paid
+    # no decision (the simulator's inactive users): a level drawn uniformly with propensity 1/4, nothing bought or
+    # paid (the default rule, `absent: inactive`)
     quiet = merged[~logged]
-    assert (quiet["action"] == "control").all() and (quiet["propensity"] == 1).all()
+    assert (quiet["propensity"] == 0.25).all()
+    shares = quiet["action"].value_counts(normalize=True)
+    assert set(shares.index) == {"control", "free_shipping", "discount_5", "cashback_10"}
+    assert (shares - 0.25).abs().max() < 4 * np.sqrt(0.25 * 0.75 / len(quiet))
     assert not quiet["reward"].any() and not quiet["cost"].any()
     # the history: the log's own recent-purchase count, and the simulator's latent habit h(t + 1) = d h(t) + purchase
     np.testing.assert_allclose(rows["state_recent_purchases"] * 7, rows["recent_purchases"])
