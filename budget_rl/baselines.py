@@ -20,7 +20,7 @@ import pandas as pd
 
 from budget_rl.allocation import allocate
 from budget_rl.mixed import MixedPolicy, Oracle
-from budget_rl.offline import Regressor, RidgeQ, Transitions, step_weight
+from budget_rl.offline import Regressor, RidgeQ, Transitions, one_step_models
 
 
 def game_theoretic_mixture(oracle: Oracle, limit: float, *, iterations: int = 100, lambda_max: float = 10.0,
@@ -99,11 +99,5 @@ def myopic_allocator(data: Transitions, budget_per_user: float, *, regressor: Re
                      importance_weighted: bool = False) -> MyopicAllocator:
     """The day-by-day two-stage allocator fitted on the logs; `budget_per_user` covers the whole campaign.
     importance_weighted as in `budget_rl.offline.fitted_q_iteration`."""
-    reward_models, cost_models = [], []
-    for day in range(data.horizon):
-        rows = data.on_day(day)
-        weight = step_weight(data, rows, importance_weighted)
-        for models, signal in ((reward_models, data.reward), (cost_models, data.cost)):
-            models.append(regressor().fit(data.state[rows], data.action[rows], signal[rows], data.n_actions,
-                                          weight=weight))
-    return MyopicAllocator(tuple(reward_models), tuple(cost_models), budget_per_user / data.horizon)
+    reward_models, cost_models = one_step_models(data, regressor=regressor, importance_weighted=importance_weighted)
+    return MyopicAllocator(reward_models, cost_models, budget_per_user / data.horizon)

@@ -245,27 +245,72 @@ def fitted_q_iteration(data: Transitions, reward_weight: float, cost_weight: flo
     return GreedyQPolicy(tuple(q_functions))
 
 
+def _fqe_sweep(data: Transitions, policy: GreedyQPolicy, signal: np.ndarray, regressor: Regressor,
+               importance_weighted: bool) -> tuple[tuple, float]:
+    """FQE of one signal: the per-day Q-functions of `policy` for it (day 0 first) and their mean start value."""
+    floor = 0.0 if signal.min() >= 0 else -np.inf  # a non-negative signal (cost) has non-negative values
+    q_functions: list = [None] * data.horizon
+    q_next = None
+    for day in reversed(range(data.horizon)):
+        rows = data.on_day(day)
+        target = signal[rows].copy()
+        if q_next is not None:
+            following = data.next_state[rows]
+            predicted = q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
+            target += np.maximum(predicted, floor)
+        q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions,
+                                 weight=step_weight(data, rows, importance_weighted))
+        q_functions[day] = q_next
+    first = data.state[data.on_day(0)]
+    start = q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)]
+    return tuple(q_functions), float(np.maximum(start, floor).mean())
+
+
 def fitted_q_evaluation(data: Transitions, policy: GreedyQPolicy, *, regressor: Regressor = RidgeQ,
                         importance_weighted: bool = False) -> np.ndarray:
     """(value, cost) per episode of `policy`: mean over the logged first-day states of the day-0 Q-functions (one
     for reward, one for cost) at the policy's action. importance_weighted as in `fitted_q_iteration`."""
-    estimates = []
-    for signal in (data.reward, data.cost):
-        floor = 0.0 if signal.min() >= 0 else -np.inf  # a non-negative signal (cost) has non-negative values
-        q_next = None
-        for day in reversed(range(data.horizon)):
-            rows = data.on_day(day)
-            target = signal[rows].copy()
-            if q_next is not None:
-                following = data.next_state[rows]
-                predicted = q_next.predict(following)[np.arange(len(rows)), policy.act(following, day + 1)]
-                target += np.maximum(predicted, floor)
-            q_next = regressor().fit(data.state[rows], data.action[rows], target, data.n_actions,
-                                     weight=step_weight(data, rows, importance_weighted))
-        first = data.state[data.on_day(0)]
-        start = q_next.predict(first)[np.arange(len(first)), policy.act(first, 0)]
-        estimates.append(float(np.maximum(start, floor).mean()))
-    return np.asarray(estimates)
+    return np.asarray([_fqe_sweep(data, policy, signal, regressor, importance_weighted)[1]
+                       for signal in (data.reward, data.cost)])
+
+
+@dataclass(frozen=True)
+class EvaluatedPolicy:
+    """A greedy policy with its FQE Q-functions per day: `value_q[t]` and `cost_q[t]` predict, for day t's states
+    (n, p), the expected purchases and spend per user from day t to the end, (n, actions), when the day's action
+    is taken and the policy followed afterwards; `measurement` is its (value, cost) per episode from day 0.
+    What `budget_rl.pacing` re-plans from each day."""
+
+    policy: GreedyQPolicy
+    value_q: tuple
+    cost_q: tuple
+    measurement: np.ndarray
+
+
+def evaluated_policy(data: Transitions, reward_weight: float, cost_weight: float, *, regressor: Regressor = RidgeQ,
+                     importance_weighted: bool = False) -> EvaluatedPolicy:
+    """The greedy policy for reward_weight * r + cost_weight * c (`fitted_q_iteration`) with its per-day FQE
+    Q-functions of value and cost (the ones `fitted_q_evaluation` fits)."""
+    policy = fitted_q_iteration(data, reward_weight, cost_weight, regressor=regressor,
+                                importance_weighted=importance_weighted)
+    (value_q, value), (cost_q, cost) = (_fqe_sweep(data, policy, signal, regressor, importance_weighted)
+                                        for signal in (data.reward, data.cost))
+    return EvaluatedPolicy(policy, value_q, cost_q, np.array([value, cost]))
+
+
+def one_step_models(data: Transitions, *, regressor: Regressor = RidgeQ,
+                    importance_weighted: bool = False) -> tuple[tuple, tuple]:
+    """Per day, the regressions of the day's reward and of its cost alone on the state, per action: (reward
+    models, cost models), each a tuple over days whose `predict(states)` gives (n, actions) expected purchases and
+    spend of that day only. importance_weighted as in `fitted_q_iteration`."""
+    reward_models, cost_models = [], []
+    for day in range(data.horizon):
+        rows = data.on_day(day)
+        weight = step_weight(data, rows, importance_weighted)
+        for models, signal in ((reward_models, data.reward), (cost_models, data.cost)):
+            models.append(regressor().fit(data.state[rows], data.action[rows], signal[rows], data.n_actions,
+                                          weight=weight))
+    return tuple(reward_models), tuple(cost_models)
 
 
 @dataclass(frozen=True)

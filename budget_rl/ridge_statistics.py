@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import poisson
 
-from budget_rl.offline import GreedyQPolicy, RidgeQ, Transitions
+from budget_rl.offline import EvaluatedPolicy, GreedyQPolicy, RidgeQ, Transitions
 from campaign_core import (
     InputError,
     SelfMerging,
@@ -357,15 +357,35 @@ class RidgeSweeps:
     def fit(self, reward_weight: float, cost_weight: float) -> tuple[GreedyQPolicy, np.ndarray]:
         """The greedy policy for the relabelled reward reward_weight * r + cost_weight * c, and its (value, cost)
         per episode by FQE, in one backward sweep (one pass per day, then one over day 0)."""
+        evaluated = self.evaluated(reward_weight, cost_weight)
+        return evaluated.policy, evaluated.measurement
+
+    def evaluated(self, reward_weight: float, cost_weight: float) -> EvaluatedPolicy:
+        """As `fit`, keeping the per-day FQE Q-functions of value and cost that the sweep solves on the way (the
+        in-memory counterpart is `budget_rl.offline.evaluated_policy`)."""
         greedy = evaluated = None
         coefficients: list = [None] * self.horizon
+        value_q: list = [None] * self.horizon
+        cost_q: list = [None] * self.horizon
         for day in reversed(range(self.horizon)):
             solved = self._pass(DayBackup(self.layout, day, self.factors[day], (reward_weight, cost_weight), greedy,
                                           evaluated, self.floors), day)
             greedy, evaluated = solved[0], solved[1:]
             coefficients[day] = greedy
+            value_q[day], cost_q[day] = (RidgeQ.from_coefficients(c, self.l2) for c in evaluated)
         start = self._pass(StartValue(self.layout, greedy, evaluated, self.floors), 0)
-        return GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients)), start
+        return EvaluatedPolicy(GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients)),
+                               tuple(value_q), tuple(cost_q), start)
+
+    def one_step(self) -> tuple[tuple, tuple]:
+        """Per day, the ridge regressions of the day's reward and of its cost alone (`RidgeQ`, one per day), from
+        the cached factors in one pass per day: as `budget_rl.offline.one_step_models`."""
+        reward_models, cost_models = [], []
+        for day in range(self.horizon):
+            solved = self._pass(DayBackup(self.layout, day, self.factors[day], None, None, None, self.floors), day)
+            reward_models.append(RidgeQ.from_coefficients(solved[0], self.l2))
+            cost_models.append(RidgeQ.from_coefficients(solved[1], self.l2))
+        return tuple(reward_models), tuple(cost_models)
 
     def evaluate(self, policy: GreedyQPolicy) -> np.ndarray:
         """(value, cost) per episode of a policy greedy on linear Q-functions (`coefficients_`, e.g. from `fit`)."""
