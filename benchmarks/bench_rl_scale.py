@@ -36,8 +36,10 @@ files, as a daily export writes them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +54,7 @@ from benchmarks._harness import (
     command_line,
     measure_in_subprocess,
     mib,
+    peak_rss,
     save_results,
     settings,
     table,
@@ -68,6 +71,8 @@ CONTACT_RATE, EPSILON = 0.8, 0.05
 BASE_LOGIT, HABIT_DECAY, HABIT_EFFECT = -1.8, 0.7, 0.5
 BUDGET_PER_USER = 4.0
 STAGES = ("build-transitions", "constrained-rl")
+#: The method of one backward sweep (FQI + FQE of one relabelled reward); `fit` where it is the only one.
+SWEEP = "evaluated"
 #: Goals per users: stage -> (seconds, peak RSS bytes or None).
 GOALS = {1_000_000: {"build-transitions": (120.0, None), "constrained-rl": (120.0, None)},
          10_000_000: {"build-transitions": (300.0, 6 * GIB), "constrained-rl": (900.0, 6 * GIB)}}
@@ -148,16 +153,22 @@ def _metrics(tracking_uri: str, stage: str) -> dict:
     return {}
 
 
-def _timed(owner: object, name: str, record: list) -> None:
-    """Replace `owner.name` by the same function that appends (name, seconds) to `record` per call."""
+def _timed(owner: object, name: str, record: list, progress: Path, started: float) -> None:
+    """Replace `owner.name` by the same function that appends (name, seconds) to `record` per call, and a JSON line
+    (name, seconds, seconds since the stage started, peak RSS so far) to `progress` (what a run stopped by its time
+    limit leaves)."""
     original = getattr(owner, name)
 
     def timed(*args, **kwargs):
-        started = time.perf_counter()
+        begun = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            record.append((name, time.perf_counter() - started))
+            now = time.perf_counter()
+            record.append((name, now - begun))
+            with open(progress, "a") as lines:
+                lines.write(json.dumps({"call": name, "seconds": now - begun, "since_start": now - started,
+                                        "peak_rss_bytes": peak_rss()}) + "\n")
 
     setattr(owner, name, timed)
 
@@ -165,7 +176,10 @@ def _timed(owner: object, name: str, record: list) -> None:
 def measure(stage: str, n_users: int, seed: int) -> dict:
     """One stage through the CLI (subprocess side), from the data folder; returns its wall time, breakdown and
     MLflow metrics."""
+    import pyarrow.parquet
+
     import budget_rl.ridge_statistics
+    import pipelines.stages.build_transitions
     import pipelines.stages.constrained_rl
     from pipelines.cli import main
 
@@ -174,46 +188,83 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
     common = ["--experiment", "rl-scale", "--tracking-uri", tracking_uri, "--seed", str(seed)]
     record: list = []
+    progress = progress_file(n_users, stage)
+    progress.unlink(missing_ok=True)
+    started = time.perf_counter()
     if stage == "build-transitions":
+        for owner, name in ((pipelines.stages.build_transitions, "run_statistic"),
+                            (pipelines.stages.build_transitions, "transition_day"),
+                            (pipelines.stages.build_transitions, "_day_table"), (pyarrow.parquet, "write_table")):
+            _timed(owner, name, record, progress, started)
         argv = ["build-transitions", "--logs", str(folder / "logs"), "--users", str(folder / "users"),
                 "--out", str(folder / "transitions"), *common]
     else:
-        _timed(pipelines.stages.constrained_rl, "ridge_sweeps", record)
-        _timed(pipelines.stages.constrained_rl, "fixed_multiplier_policy", record)
-        _timed(budget_rl.ridge_statistics.RidgeSweeps, "fit", record)
-        _timed(budget_rl.ridge_statistics.RidgeSweeps, "replicates", record)
+        sweeps = budget_rl.ridge_statistics.RidgeSweeps
+        for owner, name in ((pipelines.stages.constrained_rl, "ridge_sweeps"),
+                            (pipelines.stages.constrained_rl, "maximize_under_budget"),
+                            (pipelines.stages.constrained_rl, "fixed_multiplier_policy"),
+                            (pipelines.stages.constrained_rl, "paced_policy"),
+                            (sweeps, SWEEP if hasattr(sweeps, SWEEP) else "fit"),
+                            (sweeps, "replicates"), (sweeps, "one_step")):
+            if hasattr(owner, name):  # the stage's steps as of the measured commit
+                _timed(owner, name, record, progress, started)
         argv = ["constrained-rl", "--transitions", str(folder / "transitions"), "--out", str(folder / "policy"),
                 "--q-model", "ridge", "--budget-per-user", str(BUDGET_PER_USER), *common]
-    started = time.perf_counter()
     code = main(argv)
     wall = time.perf_counter() - started
     if code != 0:
         raise RuntimeError(f"campaign {stage} exited with code {code}")
-    sweeps = [seconds for name, seconds in record if name == "fit"]
-    return {"stage": stage, "n_users": n_users, "days": DAYS, "wall_s": wall, "metrics": _metrics(tracking_uri, stage),
-            "sweeps": len(sweeps), "sweep_s": sweeps,
-            "gram_pass_s": sum(s for name, s in record if name == "ridge_sweeps"),
-            "bootstrap_s": sum(s for name, s in record if name == "replicates"),
-            "fixed_multiplier_s": sum(s for name, s in record if name == "fixed_multiplier_policy")}
+    return {"stage": stage, "n_users": n_users, "days": DAYS, "finished": True, "wall_s": wall,
+            "metrics": _metrics(tracking_uri, stage), **_breakdown(record)}
+
+
+def progress_file(n_users: int, stage: str) -> Path:
+    return data_folder(n_users) / f"progress-{stage}.jsonl"
+
+
+def _breakdown(record: Sequence[tuple[str, float]]) -> dict:
+    """Seconds by timed call: every backward sweep apart, the rest summed by name (a sweep inside the column
+    generation or the pacing grid counts in both)."""
+    totals: dict = {}
+    for name, seconds in record:
+        totals[name] = totals.get(name, 0.0) + seconds
+    sweeps = [seconds for name, seconds in record if name in (SWEEP, "fit")]
+    return {"sweeps": len(sweeps), "sweep_s": sweeps, "seconds_by_call": totals}
+
+
+def stopped(stage: str, n_users: int, limit: float) -> dict:
+    """What a run stopped at its time limit leaves: the timed calls that completed, from its progress file."""
+    lines = [json.loads(line) for line in progress_file(n_users, stage).read_text().splitlines()]
+    return {"stage": stage, "n_users": n_users, "days": DAYS, "finished": False, "wall_s": limit, "metrics": {},
+            "peak_rss_bytes": max((line["peak_rss_bytes"] for line in lines), default=0),
+            "other_load_cores": float("nan"), "progress": lines,
+            **_breakdown([(line["call"], line["seconds"]) for line in lines])}
 
 
 def _row(run: dict) -> list:
     goal_s, goal_bytes = GOALS.get(run["n_users"], {}).get(run["stage"], (None, None))
-    met = goal_s is not None and run["wall_s"] < goal_s and (goal_bytes is None or run["peak_rss_bytes"] < goal_bytes)
-    metrics = run["metrics"]
+    met = (run["finished"] and goal_s is not None and run["wall_s"] < goal_s
+           and (goal_bytes is None or run["peak_rss_bytes"] < goal_bytes))
+    by_call = run["seconds_by_call"]
     if run["stage"] == "constrained-rl":
-        calls = int(metrics.get("oracle_calls", 0))
         per_call = np.median(run["sweep_s"]) if run["sweep_s"] else float("nan")
-        detail = (f"oracle calls {calls} (sweeps in all {run['sweeps']}, {per_call:.1f} s each); Gram pass "
-                  f"{run['gram_pass_s']:.0f} s; bootstrap {run['bootstrap_s']:.0f} s; fixed multiplier "
-                  f"{run['fixed_multiplier_s']:.0f} s")
+        detail = (f"oracle calls {int(run['metrics'].get('oracle_calls', 0))} (sweeps in all {run['sweeps']}, "
+                  f"median {per_call:.1f} s); checks + Gram pass {by_call.get('ridge_sweeps', 0):.0f} s; "
+                  f"column generation {by_call.get('maximize_under_budget', 0):.0f} s; bootstrap "
+                  f"{by_call.get('replicates', 0):.0f} s; one-step models {by_call.get('one_step', 0):.0f} s; "
+                  f"pacing grid {by_call.get('paced_policy', 0):.0f} s; fixed multiplier "
+                  f"{by_call.get('fixed_multiplier_policy', 0):.0f} s")
     else:
-        detail = f"{int(metrics.get('decisions', 0)):,} decisions; output {mib(run.get('output_bytes', 0))}"
-    return [run["stage"], f"{run['n_users']:,} x {run['days']}", f"{run['wall_s']:.1f}", mib(run["peak_rss_bytes"]),
+        detail = (f"{int(run['metrics'].get('decisions', 0)):,} decisions; output {mib(run.get('output_bytes', 0))}; "
+                  f"log check {by_call.get('run_statistic', 0):.0f} s, transition_day "
+                  f"{by_call.get('transition_day', 0):.0f} s, day tables {by_call.get('_day_table', 0):.0f} s, "
+                  f"parquet writes {by_call.get('write_table', 0):.0f} s")
+    seconds = f"{run['wall_s']:.1f}" if run["finished"] else f"stopped at {run['wall_s']:.0f}"
+    return [run["stage"], f"{run['n_users']:,} x {run['days']}", seconds, mib(run["peak_rss_bytes"]),
             f"{run['other_load_cores']:.2f}", detail, "" if goal_s is None else ("met" if met else "NOT met")]
 
 
-def run(n_users: int, stages: Sequence[str], seed: int) -> dict:
+def run(n_users: int, stages: Sequence[str], seed: int, limit: float | None = None) -> dict:
     started = time.perf_counter()
     folder = ensure_data(n_users, seed)
     print(f"[rl_scale] data ready ({time.perf_counter() - started:.0f} s): logs {mib(tree_size(folder / 'logs'))}, "
@@ -221,8 +272,11 @@ def run(n_users: int, stages: Sequence[str], seed: int) -> dict:
     runs = {}
     for stage in stages:
         print(f"[rl_scale] {stage} at {n_users:,} users ...", flush=True)
-        runs[stage] = measure_in_subprocess("benchmarks.bench_rl_scale:measure", stage=stage, n_users=n_users,
-                                            seed=seed)
+        try:
+            runs[stage] = measure_in_subprocess("benchmarks.bench_rl_scale:measure", timeout=limit, stage=stage,
+                                                n_users=n_users, seed=seed)
+        except subprocess.TimeoutExpired:
+            runs[stage] = stopped(stage, n_users, limit)
         if stage == "build-transitions":
             runs[stage]["output_bytes"] = tree_size(folder / "transitions")
     print(table(["stage", "users x days", "seconds", "peak RSS", "other load (cores)", "detail", "goal"],
@@ -237,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-wait", type=float, default=180.0,
                         help="seconds to wait for a quiet machine before each stage")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds after which a stage is stopped (its completed calls are still reported)")
     parser.add_argument("--data-only", action="store_true", help="write the data and stop")
     parser.add_argument("--delete-data", action="store_true", help="remove the size's data folder afterwards")
     args = parser.parse_args(argv)
@@ -244,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.data_only:
         ensure_data(args.users, args.seed)
         return {}
-    runs = run(args.users, args.stages, args.seed)
+    runs = run(args.users, args.stages, args.seed, args.time_limit)
     save_results(f"rl_scale_{args.users}_{'_'.join(args.stages)}", command_line("benchmarks.bench_rl_scale", argv),
                  {"runs": runs})
     if args.delete_data:
