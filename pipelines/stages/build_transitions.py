@@ -43,7 +43,7 @@ from pipelines.io import atomic_output
 from pipelines.progress import progress
 from pipelines.stages.levels import face_values
 from pipelines.stages.log_columns import LogSection
-from pipelines.stages.registry import StageContext, StageResult, register_stage
+from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import USERS, day_tables, read_table
 
 #: Users-table columns that are never state features when `features` is none and no select-features ran.
@@ -123,7 +123,12 @@ def _day_table(rows, user_ids: np.ndarray, level_names: np.ndarray, static: np.n
     return pa.table(columns)
 
 
-@register_stage("build-transitions", BuildTransitionsConfig, order=52)
+def _demo(inputs: DemoInputs) -> dict:
+    return {"logs": str(inputs.campaign_dir / "logs"), "users": str(inputs.campaign_dir / "users"),
+            "out": str(inputs.out_dir / "transitions")}
+
+
+@register_stage("build-transitions", BuildTransitionsConfig, order=52, demo=_demo)
 def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> StageResult:
     """Build the transitions table of a multi-day campaign from its decision logs and users table."""
     users = read_table(config.users, USERS)
@@ -183,4 +188,5 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
                                 "state": f"{len(static_names)} user + {len(history_names)} history features",
                                 "days without a decision": absent_rule},
                        outputs={"transitions": config.out},
-                       data={"transitions": config.out, "state_features": state_names, "levels": levels})
+                       data={"transitions": config.out, "state_features": state_names, "levels": levels,
+                             "encoder": encoder})

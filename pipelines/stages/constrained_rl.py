@@ -1,14 +1,22 @@
 """Stage `constrained-rl`: a mixed policy of at most d + 1 offline-learned policies that maximizes long-term value
-with the expected spend per user within the budget (docs/constrained_rl.md, 'The mixed policy').
+with the expected spend per user within the budget (docs/constrained_rl.md, 'The mixed policy'), the daily pacing
+that spends that budget ('Spending the budget'), and the decision table of one day.
 
-Reads logged transitions (what `campaign generate --transitions-horizon D` writes: user_id, day, action, reward,
-cost, propensity, state_*/next_*), learns by column generation over the FQI/FQE oracle (rows weighted by 1 / logged
-propensity when the logs have it): ridge Q-functions from sufficient statistics over the table's Dask partitions, one
-day at a time (`budget_rl.ridge_statistics`, nothing gathered in memory), or a torch MLP on the table read into memory
-(`budget_rl.offline`; on a GPU when one is present). It records in MLflow the
-stored-policy count, the mixture's value and spend with bootstrap intervals, the fixed-multiplier policy for
-comparison, the component policies as artifacts and the mixed policy as a pyfunc model: `predict(frame with user_id,
-day, state_*)` returns each user's component (drawn once per user by a salted hash) and its action label.
+Reads logged transitions (what `campaign build-transitions` or `campaign generate --transitions-horizon D` writes:
+user_id, day, action, reward, cost, propensity, state_*/next_*) and learns, with rows weighted by 1 / logged
+propensity when the logs have it, either ridge Q-functions from sufficient statistics over the table's Dask
+partitions, one day at a time (`budget_rl.ridge_statistics`, nothing gathered in memory), or a torch MLP on the table
+read into memory (`budget_rl.offline`; on a GPU when one is present):
+
+1. the column-generation mixture over the FQI/FQE oracle: the campaign's plan, with bootstrap intervals, saved and
+   logged as a pyfunc model (`predict(frame with user_id, day, state_*)`: each user's component, drawn once per user
+   by a salted hash, and its action label);
+2. the pacing grid (`budget_rl.pacing`): best responses for a grid of budget multipliers with their per-day FQE
+   Q-functions and the one-step cost models, from which each day's decision is re-planned against the spend so far;
+3. with `decisions`: the decision table of `decision_day` (user_id, component, multiplier, action, expected_cost)
+   from that day's states, what a daily job hands to the campaign system;
+4. when the job generated the campaign and built these transitions from its logs: the true value and spend of the
+   paced policy, the planned mixture and the two-stage allocator applied day by day, from the simulator.
 """
 
 from __future__ import annotations
@@ -27,9 +35,17 @@ import pyarrow.dataset as pads
 import torch
 from pydantic import Field
 
-from budget_rl.baselines import fixed_multiplier_policy
-from budget_rl.mixed import MixedPolicy, Oracle, maximize_under_budget
-from budget_rl.offline import MLPQ, Transitions, fqe_oracle, fqe_with_intervals
+from budget_rl.baselines import MyopicAllocator
+from budget_rl.mixed import MixedPolicy, maximize_under_budget
+from budget_rl.offline import (
+    MLPQ,
+    Transitions,
+    evaluated_policy,
+    fqe_oracle,
+    fqe_with_intervals,
+    one_step_models,
+)
+from budget_rl.pacing import PacedPolicy, paced_policy
 from budget_rl.ridge_statistics import ridge_sweeps
 from campaign_core import StatisticOf
 from pipelines.config import ConfigPath, StageConfig
@@ -38,7 +54,8 @@ from pipelines.execution import Partitions, run_statistic
 from pipelines.io import atomic_output
 from pipelines.models import FittedMixedPolicy, mixed_policy_arguments, quiet_pyfunc
 from pipelines.stages.levels import face_values
-from pipelines.stages.registry import StageContext, StageResult, register_stage
+from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
+from pipelines.synthetic.episodes import rollout
 from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, csv_files, day_tables, read_table
 
 TRANSITIONS = Schema(
@@ -87,9 +104,30 @@ class ConstrainedRLConfig(StageConfig):
     importance_weighting: Literal["auto", "on", "off"] = Field(
         "auto", description="weight FQI/FQE rows by 1 / logged propensity (auto: when the transitions have a "
                             "propensity column)")
+    pacing_multipliers: int = Field(13, ge=2, le=64, description="budget multipliers of the pacing grid (0, then "
+                                                                 "geometric from 0.001 to 2): one evaluated best "
+                                                                 "response each")
+    safety: float = Field(0.02, ge=0, lt=1, description="share of the budget the daily pacing holds back")
+    decisions: ConfigPath | None = Field(None, description="the decision table of `decision_day` (parquet folder, "
+                                                           "replaced atomically): user_id, component, multiplier, "
+                                                           "action, expected_cost (none: not written)")
+    decision_day: int = Field(0, ge=0, description="campaign day of the decision table (0: the first)")
+    states: ConfigPath | None = Field(None, description="decision-time states (parquet or CSV): user_id and the "
+                                                        "model's state_* columns, exactly (none: the transitions' "
+                                                        "rows of decision_day)")
+    spent_so_far: float = Field(0.0, ge=0, description="campaign spend before decision_day, currency units")
+    planned_so_far: float | None = Field(None, ge=0, description="summed expected_cost of the decision tables "
+                                                                  "before decision_day (none: no calibration)")
+    truth_users: int = Field(200_000, ge=1, description="on a campaign generated in the same job: how many of its "
+                                                        "users the simulator runs under the learned policies")
 
     def input_tables(self) -> dict:
-        return {self.transitions: transitions_schema(self.transitions)}
+        tables = {self.transitions: transitions_schema(self.transitions)}
+        if self.states is not None:
+            states = [name for name in _column_names(self.states) if name.startswith(STATE_PREFIX)]
+            tables[self.states] = Schema("states", required=(Column("user_id", LABEL),
+                                                             *(Column(name, NUMERIC) for name in states)))
+        return tables
 
 
 def _mlp(seed: int):
@@ -99,15 +137,19 @@ def _mlp(seed: int):
 
 @dataclass(frozen=True)
 class _Learned:
-    """What either Q-model path hands to the logging: the mixture, its components' bootstrap (value, cost)
-    replicates (components, bootstrap, 2), the oracle (for the fixed-multiplier baseline) and the table's shape."""
+    """What either Q-model path hands on: the mixture, its components' bootstrap (value, cost) replicates
+    (components, bootstrap, 2), the pacing grid, the one-step reward models (for the two-stage allocator), the
+    table's shape and where its days are."""
 
     mixed: MixedPolicy
     replicates: np.ndarray
-    oracle: Oracle
+    paced: PacedPolicy
+    one_step_reward: tuple
     actions: list
     horizon: int
     budget: float
+    day_tables: list | None  # per day, the transitions as Dask frames (None: in memory)
+    frame: pd.DataFrame | None  # the transitions in memory (MLP path)
 
 
 def _level_summary(chunk: pd.DataFrame) -> tuple[pd.DataFrame, frozenset]:
@@ -145,69 +187,231 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     levels, days = run_statistic(StatisticOf(_level_summary, _merge_levels), table,
                                  columns=["day", "action", "reward", "cost"])
     actions = list(_face_values(levels, config.level_costs))
-    horizon = max(days) + 1
-    sweeps = ridge_sweeps([Partitions(day) for day in day_tables(config.transitions, table, "day", range(horizon))],
-                          actions=actions, importance_weighted=weighted)
+    horizon = _checked_horizon(config, max(days) + 1)
+    days = day_tables(config.transitions, table, "day", range(horizon))
+    sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)
     budget = config.budget / sweeps.episodes if config.budget is not None else config.budget_per_user
-    mixed = maximize_under_budget(sweeps, [budget])
+    mixed = _mixture(sweeps, budget, config)
     replicates = sweeps.replicates(mixed.components, n_bootstrap=config.bootstrap, random_state=seed)
-    return _Learned(mixed, replicates, sweeps, actions, horizon, budget)
+    reward_models, cost_models = sweeps.one_step()
+    paced = paced_policy(lambda m: sweeps.evaluated(1.0, -m), cost_models, multipliers=_grid(config),
+                         safety=config.safety)
+    return _Learned(mixed, replicates, paced, reward_models, actions, horizon, budget, days, None)
 
 
 def _mlp_in_memory(frame: pd.DataFrame, config: ConstrainedRLConfig, weighted: bool, seed: int) -> _Learned:
     """Torch MLP Q-functions on the table read into memory; bootstrap over users by resampling whole episodes."""
-    horizon = int(frame["day"].max()) + 1
+    horizon = _checked_horizon(config, int(frame["day"].max()) + 1)
     actions = list(face_values(frame, config.level_costs, column="action"))
     data = Transitions.from_frame(frame, actions, horizon)
     budget = config.budget / frame["user_id"].nunique() if config.budget is not None else config.budget_per_user
     regressor = _mlp(seed)
     oracle = fqe_oracle(data, regressor=regressor, importance_weighted=weighted)
-    mixed = maximize_under_budget(oracle, [budget])
+    mixed = _mixture(oracle, budget, config)
     replicates = [fqe_with_intervals(data, policy, regressor=regressor, importance_weighted=weighted,
                                      n_bootstrap=config.bootstrap, random_state=seed + i).replicates
                   for i, policy in enumerate(mixed.components)]
-    return _Learned(mixed, np.asarray(replicates), oracle, actions, horizon, budget)
+    reward_models, cost_models = one_step_models(data, regressor=regressor, importance_weighted=weighted)
+    paced = paced_policy(lambda m: evaluated_policy(data, 1.0, -m, regressor=regressor,
+                                                    importance_weighted=weighted),
+                         cost_models, multipliers=_grid(config), safety=config.safety)
+    return _Learned(mixed, np.asarray(replicates), paced, reward_models, actions, horizon, budget, None,
+                    frame)
 
 
-@register_stage("constrained-rl", ConstrainedRLConfig, order=55)
+def _checked_horizon(config: ConstrainedRLConfig, horizon: int) -> int:
+    if config.decisions is not None and config.decision_day >= horizon:
+        raise InputError(f"decision_day: {config.decision_day} is past the campaign's last day ({horizon - 1}); the "
+                         f"policy has Q-functions for days 0..{horizon - 1}")
+    return horizon
+
+
+def _check_states(config: ConstrainedRLConfig, state_columns: list[str]) -> None:
+    """Decision-time states must have exactly the model's state columns (before any work)."""
+    if config.states is None:
+        return
+    given = [name for name in _column_names(config.states) if name.startswith(STATE_PREFIX)]
+    missing = [name for name in state_columns if name not in given]
+    extra = [name for name in given if name not in state_columns]
+    if missing or extra:
+        raise InputError(f"states: the columns differ from the model's state: missing {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, not in the model {extra[:5]}"
+                         f"{' ...' if len(extra) > 5 else ''}")
+
+
+def _decision_states(config: ConstrainedRLConfig, learned: _Learned, state_columns: list[str]) -> pd.DataFrame:
+    """user_id and the model's state columns of every user on `decision_day`."""
+    columns = ["user_id", *state_columns]
+    if config.states is not None:
+        return read_table(config.states, config.input_tables()[config.states])[columns].compute()
+    if learned.frame is not None:
+        return learned.frame.loc[learned.frame["day"] == config.decision_day, columns]
+    return learned.day_tables[config.decision_day][columns].compute()
+
+
+def _decision_table(config: ConstrainedRLConfig, learned: _Learned, state_columns: list[str], salt: str
+                    ) -> tuple[pd.DataFrame, dict]:
+    """The paced decision of `decision_day` for every user: user_id, component, multiplier, action (label),
+    expected_cost; and the day's figures."""
+    states = _decision_states(config, learned, state_columns)
+    users = states["user_id"].to_numpy()
+    n = max(len(users), 1)
+    decision = learned.paced.decide(users, states[state_columns].to_numpy(dtype=float), config.decision_day,
+                                    config.spent_so_far / n, learned.budget, salt=salt,
+                                    planned_so_far=None if config.planned_so_far is None
+                                    else config.planned_so_far / n)
+    table = decision.to_frame(users)
+    table["action"] = np.asarray(learned.actions, dtype=object)[decision.action]
+    return table, decision.summary()
+
+
+def _synthetic_world(context: StageContext, config: ConstrainedRLConfig):
+    """(world, users, build-transitions' data) when this job generated a campaign and built these transitions
+    from its logs; else None (real data: no truth)."""
+    generate, built = context.results.get("generate"), context.results.get("build-transitions")
+    if generate is None or built is None or Path(built.data["transitions"]) != Path(config.transitions):
+        return None
+    truth = generate.data["truth"]
+    return truth.world, len(truth.users), built.data
+
+
+def _truth(world_data, config: ConstrainedRLConfig, learned: _Learned, fitted: FittedMixedPolicy,
+           state_columns: list[str], salt: str, seed: int) -> pd.DataFrame:
+    """Purchases and spend per user over the campaign when the world runs each policy on its first `truth_users`
+    users from a fresh start (`pipelines.synthetic.episodes.rollout`): the paced policy (what the decision tables
+    serve), the column-generation mixture as planned, and the two-stage allocator applied day by day with the
+    day's share of the budget. One row per policy: value, spend, spend / budget."""
+    world, n_campaign, built = world_data
+    budget = learned.budget
+    myopic = MyopicAllocator(learned.one_step_reward, learned.paced.one_step_cost, budget / learned.horizon)
+    planned: dict[str, float] = {}
+
+    def paced(ids, states, day, spent):
+        if day == 0:
+            planned[ids[0]] = 0.0
+        decision = learned.paced.decide(ids, states, day, spent, budget, salt=salt,
+                                        planned_so_far=None if day == 0 else planned[ids[0]] / len(ids))
+        planned[ids[0]] += float(decision.expected_cost.sum())
+        return decision.action
+
+    policies = {"paced mixed policy": paced,
+                "mixed policy as planned": lambda ids, states, day, spent: fitted.mixed.act(ids, states, day,
+                                                                                           salt=fitted.salt),
+                "two-stage allocator, day by day": lambda ids, states, day, spent: myopic.act(states, day)}
+    names = [name.removeprefix(STATE_PREFIX) for name in state_columns]
+    rows = []
+    for name, decide in policies.items():
+        reward, cost = rollout(world, min(config.truth_users, n_campaign), learned.horizon, decide,
+                               encoder=built["encoder"], state_names=names, levels=learned.actions,
+                               random_state=seed)
+        rows.append({"policy": name, "value": float(reward.mean()), "spend": float(cost.mean()),
+                     "spend_share": float(cost.mean() / budget) if budget > 0 else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _mixture(oracle, budget: float, config: ConstrainedRLConfig) -> MixedPolicy:
+    """Column generation at the budget; a budget below the cheapest policy's spend is refused naming the key."""
+    try:
+        return maximize_under_budget(oracle, [budget])
+    except InputError as error:
+        if not str(error).startswith("limits: infeasible"):
+            raise
+        key = "budget" if config.budget is not None else "budget_per_user"
+        raise InputError(f"{key}: infeasible: {budget:.6g} per user over the campaign is below what the cheapest "
+                         f"policy spends ({str(error).removeprefix('limits: infeasible; ')})") from None
+
+
+def _fixed_multiplier(paced: PacedPolicy, budget: float) -> dict[str, float]:
+    """The single greedy policy of the pacing grid with the highest planned value within the budget (the
+    fixed-multiplier baseline, read off the grid): multiplier, planned value and cost per user."""
+    grid = paced.to_frame()
+    within = grid[grid["cost"] <= budget]
+    best = (within.loc[within["value"].idxmax()] if len(within) else grid.loc[grid["cost"].idxmin()])
+    return {key: float(best[key]) for key in ("multiplier", "value", "cost")}
+
+
+def _grid(config: ConstrainedRLConfig) -> tuple[float, ...]:
+    """The pacing grid: multiplier 0 (value only), then geometric from 0.001 to 2 (purchases per currency unit)."""
+    return (0.0, *np.geomspace(1e-3, 2.0, config.pacing_multipliers - 1).tolist())
+
+
+def _demo(inputs: DemoInputs) -> dict:
+    return {"transitions": str(inputs.out_dir / "transitions"), "out": str(inputs.out_dir / "mixed_policy"),
+            "decisions": str(inputs.out_dir / "decisions"), "budget_per_user": 2.0, "bootstrap": 10,
+            "truth_users": 100_000}
+
+
+@register_stage("constrained-rl", ConstrainedRLConfig, order=55, demo=_demo)
 def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageResult:
-    """Learn a mixed incentive policy for a multi-day campaign from logged transitions, within a budget per user."""
+    """Learn a mixed incentive policy for a multi-day campaign from logged transitions, within a budget per user,
+    and write the paced decision table of one day."""
     table = read_table(config.transitions, transitions_schema(config.transitions))
+    state_columns = [c for c in table.columns if c.startswith(STATE_PREFIX)]
+    _check_states(config, state_columns)
     seed = context.stage_seed("constrained-rl")
     weighted = _weighted(config, "propensity" in table.columns)
     if config.q_model == "ridge":
         learned = _ridge_on_partitions(table, config, weighted, seed)
     else:
         learned = _mlp_in_memory(table.compute().reset_index(drop=True), config, weighted, seed)
-    mixed, oracle, actions, horizon, budget = (learned.mixed, learned.oracle, learned.actions, learned.horizon,
-                                               learned.budget)
+    mixed, actions, horizon, budget = learned.mixed, learned.actions, learned.horizon, learned.budget
     mixture = np.tensordot(mixed.weights, learned.replicates, axes=1)  # (bootstrap, 2)
     low, high = np.percentile(mixture, [2.5, 97.5], axis=0)
-    fixed = fixed_multiplier_policy(oracle, budget, steps=20)
-    state_columns = [c for c in table.columns if c.startswith("state_")]
-    fitted = FittedMixedPolicy(mixed, actions, state_columns, salt=f"campaign-{context.seed}")
-    example = table[["user_id", "day", *state_columns]].head(5).reset_index(drop=True)
+    fixed = _fixed_multiplier(learned.paced, budget)
+    salt = f"campaign-{context.seed}"
+    fitted = FittedMixedPolicy(mixed, actions, state_columns, salt=salt)
+    decisions, day_figures = (_decision_table(config, learned, state_columns, salt) if config.decisions is not None
+                              else (None, {}))
+    world = _synthetic_world(context, config)
+    truth = (_truth(world, config, learned, fitted, state_columns, salt, seed) if world is not None
+             else pd.DataFrame())
+    example = (table[["user_id", "day", *state_columns]].head(5) if learned.frame is None
+               else learned.frame[["user_id", "day", *state_columns]].head(5)).reset_index(drop=True)
     with atomic_output(config.out) as temporary, tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         mlflow.pyfunc.save_model(path=str(temporary), **mixed_policy_arguments(fitted, example, Path(folder)))
+    if decisions is not None:
+        with atomic_output(config.decisions) as temporary:
+            temporary.mkdir(parents=True)
+            decisions.to_parquet(temporary / "part-00000.parquet", index=False)
     with tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         info = mlflow.pyfunc.log_model(name="mixed_policy", **mixed_policy_arguments(fitted, example, Path(folder)))
         for index, policy in enumerate(mixed.components):
             path = Path(folder) / f"component_{index}.pkl"
             path.write_bytes(pickle.dumps(policy))
             mlflow.log_artifact(str(path), artifact_path="components")
+        path = Path(folder) / "paced_policy.pkl"
+        path.write_bytes(pickle.dumps(learned.paced))
+        mlflow.log_artifact(str(path))
     value, spend = mixed.expected
     context.log.params({"actions": ",".join(map(str, actions)), "horizon": horizon, "q_model": config.q_model,
-                        "importance_weighted": weighted})
+                        "importance_weighted": weighted, "pacing_multipliers": config.pacing_multipliers,
+                        "safety": config.safety})
     context.log.metrics({
         "stored_policies": len(mixed.components), "oracle_calls": mixed.oracle_calls, "budget_per_user": budget,
         "value": float(value), "spend": float(spend), "value_ci_low": float(low[0]), "value_ci_high": float(high[0]),
         "spend_ci_low": float(low[1]), "spend_ci_high": float(high[1]),
-        "fixed_multiplier.value": float(fixed.measurement[0]), "fixed_multiplier.spend": float(fixed.measurement[1]),
-        "fixed_multiplier.multiplier": fixed.multiplier})
+        "fixed_multiplier.value": fixed["value"], "fixed_multiplier.spend": fixed["cost"],
+        "fixed_multiplier.multiplier": fixed["multiplier"],
+        **{f"decision.{key}": float(figure) for key, figure in day_figures.items()}})
     components = pd.DataFrame({"weight": mixed.weights, "value": mixed.measurements[:, 0],
                                "spend": mixed.measurements[:, 1]})
     context.log.table(components, "components", index=False)
-    return StageResult(summary={"stored policies": len(mixed.components), "value": f"{value:.3f}",
-                                "spend": f"{spend:.3f} (budget {budget:.3f})"},
-                       outputs={"mixed_policy": config.out},
-                       data={"mixed": mixed, "fitted": fitted, "model_uri": info.model_uri})
+    context.log.table(learned.paced.to_frame(), "pacing_grid", index=False)
+    summary = {"stored policies": len(mixed.components), "value": f"{value:.3f}",
+               "spend": f"{spend:.3f} (budget {budget:.3f})"}
+    outputs = {"mixed_policy": config.out}
+    if decisions is not None:
+        outputs["decisions"] = config.decisions
+        summary["decisions"] = (f"day {config.decision_day}: {len(decisions)} users, expected cost "
+                                f"{decisions['expected_cost'].sum():.4g}")
+    if not truth.empty:
+        served = truth.iloc[0]
+        context.log.metrics({"true_value": float(served["value"]), "true_spend": float(served["spend"]),
+                             **{f"truth.{row.policy}.{key}": float(getattr(row, key)) for row in truth.itertuples()
+                                for key in ("value", "spend")}})
+        context.log.table(truth, "truth", index=False)
+        summary["truth"] = "; ".join(f"{row.policy} {row.value:.3f} at {row.spend:.2f} ({row.spend_share:.0%})"
+                                     for row in truth.itertuples())
+    return StageResult(summary=summary, outputs=outputs,
+                       data={"mixed": mixed, "fitted": fitted, "model_uri": info.model_uri, "paced": learned.paced,
+                             "decisions": decisions, "truth": truth})

@@ -16,7 +16,7 @@ latent. `run` returns `budget_rl.offline.Transitions` and the per-user totals; r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from bandits import ContextEncoder
 from budget_rl.offline import Transitions
 from budget_rl.transitions import HISTORY_DECAYS, history_feature_names
+from campaign_core import InputError
 from pipelines.io import atomic_output
 from pipelines.synthetic.world import RECENT_WINDOW_DAYS, CampaignWorld, UserBlock, _sigmoid, stream
 
@@ -114,9 +115,11 @@ class CampaignEpisodes:
 
         return act
 
-    def run(self, policy: Policy, *, random_state: int = 0) -> Episodes:
+    def run(self, policy: Policy, *, random_state: int = 0,
+            observe: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Episodes:
         """Simulate the campaign under `policy` (common random numbers for a given random_state: comparisons
-        between policies on the same random_state differ only through the policies)."""
+        between policies on the same random_state differ only through the policies). `observe(day, purchases,
+        spend)` is called after each day with the users' outcomes (a paced policy reads its spend from them)."""
         world, n = self.world, len(self.users)
         rng = stream(random_state, EPISODE_STREAM, self.chunk_index, 0)
         baseline, effects = world.baseline_logit(self.users), world.arm_effects(self.users)
@@ -139,6 +142,8 @@ class CampaignEpisodes:
             rows["reward"].append(purchase)
             rows["cost"].append(faces[action] * purchase)
             rows["day"].append(np.full(n, day))
+            if observe is not None:
+                observe(day, purchase, rows["cost"][-1])
             habit = world.config.habit_decay * habit + purchase
             previous_arm = np.where(active, action, previous_arm)
             purchases[day % RECENT_WINDOW_DAYS] = purchase
@@ -153,6 +158,58 @@ class CampaignEpisodes:
                                   self.n_arms, self.horizon)
         return Episodes(transitions, reward.reshape(self.horizon, n).sum(axis=0),
                         cost.reshape(self.horizon, n).sum(axis=0))
+
+
+#: decide(user ids (n,), states (n, p) in a model's state columns, day, spend so far per user (n,)) -> level codes
+#: (n,) in the model's levels
+Decide = Callable[[np.ndarray, np.ndarray, int, np.ndarray], np.ndarray]
+
+
+def rollout(world: CampaignWorld, n_users: int, horizon: int, decide: Decide, *, encoder: ContextEncoder | None,
+            state_names: Sequence[str], levels: Sequence[str], random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """What a policy learned from a campaign's logs realises in its world: every one of the campaign's `n_users`
+    users decided every day for `horizon` days from a fresh start, chunk by chunk (the generator's chunks, so the
+    users are the campaign's). The policy sees the state as its model does: `state_names` (without `state_`), the
+    user features encoded by `encoder` (build-transitions' own; None: none) and the history features, its levels
+    in its own order, and each user's realised spend so far. A policy that shares a budget between users (pacing)
+    shares it within a chunk (`chunk_users` users, a random sample of the campaign's). Returns per user (campaign
+    order) the purchases and the spend over the campaign. Refuses a
+    state column the simulator does not produce (e.g. other history decays) or a level it does not know."""
+    unknown = [level for level in levels if level not in world.arm_labels]
+    if unknown:
+        raise InputError(f"levels: {unknown} are not arms of the synthetic world ({world.arm_labels})")
+    arm_of_level = np.asarray([world.arm_labels.index(level) for level in levels], dtype=np.int64)
+    size, rewards, costs = world.config.chunk_users, [], []
+    for chunk, first in enumerate(range(0, n_users, size)):
+        episodes = CampaignEpisodes(world, chunk, min(size, n_users - first), horizon,
+                                    encoder if encoder is not None else _NoUserFeatures())
+        produced = {name: j for j, name in enumerate(episodes.feature_names)}
+        missing = [name for name in state_names if name not in produced]
+        if missing:
+            raise InputError(f"state: the simulator does not produce {missing[:5]} (history decays other than "
+                             f"{list(HISTORY_DECAYS)}, or features of another encoder)")
+        columns = np.asarray([produced[name] for name in state_names], dtype=np.int64)
+        ids, spent = episodes.users.user_id, np.zeros(len(episodes.users))
+
+        def act(states: np.ndarray, day: int, ids=ids, columns=columns, spent=spent) -> np.ndarray:
+            return arm_of_level[np.asarray(decide(ids, states[:, columns], day, spent.copy()), dtype=np.int64)]
+
+        def observe(day: int, purchases: np.ndarray, spend: np.ndarray, spent=spent) -> None:
+            spent += spend
+
+        result = episodes.run(act, random_state=random_state, observe=observe)
+        rewards.append(result.total_reward)
+        costs.append(result.total_cost)
+    return np.concatenate(rewards), np.concatenate(costs)
+
+
+class _NoUserFeatures:
+    """An encoder of no user feature (a state of history features only)."""
+
+    feature_names_out_ = np.zeros(0, dtype=object)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.zeros((len(frame), 0))
 
 
 def write_transitions(world: CampaignWorld, n_users: int, horizon: int, out_dir: Path | str, *,

@@ -64,11 +64,59 @@ def test_transitions_agree_with_the_logged_decisions_and_the_simulator(small_cam
                                   transitions[keys].sort_values(keys, ignore_index=True), check_dtype=False)
 
 
-def test_constrained_rl_runs_on_built_transitions(built, tmp_path, mlflow_uri, capsys):
+def test_constrained_rl_writes_the_paced_decision_table_of_a_day(built, tmp_path, mlflow_uri, capsys):
     code = main(["constrained-rl", "--transitions", str(built), "--out", str(tmp_path / "mixed"),
-                 "--budget-per-user", "1.0", "--bootstrap", "3", "--tracking-uri", mlflow_uri])
+                 "--decisions", str(tmp_path / "decisions"), "--decision-day", "2", "--spent-so-far", "1500",
+                 "--budget-per-user", "1.0", "--bootstrap", "3", "--pacing-multipliers", "5",
+                 "--tracking-uri", mlflow_uri])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "mixed" / "MLmodel").exists()
+    transitions = pd.read_parquet(built)
+    day = transitions[transitions["day"] == 2]
+    decisions = pd.read_parquet(tmp_path / "decisions")
+    assert list(decisions.columns) == ["user_id", "component", "multiplier", "action", "expected_cost"]
+    assert sorted(decisions["user_id"]) == sorted(day["user_id"])
+    assert set(decisions["action"]) <= set(transitions["action"]) and (decisions["expected_cost"] >= 0).all()
+    # the table is the paced policy's decision from the day's states, with the spend so far taken off the budget
+    import mlflow
+
+    run = mlflow.search_runs(experiment_names=["campaign"], order_by=["start_time DESC"]).iloc[0]
+    assert run["metrics.decision.remaining_budget"] == pytest.approx(0.98 * 1.0 * len(day) - 1500)
+    assert run["metrics.decision.planned_remaining"] <= run["metrics.decision.target"] + 1e-6
+
+
+@pytest.mark.parametrize("edit, extra, message", [
+    (lambda states: states.drop(columns=["state_day_share"]), [],
+     "states: the columns differ from the model's state: missing ['state_day_share'], not in the model []"),
+    (lambda states: states.assign(state_extra=1.0), [],
+     "states: the columns differ from the model's state: missing [], not in the model ['state_extra']"),
+    (lambda states: states, ["--decision-day", "9"], "decision_day: 9 is past the campaign's last day (4)"),
+])
+def test_decision_states_that_differ_from_the_model_are_refused(built, tmp_path, mlflow_uri, capsys, edit, extra,
+                                                                message):
+    transitions = pd.read_parquet(built)
+    states = edit(transitions.loc[transitions["day"] == 0, ["user_id", *[c for c in transitions.columns
+                                                                         if c.startswith("state_")]]])
+    path = _write(states, tmp_path / "states")
+    code = main(["constrained-rl", "--transitions", str(built), "--out", str(tmp_path / "mixed"),
+                 "--decisions", str(tmp_path / "decisions"), "--states", str(path), *extra,
+                 "--tracking-uri", mlflow_uri])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "mixed").exists() and not (tmp_path / "decisions").exists()
+
+
+def test_a_budget_below_the_cheapest_policy_is_refused(built, tmp_path, mlflow_uri, capsys):
+    # a fee of 0.5 per user and day whatever the level: no policy spends less than 5 days x 0.5 = 2.5 per user
+    transitions = pd.read_parquet(built)
+    path = _write(transitions.assign(cost=transitions["cost"] + 0.5), tmp_path / "fees")
+    code = main(["constrained-rl", "--transitions", str(path), "--out", str(tmp_path / "mixed"),
+                 "--budget-per-user", "1.0", "--tracking-uri", mlflow_uri, "--level-costs",
+                 '{"control": 0, "free_shipping": 3, "discount_5": 5, "cashback_10": 10}'])
+    err = capsys.readouterr().err
+    assert code == 2 and "budget_per_user: infeasible: 1 per user over the campaign is below what the cheapest " \
+        "policy spends (the cheapest policy found needs [" in err
+    assert not (tmp_path / "mixed").exists()
 
 
 def _write(frame: pd.DataFrame, path):
@@ -106,3 +154,22 @@ def test_bad_logs_are_refused_in_one_line_and_nothing_is_written(small_campaign,
     assert code == 2
     assert message in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".transitions*"))
+
+
+def test_on_a_generated_campaign_the_job_reports_the_truth_of_each_allocator(tmp_path, mlflow_uri):
+    from pipelines.job import build_job, run_job
+
+    sections = {"seed": 3, "experiment": "truth",
+                "generate": {"out": "campaign", "n_users": 4000, "n_days": 5, "chunk_users": 2000},
+                "build-transitions": {"logs": "campaign/logs", "users": "campaign/users", "out": "transitions"},
+                "constrained-rl": {"transitions": "transitions", "out": "mixed", "budget_per_user": 1.5,
+                                   "bootstrap": 2, "pacing_multipliers": 7, "truth_users": 4000}}
+    report = run_job(build_job(sections, base_dir=tmp_path, source="test"), tracking_uri=mlflow_uri)
+    result = report.results["constrained-rl"]
+    truth = result.data["truth"].set_index("policy")
+    assert list(truth.index) == ["paced mixed policy", "mixed policy as planned", "two-stage allocator, day by day"]
+    # every allocator spends within the budget; pacing spends most of it (the plan alone under-spends)
+    assert (truth["spend"] <= 1.5).all()
+    assert truth.loc["paced mixed policy", "spend_share"] > truth.loc["mixed policy as planned", "spend_share"]
+    assert truth.loc["paced mixed policy", "spend_share"] > 0.9
+    assert (truth["value"] > 0).all()

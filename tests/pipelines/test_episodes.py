@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from campaign_core import InputError
 from pipelines.synthetic import CampaignConfig
-from pipelines.synthetic.episodes import DYNAMIC_FEATURES, CampaignEpisodes
+from pipelines.synthetic.episodes import DYNAMIC_FEATURES, CampaignEpisodes, rollout
 from pipelines.synthetic.world import CampaignWorld, _sigmoid
 
 
@@ -133,3 +134,36 @@ def test_generate_stage_writes_transitions_on_request(tmp_path, mlflow_uri):
     assert main(["generate", "--users", "600", "--days", "2", "--out", str(tmp_path / "plain"),
                  "--tracking-uri", mlflow_uri]) == 0
     assert not (tmp_path / "plain" / "transitions").exists()
+
+
+def test_rollout_runs_a_models_policy_with_its_state_columns_levels_and_spend_so_far():
+    # a model whose state columns are in another order and whose levels are cheapest first, always taking
+    # free_shipping: chunk 0 of the rollout is the simulator's own run with the world's free_shipping arm
+    world = CampaignWorld.from_config(CampaignConfig(n_users=500, n_days=3, avg_degree=0, chunk_users=200),
+                                      random_state=3)
+    reference = CampaignEpisodes(world, 0, 200, horizon=3)
+    names = reference.feature_names[::-1]
+    levels = ["control", "free_shipping", "discount_5", "cashback_10"]
+    seen: dict = {}
+
+    def decide(ids, states, day, spent):
+        seen.setdefault(day, []).append((ids, states, spent))
+        return np.full(len(ids), levels.index("free_shipping"))
+
+    reward, cost = rollout(world, 500, 3, decide, encoder=reference.encoder, state_names=names, levels=levels,
+                           random_state=5)
+    arm = world.arm_labels.index("free_shipping")
+    expected = reference.run(_always(arm), random_state=5)
+    assert reward.shape == cost.shape == (500,) and [len(seen[day]) for day in range(3)] == [3, 3, 3]
+    np.testing.assert_array_equal(reward[:200], expected.total_reward)
+    np.testing.assert_array_equal(cost[:200], expected.total_cost)
+    data = expected.transitions
+    ids, states, spent = seen[2][0]
+    np.testing.assert_array_equal(ids, reference.users.user_id)
+    np.testing.assert_array_equal(states, data.state[data.on_day(2)][:, ::-1])
+    np.testing.assert_allclose(spent, data.cost[data.on_day(0)] + data.cost[data.on_day(1)])
+    with pytest.raises(InputError, match=r"levels: \['coupon'\] are not arms"):
+        rollout(world, 200, 3, decide, encoder=reference.encoder, state_names=names, levels=["control", "coupon"])
+    with pytest.raises(InputError, match=r"state: the simulator does not produce \['purchases_decay_0.7'\]"):
+        rollout(world, 200, 3, decide, encoder=reference.encoder, state_names=[*names, "purchases_decay_0.7"],
+                levels=levels)
