@@ -168,16 +168,17 @@ def _per_user(values, n: int, name: str) -> np.ndarray:
     return values
 
 
-def paced_policy(evaluate: Callable[[float], EvaluatedPolicy], one_step_cost: Sequence, *,
+def paced_policy(evaluate_all: Callable[[Sequence[float]], Sequence[EvaluatedPolicy]], one_step_cost: Sequence, *,
                  multipliers: Sequence[float] = DEFAULT_MULTIPLIERS, safety: float = 0.02) -> PacedPolicy:
-    """The grid of best responses: `evaluate(multiplier)` gives the evaluated greedy policy for r - multiplier c
-    (e.g. `lambda m: sweeps.evaluated(1.0, -m)` for `RidgeSweeps`); `one_step_cost` the per-day cost models."""
+    """The grid of best responses: `evaluate_all(multipliers)` gives the evaluated greedy policy for r - m c for
+    every multiplier m (e.g. `lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms])` for `RidgeSweeps`: one
+    sweep for the whole grid); `one_step_cost` the per-day cost models."""
     multipliers = tuple(float(m) for m in multipliers)
     if not multipliers or min(multipliers) < 0 or not np.isfinite(multipliers).all():
         raise InputError(f"multipliers: need finite multipliers >= 0, got {list(multipliers)}")
     if not 0 <= safety < 1:
         raise InputError(f"safety: must be in [0, 1), got {safety}")
-    components = tuple(evaluate(m) for m in multipliers)
+    components = tuple(evaluate_all(multipliers))
     return PacedPolicy(multipliers, components, tuple(one_step_cost), len(one_step_cost), safety)
 
 
@@ -186,8 +187,8 @@ def paced_policy_from_transitions(data: Transitions, *, multipliers: Sequence[fl
                                   safety: float = 0.02) -> PacedPolicy:
     """`paced_policy` with the in-memory oracle (FQI + FQE with `regressor`)."""
     _, cost_models = one_step_models(data, regressor=regressor, importance_weighted=importance_weighted)
-    return paced_policy(lambda m: evaluated_policy(data, 1.0, -m, regressor=regressor,
-                                                   importance_weighted=importance_weighted),
+    return paced_policy(lambda ms: [evaluated_policy(data, 1.0, -m, regressor=regressor,
+                                                     importance_weighted=importance_weighted) for m in ms],
                         cost_models, multipliers=multipliers, safety=safety)
 
 
@@ -195,4 +196,5 @@ def paced_policy_from_sweeps(sweeps, *, multipliers: Sequence[float] = DEFAULT_M
                              safety: float = 0.02) -> PacedPolicy:
     """`paced_policy` with `budget_rl.ridge_statistics.RidgeSweeps` (the table stays in its partitions)."""
     _, cost_models = sweeps.one_step()
-    return paced_policy(lambda m: sweeps.evaluated(1.0, -m), cost_models, multipliers=multipliers, safety=safety)
+    return paced_policy(lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms]), cost_models,
+                        multipliers=multipliers, safety=safety)

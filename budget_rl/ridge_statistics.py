@@ -363,19 +363,29 @@ class RidgeSweeps:
     def evaluated(self, reward_weight: float, cost_weight: float) -> EvaluatedPolicy:
         """As `fit`, keeping the per-day FQE Q-functions of value and cost that the sweep solves on the way (the
         in-memory counterpart is `budget_rl.offline.evaluated_policy`)."""
-        greedy = evaluated = None
-        coefficients: list = [None] * self.horizon
-        value_q: list = [None] * self.horizon
-        cost_q: list = [None] * self.horizon
+        return self.evaluated_many([(reward_weight, cost_weight)])[0]
+
+    def evaluated_many(self, weights: Sequence[tuple[float, float]]) -> list[EvaluatedPolicy]:
+        """`evaluated` for each (reward_weight, cost_weight), all in one backward sweep: T + 1 passes over the data
+        however many relabellings (a pacing grid costs the reads of one oracle call)."""
+        k = len(weights)
+        greedy: list = [None] * k
+        evaluated: list = [None] * k
+        coefficients = [[None] * self.horizon for _ in range(k)]
+        value_q = [[None] * self.horizon for _ in range(k)]
+        cost_q = [[None] * self.horizon for _ in range(k)]
         for day in reversed(range(self.horizon)):
-            solved = self._pass(DayBackup(self.layout, day, self.factors[day], (reward_weight, cost_weight), greedy,
-                                          evaluated, self.floors), day)
-            greedy, evaluated = solved[0], solved[1:]
-            coefficients[day] = greedy
-            value_q[day], cost_q[day] = (RidgeQ.from_coefficients(c, self.l2) for c in evaluated)
-        start = self._pass(StartValue(self.layout, greedy, evaluated, self.floors), 0)
-        return EvaluatedPolicy(GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients)),
-                               tuple(value_q), tuple(cost_q), start)
+            solved = self._pass(_InOnePass(tuple(
+                DayBackup(self.layout, day, self.factors[day], (float(r), float(c)), greedy[i], evaluated[i],
+                          self.floors) for i, (r, c) in enumerate(weights))), day)
+            for i, one in enumerate(solved):
+                greedy[i], evaluated[i] = one[0], one[1:]
+                coefficients[i][day] = greedy[i]
+                value_q[i][day], cost_q[i][day] = (RidgeQ.from_coefficients(c, self.l2) for c in evaluated[i])
+        starts = self._pass(_InOnePass(tuple(StartValue(self.layout, greedy[i], evaluated[i], self.floors)
+                                             for i in range(k))), 0)
+        return [EvaluatedPolicy(GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients[i])),
+                                tuple(value_q[i]), tuple(cost_q[i]), starts[i]) for i in range(k)]
 
     def one_step(self) -> tuple[tuple, tuple]:
         """Per day, the ridge regressions of the day's reward and of its cost alone (`RidgeQ`, one per day), from

@@ -194,8 +194,8 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     mixed = _mixture(sweeps, budget, config)
     replicates = sweeps.replicates(mixed.components, n_bootstrap=config.bootstrap, random_state=seed)
     reward_models, cost_models = sweeps.one_step()
-    paced = paced_policy(lambda m: sweeps.evaluated(1.0, -m), cost_models, multipliers=_grid(config),
-                         safety=config.safety)
+    paced = paced_policy(lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms]), cost_models,
+                         multipliers=_grid(config), safety=config.safety)
     return _Learned(mixed, replicates, paced, reward_models, actions, horizon, budget, days, None)
 
 
@@ -212,8 +212,8 @@ def _mlp_in_memory(frame: pd.DataFrame, config: ConstrainedRLConfig, weighted: b
                                      n_bootstrap=config.bootstrap, random_state=seed + i).replicates
                   for i, policy in enumerate(mixed.components)]
     reward_models, cost_models = one_step_models(data, regressor=regressor, importance_weighted=weighted)
-    paced = paced_policy(lambda m: evaluated_policy(data, 1.0, -m, regressor=regressor,
-                                                    importance_weighted=weighted),
+    paced = paced_policy(lambda ms: [evaluated_policy(data, 1.0, -m, regressor=regressor,
+                                                      importance_weighted=weighted) for m in ms],
                          cost_models, multipliers=_grid(config), safety=config.safety)
     return _Learned(mixed, np.asarray(replicates), paced, reward_models, actions, horizon, budget, None,
                     frame)

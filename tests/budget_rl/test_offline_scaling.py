@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 
 from budget_rl.mixed import maximize_under_budget
-from budget_rl.offline import Transitions, fitted_q_evaluation, fitted_q_iteration, fqe_oracle
+from budget_rl.offline import (
+    Transitions,
+    evaluated_policy,
+    fitted_q_evaluation,
+    fitted_q_iteration,
+    fqe_oracle,
+)
 from budget_rl.ridge_statistics import resampled_counts, ridge_sweeps
 from budget_rl.tabular import log_transitions, random_cmdp
 from campaign_core import seeded_salt
@@ -185,3 +191,18 @@ def test_the_replicates_of_several_policies_in_one_sweep_equal_each_policy_on_it
         assert together.shape == (2, 2, 2)
         for index, policy in enumerate(policies):
             _same(together[index], sweeps.replicates([policy], n_bootstrap=2, random_state=4)[0])
+
+
+def test_a_grid_of_relabellings_in_one_sweep_equals_each_in_memory_evaluated_policy():
+    data = _rich_transitions(1_500, 3, seed=4)
+    relabels = [(1.0, 0.0), (1.0, -0.3), (1.0, -2.0)]
+    with dask.config.set(scheduler="synchronous"):
+        source, actions = _sources(data)["per day"]
+        grid = ridge_sweeps(source, actions=actions, importance_weighted=True).evaluated_many(relabels)
+    for (reward_weight, cost_weight), ours in zip(relabels, grid, strict=True):
+        reference = evaluated_policy(data, reward_weight, cost_weight, importance_weighted=True)
+        _same(ours.measurement, reference.measurement)
+        for day in range(data.horizon):
+            for mine, theirs in ((ours.policy.q_functions, reference.policy.q_functions),
+                                 (ours.value_q, reference.value_q), (ours.cost_q, reference.cost_q)):
+                _same(mine[day].coefficients_, theirs[day].coefficients_)

@@ -55,7 +55,7 @@ def _exact_component(model: TabularCMDP, multiplier: float, overstated: float = 
 
 
 def _exact_paced(model: TabularCMDP, overstated: float = 1.0, safety: float = 0.02) -> PacedPolicy:
-    return paced_policy(lambda m: _exact_component(model, m, overstated),
+    return paced_policy(lambda ms: [_exact_component(model, m, overstated) for m in ms],
                         [_Table(overstated * model.cost)] * model.horizon, multipliers=MULTIPLIERS, safety=safety)
 
 
