@@ -52,6 +52,7 @@ from benchmarks._harness import (
     DATA_DIR,
     GIB,
     command_line,
+    git_state,
     measure_in_subprocess,
     mib,
     peak_rss,
@@ -190,6 +191,7 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
     record: list = []
     progress = progress_file(n_users, stage)
     progress.unlink(missing_ok=True)
+    code_measured = git_state()  # the working tree the stage's modules are imported from
     started = time.perf_counter()
     if stage == "build-transitions":
         for owner, name in ((pipelines.stages.build_transitions, "run_statistic"),
@@ -205,7 +207,7 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
                             (pipelines.stages.constrained_rl, "fixed_multiplier_policy"),
                             (pipelines.stages.constrained_rl, "paced_policy"),
                             (sweeps, SWEEP if hasattr(sweeps, SWEEP) else "fit"),
-                            (sweeps, "replicates"), (sweeps, "one_step")):
+                            (sweeps, "evaluated_many"), (sweeps, "replicates"), (sweeps, "one_step")):
             if hasattr(owner, name):  # the stage's steps as of the measured commit
                 _timed(owner, name, record, progress, started)
         argv = ["constrained-rl", "--transitions", str(folder / "transitions"), "--out", str(folder / "policy"),
@@ -214,7 +216,7 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
     wall = time.perf_counter() - started
     if code != 0:
         raise RuntimeError(f"campaign {stage} exited with code {code}")
-    return {"stage": stage, "n_users": n_users, "days": DAYS, "finished": True, "wall_s": wall,
+    return {"stage": stage, "n_users": n_users, "days": DAYS, "finished": True, "wall_s": wall, "code": code_measured,
             "metrics": _metrics(tracking_uri, stage), **_breakdown(record)}
 
 
@@ -252,7 +254,8 @@ def _row(run: dict) -> list:
                   f"median {per_call:.1f} s); checks + Gram pass {by_call.get('ridge_sweeps', 0):.0f} s; "
                   f"column generation {by_call.get('maximize_under_budget', 0):.0f} s; bootstrap "
                   f"{by_call.get('replicates', 0):.0f} s; one-step models {by_call.get('one_step', 0):.0f} s; "
-                  f"pacing grid {by_call.get('paced_policy', 0):.0f} s; fixed multiplier "
+                  f"pacing grid {by_call.get('paced_policy', 0):.0f} s (in one sweep: "
+                  f"{by_call.get('evaluated_many', 0):.0f} s); fixed multiplier "
                   f"{by_call.get('fixed_multiplier_policy', 0):.0f} s")
     else:
         detail = (f"{int(run['metrics'].get('decisions', 0)):,} decisions; output {mib(run.get('output_bytes', 0))}; "
