@@ -84,7 +84,9 @@ def _features(context: StageContext, config: BuildTransitionsConfig, users) -> l
     if config.features is not None:
         features, source = list(config.features), "features"
     elif "select-features" in context.results:
-        features, source = list(context.results["select-features"].data["selected"]), "select-features"
+        # selected log columns (e.g. recent_purchases) are not user features: the history features stand for them
+        selected = list(context.results["select-features"].data["selected"])
+        features, source = [name for name in selected if name in users.columns], "select-features"
     else:
         features = list(choose_features(users, None, roles={"user_id": "user_id"}, exclude=NOT_FEATURES).taken)
         source = "features"
