@@ -38,8 +38,11 @@ import pandas as pd
 from budget_rl.offline import EvaluatedPolicy, Regressor, RidgeQ, Transitions, evaluated_policy, one_step_models
 from campaign_core import InputError, salted_uniform
 
-#: Budget multipliers of the default grid (currency units of spend per purchase): 0, then 24 steps from 10^-3 to 2.
-DEFAULT_MULTIPLIERS = (0.0, *np.geomspace(1e-3, 2.0, 24).tolist())
+#: Budget multipliers of the default grid (purchases per currency unit): 0, then 16 steps from 0.004 to 1.
+DEFAULT_MULTIPLIERS = (0.0, *np.geomspace(4e-3, 1.0, 16).tolist())
+#: The multiplier `paced_policy` adds to every grid: no purchase is worth a unit of spend, so its best response is
+#: the cheapest policy the oracle finds (ties broken by value), and the plan can always stop spending.
+STOP_MULTIPLIER = 1e3
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,9 @@ class PacedPolicy:
     """The grid of evaluated best responses and the one-step cost models that `decide` re-plans from each day.
 
     multipliers[k] is the multiplier of components[k] (`EvaluatedPolicy`: greedy policy, per-day FQE Q-functions of
-    value and cost, its planned (value, cost) per episode). one_step_cost[t].predict(states) -> (n, actions)
-    expected spend of day t alone. safety: the share of the total budget held back."""
+    value and cost, its planned (value, cost) per episode); the last is `STOP_MULTIPLIER`'s, the cheapest.
+    one_step_cost[t].predict(states) -> (n, actions) expected spend of day t alone. safety: the share of the total
+    budget held back."""
 
     multipliers: tuple[float, ...]
     components: tuple[EvaluatedPolicy, ...]
@@ -172,12 +176,13 @@ def paced_policy(evaluate_all: Callable[[Sequence[float]], Sequence[EvaluatedPol
                  multipliers: Sequence[float] = DEFAULT_MULTIPLIERS, safety: float = 0.02) -> PacedPolicy:
     """The grid of best responses: `evaluate_all(multipliers)` gives the evaluated greedy policy for r - m c for
     every multiplier m (e.g. `lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms])` for `RidgeSweeps`: one
-    sweep for the whole grid); `one_step_cost` the per-day cost models."""
+    sweep for the whole grid), `STOP_MULTIPLIER` added last; `one_step_cost` the per-day cost models."""
     multipliers = tuple(float(m) for m in multipliers)
     if not multipliers or min(multipliers) < 0 or not np.isfinite(multipliers).all():
         raise InputError(f"multipliers: need finite multipliers >= 0, got {list(multipliers)}")
     if not 0 <= safety < 1:
         raise InputError(f"safety: must be in [0, 1), got {safety}")
+    multipliers = (*multipliers, STOP_MULTIPLIER)
     components = tuple(evaluate_all(multipliers))
     return PacedPolicy(multipliers, components, tuple(one_step_cost), len(one_step_cost), safety)
 
