@@ -39,7 +39,7 @@ decisions on one day, with memory of one bit per user and day (no regrouping eit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,8 @@ class UserHistory:
     last_level: np.ndarray
     day: int
     decays: tuple[float, ...]
+    #: (n_levels, horizon, features) when `features` was computed already (it is the day before's next state).
+    computed: tuple[int, int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def start(cls, n_users: int, *, decays: Sequence[float] = HISTORY_DECAYS,
@@ -89,13 +91,23 @@ class UserHistory:
         return self.last_level.size
 
     def features(self, n_levels: int, horizon: int) -> np.ndarray:
-        """(n_users, 4 + len(decays) + n_levels) history features, in `history_feature_names` order."""
-        window = self.purchases.shape[0]
-        yesterday = (self.purchases[(self.day - 1) % window] if self.day > 0
-                     else np.zeros(self.n_users, dtype=bool))
-        last = self.last_level[:, None] == np.arange(n_levels)[None, :]
-        return np.column_stack([self.purchases.sum(axis=0) / window, yesterday, self.active_yesterday,
-                                np.full(self.n_users, self.day / horizon), self.decayed, last]).astype(np.float64)
+        """(n_users, 4 + len(decays) + n_levels) float64 history features, in `history_feature_names` order.
+
+        Column-major (each feature's column is contiguous, so a table of columns takes them without a copy) and
+        read-only: the array is shared with the previous day's `DayTransitions.next_state` when that computed it."""
+        if self.computed is not None and self.computed[:2] == (n_levels, horizon):
+            return self.computed[2]
+        window, n_decays = self.purchases.shape[0], len(self.decays)
+        features = np.empty((self.n_users, 4 + n_decays + n_levels), order="F")
+        np.divide(self.purchases.sum(axis=0), window, out=features[:, 0])
+        features[:, 1] = self.purchases[(self.day - 1) % window] if self.day > 0 else False
+        features[:, 2] = self.active_yesterday
+        features[:, 3] = self.day / horizon
+        features[:, 4:4 + n_decays] = self.decayed
+        for level in range(n_levels):
+            np.equal(self.last_level, level, out=features[:, 4 + n_decays + level])
+        features.flags.writeable = False
+        return features
 
 
 @dataclass(frozen=True)
@@ -170,8 +182,9 @@ def transition_day(history: UserHistory, decisions: DayDecisions, *, n_levels: i
     last_level = np.where(active, action, history.last_level)
     following = UserHistory(purchases, active, decays[None, :] * history.decayed + purchased[:, None], last_level,
                             history.day + 1, history.decays)
-    rows = DayTransitions(history.day, action, reward, cost, propensity, state, following.features(n_levels, horizon))
-    return rows, following
+    next_state = following.features(n_levels, horizon)
+    rows = DayTransitions(history.day, action, reward, cost, propensity, state, next_state)
+    return rows, replace(following, computed=(n_levels, horizon, next_state))
 
 
 # ---------------------------------------------------------------------------- the check before any day is built

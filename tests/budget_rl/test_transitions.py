@@ -83,6 +83,21 @@ def test_history_features_by_hand():
     assert last.day == 3
 
 
+def test_a_day_state_is_the_day_before_next_state_computed_once_by_columns():
+    # the next state of day 0 is handed on as the state of day 1 (one array, read-only, each feature's column
+    # contiguous for the day's table); asked with other levels or another horizon, the features are recomputed
+    decisions = DayDecisions(np.array([0]), np.array([1]), np.array([1.0]), np.array([2.0]))
+    rows, after = transition_day(UserHistory.start(2, decays=(0.5,)), decisions, n_levels=2, no_contact_level=0,
+                                 horizon=4)
+    assert after.features(2, 4) is rows.next_state
+    assert not rows.next_state.flags.writeable and rows.next_state[:, 0].flags.c_contiguous
+    # 3 levels, horizon 2: the same history, last level 1 one-hot over three levels, day share 1 / 2
+    np.testing.assert_array_equal(after.features(3, 2), [[1 / 7, 1, 1, 0.5, 1.0, 0, 1, 0],
+                                                         [0.0, 0, 0, 0.5, 0.0, 0, 0, 0]])
+    following, _ = transition_day(after, decisions, n_levels=2, no_contact_level=0, horizon=4)
+    assert following.state is rows.next_state
+
+
 def test_without_propensities_the_rows_have_none():
     rows, _ = _run([DayDecisions(np.array([0]), np.array([1]), np.array([0.0]), np.array([0.0]))] * 2, 2)
     assert rows[0].propensity is None and rows[1].propensity is None
