@@ -41,7 +41,7 @@ from pipelines.execution import run_statistic
 from pipelines.feature_columns import choose_features
 from pipelines.io import atomic_output
 from pipelines.progress import progress
-from pipelines.stages.levels import face_values
+from pipelines.stages.levels import face_values_of_counts
 from pipelines.stages.log_columns import LogSection
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.tables import USERS, day_tables, read_table
@@ -96,14 +96,6 @@ def _features(context: StageContext, config: BuildTransitionsConfig, users) -> l
     return features
 
 
-def _levels(config: BuildTransitionsConfig, logged: dict[str, tuple[int, float]]) -> dict[str, float]:
-    """Level -> face value, cheapest first (`face_values` on one row per level with its mean redeemed cost)."""
-    redeemed = {level: total / count for level, (count, total) in logged.items() if count}
-    frame = pd.DataFrame({"arm": list(logged), "reward": [1.0 if level in redeemed else 0.0 for level in logged],
-                          "cost": [redeemed.get(level, 0.0) for level in logged]})
-    return face_values(frame, config.level_costs, column="arm")
-
-
 def _no_contact(config: BuildTransitionsConfig, levels: dict[str, float]) -> int:
     names = list(levels)
     if config.no_contact is None:
@@ -148,7 +140,7 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
                     cost=config.cost)
     summary = run_statistic(check, logs, columns=[config.user_id, config.day, config.arm, config.reward, config.cost])
     first, horizon = campaign_days(summary.days, column=config.day)
-    levels = _levels(config, summary.levels)
+    levels = face_values_of_counts(summary.levels, config.level_costs)
     no_contact = _no_contact(config, levels)
     history = UserHistory.start(ids.size, decays=config.decays)
     seed = context.stage_seed("build-transitions")

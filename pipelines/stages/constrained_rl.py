@@ -53,7 +53,7 @@ from pipelines.errors import InputError
 from pipelines.execution import Partitions, run_statistic
 from pipelines.io import atomic_output
 from pipelines.models import FittedMixedPolicy, mixed_policy_arguments, quiet_pyfunc
-from pipelines.stages.levels import face_values
+from pipelines.stages.levels import face_values, face_values_of_counts
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.synthetic.episodes import rollout
 from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, csv_files, day_tables, read_table
@@ -164,15 +164,6 @@ def _merge_levels(left: tuple, right: tuple) -> tuple[pd.DataFrame, frozenset]:
     return left[0].add(right[0], fill_value=0), left[1] | right[1]
 
 
-def _face_values(levels: pd.DataFrame, level_costs: dict | None) -> dict[str, float]:
-    """`face_values` of the table from its per-level summary: one row per level standing for its mean responded
-    cost (levels without a response: cost 0, as `face_values` gives them)."""
-    responded = levels["responses"] > 0
-    frame = pd.DataFrame({"action": levels.index, "reward": responded.astype(float).to_numpy(),
-                          "cost": np.where(responded, levels["cost"] / levels["responses"].clip(lower=1), 0.0)})
-    return face_values(frame, level_costs, column="action")
-
-
 def _weighted(config: ConstrainedRLConfig, has_propensity: bool) -> bool:
     weighted = config.importance_weighting == "on" or (config.importance_weighting == "auto" and has_propensity)
     if weighted and not has_propensity:
@@ -186,7 +177,8 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     sweep); bootstrap replicates weight whole episodes."""
     levels, days = run_statistic(StatisticOf(_level_summary, _merge_levels), table,
                                  columns=["day", "action", "reward", "cost"])
-    actions = list(_face_values(levels, config.level_costs))
+    redeemed = {str(level): (int(row.responses), float(row.cost)) for level, row in levels.iterrows()}
+    actions = list(face_values_of_counts(redeemed, config.level_costs))
     horizon = _checked_horizon(config, max(days) + 1)
     days = day_tables(config.transitions, table, "day", range(horizon))
     sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)

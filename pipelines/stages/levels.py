@@ -27,3 +27,12 @@ def face_values(frame: pd.DataFrame, level_costs: dict | None, *, column: str) -
         raise InputError(f"level_costs: no zero-cost level among {sorted(costs)}; allocation needs a 'nothing' "
                          "option")
     return dict(sorted(costs.items(), key=lambda item: (item[1], item[0])))
+
+
+def face_values_of_counts(redeemed: dict[str, tuple[int, float]], level_costs: dict | None) -> dict[str, float]:
+    """`face_values` from a per-level summary (level -> (rewarded decisions, their summed cost)) computed over a
+    table's partitions: one row per level standing for its mean redeemed cost (levels never redeemed: cost 0)."""
+    means = {level: total / count for level, (count, total) in redeemed.items() if count}
+    frame = pd.DataFrame({"level": list(redeemed), "reward": [1.0 if level in means else 0.0 for level in redeemed],
+                          "cost": [means.get(level, 0.0) for level in redeemed]})
+    return face_values(frame, level_costs, column="level")
