@@ -17,13 +17,16 @@ every day sees what was really spent so far and the users' actual states, so it 
   dearer `high`) are mixed by a salted hash of the user id: users in increasing order of salted_uniform(user_id,
   salt) take `high` while the predicted total stays within the target, the rest take `low`. So the plan hits the
   target to one user's spend, from below, and the same users take the dearer policy on every day the same pair is
-  mixed. A target outside the grid's range gives everyone its cheapest or its dearest component.
+  mixed. A target outside the grid's range gives everyone its cheapest or its dearest component. The last component
+  is the stop component: the free action (the level never paid for) for everyone, planned spend 0, so once the
+  budget is spent nobody is paid for anything.
 
 Column generation (`budget_rl.mixed.maximize_under_budget`) mixes, once for the whole campaign, two best responses
 at the LP's price lambda*: neighbours on the planned (cost, value) frontier. Pacing mixes two neighbouring
 multipliers too, but re-solves the weight (and the pair) every day against the spend really left. On the first day,
-with no history, it is the column-generation mixture restricted to the grid's policies; a grid that contains
-column generation's two components reproduces its day-0 split of users. The `safety` share of the budget is held
+with no history, it plays the role of the column-generation mixture restricted to the grid's policies (the same
+neighbours when the grid contains column generation's two components, split to the same planned spend). The
+`safety` share of the budget is held
 back on every day, so that the last days' errors of the one-step cost models do not carry the total over budget.
 """
 
@@ -40,8 +43,9 @@ from campaign_core import InputError, salted_uniform
 
 #: Budget multipliers of the default grid (purchases per currency unit): 0, then 16 steps from 0.004 to 1.
 DEFAULT_MULTIPLIERS = (0.0, *np.geomspace(4e-3, 1.0, 16).tolist())
-#: The multiplier `paced_policy` adds to every grid: no purchase is worth a unit of spend, so its best response is
-#: the cheapest policy the oracle finds (ties broken by value), and the plan can always stop spending.
+#: The multiplier `paced_policy` adds last to every grid: the stop component. `decide` gives its users the free
+#: action (the level never paid for) with a planned spend of 0, so the plan can always stop spending; its
+#: value-to-go is read from this multiplier's best response, which spends next to nothing.
 STOP_MULTIPLIER = 1e3
 
 
@@ -88,7 +92,7 @@ class PacedPolicy:
     """The grid of evaluated best responses and the one-step cost models that `decide` re-plans from each day.
 
     multipliers[k] is the multiplier of components[k] (`EvaluatedPolicy`: greedy policy, per-day FQE Q-functions of
-    value and cost, its planned (value, cost) per episode); the last is `STOP_MULTIPLIER`'s, the cheapest.
+    value and cost, its planned (value, cost) per episode); the last, `STOP_MULTIPLIER`'s, is the stop component.
     one_step_cost[t].predict(states) -> (n, actions) expected spend of day t alone. safety: the share of the total
     budget held back."""
 
@@ -130,9 +134,10 @@ class PacedPolicy:
         remaining = max((1.0 - self.safety) * float(budget.sum()) - float(spent.sum()), 0.0)
         target = remaining / calibration
         rows = np.arange(n)
-        actions = np.stack([c.policy.act(states, day) for c in self.components])
+        actions = np.stack([c.policy.act(states, day) for c in self.components[:-1]]
+                           + [np.full(n, self._free_action(states, day))])
         cost = np.stack([np.maximum(c.cost_q[day].predict(states)[rows, a], 0.0)
-                         for c, a in zip(self.components, actions, strict=True)])
+                         for c, a in zip(self.components[:-1], actions, strict=False)] + [np.zeros(n)])
         value = np.stack([c.value_q[day].predict(states)[rows, a] for c, a in zip(self.components, actions,
                                                                                    strict=True)])
         totals = cost.sum(axis=1)
@@ -152,6 +157,11 @@ class PacedPolicy:
         return PacedDecision(action, chosen, np.asarray(self.multipliers)[chosen], expected, day, calibration,
                              remaining, target, float(cost[chosen, rows].sum()), float(value[chosen, rows].sum()),
                              float(np.mean(chosen != low)) if low != high else 0.0)
+
+    def _free_action(self, states: np.ndarray, day: int) -> int:
+        """The action with the least predicted spend today over these users: the level never paid for (its one-step
+        cost model is fitted on zeros, so it predicts exactly 0)."""
+        return int(np.argmin(self.one_step_cost[day].predict(states).sum(axis=0)))
 
     def _checked(self, user_ids, states, day: int) -> tuple[np.ndarray, np.ndarray]:
         states = np.asarray(states, dtype=float)
