@@ -141,8 +141,9 @@ class PacedPolicy:
         value = np.stack([c.value_q[day].predict(states)[rows, a] for c, a in zip(self.components, actions,
                                                                                    strict=True)])
         totals = cost.sum(axis=1)
-        order = np.argsort(totals, kind="stable")  # cheapest plan first
-        position = int(np.searchsorted(totals[order], target, side="right"))
+        stop = len(totals) - 1
+        order = np.lexsort((np.arange(len(totals)) != stop, totals))  # cheapest plan first, the stop one first of ties
+        position = int(np.searchsorted(totals[order], target, side="left"))
         low = order[max(position - 1, 0)]
         high = order[min(position, len(order) - 1)]
         chosen = np.full(n, low)

@@ -110,15 +110,15 @@ def test_the_first_day_meets_its_target_to_one_users_spend_with_the_lowest_hashe
         np.testing.assert_allclose(decision.expected_cost, MODEL.cost[state.argmax(axis=1), decision.action])
 
 
-def test_targets_outside_the_grid_give_everyone_the_cheapest_or_the_dearest_policy():
+def test_a_spent_budget_stops_every_payment_and_a_large_one_gives_everyone_the_dearest_policy():
     paced = _exact_paced(MODEL)
     state = np.eye(MODEL.n_states)[np.arange(200) % MODEL.n_states]
     users = np.arange(200)
+    spent_all = paced.decide(users, state, 0, 5.0, 5.0, salt="s")  # nothing left
+    assert spent_all.remaining_budget == 0.0 and spent_all.planned_remaining == 0.0
+    assert (spent_all.component == len(paced.components) - 1).all()  # the stop component
+    assert (spent_all.action == 0).all() and (spent_all.expected_cost == 0).all()  # the free action (cost 0)
     costs = [c.cost_q[0].predict(state)[np.arange(200), c.policy.act(state, 0)].sum() for c in paced.components]
-    spent_all = paced.decide(users, state, 0, 5.0, 5.0, salt="s")  # the budget is spent: nothing left
-    assert len(set(spent_all.component.tolist())) == 1 and spent_all.high_share == 0.0
-    assert spent_all.planned_remaining == pytest.approx(min(costs))
-    assert spent_all.remaining_budget == 0.0
     rich = paced.decide(users, state, 0, 0.0, 1e6, salt="s")
     assert len(set(rich.component.tolist())) == 1 and rich.planned_remaining == pytest.approx(max(costs))
 
