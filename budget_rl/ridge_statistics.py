@@ -93,19 +93,46 @@ class TransitionLayout:
         return (counts if weight is None else weight * counts), counts
 
     def rows(self, chunk: Any, day: int) -> _DayRows:
-        """Day `day`'s rows of a chunk: a `Transitions` or a DataFrame with `columns` (labels coded by `actions`)."""
-        if isinstance(chunk, Transitions):
+        """Day `day`'s rows of a chunk: a `Transitions`, a DataFrame with `columns` (labels coded by `actions`), or
+        a `_SharedChunk` (the same, its arrays extracted once for every statistic of the pass)."""
+        if isinstance(chunk, _SharedChunk):
+            arrays = chunk.day_arrays(self, day)
+        elif isinstance(chunk, Transitions):
             rows = chunk.on_day(day)
-            weight = self._weights(chunk.user[rows], None if chunk.propensity is None else chunk.propensity[rows])
-            return _DayRows(chunk.state[rows], chunk.action[rows], chunk.reward[rows], chunk.cost[rows],
-                            chunk.next_state[rows], *weight)
-        chunk = chunk[chunk["day"].to_numpy() == day]
-        weight = self._weights(chunk["user_id"].to_numpy() if self.resample_salt is not None else None,
-                               chunk["propensity"].to_numpy(dtype=float) if self.importance_weighted else None)
-        return _DayRows(chunk[list(self.states)].to_numpy(dtype=float),
-                        pd.Index(self.actions).get_indexer(chunk["action"]).astype(np.int64),
-                        chunk["reward"].to_numpy(dtype=float), chunk["cost"].to_numpy(dtype=float),
-                        chunk[list(self.nexts)].to_numpy(dtype=float), *weight)
+            arrays = (chunk.state[rows], chunk.action[rows], chunk.reward[rows], chunk.cost[rows],
+                      chunk.next_state[rows], chunk.user[rows],
+                      None if chunk.propensity is None else chunk.propensity[rows])
+        else:
+            arrays = self.day_arrays(chunk, day)
+        state, action, reward, cost, next_state, users, propensity = arrays
+        weight = self._weights(users, propensity if self.importance_weighted else None)
+        return _DayRows(state, action, reward, cost, next_state, *weight)
+
+    def day_arrays(self, frame: pd.DataFrame, day: int) -> tuple:
+        """(state, action code, reward, cost, next state, user_id, propensity or None) of a DataFrame's day."""
+        frame = frame[frame["day"].to_numpy() == day]
+        return (frame[list(self.states)].to_numpy(dtype=float),
+                pd.Index(self.actions).get_indexer(frame["action"]).astype(np.int64),
+                frame["reward"].to_numpy(dtype=float), frame["cost"].to_numpy(dtype=float),
+                frame[list(self.nexts)].to_numpy(dtype=float), frame["user_id"].to_numpy(),
+                frame["propensity"].to_numpy(dtype=float) if "propensity" in frame.columns else None)
+
+
+class _SharedChunk:
+    """A DataFrame chunk read by several statistics in one pass (bootstrap replicates, a pacing grid): each day's
+    arrays are extracted once for all of them; columns read as the frame's."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame, self._days = frame, {}
+
+    def __getitem__(self, key):
+        return self.frame[key]
+
+    def day_arrays(self, layout: TransitionLayout, day: int) -> tuple:
+        key = (day, layout.actions, layout.states)
+        if key not in self._days:
+            self._days[key] = layout.day_arrays(self.frame, day)
+        return self._days[key]
 
 
 def _weighted(rows: _DayRows, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +148,8 @@ class _InOnePass:
     statistics: tuple
 
     def partial(self, chunk: Any) -> tuple:
-        return tuple(statistic.partial(chunk) for statistic in self.statistics)
+        shared = _SharedChunk(chunk) if isinstance(chunk, pd.DataFrame) else chunk
+        return tuple(statistic.partial(shared) for statistic in self.statistics)
 
     def merge(self, left: tuple, right: tuple) -> tuple:
         return tuple(statistic.merge(one, other)
@@ -170,18 +198,20 @@ class GramState:
 @dataclass(frozen=True)
 class GramPass(SelfMerging):
     """The statistic computed once: per (day, action) Gram sums over every chunk, and the checks of the rows.
-    `days`: the days to read (None: every day in the chunk)."""
+    `days`: the days to read (None: every day in the chunk). `validate`: check the rows (done by one statistic of
+    a pass; the bootstrap replicates' passes read the same rows)."""
 
     layout: TransitionLayout
     days: tuple[int, ...] | None = None
     check_episodes: bool = True
+    validate: bool = True
 
     def partial(self, chunk: Any) -> GramState:
         state = GramState()
         if isinstance(chunk, Transitions):
             days = range(chunk.horizon)
         else:
-            if self._refused(chunk, state):
+            if self.validate and self._refused(chunk, state):
                 return state
             days = np.unique(chunk["day"].to_numpy(dtype=np.int64)).tolist()
         n_actions, p = len(self.layout.actions), len(self.layout.states)
@@ -446,7 +476,7 @@ def _merged_grams(data: Any, layouts: Sequence[TransitionLayout], check_episodes
     also refuses users whose days are not consecutive from 0 (checked on the first layout's pass; one table per day:
     holding two days' users at a time)."""
     def grams(days: tuple[int, ...] | None = None) -> _InOnePass:
-        return _InOnePass(tuple(GramPass(layout, days, check_episodes and index == 0)
+        return _InOnePass(tuple(GramPass(layout, days, check_episodes and index == 0, index == 0)
                                 for index, layout in enumerate(layouts)))
 
     if isinstance(data, Transitions):
