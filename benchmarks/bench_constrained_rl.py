@@ -171,6 +171,9 @@ def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Seque
         started = time.perf_counter()
         myopic = baselines.myopic_allocator(logs, budget, importance_weighted=True)
         record("myopic", budget, myopic.act, time.perf_counter() - started, HORIZON, 0, None)
+        matched = runs[-1]["spend"] / (1 - PACING_SAFETY)  # a paced point at the myopic allocator's realised spend
+        record("paced", matched, _paced(paced, env, matched, []), pacing_s, len(paced.components),
+               len(paced.components), None, matched_to=budget)
         started = time.perf_counter()
         fixed = baselines.fixed_multiplier_policy(oracle, budget, lambda_max=LE_LAMBDA_MAX, steps=20)
         record("fixed multiplier", budget, fixed.policy.act, time.perf_counter() - started, 1, fixed.oracle_calls,
@@ -223,7 +226,7 @@ def _ratios(runs: list[dict], values: np.ndarray, spends: np.ndarray) -> list[di
 
     rows = []
     for i, run in enumerate(runs):
-        if run["method"] != METHODS[0]:
+        if run["method"] != METHODS[0] or "matched_to" in run:
             continue
         row = {"budget": run["budget"], "spend": spends[i], "value": values[i]}
         for baseline in (*METHODS[1:], "headroom"):
@@ -327,7 +330,7 @@ def _print_world(world: str, result: dict) -> None:
     print(table(["budget", "paced: value at spend", "spend / budget", *[f"paced / {m}" for m in METHODS[1:]],
                  "headroom: value at spend", "share of headroom over myopic"], rows))
     calibration = {r["budget"]: [day["calibration"] for day in r["days"]] for r in result["runs"]
-                   if r["method"] == "paced"}
+                   if r["method"] == "paced" and "matched_to" not in r}
     print(table(["budget", "calibration kappa by day"],
                 [[budget, " ".join(f"{k:.2f}" for k in values)] for budget, values in calibration.items()]))
 
