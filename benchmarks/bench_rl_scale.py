@@ -192,6 +192,7 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
     progress = progress_file(n_users, stage)
     progress.unlink(missing_ok=True)
     code_measured = git_state()  # the working tree the stage's modules are imported from
+    progress.write_text(json.dumps({"code": code_measured}) + "\n")
     started = time.perf_counter()
     if stage == "build-transitions":
         for owner, name in ((pipelines.stages.build_transitions, "run_statistic"),
@@ -236,8 +237,11 @@ def _breakdown(record: Sequence[tuple[str, float]]) -> dict:
 
 def stopped(stage: str, n_users: int, limit: float) -> dict:
     """What a run stopped at its time limit leaves: the timed calls that completed, from its progress file."""
-    lines = [json.loads(line) for line in progress_file(n_users, stage).read_text().splitlines()]
+    progress = progress_file(n_users, stage)
+    text = progress.read_text() if progress.exists() else json.dumps({"code": None})  # stopped before it began
+    first, *lines = [json.loads(line) for line in text.splitlines()]
     return {"stage": stage, "n_users": n_users, "days": DAYS, "finished": False, "wall_s": limit, "metrics": {},
+            "code": first["code"],
             "peak_rss_bytes": max((line["peak_rss_bytes"] for line in lines), default=0),
             "other_load_cores": float("nan"), "progress": lines,
             **_breakdown([(line["call"], line["seconds"]) for line in lines])}
@@ -275,6 +279,7 @@ def run(n_users: int, stages: Sequence[str], seed: int, limit: float | None = No
     runs = {}
     for stage in stages:
         print(f"[rl_scale] {stage} at {n_users:,} users ...", flush=True)
+        progress_file(n_users, stage).unlink(missing_ok=True)
         try:
             runs[stage] = measure_in_subprocess("benchmarks.bench_rl_scale:measure", timeout=limit, stage=stage,
                                                 n_users=n_users, seed=seed)
