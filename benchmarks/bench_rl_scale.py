@@ -208,7 +208,7 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
                             (pipelines.stages.constrained_rl, "fixed_multiplier_policy"),
                             (pipelines.stages.constrained_rl, "paced_policy"),
                             (sweeps, SWEEP if hasattr(sweeps, SWEEP) else "fit"),
-                            (sweeps, "evaluated_many"), (sweeps, "replicates"), (sweeps, "one_step")):
+                            (sweeps, "replicates"), (sweeps, "one_step")):
             if hasattr(owner, name):  # the stage's steps as of the measured commit
                 _timed(owner, name, record, progress, started)
         argv = ["constrained-rl", "--transitions", str(folder / "transitions"), "--out", str(folder / "policy"),
@@ -258,8 +258,7 @@ def _row(run: dict) -> list:
                   f"median {per_call:.1f} s); checks + Gram pass {by_call.get('ridge_sweeps', 0):.0f} s; "
                   f"column generation {by_call.get('maximize_under_budget', 0):.0f} s; bootstrap "
                   f"{by_call.get('replicates', 0):.0f} s; one-step models {by_call.get('one_step', 0):.0f} s; "
-                  f"pacing grid {by_call.get('paced_policy', 0):.0f} s (in one sweep: "
-                  f"{by_call.get('evaluated_many', 0):.0f} s); fixed multiplier "
+                  f"pacing grid {by_call.get('paced_policy', 0):.0f} s; fixed multiplier "
                   f"{by_call.get('fixed_multiplier_policy', 0):.0f} s")
     else:
         detail = (f"{int(run['metrics'].get('decisions', 0)):,} decisions; output {mib(run.get('output_bytes', 0))}; "
