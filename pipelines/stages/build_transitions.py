@@ -73,6 +73,9 @@ class BuildTransitionsConfig(LogSection):
                                                      "the zero-cost level, the first by name if several)")
     decays: list[float] = Field(list(HISTORY_DECAYS), description="daily decays of the purchase-count history "
                                                                   "features, each in [0, 1)")
+    sample_fraction: float = Field(1.0, gt=0, le=1, description="transitions of a whole-user sample: the users "
+                                                                "kept by a salted hash of user_id (every day the "
+                                                                "same users; the encoder still fitted on all)")
 
     required_roles: ClassVar[tuple[str, ...]] = ("user_id", "day", "arm", "reward", "cost")
 
@@ -119,7 +122,7 @@ def _day_table(rows, user_ids: np.ndarray, level_names: np.ndarray, static: np.n
 
 def _demo(inputs: DemoInputs) -> dict:
     return {"logs": str(inputs.campaign_dir / "logs"), "users": str(inputs.campaign_dir / "users"),
-            "out": str(inputs.out_dir / "transitions")}
+            "out": str(inputs.out_dir / "transitions"), "sample_fraction": 0.2}
 
 
 @register_stage("build-transitions", BuildTransitionsConfig, order=52, demo=_demo)
@@ -142,9 +145,13 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
     first, horizon = campaign_days(summary.days, column=config.day)
     levels = face_values_of_counts(summary.levels, config.level_costs)
     no_contact = _no_contact(config, levels)
-    history = UserHistory.start(ids.size, decays=config.decays)
     seed = context.stage_seed("build-transitions")
     encoder = ContextEncoder(features).fit(frame) if features else None
+    kept = (salted_uniform(ids, seeded_salt("transitions-sample", seed)) < config.sample_fraction
+            if config.sample_fraction < 1 else np.ones(ids.size, dtype=bool))
+    sampled = np.cumsum(kept) - 1  # position of a kept user among the kept ones
+    frame, ids = frame[kept].reset_index(drop=True), ids[kept]
+    history = UserHistory.start(ids.size, decays=config.decays)
     static = encoder.transform(frame) if encoder is not None else np.zeros((ids.size, 0))
     static_names = [str(name) for name in encoder.feature_names_out_] if encoder is not None else []
     history_names = history_feature_names(levels, history.decays)
@@ -157,6 +164,8 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
         for day, decisions in progress(enumerate(days), "building transitions day by day", total=horizon):
             decisions = decisions[columns].compute()
             index, _ = check.user_index(decisions[config.user_id].to_numpy())
+            if config.sample_fraction < 1:
+                decisions, index = decisions[kept[index]], sampled[index[kept[index]]]
             codes = pd.Categorical(decisions[config.arm].astype(str), categories=list(levels)).codes
             draw = salted_uniform(ids, seeded_salt(f"absent-day-{day}", seed)) if config.absent == "inactive" else None
             rows, history = transition_day(
@@ -178,7 +187,8 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
     context.log.metrics({"users": int(ids.size), "days": horizon, "decisions": contacted,
                          "transitions": int(ids.size) * horizon, "state_features": len(state_names),
                          "contacted_share": contacted / max(ids.size * horizon, 1)})
-    return StageResult(summary={"transitions": f"{ids.size} users x {horizon} days",
+    sample = f" (a {config.sample_fraction:.0%} sample of the users)" if config.sample_fraction < 1 else ""
+    return StageResult(summary={"transitions": f"{ids.size} users x {horizon} days{sample}",
                                 "state": f"{len(static_names)} user + {len(history_names)} history features",
                                 "days without a decision": absent_rule},
                        outputs={"transitions": config.out},

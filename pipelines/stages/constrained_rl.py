@@ -329,7 +329,7 @@ def _grid(config: ConstrainedRLConfig) -> tuple[float, ...]:
 
 def _demo(inputs: DemoInputs) -> dict:
     return {"transitions": str(inputs.out_dir / "transitions"), "out": str(inputs.out_dir / "mixed_policy"),
-            "decisions": str(inputs.out_dir / "decisions"), "budget_per_user": 2.0, "bootstrap": 10,
+            "decisions": str(inputs.out_dir / "decisions"), "budget_per_user": 2.0, "bootstrap": 5,
             "truth_users": 100_000}
 
 

@@ -173,3 +173,21 @@ def test_on_a_generated_campaign_the_job_reports_the_truth_of_each_allocator(tmp
     assert truth.loc["paced mixed policy", "spend_share"] > truth.loc["mixed policy as planned", "spend_share"]
     assert truth.loc["paced mixed policy", "spend_share"] > 0.9
     assert (truth["value"] > 0).all()
+
+
+def test_a_user_sample_keeps_whole_users_and_their_rows_unchanged(small_campaign, built, tmp_path, mlflow_uri,
+                                                                    capsys):
+    decay = small_campaign.world.config.habit_decay
+    out = tmp_path / "sampled"
+    code = main(["build-transitions", "--logs", str(small_campaign.paths.logs), "--users",
+                 str(small_campaign.paths.users), "--out", str(out), "--tracking-uri", mlflow_uri,
+                 "--decays", f"0.5,0.9,{decay}", "--sample-fraction", "0.3"])
+    assert code == 0, capsys.readouterr().err
+    full, sampled = pd.read_parquet(built), pd.read_parquet(out)
+    users = sampled["user_id"].unique()
+    assert 0.25 < len(users) / full["user_id"].nunique() < 0.35
+    assert (sampled.groupby("user_id").size() == full["day"].nunique()).all()  # every day of a kept user
+    keys = ["user_id", "day"]
+    mine = sampled.sort_values(keys, ignore_index=True)
+    theirs = full[full["user_id"].isin(users)].sort_values(keys, ignore_index=True)
+    pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)  # absent users' levels too: hashed by user
