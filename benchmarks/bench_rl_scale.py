@@ -8,10 +8,14 @@ Each stage runs as a user runs it, through the CLI (`pipelines.cli.main`, in-pro
 to a sqlite store under the data folder), in a fresh subprocess of the harness, so its peak RSS is the whole
 process's. constrained-rl: `--q-model ridge --budget-per-user 4`, default bootstrap (20), importance weighting
 (the logs carry propensities). Besides the stage's wall time the subprocess wraps, without changing them, the
-stage's ridge entry points with timers: the checks and Gram pass (`ridge_sweeps`), each oracle call
-(`RidgeSweeps.fit`: one backward sweep, T + 1 passes), the bootstrap (`RidgeSweeps.replicates`) and the
-fixed-multiplier baseline (`fixed_multiplier_policy`, whose bisection calls the oracle too). The MLflow metric
-`oracle_calls` is the column generation's count; "sweeps" counts every `fit` call, the baseline's included.
+stage's steps with timers. constrained-rl: the checks and Gram pass (`ridge_sweeps`), each backward sweep
+(`RidgeSweeps.evaluated`, `fit` in code that has no `evaluated`: one oracle call, T + 1 passes over the data), the
+column generation (`maximize_under_budget`), the bootstrap (`RidgeSweeps.replicates`), the one-step models
+(`RidgeSweeps.one_step`), the pacing grid (`paced_policy`) and the fixed-multiplier baseline where the stage has
+one. build-transitions: the log check (`run_statistic`), `transition_day`, the day tables and the parquet writes.
+The MLflow metric `oracle_calls` is the column generation's count; "sweeps" counts every backward sweep. Each
+timed call is also appended to `progress-<stage>.jsonl` in the data folder, so a stage stopped at `--time-limit`
+still reports the steps it completed and its peak RSS by then.
 
 Data: a numpy generator with a known structure, written once per size under `benchmarks/.data/rl_scale/`, block
 by block of 500,000 users (memory-flat), each block from its own seeded stream:
@@ -27,8 +31,8 @@ by block of 500,000 users (memory-flat), each block from its own seeded stream:
 Logs are one parquet file per (day, block) (`logs/part-dDD-bBBBBB.parquet`): a day's decisions are in that day's
 files, as a daily export writes them.
 
-    python -m benchmarks.bench_rl_scale --users 1000000              # 10^6 x 14 (data about 1 minute)
-    python -m benchmarks.bench_rl_scale --users 10000000             # 10^7 x 14 (data about 15 minutes)
+    python -m benchmarks.bench_rl_scale --users 1000000              # 10^6 x 14 (data: 6 s, 152 MiB)
+    python -m benchmarks.bench_rl_scale --users 10000000             # 10^7 x 14 (data: 1 to 2 minutes, 1.5 GiB)
     python -m benchmarks.bench_rl_scale --users 10000000 --stages build-transitions
     python -m benchmarks.bench_rl_scale --users 1000000 --delete-data  # remove the size's data afterwards
 """
