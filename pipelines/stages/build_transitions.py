@@ -53,7 +53,7 @@ NOT_FEATURES = ["user_id", "segment"]
 class BuildTransitionsConfig(LogSection):
     users: ConfigPath = Field(description="users table (parquet): user_id and the state's user features; one "
                                           "transition per user and day, users without a decision included")
-    out: ConfigPath = Field(description="transitions (parquet folder, one file per day, replaced atomically): "
+    out: ConfigPath = Field(description="transitions (parquet folder, files by day, replaced atomically): "
                                         "user_id, day, action, reward, cost, propensity, state_*, next_*")
     user_id: str = Field("user_id", description="user id column of the logs (the users table's is user_id)")
     day: str = Field("day", description="day column (integers; at least two, consecutive)")
@@ -108,15 +108,22 @@ def _no_contact(config: BuildTransitionsConfig, levels: dict[str, float]) -> int
     return names.index(config.no_contact)
 
 
-def _day_table(rows, user_ids: np.ndarray, level_names: np.ndarray, static: np.ndarray, static_names: list[str],
-               history_names: list[str], has_propensity: bool) -> pa.Table:
-    columns: dict[str, np.ndarray] = {"user_id": user_ids, "day": np.full(user_ids.size, rows.day, dtype=np.int64),
-                                      "action": level_names[rows.action], "reward": rows.reward, "cost": rows.cost}
+#: Users per output file: a day is written in slices, so a reader holds one slice, not the day's whole table.
+SLICE_USERS = 1 << 20
+
+
+def _day_table(rows, users: slice, user_ids: np.ndarray, level_names: np.ndarray, static: np.ndarray,
+               static_names: list[str], history_names: list[str], has_propensity: bool) -> pa.Table:
+    """The rows of users `users` (a slice of the users table) for one day, as a parquet-ready table."""
+    ids = user_ids[users]
+    columns: dict[str, np.ndarray] = {"user_id": ids, "day": np.full(ids.size, rows.day, dtype=np.int64),
+                                      "action": level_names[rows.action[users]], "reward": rows.reward[users],
+                                      "cost": rows.cost[users]}
     if has_propensity:
-        columns["propensity"] = rows.propensity
+        columns["propensity"] = rows.propensity[users]
     for prefix, history in (("state_", rows.state), ("next_", rows.next_state)):
-        columns |= {f"{prefix}{name}": static[:, j] for j, name in enumerate(static_names)}
-        columns |= {f"{prefix}{name}": history[:, j] for j, name in enumerate(history_names)}
+        columns |= {f"{prefix}{name}": static[users, j] for j, name in enumerate(static_names)}
+        columns |= {f"{prefix}{name}": history[users, j] for j, name in enumerate(history_names)}
     return pa.table(columns)
 
 
@@ -152,7 +159,7 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
     sampled = np.cumsum(kept) - 1  # position of a kept user among the kept ones
     frame, ids = frame[kept].reset_index(drop=True), ids[kept]
     history = UserHistory.start(ids.size, decays=config.decays)
-    static = encoder.transform(frame) if encoder is not None else np.zeros((ids.size, 0))
+    static = np.asfortranarray(encoder.transform(frame)) if encoder is not None else np.zeros((ids.size, 0))
     static_names = [str(name) for name in encoder.feature_names_out_] if encoder is not None else []
     history_names = history_feature_names(levels, history.decays)
     level_names = np.asarray(list(levels), dtype=object)
@@ -175,8 +182,13 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
                                       if has_propensity else None),
                 n_levels=len(levels), no_contact_level=no_contact, horizon=horizon, absent_draw=draw)
             contacted += len(decisions)
-            pq.write_table(_day_table(rows, ids, level_names, static, static_names, history_names, has_propensity),
-                           temporary / f"part-{day:05d}.parquet", compression="zstd")
+            del decisions
+            for part, start in enumerate(range(0, ids.size, SLICE_USERS)):
+                users = slice(start, start + SLICE_USERS)
+                pq.write_table(_day_table(rows, users, ids, level_names, static, static_names, history_names,
+                                          has_propensity),
+                               temporary / f"part-{day:05d}-{part:04d}.parquet", compression="zstd")
+            del rows
     state_names = [*static_names, *history_names]
     absent_rule = (f"inactive (a level drawn uniformly, propensity 1/{len(levels)})" if config.absent == "inactive"
                    else f"not contacted ({level_names[no_contact]}, propensity 1)")

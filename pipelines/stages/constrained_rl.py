@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from budget_rl.baselines import MyopicAllocator
 from budget_rl.mixed import MixedPolicy, maximize_under_budget
@@ -343,7 +344,10 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     seed = context.stage_seed("constrained-rl")
     weighted = _weighted(config, "propensity" in table.columns)
     if config.q_model == "ridge":
-        learned = _ridge_on_partitions(table, config, weighted, seed)
+        # the ridge kernels multiply tall, thin matrices inside Dask's threads: BLAS threads on top of those only
+        # contend (a sweep at 10^6 users x 14 days: 47.8 s with two, 30.6 s with one; RESULTS.md 6c)
+        with threadpool_limits(1):
+            learned = _ridge_on_partitions(table, config, weighted, seed)
     else:
         learned = _mlp_in_memory(table.compute().reset_index(drop=True), config, weighted, seed)
     mixed, actions, horizon, budget = learned.mixed, learned.actions, learned.horizon, learned.budget

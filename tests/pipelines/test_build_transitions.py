@@ -191,3 +191,17 @@ def test_a_user_sample_keeps_whole_users_and_their_rows_unchanged(small_campaign
     mine = sampled.sort_values(keys, ignore_index=True)
     theirs = full[full["user_id"].isin(users)].sort_values(keys, ignore_index=True)
     pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)  # absent users' levels too: hashed by user
+
+
+def test_a_day_written_in_slices_of_users_is_the_same_table(small_campaign, built, tmp_path, mlflow_uri, capsys,
+                                                            monkeypatch):
+    from pipelines.stages import build_transitions
+
+    monkeypatch.setattr(build_transitions, "SLICE_USERS", 1000)
+    out = tmp_path / "sliced"
+    code = main(["build-transitions", "--logs", str(small_campaign.paths.logs), "--users",
+                 str(small_campaign.paths.users), "--out", str(out), "--tracking-uri", mlflow_uri,
+                 "--decays", f"0.5,0.9,{small_campaign.world.config.habit_decay}"])
+    assert code == 0, capsys.readouterr().err
+    assert len(list(out.glob("part-00002-*.parquet"))) == 3
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(built))
