@@ -46,7 +46,7 @@ from budget_rl.offline import (
     fqe_with_intervals,
     one_step_models,
 )
-from budget_rl.pacing import PacedPolicy, paced_policy
+from budget_rl.pacing import DEFAULT_MULTIPLIERS, PacedPolicy, paced_policy
 from budget_rl.ridge_statistics import ridge_sweeps
 from campaign_core import StatisticOf
 from pipelines.config import ConfigPath, StageConfig
@@ -105,9 +105,10 @@ class ConstrainedRLConfig(StageConfig):
     importance_weighting: Literal["auto", "on", "off"] = Field(
         "auto", description="weight FQI/FQE rows by 1 / logged propensity (auto: when the transitions have a "
                             "propensity column)")
-    pacing_multipliers: int = Field(13, ge=2, le=64, description="budget multipliers of the pacing grid (0, then "
-                                                                 "geometric from 0.001 to 2): one evaluated best "
-                                                                 "response each")
+    pacing_multipliers: int = Field(len(DEFAULT_MULTIPLIERS), ge=2, le=64,
+                                    description="budget multipliers of the pacing grid (0, then geometric from 0.004 "
+                                                "to 1 purchases per currency unit, as budget_rl.pacing's default), "
+                                                "plus the stop component: one evaluated best response each")
     safety: float = Field(0.02, ge=0, lt=1, description="share of the budget the daily pacing holds back")
     decisions: ConfigPath | None = Field(None, description="the decision table of `decision_day` (parquet folder, "
                                                            "replaced atomically): user_id, component, multiplier, "
@@ -324,8 +325,10 @@ def _fixed_multiplier(paced: PacedPolicy, budget: float) -> dict[str, float]:
 
 
 def _grid(config: ConstrainedRLConfig) -> tuple[float, ...]:
-    """The pacing grid: multiplier 0 (value only), then geometric from 0.001 to 2 (purchases per currency unit)."""
-    return (0.0, *np.geomspace(1e-3, 2.0, config.pacing_multipliers - 1).tolist())
+    """The pacing grid: multiplier 0 (value only), then geometric from 0.004 to 1 (purchases per currency unit);
+    the default size is `budget_rl.pacing.DEFAULT_MULTIPLIERS`."""
+    return (0.0, *np.geomspace(DEFAULT_MULTIPLIERS[1], DEFAULT_MULTIPLIERS[-1],
+                               config.pacing_multipliers - 1).tolist())
 
 
 def _demo(inputs: DemoInputs) -> dict:
