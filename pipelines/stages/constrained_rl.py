@@ -278,14 +278,13 @@ def _truth(world_data, config: ConstrainedRLConfig, learned: _Learned, fitted: F
     world, n_campaign, built = world_data
     budget = learned.budget
     myopic = MyopicAllocator(learned.one_step_reward, learned.paced.one_step_cost, budget / learned.horizon)
-    planned: dict[str, float] = {}
+    planned = [0.0]  # the chunk's summed expected_cost so far (rollout runs a chunk's days in order)
 
     def paced(ids, states, day, spent):
-        if day == 0:
-            planned[ids[0]] = 0.0
+        planned[0] = 0.0 if day == 0 else planned[0]
         decision = learned.paced.decide(ids, states, day, spent, budget, salt=salt,
-                                        planned_so_far=None if day == 0 else planned[ids[0]] / len(ids))
-        planned[ids[0]] += float(decision.expected_cost.sum())
+                                        planned_so_far=None if day == 0 else planned[0] / len(ids))
+        planned[0] += float(decision.expected_cost.sum())
         return decision.action
 
     policies = {"paced mixed policy": paced,
