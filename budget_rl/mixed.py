@@ -39,6 +39,8 @@ from campaign_core import InputError, salted_uniform
 
 #: oracle(direction) -> (deterministic policy minimizing <direction, z(policy)>, its measurement vector z)
 Oracle = Callable[[np.ndarray], tuple[Any, np.ndarray]]
+#: oracle_many(directions) -> [oracle(direction) for direction in directions], answered together
+BatchOracle = Callable[[Sequence[np.ndarray]], list[tuple[Any, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class MixedPolicy:
     measurements: np.ndarray
     oracle_calls: int = 0
     history: tuple[np.ndarray, ...] = field(default=(), compare=False)
+    rounds: int = 0
 
     @property
     def expected(self) -> np.ndarray:
@@ -106,11 +109,35 @@ def _checked_limits(limits: Sequence[float]) -> np.ndarray:
 def _cheapest(oracle: Oracle, limits: np.ndarray, tolerance: float) -> tuple[Any, np.ndarray]:
     """The policy minimizing the constrained measurements; ValueError (with what it needs) if over a limit."""
     policy, measurement = oracle(np.r_[0.0, np.ones(len(limits))])
-    measurement = np.asarray(measurement, dtype=float)
-    if (measurement[1:] > limits + tolerance).any():
-        raise InputError(f"limits: infeasible; the cheapest policy found needs {measurement[1:].tolist()} "
+    return policy, _within(measurement, limits, tolerance)
+
+
+def _within(cheapest: np.ndarray, limits: np.ndarray, tolerance: float) -> np.ndarray:
+    """The cheapest policy's measurements; InputError naming them when one is over its limit."""
+    cheapest = np.asarray(cheapest, dtype=float)
+    if (cheapest[1:] > limits + tolerance).any():
+        raise InputError(f"limits: infeasible; the cheapest policy found needs {cheapest[1:].tolist()} "
                          f"against limits {limits.tolist()}")
-    return policy, measurement
+    return cheapest
+
+
+def _master(table: np.ndarray, limits: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The restricted master LP over the stored measurement vectors (rows of `table`): the weights of its vertex,
+    the prices lambda >= 0 of the limits and the convexity row's price (the value the prices leave)."""
+    result = linprog(-table[:, 0], A_ub=table[:, 1:].T, b_ub=limits, A_eq=np.ones((1, len(table))), b_eq=[1.0],
+                     bounds=(0, None), method="highs-ds")
+    weights = np.where(result.x > tolerance, result.x, 0.0)
+    weights /= weights.sum()
+    prices = -np.asarray(result.ineqlin.marginals)  # value per unit of each limit (>= 0)
+    return weights, prices, -result.fun - prices @ limits
+
+
+def _improves(measurement: np.ndarray, prices: np.ndarray, baseline: float, table: np.ndarray,
+              tolerance: float) -> bool:
+    """Whether a best response at `prices` has a positive reduced value and is not already stored."""
+    scale = max(1.0, float(np.abs(table).max()))
+    return bool(measurement[0] - prices @ measurement[1:] - baseline > tolerance * scale
+                and not any(np.array_equal(measurement, vector) for vector in table))
 
 
 def maximize_under_budget(oracle: Oracle, limits: Sequence[float], *, tolerance: float = 1e-9,
@@ -126,26 +153,55 @@ def maximize_under_budget(oracle: Oracle, limits: Sequence[float], *, tolerance:
     weights, calls, history = np.ones(1), 1, [measurement]
     for _ in range(max_iterations):
         table = np.asarray(vectors)
-        result = linprog(-table[:, 0], A_ub=table[:, 1:].T, b_ub=limits, A_eq=np.ones((1, len(table))), b_eq=[1.0],
-                         bounds=(0, None), method="highs-ds")
-        weights = np.where(result.x > tolerance, result.x, 0.0)
-        weights /= weights.sum()
+        weights, prices, baseline = _master(table, limits, tolerance)
         history.append(weights @ table)
-        prices = -np.asarray(result.ineqlin.marginals)  # value per unit of each limit (>= 0)
-        baseline = -result.fun - prices @ limits  # the convexity row's price
         candidate, measurement = oracle(np.r_[-1.0, prices])
         calls += 1
         measurement = np.asarray(measurement, dtype=float)
-        scale = max(1.0, float(np.abs(table).max()))
-        if measurement[0] - prices @ measurement[1:] - baseline <= tolerance * scale or any(
-                np.array_equal(measurement, vector) for vector in vectors):
+        if not _improves(measurement, prices, baseline, table, tolerance):
             break
         keep = np.flatnonzero(weights > 0)  # the basic columns (at most d) and the new one
         components = [components[i] for i in keep] + [candidate]
         vectors = [vectors[i] for i in keep] + [measurement]
     keep = np.flatnonzero(weights > 0)
     return MixedPolicy(tuple(components[i] for i in keep), weights[keep], np.asarray(vectors)[keep], calls,
-                       tuple(history))
+                       tuple(history), rounds=calls)
+
+
+#: The multiples of the master's prices a batched round asks for, besides the prices themselves.
+PRICE_SPREAD = (0.5, 0.7, 0.85, 0.93, 1.0, 1.07, 1.15, 1.3, 1.6)
+
+
+def maximize_under_budget_batched(oracle_many: BatchOracle, limits: Sequence[float], *,
+                                  first: Sequence[Sequence[float]] = (), spread: Sequence[float] = PRICE_SPREAD,
+                                  tolerance: float = 1e-9, max_rounds: int = 100) -> MixedPolicy:
+    """`maximize_under_budget` with an oracle that answers many directions at once (for `RidgeSweeps`, one sweep
+    over the data for all of them): each round asks for the master's prices and their multiples by `spread`, and
+    keeps every answer as a column. The first round asks for the cheapest direction and the `first` directions
+    (e.g. the pacing grid, already needed). It stops as column generation does, when the answer at the master's
+    prices has no positive reduced value, so the result is the same optimum over the hull, in fewer rounds (reads
+    of the data) and more oracle answers. `oracle_calls` counts the answers, `rounds` the batches."""
+    limits = _checked_limits(limits)
+    spread = sorted({1.0, *map(float, spread)})
+    answers = oracle_many([np.r_[0.0, np.ones(len(limits))], *(np.asarray(d, dtype=float) for d in first)])
+    measurement, calls, rounds = _within(answers[0][1], limits, tolerance), len(answers), 1
+    components = [policy for policy, _ in answers]
+    vectors = [np.asarray(z, dtype=float) for _, z in answers]
+    history = [measurement]
+    for _ in range(max_rounds):
+        table = np.asarray(vectors)
+        weights, prices, baseline = _master(table, limits, tolerance)
+        history.append(weights @ table)
+        answers = oracle_many([np.r_[-1.0, factor * prices] for factor in spread])
+        calls, rounds = calls + len(answers), rounds + 1
+        at_prices = np.asarray(answers[spread.index(1.0)][1], dtype=float)
+        if not _improves(at_prices, prices, baseline, table, tolerance):
+            break
+        components += [policy for policy, _ in answers]
+        vectors += [np.asarray(z, dtype=float) for _, z in answers]
+    keep = np.flatnonzero(weights > 0)
+    return MixedPolicy(tuple(components[i] for i in keep), weights[keep], np.asarray(vectors)[keep], calls,
+                       tuple(history), rounds=rounds)
 
 
 @dataclass

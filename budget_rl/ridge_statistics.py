@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import poisson
 
+from budget_rl._ridge_kernels import greedy_and_followed
 from budget_rl.offline import EvaluatedPolicy, GreedyQPolicy, RidgeQ, Transitions
 from campaign_core import (
     InputError,
@@ -52,15 +53,34 @@ def resampled_counts(users: np.ndarray, salt: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _DayRows:
-    """The rows of one day in one chunk, as arrays (weight None: unweighted)."""
+    """The rows of one day in one chunk, as arrays grouped by action: action a's rows are `bounds[a]:bounds[a + 1]`
+    (a contiguous slice, so every kernel reads each action's rows without copying them; rows whose action is
+    outside the layout's set are left out). `importance`: 1 / logged propensity (None: unweighted)."""
 
     state: np.ndarray
-    action: np.ndarray
     reward: np.ndarray
     cost: np.ndarray
     next_state: np.ndarray
-    weight: np.ndarray | None
-    multiplicity: np.ndarray | None = None
+    users: np.ndarray
+    importance: np.ndarray | None
+    bounds: np.ndarray
+
+    @classmethod
+    def grouped(cls, state, action, reward, cost, next_state, users, propensity, n_actions: int) -> _DayRows:
+        order = np.argsort(action, kind="stable")
+        bounds = np.searchsorted(action[order], np.arange(n_actions + 1))
+        kept = order[bounds[0]:bounds[-1]]
+        return cls(np.ascontiguousarray(state[kept]), reward[kept], cost[kept], np.ascontiguousarray(next_state[kept]),
+                   np.asarray(users)[kept], None if propensity is None else 1.0 / propensity[kept], bounds - bounds[0])
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+    def action_slices(self, start: int = 0, stop: int | None = None) -> list[slice]:
+        """Per action, the slice of its rows within rows start:stop (positions relative to `start`)."""
+        stop = len(self) if stop is None else stop
+        edges = np.clip(self.bounds, start, stop) - start
+        return [slice(int(low), int(high)) for low, high in zip(edges[:-1], edges[1:], strict=True)]
 
 
 @dataclass(frozen=True)
@@ -84,43 +104,37 @@ class TransitionLayout:
         return ["user_id", "day", "action", "reward", "cost",
                 *(["propensity"] * self.importance_weighted), *self.states, *self.nexts]
 
-    def _weights(self, users: Any, propensity: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(row weight, bootstrap multiplicity) of rows with these users and logged propensities."""
-        weight = 1.0 / propensity if self.importance_weighted else None
+    def weights(self, rows: _DayRows) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(row weight, bootstrap multiplicity) of a day's rows (None: 1 for every row)."""
+        weight = rows.importance if self.importance_weighted else None
         if self.resample_salt is None:
             return weight, None
-        counts = resampled_counts(users, self.resample_salt)
+        counts = resampled_counts(rows.users, self.resample_salt)
         return (counts if weight is None else weight * counts), counts
 
     def rows(self, chunk: Any, day: int) -> _DayRows:
         """Day `day`'s rows of a chunk: a `Transitions`, a DataFrame with `columns` (labels coded by `actions`), or
-        a `_SharedChunk` (the same, its arrays extracted once for every statistic of the pass)."""
+        a `_SharedChunk` (the same, its rows grouped once for every statistic of the pass)."""
         if isinstance(chunk, _SharedChunk):
-            arrays = chunk.day_arrays(self, day)
-        elif isinstance(chunk, Transitions):
-            rows = chunk.on_day(day)
-            arrays = (chunk.state[rows], chunk.action[rows], chunk.reward[rows], chunk.cost[rows],
-                      chunk.next_state[rows], chunk.user[rows],
-                      None if chunk.propensity is None else chunk.propensity[rows])
-        else:
-            arrays = self.day_arrays(chunk, day)
-        state, action, reward, cost, next_state, users, propensity = arrays
-        weight = self._weights(users, propensity if self.importance_weighted else None)
-        return _DayRows(state, action, reward, cost, next_state, *weight)
-
-    def day_arrays(self, frame: pd.DataFrame, day: int) -> tuple:
-        """(state, action code, reward, cost, next state, user_id, propensity or None) of a DataFrame's day."""
-        frame = frame[frame["day"].to_numpy() == day]
-        return (frame[list(self.states)].to_numpy(dtype=float),
-                pd.Index(self.actions).get_indexer(frame["action"]).astype(np.int64),
-                frame["reward"].to_numpy(dtype=float), frame["cost"].to_numpy(dtype=float),
-                frame[list(self.nexts)].to_numpy(dtype=float), frame["user_id"].to_numpy(),
-                frame["propensity"].to_numpy(dtype=float) if "propensity" in frame.columns else None)
+            return chunk.day_rows(self, day)
+        if isinstance(chunk, Transitions):
+            on_day = chunk.on_day(day)
+            return _DayRows.grouped(chunk.state[on_day], chunk.action[on_day], chunk.reward[on_day],
+                                    chunk.cost[on_day], chunk.next_state[on_day], chunk.user[on_day],
+                                    None if chunk.propensity is None else chunk.propensity[on_day],
+                                    len(self.actions))
+        frame = chunk[chunk["day"].to_numpy() == day]
+        return _DayRows.grouped(frame[list(self.states)].to_numpy(dtype=float),
+                                pd.Index(self.actions).get_indexer(frame["action"]).astype(np.int64),
+                                frame["reward"].to_numpy(dtype=float), frame["cost"].to_numpy(dtype=float),
+                                frame[list(self.nexts)].to_numpy(dtype=float), frame["user_id"].to_numpy(),
+                                frame["propensity"].to_numpy(dtype=float) if "propensity" in frame.columns else None,
+                                len(self.actions))
 
 
 class _SharedChunk:
     """A DataFrame chunk read by several statistics in one pass (bootstrap replicates, a pacing grid): each day's
-    arrays are extracted once for all of them; columns read as the frame's."""
+    rows are extracted and grouped once for all of them; columns read as the frame's."""
 
     def __init__(self, frame: pd.DataFrame):
         self.frame, self._days = frame, {}
@@ -128,17 +142,11 @@ class _SharedChunk:
     def __getitem__(self, key):
         return self.frame[key]
 
-    def day_arrays(self, layout: TransitionLayout, day: int) -> tuple:
+    def day_rows(self, layout: TransitionLayout, day: int) -> _DayRows:
         key = (day, layout.actions, layout.states)
         if key not in self._days:
-            self._days[key] = layout.day_arrays(self.frame, day)
+            self._days[key] = layout.rows(self.frame, day)
         return self._days[key]
-
-
-def _weighted(rows: _DayRows, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(W X, X) over the rows that took one action, as `RidgeQ.fit` forms them."""
-    x = rows.state[taken]
-    return (x if rows.weight is None else x * rows.weight[taken, None]), x
 
 
 @dataclass(frozen=True)
@@ -219,16 +227,17 @@ class GramPass(SelfMerging):
             if self.days is not None and day not in self.days:
                 continue
             rows = self.layout.rows(chunk, day)
+            weight, _ = self.layout.weights(rows)
             gram = np.zeros((n_actions, p, p))
-            for a in range(n_actions):
-                weighted, x = _weighted(rows, rows.action == a)
-                gram[a] = weighted.T @ x
-            state.gram[int(day)], state.rows[int(day)] = gram, len(rows.action)
+            for a, taken in enumerate(rows.action_slices()):
+                x = rows.state[taken]
+                gram[a] = (x if weight is None else x * weight[taken, None]).T @ x
+            state.gram[int(day)], state.rows[int(day)] = gram, len(rows)
             if self.check_episodes and not isinstance(chunk, Transitions):
                 hashed = salted_hash(chunk["user_id"].to_numpy()[chunk["day"].to_numpy() == day], "episodes")
                 state.users[int(day)] = np.unique(hashed)
                 state.repeated += hashed.size - state.users[int(day)].size
-            if len(rows.action):
+            if len(rows):
                 state.lowest = np.minimum(state.lowest, [rows.reward.min(), rows.cost.min()])
         return state
 
@@ -281,77 +290,160 @@ def _refuse_episodes(repeated: int, broken: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ one day of a backward sweep
-@dataclass(frozen=True)
-class DayBackup:
-    """The statistic of one day of a sweep: X'Wy per action for the targets of day `day`, solved by `factors`.
+#: values per row block of the backup kernels (next-state products and targets): about 64 MB of float64 per block
+_BLOCK_VALUES = 1 << 23
 
-    Targets (columns of the result, in order): with `relabel` = (reward_weight, cost_weight), the relabelled reward
-    plus the largest next value of `greedy_next` (FQI); with `evaluated_next` (2, actions, p), the reward and the
-    cost plus the next value (reward, cost coefficients) of `greedy_next`'s greedy action, floored at `floors` (FQE).
-    On the last day `greedy_next` is None and the targets are the day's signals alone."""
+
+@dataclass(frozen=True)
+class Backup:
+    """One set of regressions a day's pass solves: X'Wy per action for its targets, solved by `factors` (the
+    day's Cholesky factors of its `layout`'s weighting).
+
+    Targets (in order): with `relabel` = (reward_weight, cost_weight), the relabelled reward plus the largest next
+    value of `greedy_next` (FQI); with `evaluated_next` (2, actions, p), the reward and the cost plus the next value
+    (reward, cost coefficients) of `greedy_next`'s greedy action, floored (FQE). On the last day `greedy_next` is
+    None and the targets are the day's signals alone (with neither relabel nor next: the one-step regressions)."""
 
     layout: TransitionLayout
-    day: int
     factors: tuple
-    relabel: tuple[float, float] | None
-    greedy_next: np.ndarray | None
-    evaluated_next: np.ndarray | None
+    relabel: tuple[float, float] | None = None
+    greedy_next: np.ndarray | None = None
+    evaluated_next: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        """How many targets it regresses."""
+        return (self.relabel is not None) + 2 * (self.evaluated_next is not None or self.greedy_next is None)
+
+
+def _greedy_values(states: np.ndarray, greedy: Sequence[np.ndarray], evaluated: Sequence[np.ndarray],
+                   follows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(best, chosen): per greedy (actions, p) matrix and row of `states`, the largest Q-value (matrices, rows); per
+    evaluated matrix, its value at the action that greedy matrix `follows[e]` chose (matrices, rows)."""
+    n_actions, p = (greedy[0].shape if greedy else (1, states.shape[1]))
+    best, chosen = np.empty((len(greedy), len(states))), np.empty((len(evaluated), len(states)))
+    greedy_and_followed(np.ascontiguousarray(states),
+                        np.stack(greedy) if greedy else np.zeros((0, n_actions, p)),
+                        np.stack(evaluated) if evaluated else np.zeros((0, n_actions, p)),
+                        np.asarray(follows, dtype=np.int64), best, chosen)
+    return best, chosen
+
+
+def _block_rows(width: int) -> int:
+    """Rows per block of a kernel that holds `width` values per row, so that a block stays near `_BLOCK_VALUES`."""
+    return max(1024, _BLOCK_VALUES // max(1, width))
+
+
+class _Slots:
+    """Distinct objects by identity (the greedy matrix of a policy is shared by its bootstrap replicates)."""
+
+    def __init__(self):
+        self.items: list = []
+        self._index: dict[int, int] = {}
+
+    def __call__(self, item: Any) -> int:
+        if id(item) not in self._index:
+            self._index[id(item)] = len(self.items)
+            self.items.append(item)
+        return self._index[id(item)]
+
+
+@dataclass(frozen=True)
+class DayBackups:
+    """The statistic of one day of a sweep: every `Backup` of the day over the same rows, in one pass. The rows are
+    grouped by action once; per block of rows, each distinct greedy matrix's choices come from one product, the
+    evaluated next values of the backups that follow it from one product per chosen action, and every backup's
+    targets from one X'(W y) product per action (a bootstrap replicate's weighting multiplies its targets, so all
+    replicates share the states)."""
+
+    day: int
+    backups: tuple[Backup, ...]
     floors: tuple[float, float]
 
     def partial(self, chunk: Any) -> np.ndarray:
-        rows = self.layout.rows(chunk, self.day)
-        targets = []
-        if self.greedy_next is not None:
-            greedy = rows.next_state @ self.greedy_next.T
-        if self.relabel is not None:
-            target = self.relabel[0] * rows.reward + self.relabel[1] * rows.cost
-            if self.greedy_next is not None:
-                target += greedy.max(axis=1)
-            targets.append(target)
-        if self.evaluated_next is not None or self.greedy_next is None:
-            for index, signal in enumerate((rows.reward, rows.cost)):
-                target = signal.copy()
-                if self.greedy_next is not None:
-                    predicted = (rows.next_state @ self.evaluated_next[index].T)[np.arange(len(target)),
-                                                                                  greedy.argmax(axis=1)]
-                    target += np.maximum(predicted, self.floors[index])
-                targets.append(target)
-        y = np.column_stack(targets)
-        products = np.zeros((len(self.factors), rows.state.shape[1], y.shape[1]))
-        for a in range(len(self.factors)):
-            taken = rows.action == a
-            weighted, _ = _weighted(rows, taken)
-            products[a] = weighted.T @ y[taken]
+        rows = self.backups[0].layout.rows(chunk, self.day)
+        n_actions = len(rows.bounds) - 1
+        offsets = np.cumsum([0, *(backup.width for backup in self.backups)])
+        products = np.zeros((n_actions, rows.state.shape[1], offsets[-1]))
+        slots = _Slots()
+        greedy = [None if b.greedy_next is None else slots(b.greedy_next) for b in self.backups]
+        following = [i for i, b in enumerate(self.backups) if greedy[i] is not None and b.evaluated_next is not None]
+        evaluated = [e for i in following for e in self.backups[i].evaluated_next]
+        follows = [greedy[i] for i in following for _ in range(2)]
+        position = {i: 2 * k for k, i in enumerate(following)}
+        weights = {}
+        for backup in self.backups:
+            if backup.layout.resample_salt not in weights:
+                weights[backup.layout.resample_salt] = backup.layout.weights(rows)[0]
+        block = _block_rows(len(slots.items) + len(evaluated) + int(offsets[-1]))
+        for start in range(0, len(rows), block):
+            stop = min(start + block, len(rows))
+            best, chosen = _greedy_values(rows.next_state[start:stop], slots.items, evaluated, follows)
+            reward, cost = rows.reward[start:stop], rows.cost[start:stop]
+            targets = np.empty((stop - start, offsets[-1]), order="F")
+            for i, (backup, low, high) in enumerate(zip(self.backups, offsets[:-1], offsets[1:], strict=True)):
+                column = low
+                if backup.relabel is not None:
+                    targets[:, column] = backup.relabel[0] * reward + backup.relabel[1] * cost
+                    if greedy[i] is not None:
+                        targets[:, column] += best[greedy[i]]
+                    column += 1
+                if column < high:
+                    for index, signal in enumerate((reward, cost)):
+                        targets[:, column] = signal
+                        if greedy[i] is not None:
+                            targets[:, column] += np.maximum(chosen[position[i] + index], self.floors[index])
+                        column += 1
+                weight = weights[backup.layout.resample_salt]
+                if weight is not None:
+                    targets[:, low:high] *= weight[start:stop, None]
+            states = rows.state[start:stop]
+            for a, taken in enumerate(rows.action_slices(start, stop)):
+                if taken.stop > taken.start:
+                    products[a] += states[taken].T @ targets[taken]
         return products
 
     @staticmethod
     def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         return left + right
 
-    def finalize(self, products: np.ndarray) -> np.ndarray:
-        """(targets, actions, p) ridge coefficients."""
-        return np.stack([cho_solve(factor, products[a]) for a, factor in enumerate(self.factors)]).transpose(2, 0, 1)
+    def finalize(self, products: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per backup, its (targets, actions, p) ridge coefficients."""
+        offsets = np.cumsum([0, *(backup.width for backup in self.backups)])
+        return tuple(np.stack([cho_solve(factor, products[a][:, low:high])
+                               for a, factor in enumerate(backup.factors)]).transpose(2, 0, 1)
+                     for backup, low, high in zip(self.backups, offsets[:-1], offsets[1:], strict=True))
 
 
 @dataclass(frozen=True)
-class StartValue:
-    """The mean over day-0 rows of the (reward, cost) Q-values of the greedy action of `greedy` (floored; in a
-    bootstrap replicate each row counts its user's multiplicity)."""
+class StartValues:
+    """Per (layout, greedy, evaluated): the mean over day-0 rows of the (reward, cost) Q-values (`evaluated`) of the
+    greedy action of `greedy` (floored; in a bootstrap replicate each row counts its user's multiplicity), all from
+    one product per block of rows."""
 
-    layout: TransitionLayout
-    greedy: np.ndarray
-    evaluated: np.ndarray
+    starts: tuple[tuple[TransitionLayout, np.ndarray, np.ndarray], ...]
     floors: tuple[float, float]
 
     def partial(self, chunk: Any) -> np.ndarray:
-        rows = self.layout.rows(chunk, 0)
-        state = rows.state
-        choice = (state @ self.greedy.T).argmax(axis=1)
-        starts = [np.maximum((state @ self.evaluated[index].T)[np.arange(len(state)), choice], self.floors[index])
-                  for index in range(2)]
-        if rows.multiplicity is None:
-            return np.array([*(start.sum() for start in starts), len(state)], dtype=float)
-        return np.array([*(start @ rows.multiplicity for start in starts), rows.multiplicity.sum()])
+        rows = self.starts[0][0].rows(chunk, 0)
+        slots = _Slots()
+        follows = [slots(matrix) for _, matrix, _ in self.starts for _ in range(2)]
+        evaluated = [e for _, _, pair in self.starts for e in pair]
+        multiplicity = {}
+        for layout, _, _ in self.starts:
+            if layout.resample_salt not in multiplicity:
+                multiplicity[layout.resample_salt] = layout.weights(rows)[1]
+        sums = np.zeros((len(self.starts), 3))
+        block = _block_rows(len(slots.items) + len(evaluated))
+        for start in range(0, len(rows), block):
+            stop = min(start + block, len(rows))
+            _, chosen = _greedy_values(rows.state[start:stop], slots.items, evaluated, follows)
+            for i, (layout, _, _) in enumerate(self.starts):
+                counts = multiplicity[layout.resample_salt]
+                counts = np.ones(stop - start) if counts is None else counts[start:stop]
+                sums[i] += [*(np.maximum(chosen[2 * i + j], self.floors[j]) @ counts for j in range(2)),
+                            counts.sum()]
+        return sums
 
     @staticmethod
     def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -359,7 +451,8 @@ class StartValue:
 
     @staticmethod
     def finalize(state: np.ndarray) -> np.ndarray:
-        return state[:2] / state[2]
+        """(starts, 2): the mean (value, cost) per start."""
+        return state[:, :2] / state[:, 2:]
 
 
 # ---------------------------------------------------------------------------------------------- the entry point
@@ -379,6 +472,7 @@ class RidgeSweeps:
     horizon: int
     episodes: int
     l2: float
+    remembered: dict = field(default_factory=dict, compare=False, repr=False)
 
     def _pass(self, statistic: Any, day: int) -> Any:
         table = self.data[day] if isinstance(self.data, list) else self.data
@@ -397,7 +491,21 @@ class RidgeSweeps:
 
     def evaluated_many(self, weights: Sequence[tuple[float, float]]) -> list[EvaluatedPolicy]:
         """`evaluated` for each (reward_weight, cost_weight), all in one backward sweep: T + 1 passes over the data
-        however many relabellings (a pacing grid costs the reads of one oracle call)."""
+        however many relabellings (a pacing grid costs the reads of one oracle call). Relabellings evaluated before
+        are remembered, not swept again (the column generation's first round and the pacing grid share theirs)."""
+        keys = [(float(r), float(c)) for r, c in weights]
+        new = list(dict.fromkeys(key for key in keys if key not in self.remembered))
+        if new:
+            self.remembered.update(zip(new, self._swept(new), strict=True))
+        return [self.remembered[key] for key in keys]
+
+    def best_responses(self, directions: Sequence[np.ndarray]) -> list[tuple[GreedyQPolicy, np.ndarray]]:
+        """The oracle answers (`__call__`) for many directions, from one sweep (the `BatchOracle` of
+        `budget_rl.mixed.maximize_under_budget_batched`)."""
+        evaluated = self.evaluated_many([(-float(d[0]), -float(d[1])) for d in directions])
+        return [(one.policy, one.measurement) for one in evaluated]
+
+    def _swept(self, weights: Sequence[tuple[float, float]]) -> list[EvaluatedPolicy]:
         k = len(weights)
         greedy: list = [None] * k
         evaluated: list = [None] * k
@@ -405,15 +513,15 @@ class RidgeSweeps:
         value_q = [[None] * self.horizon for _ in range(k)]
         cost_q = [[None] * self.horizon for _ in range(k)]
         for day in reversed(range(self.horizon)):
-            solved = self._pass(_InOnePass(tuple(
-                DayBackup(self.layout, day, self.factors[day], (float(r), float(c)), greedy[i], evaluated[i],
-                          self.floors) for i, (r, c) in enumerate(weights))), day)
+            solved = self._pass(DayBackups(day, tuple(
+                Backup(self.layout, self.factors[day], (float(r), float(c)), greedy[i], evaluated[i])
+                for i, (r, c) in enumerate(weights)), self.floors), day)
             for i, one in enumerate(solved):
                 greedy[i], evaluated[i] = one[0], one[1:]
                 coefficients[i][day] = greedy[i]
                 value_q[i][day], cost_q[i][day] = (RidgeQ.from_coefficients(c, self.l2) for c in evaluated[i])
-        starts = self._pass(_InOnePass(tuple(StartValue(self.layout, greedy[i], evaluated[i], self.floors)
-                                             for i in range(k))), 0)
+        starts = self._pass(StartValues(tuple((self.layout, greedy[i], evaluated[i]) for i in range(k)),
+                                        self.floors), 0)
         return [EvaluatedPolicy(GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients[i])),
                                 tuple(value_q[i]), tuple(cost_q[i]), starts[i]) for i in range(k)]
 
@@ -422,7 +530,7 @@ class RidgeSweeps:
         the cached factors in one pass per day: as `budget_rl.offline.one_step_models`."""
         reward_models, cost_models = [], []
         for day in range(self.horizon):
-            solved = self._pass(DayBackup(self.layout, day, self.factors[day], None, None, None, self.floors), day)
+            (solved,) = self._pass(DayBackups(day, (Backup(self.layout, self.factors[day]),), self.floors), day)
             reward_models.append(RidgeQ.from_coefficients(solved[0], self.l2))
             cost_models.append(RidgeQ.from_coefficients(solved[1], self.l2))
         return tuple(reward_models), tuple(cost_models)
@@ -440,14 +548,14 @@ class RidgeSweeps:
                 raise InputError(f"policy: needs {self.horizon} linear Q-functions (coefficients_), one per day")
         evaluated: tuple = (None,) * len(evaluations)
         for day in reversed(range(self.horizon)):
-            evaluated = self._pass(_InOnePass(tuple(
-                DayBackup(layout, day, factors[day], None,
-                          policy.q_functions[day + 1].coefficients_ if day + 1 < self.horizon else None, following,
-                          self.floors)
-                for (layout, factors, policy), following in zip(evaluations, evaluated, strict=True))), day)
-        starts = self._pass(_InOnePass(tuple(
-            StartValue(layout, policy.q_functions[0].coefficients_, following, self.floors)
-            for (layout, _, policy), following in zip(evaluations, evaluated, strict=True))), 0)
+            evaluated = self._pass(DayBackups(day, tuple(
+                Backup(layout, factors[day], None,
+                       policy.q_functions[day + 1].coefficients_ if day + 1 < self.horizon else None, following)
+                for (layout, factors, policy), following in zip(evaluations, evaluated, strict=True)), self.floors),
+                day)
+        starts = self._pass(StartValues(tuple(
+            (layout, policy.q_functions[0].coefficients_, following)
+            for (layout, _, policy), following in zip(evaluations, evaluated, strict=True)), self.floors), 0)
         return np.asarray(starts)
 
     def __call__(self, direction: np.ndarray) -> tuple[GreedyQPolicy, np.ndarray]:

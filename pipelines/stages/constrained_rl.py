@@ -37,7 +37,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from budget_rl.baselines import MyopicAllocator
-from budget_rl.mixed import MixedPolicy, maximize_under_budget
+from budget_rl.mixed import MixedPolicy, maximize_under_budget, maximize_under_budget_batched
 from budget_rl.offline import (
     MLPQ,
     Transitions,
@@ -185,7 +185,8 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     days = day_tables(config.transitions, table, "day", range(horizon))
     sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)
     budget = config.budget / sweeps.episodes if config.budget is not None else config.budget_per_user
-    mixed = _mixture(sweeps, budget, config)
+    mixed = _mixture(sweeps, budget, config, oracle_many=sweeps.best_responses,
+                     first=[(-1.0, m) for m in _grid(config)])
     replicates = sweeps.replicates(mixed.components, n_bootstrap=config.bootstrap, random_state=seed)
     reward_models, cost_models = sweeps.one_step()
     paced = paced_policy(lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms]), cost_models,
@@ -302,9 +303,12 @@ def _truth(world_data, config: ConstrainedRLConfig, learned: _Learned, fitted: F
     return pd.DataFrame(rows)
 
 
-def _mixture(oracle, budget: float, config: ConstrainedRLConfig) -> MixedPolicy:
-    """Column generation at the budget; a budget below the cheapest policy's spend is refused naming the key."""
+def _mixture(oracle, budget: float, config: ConstrainedRLConfig, *, oracle_many=None, first=()) -> MixedPolicy:
+    """Column generation at the budget (batched when the oracle answers many directions in one sweep, starting
+    from `first`); a budget below the cheapest policy's spend is refused naming the key."""
     try:
+        if oracle_many is not None:
+            return maximize_under_budget_batched(oracle_many, [budget], first=first)
         return maximize_under_budget(oracle, [budget])
     except InputError as error:
         if not str(error).startswith("limits: infeasible"):
@@ -385,7 +389,8 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
                         "importance_weighted": weighted, "pacing_multipliers": config.pacing_multipliers,
                         "safety": config.safety})
     context.log.metrics({
-        "stored_policies": len(mixed.components), "oracle_calls": mixed.oracle_calls, "budget_per_user": budget,
+        "stored_policies": len(mixed.components), "oracle_calls": mixed.oracle_calls,
+        "oracle_rounds": mixed.rounds, "budget_per_user": budget,
         "value": float(value), "spend": float(spend), "value_ci_low": float(low[0]), "value_ci_high": float(high[0]),
         "spend_ci_low": float(low[1]), "spend_ci_high": float(high[1]),
         "fixed_multiplier.value": fixed["value"], "fixed_multiplier.spend": fixed["cost"],

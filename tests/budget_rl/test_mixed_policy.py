@@ -12,7 +12,8 @@ from scipy.optimize import linprog
 
 from budget_rl.baselines import fixed_multiplier_policy, game_theoretic_mixture
 from budget_rl.min_norm_point import affine_minimizer, min_norm_point
-from budget_rl.mixed import MixedPolicy, maximize_under_budget
+from budget_rl.mixed import MixedPolicy, maximize_under_budget, maximize_under_budget_batched
+from campaign_core import InputError
 
 
 def _qp_distance(points: np.ndarray) -> float:
@@ -228,3 +229,40 @@ def test_result_objects_read_as_a_table_and_a_dict_of_headline_figures():
     point = min_norm_point([[1.0, -1.0], [1.0, 1.0]])
     assert point.to_frame()["weight"].sum() == pytest.approx(1.0) and len(point.to_frame()) == len(point.active)
     assert point.summary()["norm"] == pytest.approx(1.0) and point.summary()["n_active"] == 2
+
+
+def _many(oracle, rounds: list | None = None):
+    def oracle_many(directions):
+        if rounds is not None:
+            rounds.append(len(directions))
+        return [oracle(np.asarray(d)) for d in directions]
+    return oracle_many
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 2), st.integers(0, 2**31 - 1), st.floats(0.1, 0.9))
+def test_batched_column_generation_reaches_the_exact_lp_optimum_in_fewer_rounds(m, limits_count, seed, share):
+    """Known answer: the LP over every policy's measurements; the batched rounds ask many directions at once and
+    must stop at the same optimal value, never over a limit."""
+    rng = np.random.default_rng(seed)
+    measurements = np.column_stack([rng.uniform(0, 1, m), rng.uniform(0, 1, (m, limits_count))])
+    measurements[0, 1:] = 0.0  # a free policy: always feasible
+    limits = share * measurements[:, 1:].max(axis=0)
+    exact = linprog(-measurements[:, 0], A_ub=measurements[:, 1:].T, b_ub=limits, A_eq=np.ones((1, m)), b_eq=[1.0],
+                    bounds=(0, None), method="highs")
+    rounds: list = []
+    batched = maximize_under_budget_batched(_many(_finite_oracle(measurements), rounds), limits,
+                                            first=[(-1.0, *[g] * limits_count) for g in (0.0, 0.3, 1.0, 3.0)])
+    sequential = maximize_under_budget(_finite_oracle(measurements), limits)
+    assert batched.expected[0] == pytest.approx(-exact.fun, abs=1e-9)
+    assert batched.expected[0] == pytest.approx(sequential.expected[0], abs=1e-9)
+    assert (batched.expected[1:] <= limits + 1e-9).all()
+    assert len(batched.components) <= limits_count + 1 and batched.weights.sum() == pytest.approx(1.0)
+    assert batched.rounds == len(rounds) <= sequential.rounds and batched.oracle_calls == sum(rounds)
+
+
+def test_batched_column_generation_on_the_one_state_case_and_an_infeasible_budget():
+    mixed = maximize_under_budget_batched(_many(_finite_oracle(ONE_STATE)), [0.2])
+    assert mixed.expected == pytest.approx([0.4, 0.2], abs=1e-12)
+    with pytest.raises(InputError, match=r"^limits: infeasible; the cheapest policy found needs \[0.3\]"):
+        maximize_under_budget_batched(_many(_finite_oracle(ONE_STATE[1:])), [0.2])
