@@ -9,11 +9,13 @@ to a sqlite store under the data folder), in a fresh subprocess of the harness, 
 process's. constrained-rl: `--q-model ridge --budget-per-user 4`, default bootstrap (20), importance weighting
 (the logs carry propensities). Besides the stage's wall time the subprocess wraps, without changing them, the
 stage's steps with timers. constrained-rl: the checks and Gram pass (`ridge_sweeps`), each backward sweep
-(`RidgeSweeps.evaluated`, `fit` in code that has no `evaluated`: one oracle call, T + 1 passes over the data), the
-column generation (`maximize_under_budget`), the bootstrap (`RidgeSweeps.replicates`), the one-step models
+(`RidgeSweeps._swept`: every relabelling asked at once, T + 1 passes over the data; `evaluated` or `fit`, one
+relabelling, in older code), the column generation (`maximize_under_budget_batched`, or `maximize_under_budget`
+before it), the bootstrap (`RidgeSweeps.replicates`), the one-step models
 (`RidgeSweeps.one_step`), the pacing grid (`paced_policy`) and the fixed-multiplier baseline where the stage has
 one. build-transitions: the log check (`run_statistic`), `transition_day`, the day tables and the parquet writes.
-The MLflow metric `oracle_calls` is the column generation's count; "sweeps" counts every backward sweep. Each
+The MLflow metrics `oracle_calls` and `oracle_rounds` are the column generation's answers and batches; "sweeps"
+counts every backward sweep. Each
 timed call is also appended to `progress-<stage>.jsonl` in the data folder, so a stage stopped at `--time-limit`
 still reports the steps it completed and its peak RSS by then.
 
@@ -76,8 +78,9 @@ CONTACT_RATE, EPSILON = 0.8, 0.05
 BASE_LOGIT, HABIT_DECAY, HABIT_EFFECT = -1.8, 0.7, 0.5
 BUDGET_PER_USER = 4.0
 STAGES = ("build-transitions", "constrained-rl")
-#: The method of one backward sweep (FQI + FQE of one relabelled reward); `fit` where it is the only one.
-SWEEP = "evaluated"
+#: The method of one backward sweep (FQI + FQE of any number of relabelled rewards at once; `evaluated`, one
+#: relabelling, and `fit` before it, in older code).
+SWEEP = "_swept"
 #: Goals per users: stage -> (seconds, peak RSS bytes or None).
 GOALS = {1_000_000: {"build-transitions": (120.0, None), "constrained-rl": (120.0, None)},
          10_000_000: {"build-transitions": (300.0, 6 * GIB), "constrained-rl": (900.0, 6 * GIB)}}
@@ -209,9 +212,10 @@ def measure(stage: str, n_users: int, seed: int) -> dict:
         sweeps = budget_rl.ridge_statistics.RidgeSweeps
         for owner, name in ((pipelines.stages.constrained_rl, "ridge_sweeps"),
                             (pipelines.stages.constrained_rl, "maximize_under_budget"),
+                            (pipelines.stages.constrained_rl, "maximize_under_budget_batched"),
                             (pipelines.stages.constrained_rl, "fixed_multiplier_policy"),
                             (pipelines.stages.constrained_rl, "paced_policy"),
-                            (sweeps, SWEEP if hasattr(sweeps, SWEEP) else "fit"),
+                            (sweeps, next(name for name in (SWEEP, "evaluated", "fit") if hasattr(sweeps, name))),
                             (sweeps, "replicates"), (sweeps, "one_step")):
             if hasattr(owner, name):  # the stage's steps as of the measured commit
                 _timed(owner, name, record, progress, started)
@@ -235,7 +239,7 @@ def _breakdown(record: Sequence[tuple[str, float]]) -> dict:
     totals: dict = {}
     for name, seconds in record:
         totals[name] = totals.get(name, 0.0) + seconds
-    sweeps = [seconds for name, seconds in record if name in (SWEEP, "fit")]
+    sweeps = [seconds for name, seconds in record if name in (SWEEP, "evaluated", "fit")]
     return {"sweeps": len(sweeps), "sweep_s": sweeps, "seconds_by_call": totals}
 
 
@@ -258,9 +262,11 @@ def _row(run: dict) -> list:
     by_call = run["seconds_by_call"]
     if run["stage"] == "constrained-rl":
         per_call = np.median(run["sweep_s"]) if run["sweep_s"] else float("nan")
-        detail = (f"oracle calls {int(run['metrics'].get('oracle_calls', 0))} (sweeps in all {run['sweeps']}, "
-                  f"median {per_call:.1f} s); checks + Gram pass {by_call.get('ridge_sweeps', 0):.0f} s; "
-                  f"column generation {by_call.get('maximize_under_budget', 0):.0f} s; bootstrap "
+        generation = by_call.get("maximize_under_budget", 0) + by_call.get("maximize_under_budget_batched", 0)
+        detail = (f"oracle calls {int(run['metrics'].get('oracle_calls', 0))} in "
+                  f"{int(run['metrics'].get('oracle_rounds', run['metrics'].get('oracle_calls', 0)))} rounds "
+                  f"(sweeps in all {run['sweeps']}, median {per_call:.1f} s); checks + Gram pass "
+                  f"{by_call.get('ridge_sweeps', 0):.0f} s; column generation {generation:.0f} s; bootstrap "
                   f"{by_call.get('replicates', 0):.0f} s; one-step models {by_call.get('one_step', 0):.0f} s; "
                   f"pacing grid {by_call.get('paced_policy', 0):.0f} s; fixed multiplier "
                   f"{by_call.get('fixed_multiplier_policy', 0):.0f} s")

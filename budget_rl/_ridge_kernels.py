@@ -39,3 +39,21 @@ def greedy_and_followed(states: np.ndarray, greedy: np.ndarray, evaluated: np.nd
             for j in range(p):
                 value += evaluated[e, a, j] * x[j]
             chosen[e, r] = value
+
+
+@njit(cache=True)
+def poisson_counts(keys: np.ndarray, salt: np.uint64, thresholds: np.ndarray) -> np.ndarray:
+    """Per key (splitmix64 of the id's word), how many `thresholds` its salted 53-bit draw reaches: the draw is
+    splitmix64(key XOR salt) >> 11, as `campaign_core.salted_uniform` takes it (before dividing by 2^53), and
+    thresholds ceil(cdf x 2^53) cut it exactly where the CDF values cut the uniform."""
+    counts = np.empty(keys.size, np.float64)
+    for i in range(keys.size):
+        z = keys[i] ^ salt
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        draw = (z ^ (z >> np.uint64(31))) >> np.uint64(11)
+        k = 0
+        for threshold in thresholds:
+            k += draw >= threshold
+        counts[i] = k
+    return counts

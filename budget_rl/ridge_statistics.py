@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ import pandas as pd
 from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import poisson
 
-from budget_rl._ridge_kernels import greedy_and_followed
+from budget_rl._ridge_kernels import greedy_and_followed, poisson_counts
 from budget_rl.offline import EvaluatedPolicy, GreedyQPolicy, RidgeQ, Transitions
 from campaign_core import (
     InputError,
@@ -36,19 +37,35 @@ from campaign_core import (
     is_chunked,
     plain,
     salted_hash,
-    salted_uniform,
     seeded_salt,
 )
+from campaign_core.hashing import id_words, salt_word, splitmix64
 
 STATE_PREFIX, NEXT_PREFIX = "state_", "next_"
+#: Where `RidgeSweeps.remembered` keeps the one-step regressions (the other keys are relabellings).
+ONE_STEP = "one-step"
 #: Poisson(1) cumulative probabilities up to 20 draws (beyond: probability below 1e-19).
 _POISSON_CDF = poisson.cdf(np.arange(21), 1.0)
+#: The same cuts on the 53-bit integer draw behind `salted_uniform` (u = draw / 2^53, so cdf <= u exactly when
+#: ceil(cdf x 2^53) <= draw).
+_POISSON_THRESHOLDS = np.ceil(_POISSON_CDF * 2.0**53).astype(np.uint64)
 
 
 def resampled_counts(users: np.ndarray, salt: str) -> np.ndarray:
     """How many times each user's episode is drawn in a bootstrap replicate: Poisson(1) from the user's salted hash
-    (the same count on every day and in every chunk, so whole episodes are resampled without gathering them)."""
-    return np.searchsorted(_POISSON_CDF, salted_uniform(users, salt), side="right").astype(float)
+    (the same count on every day and in every chunk, so whole episodes are resampled without gathering them):
+    the number of Poisson(1) CDF values at or below `campaign_core.salted_uniform(user, salt)`."""
+    return _resampled_counts_of_keys(user_keys(users), salt)
+
+
+def user_keys(users: np.ndarray) -> np.ndarray:
+    """The salt-independent half of every user's salted hash (splitmix64 of the id's word), computed once for all
+    the replicates of a pass."""
+    return splitmix64(id_words(users))
+
+
+def _resampled_counts_of_keys(keys: np.ndarray, salt: str) -> np.ndarray:
+    return poisson_counts(keys, salt_word(salt), _POISSON_THRESHOLDS)
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,10 @@ class _DayRows:
     users: np.ndarray
     importance: np.ndarray | None
     bounds: np.ndarray
+
+    @cached_property
+    def user_keys(self) -> np.ndarray:
+        return user_keys(self.users)
 
     @classmethod
     def grouped(cls, state, action, reward, cost, next_state, users, propensity, n_actions: int) -> _DayRows:
@@ -109,7 +130,7 @@ class TransitionLayout:
         weight = rows.importance if self.importance_weighted else None
         if self.resample_salt is None:
             return weight, None
-        counts = resampled_counts(rows.users, self.resample_salt)
+        counts = _resampled_counts_of_keys(rows.user_keys, self.resample_salt)
         return (counts if weight is None else weight * counts), counts
 
     def rows(self, chunk: Any, day: int) -> _DayRows:
@@ -271,6 +292,76 @@ class GramPass(SelfMerging):
         if state.bad_propensity:
             raise InputError(f"propensity: {state.bad_propensity} values are not in (0, 1]")
         return state
+
+
+def _upper_products(states: np.ndarray) -> np.ndarray:
+    """(p (p + 1) / 2, rows): per row, the products x_i x_j for i <= j, in `np.triu_indices` order."""
+    columns = np.ascontiguousarray(states.T)
+    p = len(columns)
+    products = np.empty((p * (p + 1) // 2, states.shape[0]))
+    offset = 0
+    for i in range(p):
+        np.multiply(columns[i], columns[i:], out=products[offset:offset + p - i])
+        offset += p - i
+    return products
+
+
+@dataclass(frozen=True)
+class Grams:
+    """Per day and action, the sums of W X'X of each layout (layouts that differ only in their bootstrap salt), with
+    no checks (the rows were checked by the `GramPass` of `ridge_sweeps`): per block of an action's rows, one
+    product of every layout's weights by the rows' upper triangles of x x'. `days`: as `GramPass`."""
+
+    layouts: tuple[TransitionLayout, ...]
+    days: tuple[int, ...] | None = None
+
+    def partial(self, chunk: Any) -> dict[int, tuple[np.ndarray, int, np.ndarray]]:
+        days = (range(chunk.horizon) if isinstance(chunk, Transitions)
+                else np.unique(chunk["day"].to_numpy(dtype=np.int64)).tolist())
+        upper = np.triu_indices(len(self.layouts[0].states))
+        sums = {}
+        for day in days:
+            if self.days is not None and day not in self.days:
+                continue
+            rows = self.layouts[0].rows(chunk, day)
+            weights = np.empty((len(rows), len(self.layouts)))
+            for index, layout in enumerate(self.layouts):
+                weight = layout.weights(rows)[0]
+                weights[:, index] = 1.0 if weight is None else weight
+            triangles = np.zeros((len(self.layouts), len(rows.bounds) - 1, len(upper[0])))
+            block = _block_rows(len(upper[0]) + len(self.layouts))
+            for a, taken in enumerate(rows.action_slices()):
+                for start in range(taken.start, taken.stop, block):
+                    stop = min(start + block, taken.stop)
+                    triangles[:, a] += (_upper_products(rows.state[start:stop]) @ weights[start:stop]).T
+            lowest = ([rows.reward.min(), rows.cost.min()] if len(rows) else np.full(2, np.inf))
+            sums[int(day)] = (triangles, len(rows), np.asarray(lowest, dtype=float))
+        return sums
+
+    @staticmethod
+    def merge(left: dict, right: dict) -> dict:
+        merged = dict(left)
+        for day, (triangles, count, lowest) in right.items():
+            if day in merged:
+                before = merged[day]
+                triangles, count, lowest = (before[0] + triangles, before[1] + count,
+                                            np.minimum(before[2], lowest))
+            merged[day] = (triangles, count, lowest)
+        return merged
+
+    def finalize(self, sums: dict) -> tuple[GramState, ...]:
+        """One `GramState` per layout (Gram sums, rows and smallest reward and cost per day; nothing checked)."""
+        p = len(self.layouts[0].states)
+        upper = np.triu_indices(p)
+        states = tuple(GramState() for _ in self.layouts)
+        for day, (triangles, count, lowest) in sums.items():
+            for index, state in enumerate(states):
+                gram = np.zeros((triangles.shape[1], p, p))
+                gram[:, upper[0], upper[1]] = triangles[index]
+                gram[:, upper[1], upper[0]] = triangles[index]
+                state.gram[day], state.rows[day] = gram, count
+                state.lowest = np.minimum(state.lowest, lowest)
+        return states
 
 
 def _broken_episodes(days: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -506,20 +597,28 @@ class RidgeSweeps:
         return [(one.policy, one.measurement) for one in evaluated]
 
     def _swept(self, weights: Sequence[tuple[float, float]]) -> list[EvaluatedPolicy]:
+        """One backward sweep for these relabellings; the first sweep also solves the one-step regressions on its
+        passes (`one_step` then reads nothing)."""
         k = len(weights)
         greedy: list = [None] * k
         evaluated: list = [None] * k
         coefficients = [[None] * self.horizon for _ in range(k)]
         value_q = [[None] * self.horizon for _ in range(k)]
         cost_q = [[None] * self.horizon for _ in range(k)]
+        one_step = [None] * self.horizon if ONE_STEP not in self.remembered else None
         for day in reversed(range(self.horizon)):
-            solved = self._pass(DayBackups(day, tuple(
-                Backup(self.layout, self.factors[day], (float(r), float(c)), greedy[i], evaluated[i])
-                for i, (r, c) in enumerate(weights)), self.floors), day)
-            for i, one in enumerate(solved):
+            backups = [Backup(self.layout, self.factors[day], (float(r), float(c)), greedy[i], evaluated[i])
+                       for i, (r, c) in enumerate(weights)]
+            solved = self._pass(DayBackups(day, (*backups, *[Backup(self.layout, self.factors[day])] * bool(one_step)),
+                                           self.floors), day)
+            for i, one in enumerate(solved[:k]):
                 greedy[i], evaluated[i] = one[0], one[1:]
                 coefficients[i][day] = greedy[i]
                 value_q[i][day], cost_q[i][day] = (RidgeQ.from_coefficients(c, self.l2) for c in evaluated[i])
+            if one_step:
+                one_step[day] = solved[k]
+        if one_step:
+            self.remembered[ONE_STEP] = one_step
         starts = self._pass(StartValues(tuple((self.layout, greedy[i], evaluated[i]) for i in range(k)),
                                         self.floors), 0)
         return [EvaluatedPolicy(GreedyQPolicy(tuple(RidgeQ.from_coefficients(c, self.l2) for c in coefficients[i])),
@@ -527,13 +626,15 @@ class RidgeSweeps:
 
     def one_step(self) -> tuple[tuple, tuple]:
         """Per day, the ridge regressions of the day's reward and of its cost alone (`RidgeQ`, one per day), from
-        the cached factors in one pass per day: as `budget_rl.offline.one_step_models`."""
-        reward_models, cost_models = [], []
-        for day in range(self.horizon):
-            (solved,) = self._pass(DayBackups(day, (Backup(self.layout, self.factors[day]),), self.floors), day)
-            reward_models.append(RidgeQ.from_coefficients(solved[0], self.l2))
-            cost_models.append(RidgeQ.from_coefficients(solved[1], self.l2))
-        return tuple(reward_models), tuple(cost_models)
+        the cached factors: solved on the first sweep's passes, or in one pass per day before any sweep (as
+        `budget_rl.offline.one_step_models`)."""
+        if ONE_STEP not in self.remembered:
+            self.remembered[ONE_STEP] = [
+                self._pass(DayBackups(day, (Backup(self.layout, self.factors[day]),), self.floors), day)[0]
+                for day in range(self.horizon)]
+        solved = self.remembered[ONE_STEP]
+        return (tuple(RidgeQ.from_coefficients(day[0], self.l2) for day in solved),
+                tuple(RidgeQ.from_coefficients(day[1], self.l2) for day in solved))
 
     def evaluate(self, policy: GreedyQPolicy) -> np.ndarray:
         """(value, cost) per episode of a policy greedy on linear Q-functions (`coefficients_`, e.g. from `fit`)."""
@@ -572,26 +673,30 @@ class RidgeSweeps:
             raise InputError(f"n_bootstrap: must be >= 1, got {n_bootstrap}")
         layouts = [replace(self.layout, resample_salt=seeded_salt(f"fqe-bootstrap-{b}", random_state))
                    for b in range(n_bootstrap)]
-        factors, _, _, _ = _factorized(self.data, layouts, self.l2, check_episodes=False)
+        factors, _, _, _ = _factorized(self.data, layouts, self.l2, checked=False)
         estimates = self._evaluate([(layout, replicate, policy) for layout, replicate in zip(layouts, factors,
                                                                                              strict=True)
                                     for policy in policies])
         return estimates.reshape(n_bootstrap, len(policies), 2).transpose(1, 0, 2)
 
 
-def _merged_grams(data: Any, layouts: Sequence[TransitionLayout], check_episodes: bool) -> list[GramState]:
-    """The Gram pass of each layout, all in one pass over the data (one per day for a table per day); for a table,
-    also refuses users whose days are not consecutive from 0 (checked on the first layout's pass; one table per day:
-    holding two days' users at a time)."""
-    def grams(days: tuple[int, ...] | None = None) -> _InOnePass:
-        return _InOnePass(tuple(GramPass(layout, days, check_episodes and index == 0, index == 0)
-                                for index, layout in enumerate(layouts)))
+def _merged_grams(data: Any, layouts: Sequence[TransitionLayout], checked: bool) -> list[GramState]:
+    """The Gram sums of each layout, all in one pass over the data (one per day for a table per day). `checked`:
+    the first layout's pass also checks the rows and refuses users whose days are not consecutive from 0 (one table
+    per day: holding two days' users at a time); the others (bootstrap replicates of rows already checked) come
+    from one `Grams`."""
+    def grams(days: tuple[int, ...] | None = None) -> Any:
+        rest = tuple(layouts[1:] if checked else layouts)
+        return _InOnePass((*[GramPass(layouts[0], days, True, True)] * checked, *[Grams(rest, days)] * bool(rest)))
+
+    def flat(states: tuple) -> list[GramState]:
+        return [*states[:checked], *(state for group in states[checked:] for state in group)]
 
     if isinstance(data, Transitions):
-        return list(compute(grams(), data))
+        return flat(compute(grams(), data))
     columns = layouts[0].columns
     if not isinstance(data, list):
-        merged = list(compute(grams(), data, columns=columns))
+        merged = flat(compute(grams(), data, columns=columns))
         users = merged[0].users
         horizon = max(users, default=-1) + 1
         _refuse_episodes(merged[0].repeated, _broken_episodes([users.get(day, np.zeros(0, np.uint64))
@@ -599,8 +704,8 @@ def _merged_grams(data: Any, layouts: Sequence[TransitionLayout], check_episodes
         return merged
     merged, broken, yesterday = [GramState() for _ in layouts], np.zeros(0, dtype=np.uint64), None
     for day, table in enumerate(data):
-        states = compute(grams((day,)), table, columns=columns)
-        today = states[0].users.pop(day, np.zeros(0, dtype=np.uint64)) if check_episodes else None
+        states = flat(compute(grams((day,)), table, columns=columns))
+        today = states[0].users.pop(day, np.zeros(0, dtype=np.uint64)) if checked else None
         broken = np.union1d(broken, _broken_episodes([yesterday, today]))
         merged = [before.merge(state) for before, state in zip(merged, states, strict=True)]
         yesterday = today
@@ -608,11 +713,11 @@ def _merged_grams(data: Any, layouts: Sequence[TransitionLayout], check_episodes
     return merged
 
 
-def _factorized(data: Any, layouts: Sequence[TransitionLayout], l2: float, *, check_episodes: bool = True
+def _factorized(data: Any, layouts: Sequence[TransitionLayout], l2: float, *, checked: bool = True
                 ) -> tuple[list[tuple], tuple[float, float], int, int]:
     """(Cholesky factors per day and action of each layout, floors, horizon, episodes) from one pass over the
     data (floors, horizon and episodes do not depend on the row weights: those of the first layout)."""
-    merged = _merged_grams(data, layouts, check_episodes)
+    merged = _merged_grams(data, layouts, checked)
     first = merged[0]
     horizon = data.horizon if isinstance(data, Transitions) else max(first.rows, default=-1) + 1
     absent = [day for day in range(horizon) if not first.rows.get(day)]

@@ -21,6 +21,7 @@ read into memory (`budget_rl.offline`; on a GPU when one is present):
 
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from budget_rl.offline import (
     fqe_with_intervals,
     one_step_models,
 )
-from budget_rl.pacing import DEFAULT_MULTIPLIERS, PacedPolicy, paced_policy
+from budget_rl.pacing import DEFAULT_MULTIPLIERS, STOP_MULTIPLIER, PacedPolicy, paced_policy
 from budget_rl.ridge_statistics import ridge_sweeps
 from campaign_core import StatisticOf
 from pipelines.config import ConfigPath, StageConfig
@@ -182,11 +183,13 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     redeemed = {str(level): (int(row.responses), float(row.cost)) for level, row in levels.iterrows()}
     actions = list(face_values_of_counts(redeemed, config.level_costs))
     horizon = _checked_horizon(config, max(days) + 1)
-    days = day_tables(config.transitions, table, "day", range(horizon))
+    # a day written as one file is one partition: split it so that each pass keeps every core busy
+    days = [day.repartition(npartitions=max(day.npartitions, os.cpu_count() or 1))
+            for day in day_tables(config.transitions, table, "day", range(horizon))]
     sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)
     budget = config.budget / sweeps.episodes if config.budget is not None else config.budget_per_user
     mixed = _mixture(sweeps, budget, config, oracle_many=sweeps.best_responses,
-                     first=[(-1.0, m) for m in _grid(config)])
+                     first=[(-1.0, m) for m in (*_grid(config), STOP_MULTIPLIER)])
     replicates = sweeps.replicates(mixed.components, n_bootstrap=config.bootstrap, random_state=seed)
     reward_models, cost_models = sweeps.one_step()
     paced = paced_policy(lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms]), cost_models,

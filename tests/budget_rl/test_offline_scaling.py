@@ -17,6 +17,7 @@ from budget_rl.offline import (
     fitted_q_evaluation,
     fitted_q_iteration,
     fqe_oracle,
+    one_step_models,
 )
 from budget_rl.ridge_statistics import resampled_counts, ridge_sweeps
 from budget_rl.tabular import log_transitions, random_cmdp
@@ -127,6 +128,21 @@ def test_the_batched_mixture_over_sweeps_equals_column_generation_in_memory_and_
     assert sum(swept) == mixed.oracle_calls  # no relabelling swept twice; the grid is remembered, not swept again
     for ours, (_, m) in zip(again, grid, strict=True):
         _same(ours.measurement, evaluated_policy(data, 1.0, -m).measurement)
+
+
+@pytest.mark.parametrize("after_a_sweep", [False, True])
+def test_one_step_models_on_chunks_equal_the_in_memory_ones_before_or_after_a_sweep(after_a_sweep):
+    data = _rich_transitions(1_200, 3, seed=6)
+    reference = one_step_models(data, importance_weighted=True)
+    with dask.config.set(scheduler="synchronous"):
+        source, actions = _sources(data)["per day"]
+        sweeps = ridge_sweeps(source, actions=actions, importance_weighted=True)
+        if after_a_sweep:
+            sweeps.evaluated(1.0, -0.5)  # solves them on its passes
+        ours = sweeps.one_step()
+    for mine, theirs in zip(ours, reference, strict=True):
+        for day in range(data.horizon):
+            _same(mine[day].coefficients_, theirs[day].coefficients_)
 
 
 def test_a_tabular_fqe_on_chunks_is_the_exact_evaluation_on_the_empirical_mdp():

@@ -1,12 +1,17 @@
-"""The compiled greedy pass of the ridge sweeps against numpy's argmax and products, ties included."""
+"""The compiled passes of the ridge sweeps against their numpy formulas: greedy choices (ties included) and the
+bootstrap replicates' Poisson counts."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import poisson
 
 from budget_rl._ridge_kernels import greedy_and_followed
+from budget_rl.ridge_statistics import resampled_counts
+from campaign_core import salted_uniform
 
 
 @settings(max_examples=40, deadline=None)
@@ -29,3 +34,15 @@ def test_greedy_choices_and_followed_values_equal_numpy(n, p, n_actions, n_greed
         for e in np.flatnonzero(follows == s):
             np.testing.assert_allclose(chosen[e], (states @ evaluated[e].T)[np.arange(n), choice], rtol=1e-12,
                                        atol=1e-12)
+
+
+@pytest.mark.parametrize("users", [np.arange(-50_000, 250_000), np.array([f"user-{i}" for i in range(20_000)],
+                                                                         dtype=object)])
+def test_resampled_counts_are_the_poisson_cdf_cut_at_the_salted_uniform(users):
+    """Known formula: the count is how many Poisson(1) CDF values lie at or below salted_uniform(user, salt)."""
+    cdf = poisson.cdf(np.arange(21), 1.0)
+    for salt in ("fqe-bootstrap-0/0", "fqe-bootstrap-7/3"):
+        expected = np.searchsorted(cdf, salted_uniform(users, salt), side="right")
+        counts = resampled_counts(users, salt)
+        np.testing.assert_array_equal(counts, expected)
+        assert counts.max() >= 5  # the tail is reached, not only 0, 1 and 2
