@@ -33,13 +33,14 @@ back on every day, so that the last days' errors of the one-step cost models do 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from budget_rl.offline import EvaluatedPolicy, Regressor, RidgeQ, Transitions, evaluated_policy, one_step_models
-from campaign_core import InputError, salted_uniform
+from campaign_core import InputError, compute, salted_uniform
 
 #: Budget multipliers of the default grid (purchases per currency unit): 0, then 16 steps from 0.004 to 1.
 DEFAULT_MULTIPLIERS = (0.0, *np.geomspace(4e-3, 1.0, 16).tolist())
@@ -122,42 +123,62 @@ class PacedPolicy:
         already run (currency units). budget_per_user: (n,) or scalar budget of each user for the whole campaign.
         planned_so_far: (n,) or scalar, the sum of the `expected_cost` of the days already run (None on the
         first day: no calibration). Deterministic in its arguments; the salt keys the split between two
-        neighbouring components."""
+        neighbouring components. (`DayPlan` makes the same decision in blocks of users, for any number.)"""
         states, user_ids = self._checked(user_ids, states, day)
         n = len(states)
         spent = _per_user(spent_so_far, n, "spent_so_far")
         budget = _per_user(budget_per_user, n, "budget_per_user")
         planned = None if planned_so_far is None else _per_user(planned_so_far, n, "planned_so_far")
-        calibration = 1.0
-        if planned is not None and planned.sum() > 0 and spent.sum() > 0:
-            calibration = float(spent.sum() / planned.sum())
-        remaining = max((1.0 - self.safety) * float(budget.sum()) - float(spent.sum()), 0.0)
-        target = remaining / calibration
-        rows = np.arange(n)
-        actions = np.stack([c.policy.act(states, day) for c in self.components[:-1]]
-                           + [np.full(n, self._free_action(states, day))])
+        free = self._free_action(states, day)
+        actions, cost = self._options(states, day, free)
+        plan = self.plan_day(day, cost.sum(axis=1), free, float(spent.sum()), float(budget.sum()),
+                             None if planned is None else float(planned.sum()))
+        cut = 1.0
+        if plan.low != plan.high:
+            uniform = salted_uniform(user_ids, salt)
+            ranked = np.argsort(uniform, kind="stable")
+            extra = np.cumsum(cost[plan.high, ranked] - cost[plan.low, ranked])
+            over = np.flatnonzero(plan.low_total + extra > plan.target)
+            cut = uniform[ranked[over[0]]] if len(over) else 1.0
+        decision = plan.decide(self, user_ids, states, salt, cut)
+        value = self._value(states, day, decision.action, decision.component)
+        return replace(decision, planned_value=float(value.sum()), high_share=float(np.mean(
+            decision.component == plan.high)) if plan.low != plan.high else 0.0)
+
+    def _options(self, states: np.ndarray, day: int, free: int) -> tuple[np.ndarray, np.ndarray]:
+        """(actions, planned cost), (components, n) each: every component's action for each user today and its
+        predicted remaining spend Q^c (the stop component: the free action, 0)."""
+        n, rows = len(states), np.arange(len(states))
+        actions = np.stack([c.policy.act(states, day) for c in self.components[:-1]] + [np.full(n, free)])
         cost = np.stack([np.maximum(c.cost_q[day].predict(states)[rows, a], 0.0)
                          for c, a in zip(self.components[:-1], actions, strict=False)] + [np.zeros(n)])
-        value = np.stack([c.value_q[day].predict(states)[rows, a] for c, a in zip(self.components, actions,
-                                                                                   strict=True)])
-        totals = cost.sum(axis=1)
+        return actions, cost
+
+    def _value(self, states: np.ndarray, day: int, action: np.ndarray, component: np.ndarray) -> np.ndarray:
+        """The planned remaining purchases Q^v of each user's component at its action today."""
+        value = np.zeros(len(states))
+        for k in np.unique(component):
+            rows = component == k
+            value[rows] = self.components[k].value_q[day].predict(states[rows])[np.arange(rows.sum()), action[rows]]
+        return value
+
+    def plan_day(self, day: int, planned_totals: np.ndarray, free_action: int, spent_total: float,
+                 budget_total: float, planned_total: float | None) -> DayPlan:
+        """The day's pair of neighbouring components and target, from totals over all of today's users: each
+        component's planned remaining spend, the spend so far, the campaign budget and the summed expected_cost of
+        the days already run (None: no calibration)."""
+        calibration = 1.0
+        if planned_total is not None and planned_total > 0 and spent_total > 0:
+            calibration = float(spent_total / planned_total)
+        remaining = max((1.0 - self.safety) * budget_total - spent_total, 0.0)
+        target = remaining / calibration
+        totals = np.asarray(planned_totals, dtype=float)
         stop = len(totals) - 1
         order = np.lexsort((np.arange(len(totals)) != stop, totals))  # cheapest plan first, the stop one first of ties
         position = int(np.searchsorted(totals[order], target, side="left"))
-        low = order[max(position - 1, 0)]
-        high = order[min(position, len(order) - 1)]
-        chosen = np.full(n, low)
-        if low != high:
-            ranked = np.argsort(salted_uniform(user_ids, salt), kind="stable")
-            extra = np.cumsum(cost[high, ranked] - cost[low, ranked])
-            over = np.flatnonzero(totals[low] + extra > target)
-            takes = over[0] if len(over) else n
-            chosen[ranked[:takes]] = high
-        action = actions[chosen, rows]
-        expected = np.maximum(self.one_step_cost[day].predict(states)[rows, action], 0.0)
-        return PacedDecision(action, chosen, np.asarray(self.multipliers)[chosen], expected, day, calibration,
-                             remaining, target, float(cost[chosen, rows].sum()), float(value[chosen, rows].sum()),
-                             float(np.mean(chosen != low)) if low != high else 0.0)
+        low, high = int(order[max(position - 1, 0)]), int(order[min(position, len(order) - 1)])
+        return DayPlan(day, low, high, free_action, calibration, remaining, target, float(totals[low]),
+                       float(totals[high]))
 
     def _free_action(self, states: np.ndarray, day: int) -> int:
         """The action with the least predicted spend today over these users: the level never paid for (its one-step
@@ -173,6 +194,188 @@ class PacedPolicy:
             raise InputError(f"states: need one row of finite features per user ({len(user_ids)}), got shape "
                              f"{states.shape}")
         return states, user_ids
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """A day's plan from totals over all its users (`PacedPolicy.plan_day`): the cheaper (`low`) and dearer
+    (`high`) neighbouring components around the target, the free action, and the figures of `PacedDecision`.
+
+    Users whose salted uniform is below a cut take `high`, the others `low`; the cut is where the planned total,
+    taking users in increasing order of their uniform, first passes the target (1: nobody passes it). In memory
+    `PacedPolicy.decide` finds it by sorting; over blocks of users, `cut_of` finds the same cut from `SplitBins` and
+    `BinUsers` passes, without ever holding every user."""
+
+    day: int
+    low: int
+    high: int
+    free_action: int
+    calibration: float
+    remaining: float
+    target: float
+    low_total: float
+    high_total: float
+
+    def decide(self, policy: PacedPolicy, user_ids, states: np.ndarray, salt: str, cut: float) -> PacedDecision:
+        """The decision of a block of today's users under this plan and cut (`planned_value` and `high_share`
+        are left at 0: figures of all users, summed by the caller)."""
+        rows = np.arange(len(states))
+        chosen = np.full(len(states), self.low)
+        if self.low != self.high:
+            chosen[salted_uniform(user_ids, salt) < cut] = self.high
+        actions, cost = policy._options(states, self.day, self.free_action)
+        action = actions[chosen, rows]
+        expected = np.maximum(policy.one_step_cost[self.day].predict(states)[rows, action], 0.0)
+        return PacedDecision(action, chosen, np.asarray(policy.multipliers)[chosen], expected, self.day,
+                             self.calibration, self.remaining, self.target, float(cost[chosen, rows].sum()), 0.0, 0.0)
+
+    def cut_of(self, bins: np.ndarray, users_of_bin: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> float:
+        """The cut from `SplitBins`' (3, bins) sums and, for a bin where the total may pass the target,
+        users_of_bin(bin) -> (uniforms, extra planned spend) of its users: the first user whose running total
+        passes the target (1 if none). A bin is read user by user only when its positive extras could carry the
+        running total over the target."""
+        if self.low == self.high:
+            return 1.0
+        before = self.low_total + np.concatenate([[0.0], np.cumsum(bins[0])[:-1]])  # running total at each bin
+        for b in np.flatnonzero((before + bins[1] > self.target) & (bins[2] > 0)):
+            uniforms, extra = users_of_bin(int(b))
+            order = np.argsort(uniforms, kind="stable")
+            over = np.flatnonzero(before[b] + np.cumsum(extra[order]) > self.target)
+            if len(over):
+                return float(uniforms[order[over[0]]])
+        return 1.0
+
+
+#: Bins of the salted uniform in which `SplitBins` sums the extra planned spend of the dearer component.
+SPLIT_BINS = 1 << 16
+
+
+@dataclass(frozen=True)
+class _UsersOfDay:
+    """How a block of today's users reads: their ids and states from a DataFrame's `user_id` and state columns."""
+
+    policy: PacedPolicy
+    columns: tuple[str, ...]
+
+    def of(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return chunk["user_id"].to_numpy(), chunk[list(self.columns)].to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class PlanTotals(_UsersOfDay):
+    """Statistic over blocks of today's users: each component's summed planned remaining spend at its action, the
+    summed one-step spend of each action (the free action is the least), and the users; `finalize` gives
+    (planned totals, free action, users)."""
+
+    day: int
+
+    def partial(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
+        _, states = self.of(chunk)
+        one_step = self.policy.one_step_cost[self.day].predict(states).sum(axis=0)
+        # the stop component plans 0 whatever its action: any action stands in for the free one here
+        _, cost = self.policy._options(states, self.day, 0)
+        return cost.sum(axis=1), one_step, len(states)
+
+    @staticmethod
+    def merge(left: tuple, right: tuple) -> tuple:
+        return left[0] + right[0], left[1] + right[1], left[2] + right[2]
+
+    @staticmethod
+    def finalize(state: tuple) -> tuple[np.ndarray, int, int]:
+        return state[0], int(np.argmin(state[1])), state[2]
+
+
+@dataclass(frozen=True)
+class SplitBins(_UsersOfDay):
+    """Statistic over blocks of today's users: per bin of the salted uniform, the summed extra planned spend of the
+    plan's `high` over its `low` component, the summed positive extras and the users: (3, SPLIT_BINS)."""
+
+    plan: DayPlan
+    salt: str
+
+    def _extra(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        users, states = self.of(chunk)
+        _, cost = self.policy._options(states, self.plan.day, self.plan.free_action)
+        return salted_uniform(users, self.salt), cost[self.plan.high] - cost[self.plan.low]
+
+    def partial(self, chunk: pd.DataFrame) -> np.ndarray:
+        uniform, extra = self._extra(chunk)
+        bins = np.minimum((uniform * SPLIT_BINS).astype(np.int64), SPLIT_BINS - 1)
+        return np.stack([np.bincount(bins, extra, SPLIT_BINS), np.bincount(bins, np.maximum(extra, 0.0), SPLIT_BINS),
+                         np.bincount(bins, minlength=SPLIT_BINS).astype(float)])
+
+    @staticmethod
+    def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return left + right
+
+    @staticmethod
+    def finalize(state: np.ndarray) -> np.ndarray:
+        return state
+
+
+@dataclass(frozen=True)
+class BinUsers(SplitBins):
+    """Statistic over blocks of today's users: the (uniforms, extra planned spend) of the users in one bin."""
+
+    bin: int
+
+    def partial(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        uniform, extra = self._extra(chunk)
+        inside = np.minimum((uniform * SPLIT_BINS).astype(np.int64), SPLIT_BINS - 1) == self.bin
+        return uniform[inside], extra[inside]
+
+    @staticmethod
+    def merge(left: tuple, right: tuple) -> tuple:
+        return np.concatenate([left[0], right[0]]), np.concatenate([left[1], right[1]])
+
+    @staticmethod
+    def finalize(state: tuple) -> tuple:
+        return state
+
+
+@dataclass(frozen=True)
+class DayFigures(SplitBins):
+    """Statistic over blocks of today's users, once the cut is known: the sums of the day's figures (planned
+    remaining spend and purchases of each user's component, users on `high`, expected cost, users)."""
+
+    cut: float
+
+    def partial(self, chunk: pd.DataFrame) -> np.ndarray:
+        users, states = self.of(chunk)
+        decision = self.plan.decide(self.policy, users, states, self.salt, self.cut)
+        value = self.policy._value(states, self.plan.day, decision.action, decision.component)
+        return np.array([decision.planned_remaining, value.sum(), np.sum(decision.component == self.plan.high),
+                         decision.expected_cost.sum(), len(states)])
+
+    @staticmethod
+    def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return left + right
+
+    @staticmethod
+    def finalize(state: np.ndarray) -> np.ndarray:
+        return state
+
+
+def decide_in_blocks(policy: PacedPolicy, table: Any, columns: Sequence[str], day: int, *, spent_so_far: float,
+                     budget_per_user: float, salt: str, planned_so_far: float | None = None
+                     ) -> tuple[DayPlan, float, dict[str, float]]:
+    """The day's plan, cut and figures for every user of `table` (a `campaign_core.ChunkedTable` or DataFrame with
+    `user_id` and the state `columns`), never holding more than a block of users: one pass for the totals, one for
+    the split's bins, one per bin read user by user (usually one), one for the figures. The decisions are then
+    `plan.decide(policy, users, states, salt, cut)` block by block, the same as `PacedPolicy.decide` on all the
+    users at once with spent_so_far and planned_so_far as campaign totals (currency units)."""
+    columns, read = tuple(columns), ["user_id", *columns]
+    totals, free, n = compute(PlanTotals(policy, columns, day), table, columns=read)
+    plan = policy.plan_day(day, totals, free, float(spent_so_far), float(budget_per_user) * n, planned_so_far)
+    cut = 1.0
+    if plan.low != plan.high:
+        bins = compute(SplitBins(policy, columns, plan, salt), table, columns=read)
+        cut = plan.cut_of(bins, lambda b: compute(BinUsers(policy, columns, plan, salt, b), table, columns=read))
+    planned, value, high, expected, users = compute(DayFigures(policy, columns, plan, salt, cut), table, columns=read)
+    figures = {"day": day, "calibration": plan.calibration, "remaining_budget": plan.remaining,
+               "target": plan.target, "planned_remaining": planned, "planned_value": value,
+               "high_share": high / users if plan.low != plan.high and users else 0.0, "expected_cost": expected}
+    return plan, cut, figures
 
 
 def _per_user(values, n: int, name: str) -> np.ndarray:

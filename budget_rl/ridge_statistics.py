@@ -188,6 +188,20 @@ class _InOnePass:
         return tuple(statistic.finalize(one) for statistic, one in zip(self.statistics, state, strict=True))
 
 
+def _found_in(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each value is in the sorted array `reference` (binary search: no sort of either)."""
+    position = np.minimum(np.searchsorted(reference, values), max(len(reference) - 1, 0))
+    return (reference[position] == values) if len(reference) else np.zeros(len(values), dtype=bool)
+
+
+def _union_of_sorted(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, int]:
+    """(the sorted union, how many values both hold) of two sorted arrays of unique values, in linear time (a
+    stable sort merges the two runs)."""
+    both = np.sort(np.concatenate([left, right]), kind="stable")
+    repeated = both[1:] == both[:-1]
+    return both[np.r_[True, ~repeated]], int(repeated.sum())
+
+
 # ------------------------------------------------------------------------------------------- the pass done once
 @dataclass
 class GramState:
@@ -215,8 +229,8 @@ class GramState:
                            dict(self.users), self.repeated + other.repeated)
         for day, users in other.users.items():
             if day in merged.users:
-                merged.repeated += np.intersect1d(merged.users[day], users, assume_unique=True).size
-                users = np.union1d(merged.users[day], users)
+                users, common = _union_of_sorted(merged.users[day], users)
+                merged.repeated += common
             merged.users[day] = users
         for day, gram in other.gram.items():
             merged.gram[day] = merged.gram[day] + gram if day in merged.gram else gram
@@ -366,8 +380,7 @@ class Grams:
 
 def _broken_episodes(days: Sequence[np.ndarray | None]) -> np.ndarray:
     """The users (hashes) on some day but not on the day before: their days do not run consecutively from 0."""
-    broken = [np.setdiff1d(today, yesterday, assume_unique=True)
-              for yesterday, today in zip(days[:-1], days[1:], strict=True)
+    broken = [today[~_found_in(yesterday, today)] for yesterday, today in zip(days[:-1], days[1:], strict=True)
               if today is not None and yesterday is not None]
     return np.unique(np.concatenate(broken)) if broken else np.zeros(0, dtype=np.uint64)
 

@@ -11,11 +11,22 @@ from dataclasses import replace
 import dask
 import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from budget_rl.headroom import TrueCampaign, habit_grid, lagrangian_policy, multiplier_for_spend
 from budget_rl.offline import EvaluatedPolicy, GreedyQPolicy, evaluated_policy
-from budget_rl.pacing import PacedPolicy, paced_policy, paced_policy_from_sweeps, paced_policy_from_transitions
+from budget_rl.pacing import (
+    SPLIT_BINS,
+    DayPlan,
+    PacedPolicy,
+    decide_in_blocks,
+    paced_policy,
+    paced_policy_from_sweeps,
+    paced_policy_from_transitions,
+)
 from budget_rl.ridge_statistics import ridge_sweeps
 from budget_rl.tabular import TabularCMDP, log_transitions, random_cmdp
 from campaign_core import InputError, salted_uniform
@@ -293,3 +304,55 @@ def test_a_bad_campaign_is_refused():
         replace(campaign, face=np.zeros(2))
     with pytest.raises(InputError, match="multiplier"):
         lagrangian_policy(campaign, -1.0)
+
+
+@pytest.mark.parametrize("day", [0, 3])
+def test_the_decision_in_blocks_of_users_equals_the_one_over_all_users_at_once(day):
+    paced = _exact_paced(MODEL)
+    rng = np.random.default_rng(day)
+    n = 4_000
+    state = np.eye(MODEL.n_states)[rng.choice(MODEL.n_states, size=n, p=MODEL.initial)]
+    users = rng.permutation(n) * 11 + 5
+    columns = [f"state_{i}" for i in range(MODEL.n_states)]
+    frame = pd.DataFrame(state, columns=columns).assign(user_id=users)
+    with dask.config.set(scheduler="synchronous"):
+        table = Partitions(dd.from_pandas(frame, npartitions=7))
+        for budget in _budgets(MODEL):
+            spent, planned = (0.35 * budget * n, 0.3 * budget * n) if day else (0.0, None)
+            reference = paced.decide(users, state, day, spent / n, budget, salt="blocks",
+                                     planned_so_far=None if planned is None else planned / n)
+            plan, cut, figures = decide_in_blocks(paced, table, columns, day, spent_so_far=spent,
+                                                  budget_per_user=budget, salt="blocks", planned_so_far=planned)
+            blocks = [plan.decide(paced, users[i:i + 900], state[i:i + 900], "blocks", cut) for i in range(0, n, 900)]
+            for name in ("action", "component", "multiplier", "expected_cost"):
+                np.testing.assert_array_equal(np.concatenate([getattr(b, name) for b in blocks]),
+                                              getattr(reference, name), err_msg=name)
+            assert 0 < reference.high_share < 1 or plan.low == plan.high
+            assert figures == pytest.approx(reference.summary(), rel=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 6), st.floats(-3.0, 30.0), st.integers(0, 2**31 - 1))
+def test_the_cut_from_bins_is_the_first_user_whose_running_total_passes_the_target(n, occupied, target, seed):
+    """Known answer: users sorted by their uniform, the first whose running total (from the cheaper component's
+    total) passes the target; extras of both signs, crowded into a few bins, so a bin can rise over the target
+    and fall back without its running total at the bin's end showing it."""
+    rng = np.random.default_rng(seed)
+    uniforms = (rng.choice(SPLIT_BINS, size=occupied, replace=False)[rng.integers(0, occupied, n)]
+                + rng.random(n)) / SPLIT_BINS
+    extra = rng.normal(0.2, 1.0, n)
+    plan = DayPlan(0, 0, 1, 0, 1.0, target, target, 0.5, 0.5 + extra.sum())
+    order = np.argsort(uniforms)
+    over = np.flatnonzero(plan.low_total + np.cumsum(extra[order]) > target)
+    expected = uniforms[order[over[0]]] if len(over) else 1.0
+    bins = np.minimum((uniforms * SPLIT_BINS).astype(np.int64), SPLIT_BINS - 1)
+    sums = np.stack([np.bincount(bins, extra, SPLIT_BINS), np.bincount(bins, np.maximum(extra, 0), SPLIT_BINS),
+                     np.bincount(bins, minlength=SPLIT_BINS)])
+    read = []
+
+    def users_of_bin(b):
+        read.append(b)
+        return uniforms[bins == b], extra[bins == b]
+
+    assert plan.cut_of(sums, users_of_bin) == expected
+    assert len(read) <= occupied
