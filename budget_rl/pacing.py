@@ -374,7 +374,8 @@ def decide_in_blocks(policy: PacedPolicy, table: Any, columns: Sequence[str], da
     planned, value, high, expected, users = compute(DayFigures(policy, columns, plan, salt, cut), table, columns=read)
     figures = {"day": day, "calibration": plan.calibration, "remaining_budget": plan.remaining,
                "target": plan.target, "planned_remaining": planned, "planned_value": value,
-               "high_share": high / users if plan.low != plan.high and users else 0.0, "expected_cost": expected}
+               "high_share": high / users if plan.low != plan.high and users else 0.0, "expected_cost": expected,
+               "users": users}
     return plan, cut, figures
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import dask.dataframe as dd
 import mlflow
 import numpy as np
 import pandas as pd
@@ -47,7 +48,14 @@ from budget_rl.offline import (
     fqe_with_intervals,
     one_step_models,
 )
-from budget_rl.pacing import DEFAULT_MULTIPLIERS, STOP_MULTIPLIER, PacedPolicy, paced_policy
+from budget_rl.pacing import (
+    DEFAULT_MULTIPLIERS,
+    STOP_MULTIPLIER,
+    DayPlan,
+    PacedPolicy,
+    decide_in_blocks,
+    paced_policy,
+)
 from budget_rl.ridge_statistics import ridge_sweeps
 from campaign_core import StatisticOf
 from pipelines.config import ConfigPath, StageConfig
@@ -237,30 +245,52 @@ def _check_states(config: ConstrainedRLConfig, state_columns: list[str]) -> None
                          f"{' ...' if len(extra) > 5 else ''}")
 
 
-def _decision_states(config: ConstrainedRLConfig, learned: _Learned, state_columns: list[str]) -> pd.DataFrame:
-    """user_id and the model's state columns of every user on `decision_day`."""
+def _decision_states(config: ConstrainedRLConfig, learned: _Learned, state_columns: list[str]) -> dd.DataFrame:
+    """user_id and the model's state columns of every user on `decision_day`, as a Dask frame (read block by
+    block, never gathered)."""
     columns = ["user_id", *state_columns]
     if config.states is not None:
-        return read_table(config.states, config.input_tables()[config.states])[columns].compute()
+        return read_table(config.states, config.input_tables()[config.states])[columns]
     if learned.frame is not None:
-        return learned.frame.loc[learned.frame["day"] == config.decision_day, columns]
-    return learned.day_tables[config.decision_day][columns].compute()
+        return dd.from_pandas(learned.frame.loc[learned.frame["day"] == config.decision_day, columns],
+                              chunksize=1 << 18)
+    return learned.day_tables[config.decision_day][columns]
+
+
+@dataclass(frozen=True)
+class _BlockDecisions:
+    """The decision table of a block of the day's users under the day's plan and cut: user_id, component,
+    multiplier, action (the level's label, text), expected_cost."""
+
+    paced: PacedPolicy
+    plan: DayPlan
+    cut: float
+    state_columns: tuple[str, ...]
+    actions: tuple
+    salt: str
+
+    def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
+        users = block["user_id"].to_numpy()
+        decision = self.plan.decide(self.paced, users, block[list(self.state_columns)].to_numpy(dtype=float),
+                                    self.salt, self.cut)
+        table = decision.to_frame(users)
+        table["action"] = pd.array(np.asarray(self.actions, dtype=object)[decision.action].astype(str),
+                                   dtype="string")
+        return table
 
 
 def _decision_table(config: ConstrainedRLConfig, learned: _Learned, state_columns: list[str], salt: str
-                    ) -> tuple[pd.DataFrame, dict]:
-    """The paced decision of `decision_day` for every user: user_id, component, multiplier, action (label),
-    expected_cost; and the day's figures."""
+                    ) -> tuple[dd.DataFrame, dict]:
+    """The paced decision of `decision_day` for every user, block by block (`budget_rl.pacing.decide_in_blocks`:
+    the same decisions as for all users at once, at any number of users): the table (user_id, component,
+    multiplier, action label, expected_cost; computed when written) and the day's figures."""
     states = _decision_states(config, learned, state_columns)
-    users = states["user_id"].to_numpy()
-    n = max(len(users), 1)
-    decision = learned.paced.decide(users, states[state_columns].to_numpy(dtype=float), config.decision_day,
-                                    config.spent_so_far / n, learned.budget, salt=salt,
-                                    planned_so_far=None if config.planned_so_far is None
-                                    else config.planned_so_far / n)
-    table = decision.to_frame(users)
-    table["action"] = np.asarray(learned.actions, dtype=object)[decision.action]
-    return table, decision.summary()
+    plan, cut, figures = decide_in_blocks(learned.paced, Partitions(states), state_columns, config.decision_day,
+                                          spent_so_far=config.spent_so_far, budget_per_user=learned.budget,
+                                          salt=salt, planned_so_far=config.planned_so_far)
+    blocks = _BlockDecisions(learned.paced, plan, cut, tuple(state_columns), tuple(learned.actions), salt)
+    meta = blocks(states._meta)
+    return states.map_partitions(blocks, meta=meta), figures
 
 
 def _synthetic_world(context: StageContext, config: ConstrainedRLConfig):
@@ -376,8 +406,7 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
         mlflow.pyfunc.save_model(path=str(temporary), **mixed_policy_arguments(fitted, example, Path(folder)))
     if decisions is not None:
         with atomic_output(config.decisions) as temporary:
-            temporary.mkdir(parents=True)
-            decisions.to_parquet(temporary / "part-00000.parquet", index=False)
+            decisions.to_parquet(temporary, write_index=False)
     with tempfile.TemporaryDirectory() as folder, quiet_pyfunc():
         info = mlflow.pyfunc.log_model(name="mixed_policy", **mixed_policy_arguments(fitted, example, Path(folder)))
         for index, policy in enumerate(mixed.components):
@@ -389,6 +418,7 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
         mlflow.log_artifact(str(path))
     value, spend = mixed.expected
     context.log.params({"actions": ",".join(map(str, actions)), "horizon": horizon, "q_model": config.q_model,
+                        "salt": salt,
                         "importance_weighted": weighted, "pacing_multipliers": config.pacing_multipliers,
                         "safety": config.safety})
     context.log.metrics({
@@ -408,8 +438,8 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     outputs = {"mixed_policy": config.out}
     if decisions is not None:
         outputs["decisions"] = config.decisions
-        summary["decisions"] = (f"day {config.decision_day}: {len(decisions)} users, expected cost "
-                                f"{decisions['expected_cost'].sum():.4g}")
+        summary["decisions"] = (f"day {config.decision_day}: {day_figures['users']:.0f} users, expected cost "
+                                f"{day_figures['expected_cost']:.4g}")
     if not truth.empty:
         served = truth.iloc[0]
         context.log.metrics({"true_value": float(served["value"]), "true_spend": float(served["spend"]),
@@ -420,4 +450,4 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
                                      for row in truth.itertuples())
     return StageResult(summary=summary, outputs=outputs,
                        data={"mixed": mixed, "fitted": fitted, "model_uri": info.model_uri, "paced": learned.paced,
-                             "decisions": decisions, "truth": truth})
+                             "decisions": config.decisions if decisions is not None else None, "truth": truth})

@@ -328,7 +328,7 @@ def test_the_decision_in_blocks_of_users_equals_the_one_over_all_users_at_once(d
                 np.testing.assert_array_equal(np.concatenate([getattr(b, name) for b in blocks]),
                                               getattr(reference, name), err_msg=name)
             assert 0 < reference.high_share < 1 or plan.low == plan.high
-            assert figures == pytest.approx(reference.summary(), rel=1e-9)
+            assert figures == pytest.approx({**reference.summary(), "users": n}, rel=1e-9)
 
 
 @settings(max_examples=80, deadline=None)

@@ -3,6 +3,9 @@ through `constrained-rl`, and its bad inputs refused in one line with nothing wr
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,6 +86,15 @@ def test_constrained_rl_writes_the_paced_decision_table_of_a_day(built, tmp_path
     run = mlflow.search_runs(experiment_names=["campaign"], order_by=["start_time DESC"]).iloc[0]
     assert run["metrics.decision.remaining_budget"] == pytest.approx(0.98 * 1.0 * len(day) - 1500)
     assert run["metrics.decision.planned_remaining"] <= run["metrics.decision.target"] + 1e-6
+    # written block by block, it is the logged paced policy's decision for all the day's users at once
+    paced = pickle.loads(Path(mlflow.artifacts.download_artifacts(run_id=run["run_id"],
+                                                                  artifact_path="paced_policy.pkl")).read_bytes())
+    states = day[[c for c in day.columns if c.startswith("state_")]].to_numpy(dtype=float)
+    reference = paced.decide(day["user_id"].to_numpy(), states, 2, 1500 / len(day), 1.0, salt=run["params.salt"])
+    ours = decisions.set_index("user_id").loc[day["user_id"]]
+    np.testing.assert_array_equal(ours["component"], reference.component)
+    np.testing.assert_array_equal(ours["expected_cost"], reference.expected_cost)
+    assert run["metrics.decision.high_share"] == pytest.approx(reference.high_share)
 
 
 @pytest.mark.parametrize("edit, extra, message", [
