@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, nogil=True)
 def greedy_and_followed(states: np.ndarray, greedy: np.ndarray, evaluated: np.ndarray, follows: np.ndarray,
                         best: np.ndarray, chosen: np.ndarray) -> None:
     """Fill best[s, r] (the largest value of greedy matrix s at row r) and chosen[e, r] (evaluated matrix e's value
@@ -41,7 +41,7 @@ def greedy_and_followed(states: np.ndarray, greedy: np.ndarray, evaluated: np.nd
             chosen[e, r] = value
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def poisson_counts(keys: np.ndarray, salt: np.uint64, thresholds: np.ndarray) -> np.ndarray:
     """Per key (splitmix64 of the id's word), how many `thresholds` its salted 53-bit draw reaches: the draw is
     splitmix64(key XOR salt) >> 11, as `campaign_core.salted_uniform` takes it (before dividing by 2^53), and

@@ -346,14 +346,16 @@ def read_table(path: Path | str, schema: Schema, *, columns: list[str] | None = 
     return scan_values(path, schema, inspect_table(path, schema, columns=columns), columns=columns)
 
 
-def day_tables(path: Path | str, table: dd.DataFrame, column: str, days: Sequence[int]) -> list[dd.DataFrame]:
+def day_tables(path: Path | str, table: dd.DataFrame, column: str, days: Sequence[int], *,
+               by_row_group: bool = False) -> list[dd.DataFrame]:
     """One Dask frame per day of a table opened by `read_table` (same columns): for parquet, read with a filter on
     the day column, so files and row groups whose statistics exclude the day are skipped (a table written one day
-    per file, as `build-transitions` writes it, is read once over all days); for CSV, a filter on the whole table."""
+    per file, as `build-transitions` writes it, is read once over all days); for CSV, a filter on the whole table.
+    `by_row_group`: one partition per parquet row group (a reader holds one row group, not a whole file)."""
     if csv_files(Path(path)) is not None:
         return [table[table[column] == day] for day in days]
-    frames = [dd.read_parquet(path, columns=list(table.columns), filters=[(column, "==", int(day))], index=False)
-              for day in days]
+    frames = [dd.read_parquet(path, columns=list(table.columns), filters=[(column, "==", int(day))], index=False,
+                              split_row_groups=by_row_group) for day in days]
     return [frame[frame[column] == day] for frame, day in zip(frames, days, strict=True)]
 
 

@@ -110,6 +110,9 @@ def _no_contact(config: BuildTransitionsConfig, levels: dict[str, float]) -> int
 
 #: Users per output file: a day is written in slices, so a reader holds one slice, not the day's whole table.
 SLICE_USERS = 1 << 20
+#: Users per parquet row group: Dask reads a file of a slice as partitions of about its 256 MiB blocksize, so a
+#: reader holds a quarter slice at a time and a day of 10^6 users spreads over the cores.
+ROW_GROUP_USERS = 1 << 18
 
 
 def _day_table(rows, users: slice, user_ids: np.ndarray, level_names: np.ndarray, static: np.ndarray,
@@ -160,6 +163,7 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
     frame, ids = frame[kept].reset_index(drop=True), ids[kept]
     history = UserHistory.start(ids.size, decays=config.decays)
     static = np.asfortranarray(encoder.transform(frame)) if encoder is not None else np.zeros((ids.size, 0))
+    del frame  # the encoded features are all the days need (at 10^7 users its text columns hold about 1 GB)
     static_names = [str(name) for name in encoder.feature_names_out_] if encoder is not None else []
     history_names = history_feature_names(levels, history.decays)
     level_names = np.asarray(list(levels), dtype=object)
@@ -187,7 +191,8 @@ def build_transitions(context: StageContext, config: BuildTransitionsConfig) -> 
                 users = slice(start, start + SLICE_USERS)
                 pq.write_table(_day_table(rows, users, ids, level_names, static, static_names, history_names,
                                           has_propensity),
-                               temporary / f"part-{day:05d}-{part:04d}.parquet", compression="zstd")
+                               temporary / f"part-{day:05d}-{part:04d}.parquet", compression="zstd",
+                               row_group_size=ROW_GROUP_USERS)
             del rows
     state_names = [*static_names, *history_names]
     absent_rule = (f"inactive (a level drawn uniformly, propensity 1/{len(levels)})" if config.absent == "inactive"

@@ -191,9 +191,10 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     redeemed = {str(level): (int(row.responses), float(row.cost)) for level, row in levels.iterrows()}
     actions = list(face_values_of_counts(redeemed, config.level_costs))
     horizon = _checked_horizon(config, max(days) + 1)
-    # a day written as one file is one partition: split it so that each pass keeps every core busy
+    # a partition per row group (build-transitions writes 2^18 users per group); a day held in one row group is
+    # split so that each pass keeps every core busy
     days = [day.repartition(npartitions=max(day.npartitions, os.cpu_count() or 1))
-            for day in day_tables(config.transitions, table, "day", range(horizon))]
+            for day in day_tables(config.transitions, table, "day", range(horizon), by_row_group=True)]
     sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)
     budget = config.budget / sweeps.episodes if config.budget is not None else config.budget_per_user
     mixed = _mixture(sweeps, budget, config, oracle_many=sweeps.best_responses,

@@ -1,16 +1,17 @@
 """The compiled passes of the ridge sweeps against their numpy formulas: greedy choices (ties included) and the
-bootstrap replicates' Poisson counts."""
+bootstrap replicates' Poisson counts; the action codes against pandas' indexer."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import poisson
 
 from budget_rl._ridge_kernels import greedy_and_followed
-from budget_rl.ridge_statistics import resampled_counts
+from budget_rl.ridge_statistics import action_codes, resampled_counts
 from campaign_core import salted_uniform
 
 
@@ -46,3 +47,14 @@ def test_resampled_counts_are_the_poisson_cdf_cut_at_the_salted_uniform(users):
         counts = resampled_counts(users, salt)
         np.testing.assert_array_equal(counts, expected)
         assert counts.max() >= 5  # the tail is reached, not only 0, 1 and 2
+
+
+@pytest.mark.parametrize("labels, actions", [
+    (pd.Series(["a", "b", "zz", None], dtype=object), ("b", "a")),
+    (pd.Series(["a", "b", "c"], dtype="string[pyarrow]"), ("c", "a")),
+    (pd.Series([1, 2, 3]), (3, 1)),
+    (pd.Series([1, 2, 3]), ("1", "3")),  # different types: nothing matches, as pandas' indexer says
+    (pd.Series(["x", 1], dtype=object), ("x",)),
+])
+def test_action_codes_equal_pandas_indexer(labels, actions):
+    np.testing.assert_array_equal(action_codes(labels, actions), pd.Index(actions).get_indexer(labels))
