@@ -250,6 +250,10 @@ class DayPlan:
 SPLIT_BINS = 1 << 16
 
 
+def _split_bin(uniform: np.ndarray) -> np.ndarray:
+    return np.minimum((uniform * SPLIT_BINS).astype(np.int64), SPLIT_BINS - 1)
+
+
 @dataclass(frozen=True)
 class _UsersOfDay:
     """How a block of today's users reads: their ids and states from a DataFrame's `user_id` and state columns."""
@@ -300,7 +304,7 @@ class SplitBins(_UsersOfDay):
 
     def partial(self, chunk: pd.DataFrame) -> np.ndarray:
         uniform, extra = self._extra(chunk)
-        bins = np.minimum((uniform * SPLIT_BINS).astype(np.int64), SPLIT_BINS - 1)
+        bins = _split_bin(uniform)
         return np.stack([np.bincount(bins, extra, SPLIT_BINS), np.bincount(bins, np.maximum(extra, 0.0), SPLIT_BINS),
                          np.bincount(bins, minlength=SPLIT_BINS).astype(float)])
 
@@ -321,7 +325,7 @@ class BinUsers(SplitBins):
 
     def partial(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         uniform, extra = self._extra(chunk)
-        inside = np.minimum((uniform * SPLIT_BINS).astype(np.int64), SPLIT_BINS - 1) == self.bin
+        inside = _split_bin(uniform) == self.bin
         return uniform[inside], extra[inside]
 
     @staticmethod
@@ -336,7 +340,8 @@ class BinUsers(SplitBins):
 @dataclass(frozen=True)
 class DayFigures(SplitBins):
     """Statistic over blocks of today's users, once the cut is known: the sums of the day's figures (planned
-    remaining spend and purchases of each user's component, users on `high`, expected cost, users)."""
+    remaining spend and purchases of each user's component, users on `high`, expected cost, users), merged as
+    `SplitBins` merges."""
 
     cut: float
 
@@ -346,14 +351,6 @@ class DayFigures(SplitBins):
         value = self.policy._value(states, self.plan.day, decision.action, decision.component)
         return np.array([decision.planned_remaining, value.sum(), np.sum(decision.component == self.plan.high),
                          decision.expected_cost.sum(), len(states)])
-
-    @staticmethod
-    def merge(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        return left + right
-
-    @staticmethod
-    def finalize(state: np.ndarray) -> np.ndarray:
-        return state
 
 
 def decide_in_blocks(policy: PacedPolicy, table: Any, columns: Sequence[str], day: int, *, spent_so_far: float,
