@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.dates import dates_between, parse_date
 from pipelines.errors import InputError
 from pipelines.job import JobReport, build_job, load_job, run_job
 from pipelines.serving import serve_command
@@ -43,7 +44,13 @@ _tracking_option = click.option("--tracking-uri", default=None, metavar="URI",
 
 def print_report(report: JobReport) -> None:
     """The summary table of a job and where to look next."""
-    table = Table(title="campaign job summary", show_lines=False)
+    if report.done_before:
+        stdout.print(f"{report.date}: done before, nothing to recompute (same config and inputs): MLflow run "
+                     f"{report.run_id} in experiment '{report.experiment}' at {report.tracking_uri}; --force runs "
+                     f"it again")
+        return
+    title = "campaign job summary" + (f" for {report.date}" if report.date else "")
+    table = Table(title=title, show_lines=False)
     for name in ("stage", "seconds", "headline", "outputs"):
         table.add_column(name, overflow="fold")
     for stage, result in report.results.items():
@@ -69,13 +76,45 @@ def cli() -> None:
     """Marketing decisions on your own logs, as tracked batch jobs."""
 
 
+_date_option = click.option("--date", default=None, metavar="YYYY-MM-DD",
+                            help="run date of a daily job: fills the job's {date} templates (default: its date:)")
+_force_option = click.option("--force", is_flag=True,
+                             help="run again a date that an earlier run finished with the same config and inputs")
+
+
 @cli.command("run")
 @click.argument("job_file", type=click.Path(path_type=Path))
+@_date_option
+@_force_option
 @_scheduler_option
 @_tracking_option
-def run_command(job_file: Path, scheduler: str | None, tracking_uri: str | None) -> None:
-    """Run the stages named in a job YAML file."""
-    print_report(run_job(load_job(job_file), scheduler=scheduler, tracking_uri=tracking_uri))
+def run_command(job_file: Path, date: str | None, force: bool, scheduler: str | None,
+                tracking_uri: str | None) -> None:
+    """Run the stages named in a job YAML file (for one run date with --date)."""
+    print_report(run_job(load_job(job_file, date=date), scheduler=scheduler, tracking_uri=tracking_uri,
+                         force=force))
+
+
+@cli.command("backfill")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--from", "first", required=True, metavar="YYYY-MM-DD", help="first run date")
+@click.option("--to", "last", required=True, metavar="YYYY-MM-DD", help="last run date (included)")
+@_force_option
+@_scheduler_option
+@_tracking_option
+def backfill_command(job_file: Path, first: str, last: str, force: bool, scheduler: str | None,
+                     tracking_uri: str | None) -> None:
+    """Run a dated job for every date from --from to --to, in order, stopping at the first that fails (dates an
+    earlier run finished are reported, not recomputed)."""
+    dates = list(dates_between(parse_date(first, "--from"), parse_date(last, "--to")))
+    for date in dates:
+        try:
+            report = run_job(load_job(job_file, date=date), scheduler=scheduler, tracking_uri=tracking_uri,
+                             force=force)
+        except InputError as error:
+            raise InputError(f"backfill stopped at {date.isoformat()} ({len(dates) - dates.index(date) - 1} later "
+                             f"date(s) not run): {error}") from error.__cause__
+        print_report(report)
 
 
 @cli.command("demo")

@@ -11,6 +11,7 @@ Unknown keys are rejected by name; errors become one-line `InputError`s.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -61,6 +62,8 @@ class JobSettings(BaseModel):
     seed: int = Field(0, ge=0, description="root seed; each stage derives its own from it")
     experiment: str = Field("campaign", min_length=1, description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: the config file's name)")
+    date: dt.date | None = Field(None, description="the run date of a daily job (YYYY-MM-DD): fills the {date} "
+                                                   "templates of the paths; a rerun of a finished date is a no-op")
     columns: dict[str, str | None] = Field(
         default_factory=dict, description="decision-log role (arm, reward, propensity, user_id, cost, day, "
                                           "randomized) -> its column in your logs (null: your logs have none); "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,13 +15,14 @@ import yaml
 from pydantic import BaseModel, Field
 
 from pipelines.config import JobSettings, StageConfig, check_retired_keys, read_yaml, validate_section
+from pipelines.dates import fill_dates, parse_date
 from pipelines.errors import InputError
 from pipelines.execution import dask_client
 from pipelines.io import ensure_writable
 from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
 from pipelines.synthetic.scoring import score_against_truth
 from pipelines.tables import LOG_COLUMNS, inspect_table, scan_values
-from pipelines.tracking import JobTracker, fingerprint
+from pipelines.tracking import DATE_TAG, JOB_NAME_TAG, RUN_KEY_TAG, JobTracker, fingerprint
 
 
 def job_model() -> type[BaseModel]:
@@ -90,10 +94,16 @@ def with_column_mapping(data: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
-def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "job") -> Job:
-    """Validate a job mapping (as read from YAML) into a `Job`; one-line `InputError` on any problem. The top-level
-    `columns:` mapping is applied first (`with_column_mapping`)."""
+def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "job",
+              date: dt.date | str | None = None) -> Job:
+    """Validate a job mapping (as read from YAML) into a `Job`; one-line `InputError` on any problem. The run date
+    (`date`, else the job's `date:`) fills the `{date}` templates first (`pipelines.dates`), then the top-level
+    `columns:` mapping is applied (`with_column_mapping`)."""
     if isinstance(data, dict):
+        given = date if date is not None else data.get("date")
+        run_date = None if given is None else parse_date(given, "--date" if date is not None else "config: date")
+        data = {**fill_dates({k: v for k, v in data.items() if k != "date"}, run_date),
+                **({"date": run_date.isoformat()} if run_date else {})}
         for stage in registered_stages():
             check_retired_keys(stage.name, stage.config_model, data.get(stage.name))
         data = with_column_mapping(data)
@@ -110,21 +120,25 @@ def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str
     return Job(settings, stages, source)
 
 
-def load_job(path: Path | str) -> Job:
-    """Read and validate a job YAML file; relative paths in it are resolved against its directory."""
+def load_job(path: Path | str, *, date: dt.date | str | None = None) -> Job:
+    """Read and validate a job YAML file (for run `date`, when given); relative paths in it are resolved against its
+    directory."""
     path = Path(path).resolve()
-    return build_job(read_yaml(path), base_dir=path.parent, source=path.stem)
+    return build_job(read_yaml(path), base_dir=path.parent, source=path.stem, date=date)
 
 
 @dataclass
 class JobReport:
-    """Where the job's records are and what each stage produced."""
+    """Where the job's records are and what each stage produced. `done_before`: a dated run that an earlier run
+    had already finished with the same config and inputs (nothing was recomputed; `run_id` is that run)."""
 
     experiment: str
     run_id: str
     tracking_uri: str
     results: dict[str, StageResult] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    date: str | None = None
+    done_before: bool = False
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -167,28 +181,46 @@ def _scored(stage: str, section: StageConfig, result: StageResult, results: dict
     return replace(result, summary={**result.summary, **score.summary}, data={**result.data, "truth": score})
 
 
-def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None = None) -> JobReport:
+def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None = None,
+            force: bool = False) -> JobReport:
     """Run every stage of `job` in order on the chosen Dask cluster, recording it all in MLflow.
 
     Outputs and input tables are checked before any work (`check_before_start`); a stage that raises marks its run
     and the job's run FAILED, with the error recorded, and the exception propagates (outputs are written atomically,
     so nothing half-written remains).
+
+    A dated job (`date:`) is keyed by its name, date, config and input files: when a FINISHED run of the same key
+    exists and its outputs are in place, nothing runs and the report names that run (`force`: run again). Runs of
+    the same name and date left RUNNING (a job killed mid-day) are marked KILLED before the new run starts, so a
+    date ends with one FINISHED run and one set of outputs.
     """
     effective = job.effective_config()
     tracker = JobTracker(job.settings.experiment, tracking_uri)
     report_results: dict[str, StageResult] = {}
     seconds: dict[str, float] = {}
+    name = job.settings.run_name or job.source
+    date = job.settings.date.isoformat() if job.settings.date else None
     with dask_client(scheduler):
         check_before_start(job)
-        tags = {"campaign.input_fingerprint": fingerprint(job.input_paths()),
-                "campaign.seed": str(job.settings.seed),
+        inputs = fingerprint(job.input_paths())
+        tags = {"campaign.input_fingerprint": inputs, "campaign.seed": str(job.settings.seed),
                 "campaign.stages": ",".join(stage.name for stage, _ in job.stages)}
-        with tracker.job(job.settings.run_name or job.source, effective, tags,
-                         yaml.safe_dump(effective, sort_keys=False)) as job_log:
+        if date is not None:
+            key = hashlib.sha256(json.dumps([effective, inputs], sort_keys=True, default=str).encode()).hexdigest()
+            earlier = tracker.dated_runs(name, date)
+            done = next((run for run in earlier if run.info.status == "FINISHED"
+                         and run.data.tags.get(RUN_KEY_TAG) == key), None)
+            if done is not None and not force and all(path.exists() for _, section in job.stages
+                                                     for path in section.output_paths()):
+                return JobReport(job.settings.experiment, done.info.run_id, tracker.tracking_uri, date=date,
+                                 done_before=True)
+            tracker.end_abandoned(earlier)
+            tags |= {DATE_TAG: date, JOB_NAME_TAG: name, RUN_KEY_TAG: key}
+        with tracker.job(name, effective, tags, yaml.safe_dump(effective, sort_keys=False)) as job_log:
             _run_stages(job, tracker, report_results, seconds)
             job_log.metrics({"job_seconds": sum(seconds.values())})
     assert tracker.run_id is not None
-    return JobReport(job.settings.experiment, tracker.run_id, tracker.tracking_uri, report_results, seconds)
+    return JobReport(job.settings.experiment, tracker.run_id, tracker.tracking_uri, report_results, seconds, date)
 
 
 def _run_stages(job: Job, tracker: JobTracker, report_results: dict[str, StageResult],

@@ -21,6 +21,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from pipelines.errors import InputError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 JOB_KIND_TAG = "campaign.kind"
@@ -160,6 +162,39 @@ class JobTracker:
             yield StageLogger()
 
 
+    def dated_runs(self, job: str, date: str) -> list:
+        """The job runs of `job` for run date `date` in this experiment, newest first (MLflow `Run`s)."""
+        if "'" in job:
+            raise InputError(f"run_name: a dated job's name cannot hold a quote, got {job!r}")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        query = (f"tags.`{JOB_KIND_TAG}` = 'job' and tags.`{DATE_TAG}` = '{date}' and "
+                 f"tags.`{JOB_NAME_TAG}` = '{job}'")
+        return mlflow.MlflowClient().search_runs([experiment.experiment_id], query,
+                                                  order_by=["attributes.start_time DESC"])
+
+    def end_abandoned(self, runs: Iterable) -> list[str]:
+        """Mark KILLED each run still RUNNING among `runs` and its stage runs (a job killed mid-day leaves them
+        so); returns their ids."""
+        client = mlflow.MlflowClient()
+        ended = []
+        for run in runs:
+            if run.info.status != "RUNNING":
+                continue
+            children = client.search_runs([run.info.experiment_id],
+                                          f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+            for child in children:
+                if child.info.status == "RUNNING":
+                    client.set_terminated(child.info.run_id, "KILLED")
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+        return ended
+
+
+#: Tags of a dated run: its run date, the job's name, and the key of its config and inputs (`pipelines.job`).
+DATE_TAG, JOB_NAME_TAG, RUN_KEY_TAG = "campaign.date", "campaign.job", "campaign.run_key"
 ERROR_TYPE_TAG, ERROR_MESSAGE_TAG = "campaign.error_type", "campaign.error"
 
 
