@@ -22,7 +22,7 @@ from pipelines.io import ensure_writable
 from pipelines.stages.registry import Stage, StageContext, StageResult, registered_stages
 from pipelines.synthetic.scoring import score_against_truth
 from pipelines.tables import LOG_COLUMNS, inspect_table, scan_values
-from pipelines.tracking import DATE_TAG, JOB_NAME_TAG, RUN_KEY_TAG, JobTracker, fingerprint
+from pipelines.tracking import DATE_TAG, JOB_NAME_TAG, RUN_KEY_TAG, EarlierRuns, JobTracker, fingerprint
 
 
 def job_model() -> type[BaseModel]:
@@ -217,19 +217,21 @@ def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None 
             tracker.end_abandoned(earlier)
             tags |= {DATE_TAG: date, JOB_NAME_TAG: name, RUN_KEY_TAG: key}
         with tracker.job(name, effective, tags, yaml.safe_dump(effective, sort_keys=False)) as job_log:
-            _run_stages(job, tracker, report_results, seconds)
+            earlier = EarlierRuns(tracker, name, job.settings.date) if job.settings.date else None
+            _run_stages(job, tracker, report_results, seconds, earlier)
             job_log.metrics({"job_seconds": sum(seconds.values())})
     assert tracker.run_id is not None
     return JobReport(job.settings.experiment, tracker.run_id, tracker.tracking_uri, report_results, seconds, date)
 
 
 def _run_stages(job: Job, tracker: JobTracker, report_results: dict[str, StageResult],
-                seconds: dict[str, float]) -> None:
+                seconds: dict[str, float], earlier: EarlierRuns | None = None) -> None:
     """Each stage in its own nested MLflow run, in order; results and wall seconds filled in as they come."""
     for stage, section in job.stages:
         with tracker.stage(stage.name) as log:
             log.params(section.model_dump(mode="json", exclude_none=True))
-            context = StageContext(seed=job.settings.seed, log=log, results=report_results)
+            context = StageContext(seed=job.settings.seed, log=log, results=report_results, date=job.settings.date,
+                                   earlier=earlier)
             started = time.perf_counter()
             try:
                 result = stage.run(context, section)

@@ -7,6 +7,7 @@ Embedded default: `sqlite:///mlflow.db` in the working directory with artifacts 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import importlib.metadata
 import json
@@ -15,6 +16,7 @@ import subprocess
 import tempfile
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,16 +164,18 @@ class JobTracker:
             yield StageLogger()
 
 
-    def dated_runs(self, job: str, date: str) -> list:
-        """The job runs of `job` for run date `date` in this experiment, newest first (MLflow `Run`s)."""
+    def dated_runs(self, job: str, date: str | None) -> list:
+        """The job runs of `job` for run date `date` (None: every date) in this experiment, newest first (MLflow
+        `Run`s)."""
         if "'" in job:
             raise InputError(f"run_name: a dated job's name cannot hold a quote, got {job!r}")
         mlflow.set_tracking_uri(self.tracking_uri)
         experiment = mlflow.get_experiment_by_name(self.experiment)
         if experiment is None:
             return []
-        query = (f"tags.`{JOB_KIND_TAG}` = 'job' and tags.`{DATE_TAG}` = '{date}' and "
-                 f"tags.`{JOB_NAME_TAG}` = '{job}'")
+        query = f"tags.`{JOB_KIND_TAG}` = 'job' and tags.`{JOB_NAME_TAG}` = '{job}'"
+        if date is not None:
+            query += f" and tags.`{DATE_TAG}` = '{date}'"
         return mlflow.MlflowClient().search_runs([experiment.experiment_id], query,
                                                   order_by=["attributes.start_time DESC"])
 
@@ -191,6 +195,32 @@ class JobTracker:
             client.set_terminated(run.info.run_id, "KILLED")
             ended.append(run.info.run_id)
         return ended
+
+
+@dataclass(frozen=True)
+class EarlierRuns:
+    """What a dated job's stage can read of the same job's earlier dates (for warm starts)."""
+
+    tracker: JobTracker
+    job: str
+    date: dt.date
+
+    def latest_stage(self, stage: str) -> tuple[dt.date, dict[str, str]] | None:
+        """(run date, logged params) of `stage` in this job's latest FINISHED run of a date before `date`; None
+        when there is none."""
+        earlier = []
+        for run in self.tracker.dated_runs(self.job, None):
+            day = run.data.tags.get(DATE_TAG, "")
+            if run.info.status == "FINISHED" and day < self.date.isoformat():
+                earlier.append((day, run))
+        client = mlflow.MlflowClient()
+        for day, run in sorted(earlier, key=lambda pair: pair[0], reverse=True):
+            stages = client.search_runs([run.info.experiment_id],
+                                        f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and "
+                                        f"tags.`campaign.stage` = '{stage}' and attributes.status = 'FINISHED'")
+            if stages:
+                return dt.date.fromisoformat(day), dict(stages[0].data.params)
+        return None
 
 
 #: Tags of a dated run: its run date, the job's name, and the key of its config and inputs (`pipelines.job`).

@@ -69,6 +69,10 @@ class LinearStats:
 
     __add__ = merge
 
+    def scaled(self, factor: float) -> LinearStats:
+        """The statistics with every row's weight times `factor` (exponential forgetting of older rows)."""
+        return LinearStats(self.gram * factor, self.xty * factor, self.weight * factor, self.yy * factor)
+
 
 @dataclass(frozen=True)
 class LinearPass(SelfMerging):

@@ -10,6 +10,7 @@ stage a YAML section, a `campaign <name>` command and a place in `campaign demo`
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pipelines.config import StageConfig
-from pipelines.tracking import StageLogger
+from pipelines.tracking import EarlierRuns, StageLogger
 
 C = TypeVar("C", bound=StageConfig)
 
@@ -38,6 +39,8 @@ class StageContext:
     seed: int
     log: StageLogger
     results: dict[str, StageResult] = field(default_factory=dict)
+    date: dt.date | None = None  # the run date of a dated job
+    earlier: EarlierRuns | None = None  # the same job's earlier dates (a dated job tracked in MLflow)
 
     def stage_seed(self, stage: str) -> int:
         """A seed for one stage derived from the job seed, stable across runs and schedulers."""

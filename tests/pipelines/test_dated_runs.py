@@ -1,22 +1,30 @@
 """Dated runs of a daily job: `{date}` templates, a rerun of a finished date is a no-op naming the earlier run,
-`--force` and changed inputs recompute, a backfill runs the dates in order and stops at the first failure, and a
-date whose run was killed mid-way ends with one FINISHED run and one set of outputs."""
+`--force` and changed inputs recompute, a backfill runs the dates in order and stops at the first failure, a date
+whose run was killed mid-way ends with one FINISHED run and one set of outputs; and fit-bandit's warm starts from
+the previous date's policy (linear: the fit on every day, to 1e-10, with older days forgotten; neural: training
+continued from its weights)."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import shutil
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bandits import LinUCB
+from bandits.feedback import LogReader
+from bandits.policies.linear import LinearStats
 from pipelines.cli import main
 from pipelines.dates import dates_between, fill_dates
 from pipelines.errors import InputError
 from pipelines.job import load_job
+from pipelines.models import load_fitted_policy
 from pipelines.tracking import DATE_TAG, JOB_KIND_TAG, JOB_NAME_TAG
 
 DAY = dt.date(2026, 12, 5)
@@ -129,3 +137,85 @@ def test_a_bad_date_is_refused_in_one_line(daily, mlflow_uri, capsys):
     assert capsys.readouterr().err.strip() == "error: --date: '2026-13-01' is not a date (YYYY-MM-DD)"
     assert main(["run", str(daily), "--tracking-uri", mlflow_uri]) == 2
     assert "needs a run date: pass --date YYYY-MM-DD" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- warm starts of fit-bandit
+def _warm_job(policy: str, warm: str, forgetting: float = 1.0) -> str:
+    return f"""
+experiment: daily
+run_name: bandit
+fit-bandit:
+  logs: ../logs/date={{date}}
+  out: ../out/{{date}}/policy
+  policy: {policy}
+  split: all
+  params: {{{'hidden: [8], epochs: 2' if policy == 'neural-ts' else 'alpha: 0.5'}}}
+{warm}  forgetting: {forgetting}
+"""
+
+
+@pytest.fixture
+def two_days(small_campaign, tmp_path) -> tuple[Path, Path, pd.DataFrame]:
+    """Daily exports of the campaign's days 0-1 (2026-12-04) and 2-4 (2026-12-05); job files without and with
+    warm_start: previous (one job name, `bandit`)."""
+    logs = pd.read_parquet(small_campaign.paths.logs)
+    for date, days in (("2026-12-04", [0, 1]), ("2026-12-05", [2, 3, 4])):
+        folder = tmp_path / "logs" / f"date={date}"
+        folder.mkdir(parents=True)
+        logs[logs["day"].isin(days)].to_parquet(folder / "part-0.parquet", index=False)
+    (tmp_path / "jobs").mkdir()
+    return tmp_path / "jobs", tmp_path / "out", logs
+
+
+@pytest.mark.parametrize("forgetting", [1.0, 0.5])
+def test_a_warm_started_linear_policy_is_the_fit_on_every_day_with_older_days_forgotten(two_days, mlflow_uri,
+                                                                                        forgetting):
+    jobs, out, logs = two_days
+    cold, warm = jobs / "cold.yaml", jobs / "warm.yaml"
+    cold.write_text(_warm_job("lin-ucb", ""))
+    warm.write_text(_warm_job("lin-ucb", "  warm_start: previous\n", forgetting))
+    assert main(["run", str(cold), "--date", "2026-12-04", "--tracking-uri", mlflow_uri]) == 0
+    assert main(["run", str(warm), "--date", "2026-12-05", "--tracking-uri", mlflow_uri]) == 0
+    first, second = (load_fitted_policy(out / date / "policy") for date in ("2026-12-04", "2026-12-05"))
+    assert second.features == first.features and second.arms == first.arms
+    # the reference: one fit on both days' rows at once, older rows weighted forgetting^1 (the dates are a day apart)
+    read = LogReader(first.encoder, tuple(first.arms), propensity=None)
+    feedback = read(logs)
+    weights = np.where(logs["day"].isin([0, 1]), forgetting, 1.0)
+    stats = LinearStats.partial(feedback.contexts, feedback.arms, feedback.rewards, len(first.arms),
+                                weights=weights)
+    reference = LinUCB(alpha=0.5).fit_statistics(stats, first.arms, list(first.encoder.feature_names_out_))
+    np.testing.assert_allclose(second.policy.theta_, reference.theta_, rtol=1e-10, atol=1e-12)
+    if forgetting == 1.0:
+        alone = LinUCB(alpha=0.5).fit(feedback)  # the in-memory fit on every row
+        np.testing.assert_allclose(second.policy.theta_, alone.theta_, rtol=1e-10, atol=1e-12)
+
+
+def test_a_warm_started_neural_policy_continues_from_its_weights(two_days, mlflow_uri):
+    jobs, out, logs = two_days
+    cold, warm = jobs / "cold.yaml", jobs / "warm.yaml"
+    cold.write_text(_warm_job("neural-ts", ""))
+    warm.write_text(_warm_job("neural-ts", "  warm_start: previous\n"))
+    assert main(["run", str(cold), "--date", "2026-12-04", "--tracking-uri", mlflow_uri]) == 0
+    assert main(["run", str(warm), "--date", "2026-12-05", "--tracking-uri", mlflow_uri]) == 0
+    first, second = (load_fitted_policy(out / date / "policy") for date in ("2026-12-04", "2026-12-05"))
+    # its replay buffer holds both days (a fresh fit on the second day would hold only that day's rows)
+    assert len(second.policy.buffer_[0]) == min(len(logs), second.policy.max_buffer)
+    continued = copy.deepcopy(first.policy).partial_fit(LogReader(first.encoder, tuple(first.arms),
+                                                                  propensity=None)(logs[logs["day"] >= 2]))
+    for ours, theirs in zip(second.policy.network_.parameters(), continued.network_.parameters(), strict=True):
+        np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("warm, message", [
+    ("  warm_start: previous\n", "fit-bandit.warm_start: no finished run of this job before 2026-12-04 to start "
+                                 "from; run that date without warm_start first"),
+    ("", "fit-bandit.forgetting: applies to a warm start; set warm_start too"),
+])
+def test_warm_start_without_an_earlier_policy_is_refused_naming_the_date(two_days, mlflow_uri, capsys, warm,
+                                                                        message):
+    jobs, out, _ = two_days
+    (jobs / "job.yaml").write_text(_warm_job("lin-ucb", warm, 1.0 if warm else 0.9))
+    assert main(["run", str(jobs / "job.yaml"), "--date", "2026-12-04", "--tracking-uri", mlflow_uri]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (out / "2026-12-04").exists()
