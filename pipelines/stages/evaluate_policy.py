@@ -16,6 +16,7 @@ and tags the run `campaign.in_sample_evaluation=true`: in-sample estimates flatt
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -36,7 +37,7 @@ from bandits.ope.evaluate import (
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
 from pipelines.execution import OnRows, run_statistic
-from pipelines.feature_columns import choose_features
+from pipelines.feature_columns import FeatureChoice, choose_features
 from pipelines.io import write_csv
 from pipelines.models import FittedPolicy, load_fitted_policy
 from pipelines.stages.bandit_data import (
@@ -131,26 +132,44 @@ def estimates_figure(table: pd.DataFrame, true_value: float | None = None) -> Fi
     return figure
 
 
-@register_stage("evaluate-policy", EvaluatePolicyConfig, order=40, demo=_demo)
-def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> StageResult:
-    """Estimate a policy's value from logged decisions (IPS, SNIPS, DM, DR, Switch-DR, DR-shrink, replay)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """One policy's OPE on a log: the estimates table (one row per estimator), the rows' split and whether the policy
+    learned from them, the reward model's feature choice and the overlap warnings."""
+
+    table: pd.DataFrame
+    split: UserSplit
+    in_sample: bool
+    choice: FeatureChoice
+    messages: list[str]
+
+
+def checked_estimators(config: EvaluatePolicyConfig, stage: str) -> tuple[str, ...]:
+    """The configured estimators; one-line InputErrors for an unknown one and for logs without propensities."""
     estimators = check_estimators(config.estimators)
     if not config.propensity:
-        raise InputError("evaluate-policy: off-policy evaluation needs the propensity column")
-    fitted = _fitted_policy(context, config)
+        raise InputError(f"{stage}: off-policy evaluation needs the propensity column")
+    return estimators
+
+
+def off_policy_evaluation(context: StageContext, config: EvaluatePolicyConfig, fitted: FittedPolicy, *,
+                          rows_of: FittedPolicy | None = None, stage: str = "evaluate-policy") -> Evaluation:
+    """OPE of `fitted` on the rows `config.split` picks for `rows_of` (default: `fitted`; the holdout of another
+    policy compares two policies on the same users), with the estimators, reward model and intervals of `config`."""
+    estimators = checked_estimators(config, stage)
     logs = read_table(config.logs, config.log_schema())
     missing = [name for name in fitted.features if name not in logs.columns]
     if missing:
-        raise InputError(f"evaluate-policy: the policy's features are not in {config.logs}: {missing}")
+        raise InputError(f"{stage}: the policy's features are not in {config.logs}: {missing}")
     choice = (choose_features(logs, config.reward_features) if config.reward_features
               else log_features(config, logs))
     reward_features = list(choice.taken)
     unknown = [name for name in reward_features if name not in logs.columns]
     if unknown:
-        raise InputError(f"evaluate-policy.reward_features: columns not in {config.logs}: {unknown}")
-    split, in_sample = evaluation_split(config, context, fitted, list(logs.columns))
+        raise InputError(f"{stage}.reward_features: columns not in {config.logs}: {unknown}")
+    split, in_sample = evaluation_split(config, context, rows_of or fitted, list(logs.columns))
     if config.user_id is None or (split.side != "all" and split.user_id is None):
-        warn_row_split("evaluate-policy")
+        warn_row_split(stage)
     logs = logs[read_columns(config, split, *fitted.features, *reward_features)]
     seed = context.stage_seed("evaluate-policy")
     # The reward model's encoder is fitted on the first partition (a chunk of users like any other).
@@ -167,10 +186,20 @@ def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> Stag
     estimate = OffPolicyPass(estimators, fitted.policy, coefficients, config.n_folds, seed, settings,
                              config.confidence, read=read)
     table = run_statistic(OnRows(estimate, split.rows), logs)
+    if int(table["n_rounds"].iloc[0]) == 0:
+        raise InputError(f"{stage}: no rows for split={config.split!r} in {config.logs}")
+    return Evaluation(table, split, in_sample, choice, overlap_warnings(table))
+
+
+@register_stage("evaluate-policy", EvaluatePolicyConfig, order=40, demo=_demo)
+def evaluate_policy(context: StageContext, config: EvaluatePolicyConfig) -> StageResult:
+    """Estimate a policy's value from logged decisions (IPS, SNIPS, DM, DR, Switch-DR, DR-shrink, replay)."""
+    checked_estimators(config, "evaluate-policy")
+    fitted = _fitted_policy(context, config)
+    evaluation = off_policy_evaluation(context, config, fitted)
+    table, split, in_sample, choice, messages = (evaluation.table, evaluation.split, evaluation.in_sample,
+                                                 evaluation.choice, evaluation.messages)
     n_rows = int(table["n_rounds"].iloc[0])
-    if n_rows == 0:
-        raise InputError(f"evaluate-policy: no rows for split={config.split!r} in {config.logs}")
-    messages = overlap_warnings(table)
     for message in messages:
         warnings.warn(message, PoorOverlapWarning, stacklevel=2)
     if in_sample:
