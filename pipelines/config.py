@@ -48,6 +48,10 @@ class StageConfig(BaseModel):
         """Paths this stage will write, checked for writability before the job starts."""
         return [value for name, value in self if name in ("out", "output") and isinstance(value, Path)]
 
+    def check_ready(self) -> None:
+        """Checks of what the stage needs besides its tables (e.g. a model registry's state), run with the tables'
+        checks before any stage starts; one-line InputErrors."""
+
     def input_tables(self) -> dict[Path, Any]:
         """Tables this stage reads, {path: pipelines.tables.Schema}: the job checks those that no earlier stage
         writes (existence, readable parquet, columns, types, not empty) before any stage runs."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pydantic
 import yaml
 from pydantic import BaseModel, Field
@@ -160,6 +161,11 @@ def check_before_start(job: Job) -> None:
         produced.extend(section.output_paths())
     for path, schema, to_scan in inputs:
         scan_values(path, schema, to_scan)
+    for stage, section in job.stages:
+        try:
+            section.check_ready()
+        except InputError as error:
+            raise _in_stage(error, stage.name) from None
 
 
 def _in_stage(error: InputError, stage: str) -> InputError:
@@ -201,6 +207,7 @@ def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None 
     name = job.settings.run_name or job.source
     date = job.settings.date.isoformat() if job.settings.date else None
     with dask_client(scheduler):
+        mlflow.set_tracking_uri(tracker.tracking_uri)  # what the checks of a model registry read
         check_before_start(job)
         inputs = fingerprint(job.input_paths())
         tags = {"campaign.input_fingerprint": inputs, "campaign.seed": str(job.settings.seed),

@@ -354,3 +354,33 @@ def test_policy_model_logged_to_the_server_loads_and_serves(mlflow_server, track
     served = pd.DataFrame(answer["predictions"])
     assert served["arm"].tolist() == scored["arm"].tolist()
     np.testing.assert_allclose(served["propensity"], scored["propensity"])
+
+
+REGISTRY_STAGES = """\
+promote: {logs: data/campaign/logs, out: out/promotion.csv, model_name: offers, estimators: [ips, dr]}
+decide: {users: data/campaign/users, out: out/decisions, model_name: offers}
+"""
+
+
+def test_champion_and_challenger_in_the_servers_model_registry(mlflow_server, tracking, tmp_path):
+    """Two daily runs against the server: the first policy becomes champion; the same policy fitted again is
+    registered as version 2 but stays challenger (its lower bound is below its own estimate); decide serves the
+    champion each day; moving the alias back and forth is what a rollback is."""
+    (tmp_path / "job.yaml").write_text(bandit_job_yaml(f"{EXPERIMENT}-registry") + REGISTRY_STAGES)
+    client = MlflowClient(mlflow_server.url)
+    for day, champion in (("2026-12-04", "1"), ("2026-12-05", "1")):
+        job = tmp_path / f"{day}.yaml"
+        job.write_text((tmp_path / "job.yaml").read_text().replace("out/", f"out/{day}/"))
+        done = run_campaign("run", job.name, "--tracking-uri", mlflow_server.url, cwd=tmp_path, env=WIDE,
+                            timeout=300)
+        expect(done, 0, f"registry job of {day}")
+        assert str(client.get_registered_model("offers").aliases["champion"]) == champion
+        decisions = pd.read_parquet(tmp_path / "out" / day / "decisions")
+        assert set(decisions["model_version"]) == {champion} and (decisions["propensity"] > 0).all()
+    versions = {v.version: v for v in client.search_model_versions("name = 'offers'")}
+    assert sorted(map(int, versions)) == [1, 2] and "ope.dr.value" in versions["2"].tags
+    table = pd.read_csv(tmp_path / "out" / "2026-12-05" / "promotion.csv")
+    assert list(table["policy"]) == ["challenger", "champion"] and table.loc[0, "ci_low"] < table.loc[1, "value"]
+    client.set_registered_model_alias("offers", "champion", "2")  # a promotion by hand, then the rollback
+    client.set_registered_model_alias("offers", "champion", "1")
+    assert client.get_model_version_by_alias("offers", "champion").version in ("1", 1)

@@ -1,0 +1,121 @@
+"""Stage `promote`: champion and challenger in the MLflow Model Registry.
+
+The challenger (the policy fit-bandit fitted in this job, or `policy:`) is registered as a new version of
+`model_name`. The champion is the version the `champion` alias marks (what `decide` serves). Both are evaluated by
+off-policy evaluation on the same rows: the challenger's holdout users (`split: holdout`, the default), with the
+same estimators, reward model and intervals as `evaluate-policy`. The alias moves to the challenger only when its
+lower confidence bound (of `estimator`, default DR) is above the champion's estimate; both estimates, the rule
+and the decision are logged, and each version is tagged with its estimate. The first challenger of a new
+model name becomes champion. A registered model whose champion alias is gone (its version was deleted) is refused:
+a person sets the alias again (docs/operations.md, 'Rollback').
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from pydantic import Field
+
+from pipelines.config import ConfigPath
+from pipelines.errors import InputError
+from pipelines.io import write_csv
+from pipelines.models import FittedPolicy, load_fitted_policy, log_policy_model
+from pipelines.stages.evaluate_policy import EvaluatePolicyConfig, checked_estimators, off_policy_evaluation
+from pipelines.stages.registry import StageContext, StageResult, register_stage
+
+CHAMPION = "champion"
+
+
+class PromoteConfig(EvaluatePolicyConfig):
+    out: ConfigPath = Field(description="comparison table (CSV): one row per policy (challenger, champion)")
+    model_name: str = Field(min_length=1, description="registered model name in the MLflow Model Registry")
+    estimator: str = Field("dr", description="the estimator whose interval the promotion rule reads")
+    alias: str = Field(CHAMPION, min_length=1, description="the alias that marks the deployed version")
+
+    def check_ready(self) -> None:
+        """A registered model whose champion alias is gone is refused before any stage runs."""
+        champion_version(mlflow.MlflowClient(), self.model_name, self.alias)
+
+
+def _challenger(context: StageContext, config: PromoteConfig) -> tuple[FittedPolicy, str]:
+    """The challenger and a model URI to register it from: fit-bandit's logged model of this job, or `policy`
+    logged again in this stage's run (a folder cannot be registered as it is)."""
+    if config.policy is not None:
+        fitted = load_fitted_policy(config.policy)
+        example = pd.DataFrame(columns=fitted.features)
+        return fitted, log_policy_model(fitted, "challenger", example)
+    if "fit-bandit" in context.results:
+        result = context.results["fit-bandit"]
+        return result.data["fitted"], result.data["model_uri"]
+    raise InputError("promote: no challenger: set `policy` to a model folder written by fit-bandit, or run "
+                     "fit-bandit in the same job")
+
+
+def champion_version(client: mlflow.MlflowClient, name: str, alias: str):
+    """The model version the alias marks; None for a model name not registered yet. InputError when the model has
+    versions but none holds the alias (the champion's version was deleted, or the alias was removed)."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return None
+    if alias in model.aliases:
+        return client.get_model_version(name, model.aliases[alias])
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if not versions:
+        return None
+    raise InputError(f"model_name: {name!r} has versions {versions} but no version holds the alias {alias!r} (its "
+                     f"version was deleted?); set it again (docs/operations.md, 'Rollback')")
+
+
+def _row(evaluation, estimator: str, role: str, version: str | None) -> dict:
+    table = evaluation.table.set_index("estimator")
+    if estimator not in table.index:
+        raise InputError(f"promote.estimator: {estimator!r} is not among the estimators {list(table.index)}")
+    row = table.loc[estimator]
+    return {"policy": role, "version": version, "estimator": estimator, "value": float(row["value"]),
+            "se": float(row["se"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
+            "rows": int(row["n_rounds"])}
+
+
+@register_stage("promote", PromoteConfig, order=45)
+def promote(context: StageContext, config: PromoteConfig) -> StageResult:
+    """Register the challenger and move the champion alias to it when its lower confidence bound beats the
+    champion's estimate on the same holdout rows."""
+    checked_estimators(config, "promote")
+    if config.estimator not in config.estimators:
+        raise InputError(f"promote.estimator: {config.estimator!r} is not among the estimators {config.estimators}")
+    client = mlflow.MlflowClient()
+    champion = champion_version(client, config.model_name, config.alias)  # refused before any work
+    challenger, uri = _challenger(context, config)
+    rows = [_row(off_policy_evaluation(context, config, challenger, stage="promote"), config.estimator,
+                 "challenger", None)]
+    if champion is not None:
+        deployed = load_fitted_policy(f"models:/{config.model_name}/{champion.version}")
+        rows.append(_row(off_policy_evaluation(context, config, deployed, rows_of=challenger, stage="promote"),
+                         config.estimator, "champion", str(champion.version)))
+    registered = mlflow.register_model(uri, config.model_name)
+    rows[0]["version"] = str(registered.version)
+    promoted = champion is None or rows[0]["ci_low"] > rows[1]["value"]
+    rule = ("first version of the model" if champion is None else
+            f"challenger {config.estimator} lower bound {rows[0]['ci_low']:.4f} "
+            f"{'>' if promoted else '<='} champion estimate {rows[1]['value']:.4f}")
+    for row in rows:
+        for key in ("value", "ci_low", "ci_high"):
+            client.set_model_version_tag(config.model_name, row["version"], f"ope.{config.estimator}.{key}",
+                                         f"{row[key]:.6g}")
+    if promoted:
+        client.set_registered_model_alias(config.model_name, config.alias, registered.version)
+    table = pd.DataFrame(rows)
+    write_csv(table, config.out, index=False)
+    context.log.params({"model_name": config.model_name, "challenger_version": registered.version,
+                        "champion_version": None if champion is None else champion.version, "rule": rule})
+    context.log.metrics({f"{row['policy']}.{key}": row[key] for row in rows for key in ("value", "ci_low", "ci_high")}
+                        | {"promoted": float(promoted)})
+    context.log.table(table, "promotion", index=False)
+    deployed_version = registered.version if promoted else champion.version
+    summary = {"decision": f"{'promoted' if promoted else 'kept'}: {rule}",
+               f"{config.alias}": f"{config.model_name} version {deployed_version}"}
+    return StageResult(summary=summary, outputs={"comparison": config.out},
+                       data={"promoted": promoted, "table": table, "version": str(registered.version),
+                             "champion": str(deployed_version)})
