@@ -21,6 +21,7 @@ import pandas as pd
 from budget_rl.allocation import allocate
 from budget_rl.mixed import MixedPolicy, Oracle
 from budget_rl.offline import Regressor, RidgeQ, Transitions, one_step_models
+from budget_rl.pacing import daily_budget
 
 
 def game_theoretic_mixture(oracle: Oracle, limit: float, *, iterations: int = 100, lambda_max: float = 10.0,
@@ -93,6 +94,29 @@ class MyopicAllocator:
         value = self.reward_models[day].predict(features)
         cost = np.maximum(self.cost_models[day].predict(features), 0.0)
         return allocate(value, cost, self.budget_per_user_day * len(features)).level.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PacedAllocator:
+    """The two-stage allocator run as a daily job with a campaign budget: each day's budget is re-solved from the
+    realised spend so far and the days left (`budget_rl.pacing.daily_budget`), instead of a fixed daily share."""
+
+    reward_models: tuple
+    cost_models: tuple
+    budget_per_user: float  # over the whole campaign
+    safety: float = 0.0
+
+    def act(self, features: np.ndarray, day: int, spent_so_far: float,
+            planned_so_far: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(levels, expected cost per user of today's levels): today's allocation for these users, given the
+        campaign's realised spend so far and the summed expected cost of the days run (both totals, currency)."""
+        n = len(features)
+        today = daily_budget(self.budget_per_user * n, spent_so_far, day, len(self.cost_models),
+                             planned_so_far=planned_so_far, safety=self.safety)
+        value = self.reward_models[day].predict(features)
+        cost = np.maximum(self.cost_models[day].predict(features), 0.0)
+        level = allocate(value, cost, today).level.astype(np.int64)
+        return level, cost[np.arange(n), level]
 
 
 def myopic_allocator(data: Transitions, budget_per_user: float, *, regressor: Regressor = RidgeQ,

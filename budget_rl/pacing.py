@@ -376,6 +376,26 @@ def decide_in_blocks(policy: PacedPolicy, table: Any, columns: Sequence[str], da
     return plan, cut, figures
 
 
+def daily_budget(campaign_budget: float, spent_so_far: float, day: int, days: int, *,
+                 planned_so_far: float | None = None, safety: float = 0.0) -> float:
+    """Today's budget for an allocator that spends one day at a time (the two-stage allocator), re-solved each day
+    from the spend so far: what is left of the campaign budget after the `safety` share, split evenly over the days
+    left (today included), divided by the calibration kappa = spent_so_far / planned_so_far (realised over planned
+    spend of the days run; 1 without history), so that a plan whose cost models overstate spend is given more
+    planned budget. Currency units, like the arguments; 0 once the budget is spent."""
+    if not 0 <= day < days:
+        raise InputError(f"day: must be in 0..{days - 1} for a campaign of {days} days, got {day}")
+    if campaign_budget < 0 or spent_so_far < 0 or (planned_so_far is not None and planned_so_far < 0):
+        raise InputError("campaign_budget, spent_so_far, planned_so_far: must be >= 0")
+    if not 0 <= safety < 1:
+        raise InputError(f"safety: must be in [0, 1), got {safety}")
+    calibration = 1.0
+    if planned_so_far is not None and planned_so_far > 0 and spent_so_far > 0:
+        calibration = spent_so_far / planned_so_far
+    remaining = max((1.0 - safety) * campaign_budget - spent_so_far, 0.0)
+    return remaining / (days - day) / calibration
+
+
 def _per_user(values, n: int, name: str) -> np.ndarray:
     values = np.broadcast_to(np.asarray(values, dtype=float), (n,)) if np.ndim(values) == 0 else np.asarray(
         values, dtype=float)

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from budget_rl import AllocationConstraints, frontier_figure
 from budget_rl.evaluation import response_metrics
+from budget_rl.pacing import daily_budget
 from budget_rl.response import DebiasedResponseModel, ResponseModel
 from campaign_core import seeded_salt
 from pipelines.allocation import allocate_frame
@@ -62,6 +63,16 @@ class AllocateConfig(StageConfig):
     budget: float | None = Field(None, ge=0, description="total budget in cost units (none: budget_per_user x "
                                                          "users)")
     budget_per_user: float = Field(1.0, ge=0, description="budget per user when `budget` is none")
+    campaign_budget: float | None = Field(None, ge=0, description="a daily job's budget for the whole campaign in "
+                                                                  "cost units: today's budget is re-solved from it "
+                                                                  "(budget_rl.pacing.daily_budget; none: `budget`)")
+    days: int | None = Field(None, ge=1, description="campaign days, with campaign_budget")
+    day: int = Field(0, ge=0, description="today's campaign day (0: the first), with campaign_budget")
+    spent_so_far: float = Field(0.0, ge=0, description="realised spend of the days run, cost units")
+    planned_so_far: float | None = Field(None, ge=0, description="summed planned spend of the days run (the "
+                                                                  "earlier allocations' spend; none: no calibration)")
+    safety: float = Field(0.005, ge=0, lt=1, description="share of the campaign budget held back, with "
+                                                        "campaign_budget")
     method: Literal["dual", "lp"] = Field("dual", description="dual (any size) or the cvxpy LP (in memory)")
     segment: str | None = Field("segment", description="segment column (none: no segments)")
     segment_caps: dict[str, float] = Field({}, description="segment -> spend cap")
@@ -81,6 +92,17 @@ class AllocateConfig(StageConfig):
     def log_schema(self) -> Schema:
         return log_schema({"user_id": "user_id", "arm": "arm", "reward": "reward", "cost": "cost"},
                           {"randomized": "randomized"})
+
+    def check_ready(self) -> None:
+        """A campaign budget comes with its days, today within them, and no `budget` beside it."""
+        if self.campaign_budget is None:
+            return
+        if self.budget is not None:
+            raise InputError("budget: set budget (today's) or campaign_budget (the campaign's), not both")
+        if self.days is None:
+            raise InputError("days: campaign_budget needs the campaign's days")
+        if self.day >= self.days:
+            raise InputError(f"day: {self.day} is past the campaign's last day ({self.days - 1})")
 
     def input_tables(self) -> dict:
         tables = {self.users: USERS}
@@ -148,6 +170,15 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
     return models, pd.DataFrame(rows)
 
 
+def _todays_budget(config: AllocateConfig, n_users: int) -> float:
+    """`budget`, else `budget_per_user` x users, else (with `campaign_budget`) today's share re-solved from the
+    campaign's realised spend so far and the days left."""
+    if config.campaign_budget is None:
+        return config.budget if config.budget is not None else config.budget_per_user * n_users
+    return daily_budget(config.campaign_budget, config.spent_so_far, config.day, config.days,
+                        planned_so_far=config.planned_so_far, safety=config.safety)
+
+
 @register_stage("allocate", AllocateConfig, order=50, demo=_demo)
 def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult:
     """Allocate incentive levels to users under a budget: response model, then the dual LP (frontier to MLflow)."""
@@ -187,7 +218,7 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
                             "model_features": ",".join([*features, *history]), "training_rows": len(sample)})
     level_names = list(levels)
     n_users = int(scores.shape[0].compute())
-    budget = config.budget if config.budget is not None else config.budget_per_user * n_users
+    budget = _todays_budget(config, n_users)
     unknown_inventory = [level for level in config.level_inventory if level not in level_names]
     if unknown_inventory:
         raise InputError(f"level_inventory: unknown level(s) {unknown_inventory} (levels are {level_names})")
@@ -212,7 +243,15 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
                                            spend_label="expected spend"), "frontier")
     if not metrics_table.empty:
         context.log.table(metrics_table, "response_models", index=False)
-    summary = {"budget": f"{budget:,.0f}", "spend": f"{allocation.spend:,.0f}", "value": f"{allocation.value:,.1f}",
-               "multiplier": f"{allocation.budget_multiplier:.4g}"}
+    if config.campaign_budget is not None:
+        context.log.metrics({"campaign_budget": config.campaign_budget, "spent_so_far": config.spent_so_far,
+                             "days_left": config.days - config.day})
+    paced = ""
+    if config.campaign_budget is not None:
+        spent = "; the campaign budget is spent, nobody is paid" if budget == 0 else ""
+        paced = (f" (day {config.day} of {config.days}: re-solved from {config.spent_so_far:,.0f} spent of "
+                 f"{config.campaign_budget:,.0f}{spent})")
+    summary = {"budget": f"{budget:,.0f}{paced}", "spend": f"{allocation.spend:,.0f}",
+               "value": f"{allocation.value:,.1f}", "multiplier": f"{allocation.budget_multiplier:.4g}"}
     return StageResult(summary=summary, outputs={"allocation": config.out},
                        data={"allocation": allocation, "levels": levels, "response_models": metrics_table})

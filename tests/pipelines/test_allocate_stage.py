@@ -148,6 +148,9 @@ allocate:
 
 @pytest.mark.parametrize(("args", "match"), [
     (["--budget", "-1"], "budget"),
+    (["--campaign-budget", "1000"], "days: campaign_budget needs the campaign's days"),
+    (["--campaign-budget", "1000", "--days", "7", "--day", "7"], "day: 7 is past the campaign's last day (6)"),
+    (["--campaign-budget", "1000", "--days", "7", "--budget", "10"], "budget: set budget (today's) or"),
     (["--segment-caps", "{nowhere: 5}"], "unknown segment"),
     (["--level-costs", "{control: 0, discount_5: 5}"], "level_costs"),
     (["--level-inventory", "{gold: 5}", "--method", "lp"], "level_inventory: unknown level"),
@@ -219,3 +222,20 @@ def test_the_old_allocate_method_for_constrained_rl_is_refused_naming_the_stage(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "'transitions' in section 'allocate' is retired" in err and "`constrained-rl`" in err
+
+
+def test_a_daily_job_gets_todays_budget_from_the_campaigns_spend_so_far(tmp_path, mlflow_uri, small_campaign):
+    """campaign_budget 1,000 over 7 days, day 3, 500 spent of 480 planned: (0.995 x 1000 - 500) / 4 / (500 / 480);
+    a spent campaign gives nobody a paid level."""
+    common = ["allocate", "--users", str(small_campaign.paths.users), "--logs", str(small_campaign.paths.logs),
+              "--max-iter", "5", "--tracking-uri", mlflow_uri, "--campaign-budget", "1000", "--days", "7"]
+    assert main([*common, "--out", str(tmp_path / "day3"), "--day", "3", "--spent-so-far", "500",
+                 "--planned-so-far", "480"]) == 0
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["campaign"], order_by=["start_time DESC"])
+    stage = runs[runs["tags.campaign.stage"] == "allocate"].iloc[0]
+    assert stage["metrics.budget"] == pytest.approx((0.995 * 1000 - 500) / 4 / (500 / 480))
+    assert stage["metrics.spend"] <= stage["metrics.budget"] + 1e-6
+    assert main([*common, "--out", str(tmp_path / "spent"), "--day", "5", "--spent-so-far", "1000"]) == 0
+    spent = pd.read_parquet(tmp_path / "spent")
+    assert (spent["level"] == "control").all()
