@@ -239,42 +239,69 @@ class CampaignWorld:
         (user_id, day, arm index, propensity, reward, cost, randomized, recent_purchases) and the truth
         (habit, expected reward of every arm `mu` (rows, K), logging probabilities `logging_p` (rows, K)).
         """
-        rng = stream(self.random_state, ACTIVITY_STREAM, chunk_index)
-        n, n_arms = len(users), len(self.arm_base)
-        baseline = self.baseline_logit(users)
-        effects = self.arm_effects(users)
+        days = CampaignDays.start(self, users, chunk_index)
         logging_p = self.logging_probabilities(users)
-        cumulative = np.cumsum(logging_p, axis=1)
-        costs = self.arm_costs
-        habit = np.zeros(n)
-        previous_arm = np.full(n, -1, dtype=np.int64)
-        purchases_by_day = np.zeros((RECENT_WINDOW_DAYS, n), dtype=np.int16)
-        days: list[dict[str, np.ndarray]] = []
-        for day in range(self.config.n_days):
-            active = np.flatnonzero(rng.random(n) < _sigmoid(self.activity_logit(users, habit, previous_arm)))
-            draw = rng.random(active.size)
-            arm = np.minimum((draw[:, None] > cumulative[active]).sum(axis=1), n_arms - 1)
-            mu = _sigmoid(baseline[active, None] + effects[active] + self.config.habit_effect * habit[active, None])
-            reward = (rng.random(active.size) < mu[np.arange(active.size), arm]).astype(np.float64)
-            days.append({
-                "user_id": users.user_id[active],
-                "day": np.full(active.size, day, dtype=np.int32),
-                "arm": arm,
-                "propensity": logging_p[active, arm],
-                "reward": reward,
-                "cost": costs[arm] * reward,
-                "randomized": users.randomized[active],
-                "recent_purchases": purchases_by_day.sum(axis=0)[active].astype(np.int32),
-                "habit": habit[active],
-                "mu": mu,
-                "logging_p": logging_p[active],
-            })
-            purchased = np.zeros(n)
-            purchased[active] = reward
-            habit = self.config.habit_decay * habit + purchased
-            previous_arm[active] = arm
-            purchases_by_day[day % RECENT_WINDOW_DAYS] = purchased
-        return {key: np.concatenate([d[key] for d in days]) for key in days[0]}
+        rows = []
+        for _ in range(self.config.n_days):
+            active = days.active()
+            rows.append(days.respond(active, logging_p[active]))
+        return {key: np.concatenate([day[key] for day in rows]) for key in rows[0]}
+
+
+@dataclass
+class CampaignDays:
+    """The campaign's days for a block of users, one at a time, under any arm probabilities: `simulate` runs them
+    under the logging policy; a closed loop decides each day with its own policy, from the active users' features
+    and `recent_purchases`. Each day draws, in order, who is active, then the arm and the purchase of each active
+    user, all from the chunk's activity stream, so the logging run is the one `campaign generate` writes."""
+
+    world: CampaignWorld
+    users: UserBlock
+    rng: np.random.Generator
+    baseline: np.ndarray
+    effects: np.ndarray
+    habit: np.ndarray
+    previous_arm: np.ndarray
+    purchases_by_day: np.ndarray
+    day: int = 0
+
+    @classmethod
+    def start(cls, world: CampaignWorld, users: UserBlock, chunk_index: int) -> CampaignDays:
+        n = len(users)
+        return cls(world, users, stream(world.random_state, ACTIVITY_STREAM, chunk_index), world.baseline_logit(users),
+                   world.arm_effects(users), np.zeros(n), np.full(n, -1, dtype=np.int64),
+                   np.zeros((RECENT_WINDOW_DAYS, n), dtype=np.int16))
+
+    def active(self) -> np.ndarray:
+        """Today's active users (positions in the block): the first draw of the day."""
+        chance = _sigmoid(self.world.activity_logit(self.users, self.habit, self.previous_arm))
+        return np.flatnonzero(self.rng.random(len(self.users)) < chance)
+
+    def recent_purchases(self, active: np.ndarray) -> np.ndarray:
+        """Purchases of the active users over the last `RECENT_WINDOW_DAYS` days (a logged feature)."""
+        return self.purchases_by_day.sum(axis=0)[active].astype(np.int32)
+
+    def respond(self, active: np.ndarray, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        """Draw each active user's arm from its row of `probabilities` (active, K) and its purchase, move the day
+        on, and return the day's decisions as `simulate` does (`logging_p`: the probabilities drawn from)."""
+        world, n_arms = self.world, len(self.world.arm_base)
+        cumulative = np.cumsum(probabilities, axis=1)
+        arm = np.minimum((self.rng.random(active.size)[:, None] > cumulative).sum(axis=1), n_arms - 1)
+        mu = _sigmoid(self.baseline[active, None] + self.effects[active]
+                      + world.config.habit_effect * self.habit[active, None])
+        reward = (self.rng.random(active.size) < mu[np.arange(active.size), arm]).astype(np.float64)
+        row = {"user_id": self.users.user_id[active], "day": np.full(active.size, self.day, dtype=np.int32),
+               "arm": arm, "propensity": probabilities[np.arange(active.size), arm], "reward": reward,
+               "cost": world.arm_costs[arm] * reward, "randomized": self.users.randomized[active],
+               "recent_purchases": self.recent_purchases(active), "habit": self.habit[active], "mu": mu,
+               "logging_p": probabilities}
+        purchased = np.zeros(len(self.users))
+        purchased[active] = reward
+        self.habit = world.config.habit_decay * self.habit + purchased
+        self.previous_arm[active] = arm
+        self.purchases_by_day[self.day % RECENT_WINDOW_DAYS] = purchased
+        self.day += 1
+        return row
 
 
 def _draw_feature(spec: FeatureSpec, rng: np.random.Generator, engagement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from pipelines.synthetic import (
     load_truth,
     simulate_campaign,
 )
+from pipelines.synthetic.world import CampaignDays
 from tests.conftest import SMALL
 
 
@@ -257,3 +258,23 @@ def test_config_rejects_bad_arms():
         CampaignConfig(arms={"control": 0.0})
     with pytest.raises(ValueError, match="extra"):
         CampaignConfig(n_userz=5)
+
+
+def test_campaign_days_run_the_campaign_under_any_policy_one_day_at_a_time():
+    """The stepper behind `simulate` (and a closed loop): a policy giving every active user its best arm is drawn
+    with propensity 1, takes that arm, and buys more than the logging policy on the same users and draws."""
+    config = CampaignConfig(n_users=4_000, n_days=6, chunk_users=4_000)
+    world = CampaignWorld.from_config(config, random_state=3)
+    users = world.draw_users(0, 0, 4_000)
+    logged = world.simulate(users, 0)
+    best = np.eye(len(world.arm_base))[world.best_arm(users)]
+    days = CampaignDays.start(world, users, 0)
+    rows = []
+    for _ in range(config.n_days):
+        active = days.active()
+        rows.append(days.respond(active, best[active]))
+    served = {key: np.concatenate([row[key] for row in rows]) for key in rows[0]}
+    assert (served["propensity"] == 1.0).all() and set(np.unique(served["day"])) == set(range(config.n_days))
+    np.testing.assert_array_equal(served["arm"], world.best_arm(users)[served["user_id"] - users.user_id[0]])
+    assert served["mu"].max(axis=1).mean() > (logged["mu"] * logged["logging_p"]).sum(axis=1).mean()
+    assert served["reward"].mean() > logged["reward"].mean()
