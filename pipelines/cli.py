@@ -137,6 +137,52 @@ def demo_command(users: int, days: int, out: Path, seed: int, experiment: str, s
     print_report(run_job(job, scheduler=scheduler, tracking_uri=tracking_uri))
 
 
+@cli.command("simulate")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--users", default=100_000, show_default=True, type=click.IntRange(min=100))
+@click.option("--out", default="simulate-output", show_default=True, type=click.Path(path_type=Path),
+              help="folder for the daily logs, policies and the loop's table and figure")
+@click.option("--start", default="2026-01-01", show_default=True, metavar="YYYY-MM-DD", help="the first date")
+@click.option("--policy", default="lin-ts", show_default=True, help="the daily job's fit-bandit policy")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--experiment", default="campaign-loop", show_default=True)
+@_tracking_option
+def simulate_command(days: int, users: int, out: Path, start: str, policy: str, seed: int, experiment: str,
+                     tracking_uri: str | None) -> None:
+    """The closed loop on the synthetic world: each day the champion decides, the world answers, and the daily job
+    (fit-bandit warm-started, promote) learns from the answers; one MLflow run with a nested run per day."""
+    from pipelines.synthetic import CampaignConfig, CampaignWorld
+    from pipelines.synthetic.loop import closed_loop, loop_figure, loop_frame
+    from pipelines.tracking import JobTracker
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = f"{experiment}-policy"
+
+    def daily_job(date, warm: bool) -> dict:
+        fit = {"logs": "logs/date={date}", "out": "out/{date}/policy", "policy": policy, "split": "train"}
+        return {"seed": seed, "experiment": experiment,
+                "fit-bandit": fit | ({"warm_start": "previous"} if warm else {}),
+                "promote": {"logs": "logs/date={date}", "out": "out/{date}/promotion.csv", "model_name": model_name}}
+
+    world = CampaignWorld.from_config(CampaignConfig(n_users=users, n_days=days, chunk_users=users, avg_degree=0),
+                                      random_state=seed)
+    tracker = JobTracker(experiment, tracking_uri)
+    with tracker.job("simulate", {"days": days, "users": users, "policy": policy, "seed": seed},
+                     {"campaign.kind": "simulation"}) as log:
+        frame = loop_frame(closed_loop(world, users, days, daily_job, out, model_name=model_name,
+                                       start=parse_date(start, "--start"), tracking_uri=tracker.tracking_uri))
+        for step, row in frame.iterrows():
+            log.metrics({key: float(row[key]) for key in ("served_value", "logging_value", "oracle_value",
+                                                          "realised", "share_of_oracle_gain")}, step=int(step))
+        log.table(frame, "loop", index=False)
+        log.figure(loop_figure(frame), "loop")
+    frame.to_csv(out / "loop.csv", index=False)
+    stdout.print(frame.to_string(index=False))
+    stdout.print(f"MLflow run {tracker.run_id} in experiment '{experiment}' at {tracker.tracking_uri}; "
+                 f"{out / 'loop.csv'}")
+
+
 @cli.command("import-open-bandit")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="folder for the decision log (OUT/logs) and a job that runs on it (OUT/job.yaml)")

@@ -145,8 +145,9 @@ class JobTracker:
         """The job's run; it ends FAILED if the body raises."""
         self.experiment_id = self._experiment_id()
         base_tags = {JOB_KIND_TAG: "job", "campaign.version": package_version(), "campaign.git_commit": git_commit()}
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name,
-                              tags={**base_tags, **tags}) as run:
+        # nested under a run that is already active (a closed-loop simulation's parent run), else top-level
+        with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags={**base_tags, **tags},
+                              nested=mlflow.active_run() is not None) as run:
             self.run_id = run.info.run_id
             logger = StageLogger()
             logger.params(params)

@@ -51,7 +51,8 @@ def decide(context: StageContext, config: DecideConfig) -> StageResult:
     """Draw today's arm for every user from the champion policy in the model registry."""
     version = champion_version(mlflow.MlflowClient(), config.model_name, config.alias)
     if version is None:
-        raise InputError(f"model_name: no model {config.model_name!r} in the registry; run promote first")
+        raise InputError(f"model_name: no version of {config.model_name!r} is champion yet (none registered, or none "
+                         f"has beaten the logging policy): the logging policy still decides")
     fitted = load_fitted_policy(f"models:/{config.model_name}/{version.version}")
     users = read_table(config.users, config.input_tables()[config.users])
     missing = [name for name in fitted.features if name not in users.columns]

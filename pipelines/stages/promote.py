@@ -5,14 +5,19 @@ The challenger (the policy fit-bandit fitted in this job, or `policy:`) is regis
 off-policy evaluation on the same rows: the challenger's holdout users (`split: holdout`, the default), with the
 same estimators, reward model and intervals as `evaluate-policy`. The alias moves to the challenger only when its
 lower confidence bound (of `estimator`, default DR) is above the champion's estimate; both estimates, the rule
-and the decision are logged, and each version is tagged with its estimate. The first challenger of a new
-model name becomes champion. A registered model whose champion alias is gone (its version was deleted) is refused:
-a person sets the alias again (docs/operations.md, 'Rollback').
+and the decision are logged, and each version is tagged with its estimate. Until a version has been champion the
+incumbent is the logging policy (`incumbent: logging`, its mean logged reward on the same rows): a challenger that
+does not beat it is registered but not deployed, and the logs' own policy keeps deciding. A registered model whose
+champion alias is gone (its version was deleted) is refused: a person sets the alias again (docs/operations.md,
+'Rollback').
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from pydantic import Field
@@ -25,6 +30,9 @@ from pipelines.stages.evaluate_policy import EvaluatePolicyConfig, checked_estim
 from pipelines.stages.registry import StageContext, StageResult, register_stage
 
 CHAMPION = "champion"
+#: Tags of a version that has been champion, and of a registered model that has had one (a model without it is
+#: still on its logs' policy; with it and no alias, the champion's version was deleted).
+WAS_CHAMPION, HAD_CHAMPION = "campaign.was_champion", "campaign.had_champion"
 
 
 class PromoteConfig(EvaluatePolicyConfig):
@@ -32,6 +40,10 @@ class PromoteConfig(EvaluatePolicyConfig):
     model_name: str = Field(min_length=1, description="registered model name in the MLflow Model Registry")
     estimator: str = Field("dr", description="the estimator whose interval the promotion rule reads")
     alias: str = Field(CHAMPION, min_length=1, description="the alias that marks the deployed version")
+    incumbent: Literal["logging", "none"] = Field(
+        "logging", description="what a model without a champion yet is compared with: the logging policy (its mean "
+                               "logged reward on the same rows; the logs' policy stays deployed until a version "
+                               "beats it) or nothing (the first version becomes champion)")
 
     def check_ready(self) -> None:
         """A registered model whose champion alias is gone is refused before any stage runs."""
@@ -53,18 +65,19 @@ def _challenger(context: StageContext, config: PromoteConfig) -> tuple[FittedPol
 
 
 def champion_version(client: mlflow.MlflowClient, name: str, alias: str):
-    """The model version the alias marks; None for a model name not registered yet. InputError when the model has
-    versions but none holds the alias (the champion's version was deleted, or the alias was removed)."""
+    """The model version the alias marks; None while no version has been champion (a model not registered yet, or
+    whose versions never beat the logging policy). InputError when a version was champion but none holds the alias
+    now (the champion's version was deleted, or the alias removed)."""
     try:
         model = client.get_registered_model(name)
     except MlflowException:
         return None
     if alias in model.aliases:
         return client.get_model_version(name, model.aliases[alias])
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-    if not versions:
+    if HAD_CHAMPION not in model.tags:
         return None
-    raise InputError(f"model_name: {name!r} has versions {versions} but no version holds the alias {alias!r} (its "
+    numbers = sorted(int(version.version) for version in client.search_model_versions(f"name = '{name}'"))
+    raise InputError(f"model_name: {name!r} has versions {numbers} but no version holds the alias {alias!r} (its "
                      f"version was deleted?); set it again (docs/operations.md, 'Rollback')")
 
 
@@ -75,7 +88,7 @@ def _row(evaluation, estimator: str, role: str, version: str | None) -> dict:
     row = table.loc[estimator]
     return {"policy": role, "version": version, "estimator": estimator, "value": float(row["value"]),
             "se": float(row["se"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
-            "rows": int(row["n_rounds"])}
+            "rows": int(row["n_rounds"]), "logged_value": float(row["logged_value"])}
 
 
 @register_stage("promote", PromoteConfig, order=45)
@@ -96,16 +109,24 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
                          config.estimator, "champion", str(champion.version)))
     registered = mlflow.register_model(uri, config.model_name)
     rows[0]["version"] = str(registered.version)
-    promoted = champion is None or rows[0]["ci_low"] > rows[1]["value"]
-    rule = ("first version of the model" if champion is None else
+    if champion is not None:
+        against, incumbent = rows[1]["value"], "champion estimate"
+    elif config.incumbent == "logging":
+        against, incumbent = rows[0]["logged_value"], "the logging policy's mean reward"
+    else:
+        against, incumbent = -np.inf, ""
+    promoted = rows[0]["ci_low"] > against
+    rule = ("the first version of the model" if not incumbent else
             f"challenger {config.estimator} lower bound {rows[0]['ci_low']:.4f} "
-            f"{'>' if promoted else '<='} champion estimate {rows[1]['value']:.4f}")
+            f"{'>' if promoted else '<='} {incumbent} {against:.4f}")
     for row in rows:
         for key in ("value", "ci_low", "ci_high"):
             client.set_model_version_tag(config.model_name, row["version"], f"ope.{config.estimator}.{key}",
                                          f"{row[key]:.6g}")
     if promoted:
         client.set_registered_model_alias(config.model_name, config.alias, registered.version)
+        client.set_model_version_tag(config.model_name, registered.version, WAS_CHAMPION, "true")
+        client.set_registered_model_tag(config.model_name, HAD_CHAMPION, "true")
     table = pd.DataFrame(rows)
     write_csv(table, config.out, index=False)
     context.log.params({"model_name": config.model_name, "challenger_version": registered.version,
@@ -113,9 +134,10 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
     context.log.metrics({f"{row['policy']}.{key}": row[key] for row in rows for key in ("value", "ci_low", "ci_high")}
                         | {"promoted": float(promoted)})
     context.log.table(table, "promotion", index=False)
-    deployed_version = registered.version if promoted else champion.version
+    deployed = (registered.version if promoted else None if champion is None else champion.version)
     summary = {"decision": f"{'promoted' if promoted else 'kept'}: {rule}",
-               f"{config.alias}": f"{config.model_name} version {deployed_version}"}
+               f"{config.alias}": ("the logging policy (no version has beaten it yet)" if deployed is None
+                                   else f"{config.model_name} version {deployed}")}
     return StageResult(summary=summary, outputs={"comparison": config.out},
                        data={"promoted": promoted, "table": table, "version": str(registered.version),
-                             "champion": str(deployed_version)})
+                             "champion": None if deployed is None else str(deployed)})

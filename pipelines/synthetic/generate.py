@@ -135,7 +135,7 @@ def _chunk_bounds(config: CampaignConfig) -> list[tuple[int, int, int]]:
     return [(i, first, min(size, config.n_users - first)) for i, first in enumerate(range(0, config.n_users, size))]
 
 
-def _user_table(world: CampaignWorld, users: UserBlock) -> pa.Table:
+def user_table(world: CampaignWorld, users: UserBlock) -> pa.Table:
     engagement = users.engagement
     segment = np.where(engagement > 0.8, "loyal", np.where(engagement < -0.5, "occasional", "regular"))
     columns: dict[str, pa.Array] = {"user_id": pa.array(users.user_id), "segment": pa.array(segment)}
@@ -145,11 +145,9 @@ def _user_table(world: CampaignWorld, users: UserBlock) -> pa.Table:
     return pa.table(columns)
 
 
-def _simulate_chunk(world: CampaignWorld, bounds: tuple[int, int, int]) -> _Chunk:
-    index, first, n = bounds
-    users = world.draw_users(index, first, n)
-    user_table = _user_table(world, users)
-    rows = world.simulate(users, index)
+def log_table(world: CampaignWorld, rows: dict[str, np.ndarray], user_table: pa.Table, first: int) -> pa.Table:
+    """The decision log of `rows` (from `CampaignWorld.simulate` or `CampaignDays.respond`): the logged columns and
+    each user's feature columns from `user_table` (users numbered from `first`)."""
     labels = pa.array(world.arm_labels, type=pa.string())
     logged = pa.table({
         "user_id": rows["user_id"],
@@ -164,6 +162,15 @@ def _simulate_chunk(world: CampaignWorld, bounds: tuple[int, int, int]) -> _Chun
     contexts = user_table.drop_columns(["user_id", "segment"]).take(pa.array(rows["user_id"] - first))
     for name in contexts.column_names:
         logged = logged.append_column(name, contexts.column(name))
+    return logged
+
+
+def _simulate_chunk(world: CampaignWorld, bounds: tuple[int, int, int]) -> _Chunk:
+    index, first, n = bounds
+    users = world.draw_users(index, first, n)
+    users_table = user_table(world, users)
+    rows = world.simulate(users, index)
+    logged = log_table(world, rows, users_table, first)
     truth_logs = {"user_id": rows["user_id"], "day": rows["day"], "habit": rows["habit"]}
     truth_logs |= {f"mu_{label}": rows["mu"][:, k] for k, label in enumerate(world.arm_labels)}
     truth_logs |= {f"logging_p_{label}": rows["logging_p"][:, k] for k, label in enumerate(world.arm_labels)}
@@ -184,7 +191,7 @@ def _simulate_chunk(world: CampaignWorld, bounds: tuple[int, int, int]) -> _Chun
     similarity_role = PROGNOSTIC if PROGNOSTIC in roles else MODIFIER
     similarity = (users.prognostic_signal if similarity_role == PROGNOSTIC else users.modifier_signal)[:, 0]
     truth = _ChunkTruth(truth_users, users.engagement, similarity, logged.num_rows)
-    return _Chunk(user_table, logged, pa.table(truth_logs), truth)
+    return _Chunk(users_table, logged, pa.table(truth_logs), truth)
 
 
 def _write_chunk(world: CampaignWorld, root: Path, bounds: tuple[int, int, int]) -> _ChunkTruth:

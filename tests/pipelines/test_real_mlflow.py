@@ -357,7 +357,8 @@ def test_policy_model_logged_to_the_server_loads_and_serves(mlflow_server, track
 
 
 REGISTRY_STAGES = """\
-promote: {logs: data/campaign/logs, out: out/promotion.csv, model_name: offers, estimators: [ips, dr]}
+promote: {logs: data/campaign/logs, out: out/promotion.csv, model_name: offers, estimators: [ips, dr],
+          incumbent: none}
 decide: {users: data/campaign/users, out: out/decisions, model_name: offers}
 """
 

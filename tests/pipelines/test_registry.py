@@ -19,7 +19,7 @@ from pipelines.stages import promote as promote_stage
 from pipelines.stages.evaluate_policy import Evaluation
 
 
-def _job(folder: Path, name: str, policy: str, *, decide: bool = True) -> Path:
+def _job(folder: Path, name: str, policy: str, *, decide: bool = True, incumbent: str = "none") -> Path:
     body = f"""
 seed: 3
 experiment: registry
@@ -33,6 +33,7 @@ promote:
   out: ../out/{name}/promotion.csv
   model_name: offers
   estimators: [ips, dr]
+  incumbent: {incumbent}
 """
     if decide:
         body += f"""decide:
@@ -108,7 +109,7 @@ def test_a_challenger_whose_lower_bound_beats_the_champion_is_promoted_and_the_a
         calls.append(role)
         value, low, high = estimates[role]
         table = pd.DataFrame({"estimator": ["ips", "dr"], "value": value, "se": 0.02, "ci_low": low, "ci_high": high,
-                              "n_rounds": 100})
+                              "n_rounds": 100, "logged_value": 0.25})
         return Evaluation(table, None, False, None, [])
 
     monkeypatch.setattr(promote_stage, "off_policy_evaluation", evaluated)
@@ -140,3 +141,31 @@ def test_a_champion_alias_whose_version_was_deleted_is_refused(campaign, mlflow_
     decide_only.write_text(DECIDE_ONLY)
     assert main(["run", str(decide_only), "--tracking-uri", mlflow_uri]) == 2
     assert capsys.readouterr().err.strip() == f"error: decide: {message}"
+
+
+def test_until_a_version_beats_the_logging_policy_the_logs_policy_keeps_deciding(campaign, mlflow_uri, monkeypatch,
+                                                                                  capsys):
+    values = iter([(0.20, 0.15, 0.25), (0.40, 0.35, 0.45)])  # (value, ci_low, ci_high) of each day's challenger
+
+    def evaluated(context, config, fitted, *, rows_of=None, stage="evaluate-policy"):
+        value, low, high = next(values)
+        table = pd.DataFrame({"estimator": ["ips", "dr"], "value": value, "se": 0.02, "ci_low": low,
+                              "ci_high": high, "n_rounds": 100, "logged_value": 0.30})
+        return Evaluation(table, None, False, None, [])
+
+    monkeypatch.setattr(promote_stage, "off_policy_evaluation", evaluated)
+    monday = _job(campaign, "monday", "lin-ts", decide=False, incumbent="logging")
+    assert main(["run", str(monday), "--tracking-uri", mlflow_uri]) == 0  # lower bound 0.15 <= logged 0.30
+    client = MlflowClient(mlflow_uri)
+    assert client.get_registered_model("offers").aliases == {}
+    table = pd.read_csv(campaign / "out" / "monday" / "promotion.csv")
+    assert list(table["policy"]) == ["challenger"] and table.loc[0, "logged_value"] == 0.30
+    capsys.readouterr()
+    decide_only = campaign / "jobs" / "decide.yaml"
+    decide_only.write_text(DECIDE_ONLY)
+    assert main(["run", str(decide_only), "--tracking-uri", mlflow_uri]) == 2
+    assert "no version of 'offers' is champion yet" in capsys.readouterr().err
+    tuesday = _job(campaign, "tuesday", "lin-ts", decide=False, incumbent="logging")
+    assert main(["run", str(tuesday), "--tracking-uri", mlflow_uri]) == 0  # 0.35 > 0.30: deployed
+    assert _alias(mlflow_uri) == "2"
+    assert client.get_model_version("offers", "2").tags["campaign.was_champion"] == "true"
