@@ -14,6 +14,8 @@ champion alias is gone (its version was deleted) is refused: a person sets the a
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Literal
 
 import mlflow
@@ -107,7 +109,8 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
         deployed = load_fitted_policy(f"models:/{config.model_name}/{champion.version}")
         rows.append(_row(off_policy_evaluation(context, config, deployed, rows_of=challenger, stage="promote"),
                          config.estimator, "champion", str(champion.version)))
-    registered = mlflow.register_model(uri, config.model_name)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own notes of a registration; the summary says
+        registered = mlflow.register_model(uri, config.model_name)
     rows[0]["version"] = str(registered.version)
     if champion is not None:
         against, incumbent = rows[1]["value"], "champion estimate"
