@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -67,7 +68,7 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
             probabilities = logging_p[active]
         else:
             frame = features.iloc[active].assign(recent_purchases=campaign.recent_purchases(active))
-            probabilities = champion[1].probabilities(frame)
+            probabilities = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
         row = campaign.respond(active, probabilities)
         folder_of_day = folder / "logs" / f"date={date.isoformat()}"
         folder_of_day.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,17 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         if version is not None and (champion is None or int(version.version) != champion[0]):
             champion = (int(version.version), load_fitted_policy(f"models:/{model_name}/{version.version}"))
     return result
+
+
+def _in_world_order(fitted: FittedPolicy, probabilities: np.ndarray, labels: list[str]) -> np.ndarray:
+    """A policy's (n, its arms) probabilities as (n, the world's arms), columns in the world's order (an arm the
+    policy does not know: probability 0)."""
+    position = {str(arm): k for k, arm in enumerate(fitted.arms)}
+    ordered = np.zeros((len(probabilities), len(labels)))
+    for k, label in enumerate(labels):
+        if label in position:
+            ordered[:, k] = probabilities[:, position[label]]
+    return ordered
 
 
 def loop_frame(days: list[LoopDay]) -> pd.DataFrame:

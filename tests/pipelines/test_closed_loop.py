@@ -32,6 +32,9 @@ def test_the_loop_serves_the_logging_policy_then_its_champion_and_reads_values_o
     assert (frame["served_version"].iloc[1:] >= 1).all()
     assert (frame["oracle_value"] >= frame["served_value"] - 1e-12).all()
     assert (frame["decisions"] > 0).all()
+    # the champion's probabilities reach the world in the world's arm order: a policy that learned from four days
+    # of logs buys more than the logging policy on the same users (its arms sort differently from the world's)
+    assert (frame["served_value"].iloc[1:] > frame["logging_value"].iloc[1:]).all()
     for day in frame["date"]:
         assert (tmp_path / "logs" / f"date={day}" / "part-0.parquet").exists()
         assert (tmp_path / "out" / day / "policy").exists()
