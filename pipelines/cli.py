@@ -152,7 +152,7 @@ def simulate_command(days: int, users: int, out: Path, start: str, policy: str, 
     """The closed loop on the synthetic world: each day the champion decides, the world answers, and the daily job
     (fit-bandit warm-started, promote) learns from the answers; one MLflow run with a nested run per day."""
     from pipelines.synthetic import CampaignConfig, CampaignWorld
-    from pipelines.synthetic.loop import closed_loop, loop_figure, loop_frame
+    from pipelines.synthetic.loop import closed_loop, loop_figure, loop_frame, promotions
     from pipelines.tracking import JobTracker
 
     out = out.resolve()
@@ -175,10 +175,16 @@ def simulate_command(days: int, users: int, out: Path, start: str, policy: str, 
         for step, row in frame.iterrows():
             log.metrics({key: float(row[key]) for key in ("served_value", "logging_value", "oracle_value",
                                                           "realised", "share_of_oracle_gain")}, step=int(step))
+        gate = promotions(frame)
         log.table(frame, "loop", index=False)
+        log.table(gate, "promotions", index=False)
+        log.metrics({"promotions": float(frame["promoted"].sum()),
+                     "gate_coverage": float(gate["covered"].mean()) if len(gate) else float("nan")})
         log.figure(loop_figure(frame), "loop")
     frame.to_csv(out / "loop.csv", index=False)
+    gate.to_csv(out / "promotions.csv", index=False)
     stdout.print(frame.to_string(index=False))
+    stdout.print(gate.to_string(index=False))
     stdout.print(f"MLflow run {tracker.run_id} in experiment '{experiment}' at {tracker.tracking_uri}; "
                  f"{out / 'loop.csv'}")
 

@@ -48,6 +48,9 @@ class LoopDay:
     decisions: int
     served_version: int
     promoted: bool
+    promoted_estimate: float = float("nan")  # the promoted challenger's OPE value and interval (promote's table)
+    promoted_ci_low: float = float("nan")
+    promoted_ci_high: float = float("nan")
 
 
 def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJob, folder: Path, *,
@@ -79,11 +82,14 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         mlflow.set_tracking_uri(tracking_uri)
         version = champion_version(mlflow.MlflowClient(), model_name, CHAMPION)
         mu = row["mu"]
+        promoted = bool(promote is not None and promote.data["promoted"])
+        estimate = promote.data["table"].iloc[0] if promoted else None
         result.append(LoopDay(date.isoformat(), float((mu * probabilities).sum(axis=1).mean()),
                               float((mu * logging_p[active]).sum(axis=1).mean()), float(mu.max(axis=1).mean()),
                               float(row["reward"].mean()), int(active.size),
-                              0 if champion is None else champion[0],
-                              bool(promote is not None and promote.data["promoted"])))
+                              0 if champion is None else champion[0], promoted,
+                              *([] if estimate is None else [float(estimate[key]) for key in
+                                                            ("value", "ci_low", "ci_high")])))
         if version is not None and (champion is None or int(version.version) != champion[0]):
             champion = (int(version.version), load_fitted_policy(f"models:/{model_name}/{version.version}"))
     return result
@@ -106,6 +112,21 @@ def loop_frame(days: list[LoopDay]) -> pd.DataFrame:
     gain = frame["oracle_value"] - frame["logging_value"]
     frame["share_of_oracle_gain"] = (frame["served_value"] - frame["logging_value"]) / gain.where(gain > 0)
     return frame
+
+
+def promotions(frame: pd.DataFrame) -> pd.DataFrame:
+    """The gate's calibration: per promotion, the challenger's OPE estimate and interval, and the expected purchases
+    per decision the world delivered when it served, the next day (on that day's users and states); whether the
+    interval covers it. A promotion on the last day has no next day and is left out."""
+    rows = []
+    for index in frame.index[frame["promoted"]]:
+        if index + 1 in frame.index:
+            delivered = float(frame.loc[index + 1, "served_value"])
+            low, high = frame.loc[index, "promoted_ci_low"], frame.loc[index, "promoted_ci_high"]
+            rows.append({"date": frame.loc[index, "date"], "estimate": frame.loc[index, "promoted_estimate"],
+                         "ci_low": low, "ci_high": high, "delivered_next_day": delivered,
+                         "covered": bool(low <= delivered <= high)})
+    return pd.DataFrame(rows, columns=["date", "estimate", "ci_low", "ci_high", "delivered_next_day", "covered"])
 
 
 def loop_figure(frame: pd.DataFrame):

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from pipelines.synthetic import CampaignConfig, CampaignWorld
-from pipelines.synthetic.loop import closed_loop, loop_frame
+from pipelines.synthetic.loop import closed_loop, loop_frame, promotions
 
 
 def _daily_job(date: dt.date, warm: bool) -> dict:
@@ -38,6 +38,10 @@ def test_the_loop_serves_the_logging_policy_then_its_champion_and_reads_values_o
     for day in frame["date"]:
         assert (tmp_path / "logs" / f"date={day}" / "part-0.parquet").exists()
         assert (tmp_path / "out" / day / "policy").exists()
+    gate = promotions(frame)
+    assert len(gate) == int(frame["promoted"].iloc[:-1].sum()) >= 1
+    assert (gate["ci_low"] <= gate["estimate"]).all() and (gate["estimate"] <= gate["ci_high"]).all()
+    assert gate["delivered_next_day"].iloc[0] == frame.loc[1, "served_value"]
     mlflow.set_tracking_uri(mlflow_uri)
     runs = mlflow.search_runs(experiment_names=["loop"])
     jobs = runs[runs["tags.campaign.kind"] == "job"]
