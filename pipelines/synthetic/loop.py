@@ -51,6 +51,7 @@ class LoopDay:
     promoted_estimate: float = float("nan")  # the promoted challenger's OPE value and interval (promote's table)
     promoted_ci_low: float = float("nan")
     promoted_ci_high: float = float("nan")
+    promoted_true_value: float = float("nan")  # the promoted policy's expected purchases on this day's users and states
 
 
 def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJob, folder: Path, *,
@@ -67,11 +68,12 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
     for offset in range(days):
         date = start + dt.timedelta(days=offset)
         active = campaign.active()
+        frame = features.iloc[active].assign(recent_purchases=campaign.recent_purchases(active))
         if champion is None:
             probabilities = logging_p[active]
         else:
-            frame = features.iloc[active].assign(recent_purchases=campaign.recent_purchases(active))
             probabilities = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
+        served_version = 0 if champion is None else champion[0]
         row = campaign.respond(active, probabilities)
         folder_of_day = folder / "logs" / f"date={date.isoformat()}"
         folder_of_day.mkdir(parents=True, exist_ok=True)
@@ -83,15 +85,18 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         version = champion_version(mlflow.MlflowClient(), model_name, CHAMPION)
         mu = row["mu"]
         promoted = bool(promote is not None and promote.data["promoted"])
-        estimate = promote.data["table"].iloc[0] if promoted else None
+        if version is not None and (champion is None or int(version.version) != champion[0]):
+            champion = (int(version.version), load_fitted_policy(f"models:/{model_name}/{version.version}"))
+        gate: list[float] = []
+        if promoted:  # the estimate, its interval, and the truth on the same day's users and states
+            estimate = promote.data["table"].iloc[0]
+            chosen = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
+            gate = [*(float(estimate[key]) for key in ("value", "ci_low", "ci_high")),
+                    float((mu * chosen).sum(axis=1).mean())]
         result.append(LoopDay(date.isoformat(), float((mu * probabilities).sum(axis=1).mean()),
                               float((mu * logging_p[active]).sum(axis=1).mean()), float(mu.max(axis=1).mean()),
                               float(row["reward"].mean()), int(active.size),
-                              0 if champion is None else champion[0], promoted,
-                              *([] if estimate is None else [float(estimate[key]) for key in
-                                                            ("value", "ci_low", "ci_high")])))
-        if version is not None and (champion is None or int(version.version) != champion[0]):
-            champion = (int(version.version), load_fitted_policy(f"models:/{model_name}/{version.version}"))
+                              served_version, promoted, *gate))
     return result
 
 
@@ -115,18 +120,20 @@ def loop_frame(days: list[LoopDay]) -> pd.DataFrame:
 
 
 def promotions(frame: pd.DataFrame) -> pd.DataFrame:
-    """The gate's calibration: per promotion, the challenger's OPE estimate and interval, and the expected purchases
-    per decision the world delivered when it served, the next day (on that day's users and states); whether the
-    interval covers it. A promotion on the last day has no next day and is left out."""
+    """The gate's calibration: per promotion, the challenger's OPE estimate and interval; its true expected
+    purchases per decision on the same day's users and states (`true_value`, what the estimate estimates) and
+    whether the interval covers it; and what the world delivered when it served, the next day (on that day's users
+    and states: habit has moved on)."""
     rows = []
     for index in frame.index[frame["promoted"]]:
-        if index + 1 in frame.index:
-            delivered = float(frame.loc[index + 1, "served_value"])
-            low, high = frame.loc[index, "promoted_ci_low"], frame.loc[index, "promoted_ci_high"]
-            rows.append({"date": frame.loc[index, "date"], "estimate": frame.loc[index, "promoted_estimate"],
-                         "ci_low": low, "ci_high": high, "delivered_next_day": delivered,
-                         "covered": bool(low <= delivered <= high)})
-    return pd.DataFrame(rows, columns=["date", "estimate", "ci_low", "ci_high", "delivered_next_day", "covered"])
+        low, high = frame.loc[index, "promoted_ci_low"], frame.loc[index, "promoted_ci_high"]
+        truth = frame.loc[index, "promoted_true_value"]
+        rows.append({"date": frame.loc[index, "date"], "estimate": frame.loc[index, "promoted_estimate"],
+                     "ci_low": low, "ci_high": high, "true_value": truth, "covered": bool(low <= truth <= high),
+                     "delivered_next_day": (float(frame.loc[index + 1, "served_value"]) if index + 1 in frame.index
+                                            else float("nan"))})
+    return pd.DataFrame(rows, columns=["date", "estimate", "ci_low", "ci_high", "true_value", "covered",
+                                       "delivered_next_day"])
 
 
 def loop_figure(frame: pd.DataFrame):
