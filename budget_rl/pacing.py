@@ -133,14 +133,13 @@ class PacedPolicy:
         actions, cost = self._options(states, day, free)
         plan = self.plan_day(day, cost.sum(axis=1), free, float(spent.sum()), float(budget.sum()),
                              None if planned is None else float(planned.sum()))
-        cut = 1.0
+        cut, uniform = 1.0, salted_uniform(user_ids, salt)
         if plan.low != plan.high:
-            uniform = salted_uniform(user_ids, salt)
             ranked = np.argsort(uniform, kind="stable")
             extra = np.cumsum(cost[plan.high, ranked] - cost[plan.low, ranked])
             over = np.flatnonzero(plan.low_total + extra > plan.target)
             cut = uniform[ranked[over[0]]] if len(over) else 1.0
-        decision = plan.decide(self, user_ids, states, salt, cut)
+        decision = plan.decide(self, user_ids, states, salt, cut, options=(actions, cost), uniform=uniform)
         value = self._value(states, day, decision.action, decision.component)
         return replace(decision, planned_value=float(value.sum()), high_share=float(np.mean(
             decision.component == plan.high)) if plan.low != plan.high else 0.0)
@@ -216,14 +215,18 @@ class DayPlan:
     low_total: float
     high_total: float
 
-    def decide(self, policy: PacedPolicy, user_ids, states: np.ndarray, salt: str, cut: float) -> PacedDecision:
+    def decide(self, policy: PacedPolicy, user_ids, states: np.ndarray, salt: str, cut: float, *,
+               options: tuple[np.ndarray, np.ndarray] | None = None,
+               uniform: np.ndarray | None = None) -> PacedDecision:
         """The decision of a block of today's users under this plan and cut (`planned_value` and `high_share`
-        are left at 0: figures of all users, summed by the caller)."""
+        are left at 0: figures of all users, summed by the caller). `options` (every component's actions and
+        planned costs for these users) and `uniform` (their salted uniforms): computed here unless the caller has
+        them already."""
         rows = np.arange(len(states))
         chosen = np.full(len(states), self.low)
         if self.low != self.high:
-            chosen[salted_uniform(user_ids, salt) < cut] = self.high
-        actions, cost = policy._options(states, self.day, self.free_action)
+            chosen[(salted_uniform(user_ids, salt) if uniform is None else uniform) < cut] = self.high
+        actions, cost = policy._options(states, self.day, self.free_action) if options is None else options
         action = actions[chosen, rows]
         expected = np.maximum(policy.one_step_cost[self.day].predict(states)[rows, action], 0.0)
         return PacedDecision(action, chosen, np.asarray(policy.multipliers)[chosen], expected, self.day,
