@@ -436,17 +436,37 @@ class Backup:
         return (self.relabel is not None) + 2 * (self.evaluated_next is not None or self.greedy_next is None)
 
 
-def _greedy_values(states: np.ndarray, greedy: Sequence[np.ndarray], evaluated: Sequence[np.ndarray],
-                   follows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(best, chosen): per greedy (actions, p) matrix and row of `states`, the largest Q-value (matrices, rows); per
-    evaluated matrix, its value at the action that greedy matrix `follows[e]` chose (matrices, rows)."""
-    n_actions, p = (greedy[0].shape if greedy else (1, states.shape[1]))
-    best, chosen = np.empty((len(greedy), len(states))), np.empty((len(evaluated), len(states)))
-    greedy_and_followed(np.ascontiguousarray(states),
-                        np.stack(greedy) if greedy else np.zeros((0, n_actions, p)),
-                        np.stack(evaluated) if evaluated else np.zeros((0, n_actions, p)),
-                        np.asarray(follows, dtype=np.int64), best, chosen)
-    return best, chosen
+@dataclass(frozen=True)
+class _Followed:
+    """Greedy (actions, p) matrices and evaluated ones that follow them (`follows[e]`: the greedy matrix whose
+    choice evaluated matrix e reads), stacked once for every block of a pass."""
+
+    greedy: np.ndarray
+    evaluated: np.ndarray
+    follows: np.ndarray
+
+    @classmethod
+    def of(cls, greedy: Sequence[np.ndarray], evaluated: Sequence[np.ndarray], follows: Sequence[int],
+           n_actions: int, p: int) -> _Followed:
+        return cls(np.stack(greedy) if greedy else np.zeros((0, n_actions, p)),
+                   np.stack(evaluated) if evaluated else np.zeros((0, n_actions, p)),
+                   np.asarray(follows, dtype=np.int64))
+
+    def values(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(best, chosen): per greedy matrix and row of `states`, the largest Q-value (matrices, rows); per evaluated
+        matrix, its value at the action its greedy matrix chose (matrices, rows)."""
+        best, chosen = np.empty((len(self.greedy), len(states))), np.empty((len(self.evaluated), len(states)))
+        greedy_and_followed(np.ascontiguousarray(states), self.greedy, self.evaluated, self.follows, best, chosen)
+        return best, chosen
+
+
+def _by_salt(layouts: Sequence[TransitionLayout], rows: _DayRows, which: int) -> dict:
+    """{bootstrap salt: its `weights(rows)[which]`} (0: row weights, 1: multiplicities), once per distinct salt."""
+    found: dict = {}
+    for layout in layouts:
+        if layout.resample_salt not in found:
+            found[layout.resample_salt] = layout.weights(rows)[which]
+    return found
 
 
 def _block_rows(width: int) -> int:
@@ -491,14 +511,12 @@ class DayBackups:
         evaluated = [e for i in following for e in self.backups[i].evaluated_next]
         follows = [greedy[i] for i in following for _ in range(2)]
         position = {i: 2 * k for k, i in enumerate(following)}
-        weights = {}
-        for backup in self.backups:
-            if backup.layout.resample_salt not in weights:
-                weights[backup.layout.resample_salt] = backup.layout.weights(rows)[0]
+        weights = _by_salt([backup.layout for backup in self.backups], rows, 0)
+        matrices = _Followed.of(slots.items, evaluated, follows, n_actions, rows.state.shape[1])
         block = _block_rows(len(slots.items) + len(evaluated) + int(offsets[-1]))
         for start in range(0, len(rows), block):
             stop = min(start + block, len(rows))
-            best, chosen = _greedy_values(rows.next_state[start:stop], slots.items, evaluated, follows)
+            best, chosen = matrices.values(rows.next_state[start:stop])
             reward, cost = rows.reward[start:stop], rows.cost[start:stop]
             targets = np.empty((stop - start, offsets[-1]), order="F")
             for i, (backup, low, high) in enumerate(zip(self.backups, offsets[:-1], offsets[1:], strict=True)):
@@ -549,15 +567,13 @@ class StartValues:
         slots = _Slots()
         follows = [slots(matrix) for _, matrix, _ in self.starts for _ in range(2)]
         evaluated = [e for _, _, pair in self.starts for e in pair]
-        multiplicity = {}
-        for layout, _, _ in self.starts:
-            if layout.resample_salt not in multiplicity:
-                multiplicity[layout.resample_salt] = layout.weights(rows)[1]
+        multiplicity = _by_salt([layout for layout, _, _ in self.starts], rows, 1)
+        matrices = _Followed.of(slots.items, evaluated, follows, len(rows.bounds) - 1, rows.state.shape[1])
         sums = np.zeros((len(self.starts), 3))
         block = _block_rows(len(slots.items) + len(evaluated))
         for start in range(0, len(rows), block):
             stop = min(start + block, len(rows))
-            _, chosen = _greedy_values(rows.state[start:stop], slots.items, evaluated, follows)
+            _, chosen = matrices.values(rows.state[start:stop])
             for i, (layout, _, _) in enumerate(self.starts):
                 counts = multiplicity[layout.resample_salt]
                 counts = np.ones(stop - start) if counts is None else counts[start:stop]
