@@ -204,6 +204,13 @@ class _InOnePass:
         return tuple(statistic.finalize(one) for statistic, one in zip(self.statistics, state, strict=True))
 
 
+def _days_of(chunk: Any, wanted: tuple[int, ...] | None) -> list[int]:
+    """The days a chunk holds (a `Transitions`: all of its horizon), restricted to `wanted` (None: all)."""
+    days = (range(chunk.horizon) if isinstance(chunk, Transitions)
+            else np.unique(chunk["day"].to_numpy(dtype=np.int64)).tolist())
+    return [day for day in days if wanted is None or day in wanted]
+
+
 def _found_in(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Whether each value is in the sorted array `reference` (binary search: no sort of either)."""
     position = np.minimum(np.searchsorted(reference, values), max(len(reference) - 1, 0))
@@ -267,16 +274,10 @@ class GramPass(SelfMerging):
 
     def partial(self, chunk: Any) -> GramState:
         state = GramState()
-        if isinstance(chunk, Transitions):
-            days = range(chunk.horizon)
-        else:
-            if self.validate and self._refused(chunk, state):
-                return state
-            days = np.unique(chunk["day"].to_numpy(dtype=np.int64)).tolist()
+        if not isinstance(chunk, Transitions) and self.validate and self._refused(chunk, state):
+            return state
         n_actions, p = len(self.layout.actions), len(self.layout.states)
-        for day in days:
-            if self.days is not None and day not in self.days:
-                continue
+        for day in _days_of(chunk, self.days):
             rows = self.layout.rows(chunk, day)
             weight, _ = self.layout.weights(rows)
             gram = np.zeros((n_actions, p, p))
@@ -346,13 +347,9 @@ class Grams:
     days: tuple[int, ...] | None = None
 
     def partial(self, chunk: Any) -> dict[int, tuple[np.ndarray, int, np.ndarray]]:
-        days = (range(chunk.horizon) if isinstance(chunk, Transitions)
-                else np.unique(chunk["day"].to_numpy(dtype=np.int64)).tolist())
         upper = np.triu_indices(len(self.layouts[0].states))
         sums = {}
-        for day in days:
-            if self.days is not None and day not in self.days:
-                continue
+        for day in _days_of(chunk, self.days):
             rows = self.layouts[0].rows(chunk, day)
             weights = np.empty((len(rows), len(self.layouts)))
             for index, layout in enumerate(self.layouts):
