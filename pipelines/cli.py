@@ -145,46 +145,58 @@ def demo_command(users: int, days: int, out: Path, seed: int, experiment: str, s
 @click.option("--start", default="2026-01-01", show_default=True, metavar="YYYY-MM-DD", help="the first date")
 @click.option("--policy", default="lin-ts", show_default=True, help="the daily job's fit-bandit policy")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--contagion", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="interference: activity logit gained per unit share of a user's interaction partners who bought "
+                   "the day before (0: none)")
+@click.option("--ab-test/--no-ab-test", default=False, show_default=True,
+              help="run a graph-clustered A/B test of the loop against the logging policy (assign, then readout)")
 @click.option("--experiment", default="campaign-loop", show_default=True)
 @_tracking_option
-def simulate_command(days: int, users: int, out: Path, start: str, policy: str, seed: int, experiment: str,
-                     tracking_uri: str | None) -> None:
+def simulate_command(days: int, users: int, out: Path, start: str, policy: str, seed: int, contagion: float,
+                     ab_test: bool, experiment: str, tracking_uri: str | None) -> None:
     """The closed loop on the synthetic world: each day the champion decides, the world answers, and the daily job
     (fit-bandit warm-started, promote) learns from the answers; one MLflow run with a nested run per day."""
     from pipelines.synthetic import CampaignConfig, CampaignWorld
-    from pipelines.synthetic.loop import closed_loop, loop_figure, loop_frame, promotions
+    from pipelines.synthetic.loop import closed_loop, cumulative_share, daily_job, loop_figure, loop_frame, promotions
     from pipelines.tracking import JobTracker
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     model_name = f"{experiment}-policy"
-
-    def daily_job(date, warm: bool) -> dict:
-        fit = {"logs": "logs/date={date}", "out": "out/{date}/policy", "policy": policy, "split": "train"}
-        return {"seed": seed, "experiment": experiment,
-                "fit-bandit": fit | ({"warm_start": "previous"} if warm else {}),
-                "promote": {"logs": "logs/date={date}", "out": "out/{date}/promotion.csv", "model_name": model_name}}
-
-    world = CampaignWorld.from_config(CampaignConfig(n_users=users, n_days=days, chunk_users=users, avg_degree=0),
-                                      random_state=seed)
+    world = CampaignWorld.from_config(CampaignConfig(n_users=users, n_days=days, chunk_users=users), random_state=seed)
+    ab = {"experiment": experiment, "seed": seed, "method": "leiden", "max_cluster_size": 1000} if ab_test else None
     tracker = JobTracker(experiment, tracking_uri)
-    with tracker.job("simulate", {"days": days, "users": users, "policy": policy, "seed": seed},
+    with tracker.job("simulate", {"days": days, "users": users, "policy": policy, "seed": seed,
+                                  "contagion": contagion, "ab_test": ab_test},
                      {"campaign.kind": "simulation"}) as log:
-        frame = loop_frame(closed_loop(world, users, days, daily_job, out, model_name=model_name,
-                                       start=parse_date(start, "--start"), tracking_uri=tracker.tracking_uri))
+        run = closed_loop(world, users, days, daily_job(policy, seed, experiment, model_name), out,
+                          model_name=model_name, start=parse_date(start, "--start"),
+                          tracking_uri=tracker.tracking_uri, contagion=contagion, experiment=ab)
+        frame = loop_frame(run.days)
         for step, row in frame.iterrows():
-            log.metrics({key: float(row[key]) for key in ("served_value", "logging_value", "oracle_value",
-                                                          "realised", "share_of_oracle_gain")}, step=int(step))
+            log.metrics({key: float(row[key]) for key in ("served_value", "logging_value", "ceiling_value",
+                                                          "oracle_value", "realised", "share_of_ceiling_gain",
+                                                          "share_of_oracle_gain")}, step=int(step))
         gate = promotions(frame)
         log.table(frame, "loop", index=False)
         log.table(gate, "promotions", index=False)
         log.metrics({"promotions": float(frame["promoted"].sum()),
-                     "gate_coverage": float(gate["covered"].mean()) if len(gate) else float("nan")})
+                     "gate_coverage": float(gate["covered"].mean()) if len(gate) else float("nan"),
+                     "cumulative_share_of_ceiling_gain": cumulative_share(frame, "ceiling"),
+                     "cumulative_share_of_oracle_gain": cumulative_share(frame, "oracle")})
+        if run.experiment is not None:
+            log.table(run.experiment, "ab_test", index=False)
+            log.metrics({"ab_test.true_lift": float(run.experiment["true_lift"].iloc[0])})
+            run.experiment.to_csv(out / "ab_test.csv", index=False)
         log.figure(loop_figure(frame), "loop")
     frame.to_csv(out / "loop.csv", index=False)
     gate.to_csv(out / "promotions.csv", index=False)
     stdout.print(frame.to_string(index=False))
     stdout.print(gate.to_string(index=False))
+    stdout.print(f"cumulative share of the gain over logging: {cumulative_share(frame, 'ceiling'):.3f} of the feature "
+                 f"ceiling's, {cumulative_share(frame, 'oracle'):.3f} of the oracle's")
+    if run.experiment is not None:
+        stdout.print(run.experiment.to_string(index=False))
     stdout.print(f"MLflow run {tracker.run_id} in experiment '{experiment}' at {tracker.tracking_uri}; "
                  f"{out / 'loop.csv'}")
 

@@ -204,7 +204,8 @@ def _write_chunk(world: CampaignWorld, root: Path, bounds: tuple[int, int, int])
     return chunk.truth
 
 
-def _edge_frame(graph: CampaignGraph) -> pd.DataFrame:
+def edge_frame(graph: CampaignGraph) -> pd.DataFrame:
+    """The observed edges (friendships and past invitations) as the edges table, users as graph positions."""
     friends = pd.DataFrame({"src": graph.friend_src, "dst": graph.friend_dst, "weight": 1.0, "kind": "friend"})
     invites = pd.DataFrame({"src": graph.invite_src, "dst": graph.invite_dst, "weight": 1.0, "kind": "invite"})
     return pd.concat([friends, invites], ignore_index=True)
@@ -226,7 +227,7 @@ def _truth_tables(world: CampaignWorld, chunks: list[_ChunkTruth],
     interactions = pd.DataFrame({"src": graph.interaction_src, "dst": graph.interaction_dst,
                                  "weight": graph.interaction_weight})
     n_log_rows = sum(c.n_log_rows for c in chunks)
-    edges = _edge_frame(graph)
+    edges = edge_frame(graph)
     truth = CampaignTruth(world, features, arms, truth_users, interactions, n_log_rows, len(edges), paths)
     return truth, edges
 

@@ -7,8 +7,19 @@ runs it (`run_job` with the date: fit-bandit warm-started from the previous date
 and the next day is decided by whatever is champion then.
 
 Each day's figures come from the world's truth: the expected purchases per decision of the served probabilities
-(sum_k p_k mu_k over the day's active users), of the logging policy on the same users and states, and of the
-full-truth oracle (max_k mu_k); with the day's realised purchases, the champion served and whether it was promoted.
+(sum_k p_k mu_k over the day's active users), of the logging policy on the same users and states, of the feature
+ceiling (the arm with the highest expected purchases given the logged features, `CampaignWorld.ceiling_arm`) and of
+the full-truth oracle (max_k mu_k); with the day's realised purchases, the champion served and whether it was
+promoted.
+
+The loop can also run what a team runs to confirm it (`experiment`): a graph-clustered A/B test of the loop against
+the static logging policy. The platform's `assign` stage clusters the users' observed graph and randomizes
+clusters before the first day; every day the treatment group is served the champion and the control group the
+logging policy (both groups' decisions are logged and learned from); after the last day the `readout` stage reads
+out the lift in purchases per user. The true lift comes from the world: expected purchases per user over the days
+with everyone served the loop's champions, day by day, against everyone served the logging policy (two more runs
+of the same days, on the same random draws). With `contagion` the world has interference (`Contagion`): users'
+purchases bring their hidden interaction partners back, so the test's groups touch each other.
 """
 
 from __future__ import annotations
@@ -27,22 +38,38 @@ import pyarrow.parquet as pq
 from pipelines.job import build_job, run_job
 from pipelines.models import FittedPolicy, load_fitted_policy
 from pipelines.stages.promote import CHAMPION, champion_version
-from pipelines.synthetic.generate import log_table, user_table
-from pipelines.synthetic.world import CampaignDays, CampaignWorld
+from pipelines.synthetic.generate import edge_frame, log_table, user_table
+from pipelines.synthetic.graph import CampaignGraph, build_graph
+from pipelines.synthetic.world import CampaignDays, CampaignWorld, Contagion, UserBlock
 
 #: the daily job's mapping for one date: (date, whether an earlier date ran) -> job sections
 DailyJob = Callable[[dt.date, bool], dict[str, Any]]
 
 
+def daily_job(policy: str, seed: int, experiment: str, model_name: str) -> DailyJob:
+    """The daily job a team runs in the loop: fit-bandit on the date's logs (warm-started from the previous date
+    after the first), then promote against the champion of `model_name`."""
+
+    def sections(date: dt.date, warm: bool) -> dict[str, Any]:
+        fit = {"logs": "logs/date={date}", "out": "out/{date}/policy", "policy": policy, "split": "train"}
+        return {"seed": seed, "experiment": experiment,
+                "fit-bandit": fit | ({"warm_start": "previous"} if warm else {}),
+                "promote": {"logs": "logs/date={date}", "out": "out/{date}/promotion.csv", "model_name": model_name}}
+
+    return sections
+
+
 @dataclass(frozen=True)
 class LoopDay:
-    """One simulated day: expected purchases per decision of the served policy, the logging policy and the oracle
-    (from the truth, on the day's active users), the realised purchases per decision, the decisions, the
-    champion version that served them (0: the logging policy) and whether the day's job promoted a new one."""
+    """One simulated day: expected purchases per decision of the served policy, the logging policy, the feature
+    ceiling and the oracle (from the truth, on the day's active users that the loop serves: the treatment group under
+    an experiment), the realised purchases per decision, the decisions, the champion version that served them (0: the
+    logging policy) and whether the day's job promoted a new one."""
 
     date: str
     served_value: float
     logging_value: float
+    ceiling_value: float
     oracle_value: float
     realised: float
     decisions: int
@@ -54,27 +81,50 @@ class LoopDay:
     promoted_true_value: float = float("nan")  # the promoted policy's expected purchases on this day's users and states
 
 
+@dataclass(frozen=True)
+class LoopRun:
+    """The loop's days and, when it ran one, the A/B test's read-out beside the true lift (`experiment_frame`)."""
+
+    days: list[LoopDay]
+    experiment: pd.DataFrame | None = None
+
+
 def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJob, folder: Path, *,
-                model_name: str, start: dt.date, tracking_uri: str) -> list[LoopDay]:
+                model_name: str, start: dt.date, tracking_uri: str, contagion: float = 0.0,
+                experiment: dict[str, Any] | None = None) -> LoopRun:
     """Run `days` days of the loop for the world's first `n_users` users; logs are written under
-    `folder/logs/date=<date>`, the daily job's outputs where its mapping says (relative to `folder`)."""
+    `folder/logs/date=<date>`, the daily job's outputs where its mapping says (relative to `folder`).
+
+    `contagion`: the strength of interference (`Contagion`; 0: none). `experiment`: settings of the `assign` stage
+    (`method`, `max_cluster_size`, `design`, `p`, ...) for an A/B test of the loop against the logging policy; the
+    users and edges tables, the assignment, outcomes and read-out are written under `folder/experiment`."""
     users = world.draw_users(0, 1, n_users)
     table = user_table(world, users)
     features = table.to_pandas()
-    campaign = CampaignDays.start(world, users, 0)
+    graph = _graph(world, users) if contagion > 0 or experiment is not None else None
+    spread = (Contagion.of_interactions(graph.interaction_src, graph.interaction_dst, graph.interaction_weight,
+                                        n_users, contagion) if contagion > 0 else None)
+    treated = (np.ones(n_users, dtype=bool) if experiment is None else
+               _assign(experiment, table, graph, users, folder, start, tracking_uri))
+    campaign = CampaignDays.start(world, users, 0, contagion=spread)
     logging_p = world.logging_probabilities(users)
     champion: tuple[int, FittedPolicy] | None = None
+    served_policies: list[FittedPolicy | None] = []
+    purchases = np.zeros(n_users)
     result = []
     for offset in range(days):
         date = start + dt.timedelta(days=offset)
         active = campaign.active()
-        frame = features.iloc[active].assign(recent_purchases=campaign.recent_purchases(active))
-        if champion is None:
-            probabilities = logging_p[active]
-        else:
-            probabilities = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
+        probabilities = logging_p[active].copy()
+        loop = np.flatnonzero(treated[active])  # the active users the loop serves (positions in `active`)
+        frame = features.iloc[active[loop]].assign(recent_purchases=campaign.recent_purchases(active[loop]))
+        if champion is not None:
+            probabilities[loop] = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
+        served_policies.append(None if champion is None else champion[1])
         served_version = 0 if champion is None else champion[0]
+        ceiling = world.ceiling_arm(users.take(active[loop]), campaign.habit[active[loop]])
         row = campaign.respond(active, probabilities)
+        purchases[active] += row["reward"]
         folder_of_day = folder / "logs" / f"date={date.isoformat()}"
         folder_of_day.mkdir(parents=True, exist_ok=True)
         pq.write_table(log_table(world, row, table, 1), folder_of_day / "part-0.parquet")
@@ -83,7 +133,7 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         promote = report.results.get("promote")
         mlflow.set_tracking_uri(tracking_uri)
         version = champion_version(mlflow.MlflowClient(), model_name, CHAMPION)
-        mu = row["mu"]
+        mu = row["mu"][loop]
         promoted = bool(promote is not None and promote.data["promoted"])
         if version is not None and (champion is None or int(version.version) != champion[0]):
             champion = (int(version.version), load_fitted_policy(f"models:/{model_name}/{version.version}"))
@@ -93,11 +143,88 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
             chosen = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
             gate = [*(float(estimate[key]) for key in ("value", "ci_low", "ci_high")),
                     float((mu * chosen).sum(axis=1).mean())]
-        result.append(LoopDay(date.isoformat(), float((mu * probabilities).sum(axis=1).mean()),
-                              float((mu * logging_p[active]).sum(axis=1).mean()), float(mu.max(axis=1).mean()),
-                              float(row["reward"].mean()), int(active.size),
+        result.append(LoopDay(date.isoformat(), float((mu * probabilities[loop]).sum(axis=1).mean()),
+                              float((mu * logging_p[active[loop]]).sum(axis=1).mean()),
+                              float(mu[np.arange(loop.size), ceiling].mean()), float(mu.max(axis=1).mean()),
+                              float(row["reward"][loop].mean()), int(loop.size),
                               served_version, promoted, *gate))
-    return result
+    if experiment is None:
+        return LoopRun(result)
+    readout = _readout(experiment, features, purchases, folder, start + dt.timedelta(days=days - 1), tracking_uri)
+    everyone, nobody = (_expected_purchases(world, users, features, spread, policies, logging_p)
+                        for policies in (served_policies, [None] * days))
+    return LoopRun(result, experiment_frame(readout, float((everyone - nobody).mean())))
+
+
+def _graph(world: CampaignWorld, users: UserBlock) -> CampaignGraph:
+    """The users' social and hidden interaction graphs, drawn as `campaign generate` draws them (block positions)."""
+    config = world.config
+    similarity = (users.prognostic_signal if config.n_prognostic else users.modifier_signal)[:, 0]
+    return build_graph(world.random_state, users.engagement, similarity, avg_degree=config.avg_degree,
+                       community_size=config.community_size, mixing=config.mixing, dormant_ties=config.dormant_ties)
+
+
+def _assign(settings: dict[str, Any], table, graph: CampaignGraph, users: UserBlock, folder: Path, date: dt.date,
+            tracking_uri: str) -> np.ndarray:
+    """Write the users and the observed edges (friends, past invitations), run the `assign` stage on them, and
+    return who is treated (bool, block order)."""
+    root = folder / "experiment"
+    for name in ("users", "edges"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "users" / "part-0.parquet")
+    edges = edge_frame(graph)
+    edges[["src", "dst"]] += int(users.user_id[0])  # block positions to user ids
+    edges.to_parquet(root / "edges" / "part-0.parquet", index=False)
+    job = {"experiment": settings.get("experiment", "campaign-loop"), "seed": settings.get("seed", 0),
+           "assign": {key: value for key, value in settings.items() if key not in ("experiment", "seed")}
+           | {"edges": "experiment/edges", "users": "experiment/users", "out": "experiment/assignment.parquet"}}
+    run_job(build_job(job, base_dir=folder, source="loop", date=date), tracking_uri=tracking_uri)
+    assignment = pd.read_parquet(root / "assignment.parquet", columns=["user_id", "group"])
+    treated = np.zeros(len(users), dtype=bool)
+    treated[assignment["user_id"].to_numpy() - users.user_id[0]] = assignment["group"].to_numpy() == 1
+    return treated
+
+
+def _readout(settings: dict[str, Any], features: pd.DataFrame, purchases: np.ndarray, folder: Path, date: dt.date,
+             tracking_uri: str) -> pd.DataFrame:
+    """Write each user's purchases over the loop (and `past_purchases`, the pre-period metric) and run `readout`."""
+    outcomes = pd.DataFrame({"user_id": features["user_id"], "purchases": purchases,
+                             "past_purchases": features["past_purchases"].astype(float)})
+    outcomes.to_parquet(folder / "experiment" / "outcomes.parquet", index=False)
+    section = {"assignment": "experiment/assignment.parquet", "outcomes": "experiment/outcomes.parquet",
+               "out": "experiment/readout.csv", "metric": "purchases", "pre_metric": "past_purchases",
+               "edges": "experiment/edges", "users": "experiment/users", "p": settings.get("p", 0.5),
+               "exposure": settings.get("exposure", "fractional:0.75")}
+    job = {"experiment": settings.get("experiment", "campaign-loop"), "seed": settings.get("seed", 0),
+           "readout": section}
+    run_job(build_job(job, base_dir=folder, source="loop", date=date), tracking_uri=tracking_uri)
+    return pd.read_csv(folder / "experiment" / "readout.csv")
+
+
+def _expected_purchases(world: CampaignWorld, users: UserBlock, features: pd.DataFrame, spread: Contagion | None,
+                        policies: list[FittedPolicy | None], logging_p: np.ndarray) -> np.ndarray:
+    """Each user's expected purchases over the days with everyone served `policies[day]` (None: the logging
+    policy), on the loop's own random draws: the sum over active days of sum_k p_k mu_k."""
+    campaign = CampaignDays.start(world, users, 0, contagion=spread)
+    expected = np.zeros(len(users))
+    for policy in policies:
+        active = campaign.active()
+        probabilities = logging_p[active]
+        if policy is not None:
+            frame = features.iloc[active].assign(recent_purchases=campaign.recent_purchases(active))
+            probabilities = _in_world_order(policy, policy.probabilities(frame), world.arm_labels)
+        row = campaign.respond(active, probabilities)
+        expected[active] += (row["mu"] * probabilities).sum(axis=1)
+    return expected
+
+
+def experiment_frame(readout: pd.DataFrame, true_lift: float) -> pd.DataFrame:
+    """The read-out's estimators (lift in purchases per user over the loop's days) beside the world's true lift of
+    serving everyone the loop against serving everyone the logging policy, and whether each interval covers it."""
+    frame = readout[["estimator", "estimate", "se", "ci_low", "ci_high", "p_value"]].copy()
+    frame["true_lift"] = true_lift
+    frame["covered"] = (frame["ci_low"] <= true_lift) & (true_lift <= frame["ci_high"])
+    return frame
 
 
 def _in_world_order(fitted: FittedPolicy, probabilities: np.ndarray, labels: list[str]) -> np.ndarray:
@@ -112,11 +239,20 @@ def _in_world_order(fitted: FittedPolicy, probabilities: np.ndarray, labels: lis
 
 
 def loop_frame(days: list[LoopDay]) -> pd.DataFrame:
-    """The loop's days as a table, with the served policy's share of the oracle's gain over logging."""
+    """The loop's days as a table, with the served policy's share of the ceiling's and of the oracle's gain over
+    logging."""
     frame = pd.DataFrame([asdict(day) for day in days])
-    gain = frame["oracle_value"] - frame["logging_value"]
-    frame["share_of_oracle_gain"] = (frame["served_value"] - frame["logging_value"]) / gain.where(gain > 0)
+    for reference in ("ceiling", "oracle"):
+        gain = frame[f"{reference}_value"] - frame["logging_value"]
+        frame[f"share_of_{reference}_gain"] = (frame["served_value"] - frame["logging_value"]) / gain.where(gain > 0)
     return frame
+
+
+def cumulative_share(frame: pd.DataFrame, reference: str = "ceiling") -> float:
+    """The loop's expected purchases over all its days, less logging's, as a share of the reference's (`ceiling` or
+    `oracle`) gain over logging: each day weighted by its decisions."""
+    gain = ((frame[f"{reference}_value"] - frame["logging_value"]) * frame["decisions"]).sum()
+    return float(((frame["served_value"] - frame["logging_value"]) * frame["decisions"]).sum() / gain)
 
 
 def promotions(frame: pd.DataFrame) -> pd.DataFrame:
@@ -137,24 +273,26 @@ def promotions(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def loop_figure(frame: pd.DataFrame):
-    """Per day: expected purchases per decision of the loop, the logging policy and the oracle, promotions marked;
-    and the loop's cumulative share of the oracle's gain over logging."""
+    """Per day: expected purchases per decision of the loop, the logging policy, the feature ceiling and the oracle,
+    promotions marked; and the loop's cumulative share of the ceiling's and the oracle's gain over logging."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 6))
     top, bottom = figure.subplots(2, 1, sharex=True)
     day = range(len(frame))
-    for column, label, style in (("oracle_value", "oracle (full truth)", "--"), ("served_value", "the loop", "-"),
+    for column, label, style in (("oracle_value", "oracle (full truth)", "--"),
+                                 ("ceiling_value", "feature ceiling", "-."), ("served_value", "the loop", "-"),
                                  ("logging_value", "logging policy", ":")):
         top.plot(day, frame[column], style, label=label)
     for promoted in frame.index[frame["promoted"]]:
         top.axvline(promoted + 1, color="tab:green", alpha=0.3)  # the promoted champion serves the next day
     top.set_ylabel("expected purchases per decision")
     top.legend(fontsize=8)
-    gain = (frame["oracle_value"] - frame["logging_value"]) * frame["decisions"]
-    share = ((frame["served_value"] - frame["logging_value"]) * frame["decisions"]).cumsum() / gain.cumsum()
-    bottom.plot(day, share)
-    bottom.set_ylabel("cumulative share of the oracle's gain")
+    for reference in ("ceiling", "oracle"):
+        share = [cumulative_share(frame.iloc[:end], reference) for end in range(1, len(frame) + 1)]
+        bottom.plot(day, share, label=f"of the {reference}'s gain")
+    bottom.set_ylabel("cumulative share")
     bottom.set_xlabel("day")
+    bottom.legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from pipelines.synthetic.config import CampaignConfig
 
@@ -117,6 +118,12 @@ class UserBlock:
 
     def __len__(self) -> int:
         return len(self.user_id)
+
+    def take(self, positions: np.ndarray) -> UserBlock:
+        """The users at `positions` of this block, as a block."""
+        return UserBlock(self.user_id[positions], {name: values[positions] for name, values in self.columns.items()},
+                         self.modifier_signal[positions], self.prognostic_signal[positions],
+                         self.engagement[positions], self.randomized[positions], self.coupon_affinity[positions])
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,32 @@ class CampaignWorld:
         """Index of the arm with the highest purchase probability for each user (independent of habit)."""
         return np.argmax(self.arm_effects(users), axis=1)
 
+    def ceiling_arm(self, users: UserBlock, habit: np.ndarray | float = 0.0) -> np.ndarray:
+        """The feature ceiling's arm per user: argmax_k E[mu_ik | the logged features, the baseline and habit],
+        averaged over what the logs do not hold (the signal of a missing modifier value, from its marginal: modifiers
+        are drawn independently of everything else; and the unlogged coupon affinity when `hidden_targeting` > 0).
+
+        It also sees the baseline and habit exactly, so its value bounds from above the best any policy on the logged
+        features could do, and is at most the full-truth oracle's (equal when nothing is missing or hidden)."""
+        modifiers = [spec for spec in self.features if spec.role == MODIFIER]
+        missing = np.column_stack([_is_missing(users.columns[spec.name]) for spec in modifiers])
+        common = self.baseline_logit(users) + self.config.habit_effect * np.broadcast_to(
+            np.asarray(habit, dtype=float), (len(users),))
+        known = np.where(missing, 0.0, users.modifier_signal)
+        arms = np.empty(len(users), dtype=np.int64)
+        patterns, pattern_of = np.unique(missing, axis=0, return_inverse=True)
+        for index, pattern in enumerate(patterns):
+            rows = np.flatnonzero(pattern_of.ravel() == index)
+            nodes, weights = _hidden_grid(self, [modifiers[j] for j in np.flatnonzero(pattern)])
+            # (grid, K): what the unseen signals and affinity add to each arm's logit at each node
+            added = nodes[:, :-1] @ self.effects[:, pattern].T
+            added[:, 1:] += self.config.hidden_targeting * nodes[:, [-1]]
+            for block in np.array_split(rows, max(1, rows.size * nodes.shape[0] // 2**20)):
+                logit = (common[block, None] + self.arm_base[None, :] + known[block] @ self.effects.T)
+                expected = np.einsum("g,ngk->nk", weights, _sigmoid(logit[:, None, :] + added[None, :, :]))
+                arms[block] = np.argmax(expected, axis=1)
+        return arms
+
     def logging_probabilities(self, users: UserBlock) -> np.ndarray:
         """The logging policy's arm probabilities per user, shape (n, K); uniform for the randomized slice."""
         signal = np.hstack([users.modifier_signal, users.prognostic_signal])
@@ -248,6 +281,30 @@ class CampaignWorld:
         return {key: np.concatenate([day[key] for day in rows]) for key in rows[0]}
 
 
+@dataclass(frozen=True)
+class Contagion:
+    """Interference between users: a user's logit of being active today gains `strength` times the share of their
+    hidden interaction partners (weighted by interactions) who bought yesterday. A policy that makes some users buy
+    more brings their partners back too, so a test that randomizes users next to each other sees less than the
+    policy's effect on everyone (the spillover reaches the control group)."""
+
+    partners: sparse.csr_matrix  # (n, n) interaction weights, each row summing to 1 (0 for users with no partner)
+    strength: float
+
+    @classmethod
+    def of_interactions(cls, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int,
+                        strength: float) -> Contagion:
+        """From undirected interactions between block positions `src` and `dst`."""
+        both = sparse.coo_matrix((np.concatenate([weight, weight]), (np.concatenate([src, dst]),
+                                                                     np.concatenate([dst, src]))), shape=(n, n)).tocsr()
+        total = np.asarray(both.sum(axis=1)).ravel()
+        return cls(sparse.diags(np.where(total > 0, 1.0 / np.maximum(total, 1e-300), 0.0)) @ both, strength)
+
+    def pull(self, bought: np.ndarray) -> np.ndarray:
+        """The activity logit each user gains from yesterday's purchases `bought` (n,) of their partners."""
+        return self.strength * (self.partners @ bought.astype(np.float64))
+
+
 @dataclass
 class CampaignDays:
     """The campaign's days for a block of users, one at a time, under any arm probabilities: `simulate` runs them
@@ -263,19 +320,23 @@ class CampaignDays:
     habit: np.ndarray
     previous_arm: np.ndarray
     purchases_by_day: np.ndarray
+    contagion: Contagion | None = None
     day: int = 0
 
     @classmethod
-    def start(cls, world: CampaignWorld, users: UserBlock, chunk_index: int) -> CampaignDays:
+    def start(cls, world: CampaignWorld, users: UserBlock, chunk_index: int, *,
+              contagion: Contagion | None = None) -> CampaignDays:
         n = len(users)
         return cls(world, users, stream(world.random_state, ACTIVITY_STREAM, chunk_index), world.baseline_logit(users),
                    world.arm_effects(users), np.zeros(n), np.full(n, -1, dtype=np.int64),
-                   np.zeros((RECENT_WINDOW_DAYS, n), dtype=np.int16))
+                   np.zeros((RECENT_WINDOW_DAYS, n), dtype=np.int16), contagion)
 
     def active(self) -> np.ndarray:
         """Today's active users (positions in the block): the first draw of the day."""
-        chance = _sigmoid(self.world.activity_logit(self.users, self.habit, self.previous_arm))
-        return np.flatnonzero(self.rng.random(len(self.users)) < chance)
+        logit = self.world.activity_logit(self.users, self.habit, self.previous_arm)
+        if self.contagion is not None and self.day > 0:
+            logit = logit + self.contagion.pull(self.purchases_by_day[(self.day - 1) % RECENT_WINDOW_DAYS])
+        return np.flatnonzero(self.rng.random(len(self.users)) < _sigmoid(logit))
 
     def recent_purchases(self, active: np.ndarray) -> np.ndarray:
         """Purchases of the active users over the last `RECENT_WINDOW_DAYS` days (a logged feature)."""
@@ -302,6 +363,43 @@ class CampaignDays:
         self.purchases_by_day[self.day % RECENT_WINDOW_DAYS] = purchased
         self.day += 1
         return row
+
+
+def _is_missing(values: np.ndarray) -> np.ndarray:
+    """Where a drawn feature column holds no value (None in a categorical column, NaN in a numeric one)."""
+    if values.dtype == object:
+        return np.array([value is None for value in values], dtype=bool)
+    return np.isnan(values) if np.issubdtype(values.dtype, np.floating) else np.zeros(values.size, dtype=bool)
+
+
+def _signal_marginal(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature nodes and weights (summing to 1) of a feature's signal as `_draw_feature` draws it."""
+    if spec.kind == CATEGORICAL:
+        return np.asarray(spec.level_signal, dtype=float), np.asarray(spec.level_probabilities, dtype=float)
+    if spec.kind == BINARY:
+        return np.array([-1.0, 1.0]), np.array([0.65, 0.35])
+    if spec.name == "price_sensitivity":  # Beta(2, 2), centred and scaled: mid-quantiles of 64 equal cells
+        from scipy.stats import beta
+
+        return (beta.ppf((np.arange(64) + 0.5) / 64, 2.0, 2.0) - 0.5) / 0.2236, np.full(64, 1 / 64)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(24)  # every other numeric signal is N(0, 1)
+    return nodes, weights / weights.sum()
+
+
+def _hidden_grid(world: CampaignWorld, specs: list[FeatureSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """The product grid of the unseen signals of `specs` and the unlogged coupon affinity: nodes (grid, len(specs)
+    + 1), the affinity last (0 when `hidden_targeting` is 0), and weights (grid,) summing to 1."""
+    marginals = [_signal_marginal(spec) for spec in specs]
+    if world.config.hidden_targeting > 0:
+        nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+        marginals.append((nodes, weights / weights.sum()))
+    else:
+        marginals.append((np.zeros(1), np.ones(1)))
+    grids = np.meshgrid(*(nodes for nodes, _ in marginals), indexing="ij")
+    weights = np.ones(1)
+    for _, weight in marginals:
+        weights = np.multiply.outer(weights, weight).ravel()
+    return np.column_stack([grid.ravel() for grid in grids]), weights
 
 
 def _draw_feature(spec: FeatureSpec, rng: np.random.Generator, engagement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -278,3 +278,66 @@ def test_campaign_days_run_the_campaign_under_any_policy_one_day_at_a_time():
     np.testing.assert_array_equal(served["arm"], world.best_arm(users)[served["user_id"] - users.user_id[0]])
     assert served["mu"].max(axis=1).mean() > (logged["mu"] * logged["logging_p"]).sum(axis=1).mean()
     assert served["reward"].mean() > logged["reward"].mean()
+
+
+def test_the_feature_ceiling_averages_only_over_what_the_logs_do_not_hold():
+    """The ceiling's arm is the oracle's where every modifier is logged; where `basket_value` is missing it is the
+    arm with the highest response averaged over the signal's N(0, 1) marginal (checked by Monte Carlo); under hidden
+    targeting it is the arm of the allocation benchmark's ceiling (the response averaged over the affinity)."""
+    world = CampaignWorld.from_config(CampaignConfig(n_users=20_000, missing_rate=0.2), random_state=3)
+    users = world.draw_users(0, 0, 20_000)
+    habit = np.random.default_rng(0).exponential(1.0, 20_000)
+    ceiling = world.ceiling_arm(users, habit)
+    missing = np.isnan(users.columns["basket_value"].astype(float))
+    assert 0.15 < missing.mean() < 0.25
+    np.testing.assert_array_equal(ceiling[~missing], world.best_arm(users)[~missing])
+    assert (ceiling[missing] != world.best_arm(users)[missing]).any()
+    rows = np.flatnonzero(missing)[:200]
+    draws = np.random.default_rng(1).standard_normal(200_000)
+    known = users.modifier_signal[rows].copy()
+    known[:, 3] = 0.0
+    logit = (world.baseline_logit(users)[rows] + world.config.habit_effect * habit[rows])[:, None] \
+        + world.arm_base + known @ world.effects.T
+    expected = np.stack([(1 / (1 + np.exp(-(logit[:, [k]] + world.effects[k, 3] * draws)))).mean(axis=1)
+                         for k in range(len(world.arm_base))], axis=1)
+    top_two = np.sort(expected, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 1e-3  # Monte Carlo error is about 1e-4
+    assert clear.sum() > 150
+    np.testing.assert_array_equal(ceiling[rows][clear], np.argmax(expected, axis=1)[clear])
+    # its value: at most the oracle's
+    mu = world.response_probability(users, habit)
+    index = np.arange(len(mu))
+    assert mu[index, ceiling].mean() <= mu.max(axis=1).mean()
+
+    hidden = CampaignWorld.from_config(CampaignConfig(n_users=5_000, missing_rate=0.0, hidden_targeting=0.5,
+                                                      chunk_users=5_000), random_state=3)
+    from benchmarks.bench_allocation import _feature_ceiling
+
+    np.testing.assert_array_equal(hidden.ceiling_arm(hidden.draw_users(0, 0, 5_000)),
+                                  np.argmax(_feature_ceiling(hidden, 5_000, 0.5), axis=1))
+
+
+def test_contagion_brings_back_the_partners_of_yesterdays_buyers_and_is_off_by_default():
+    """A user whose every partner bought yesterday gains `strength` on today's activity logit; without contagion (or
+    with strength 0) the days are drawn exactly as before."""
+    from pipelines.synthetic.world import Contagion
+
+    config = CampaignConfig(n_users=3_000, n_days=3, chunk_users=3_000)
+    world = CampaignWorld.from_config(config, random_state=3)
+    users = world.draw_users(0, 0, 3_000)
+    src, dst = np.arange(0, 3_000, 2), np.arange(1, 3_000, 2)  # pairs (0, 1), (2, 3), ...
+    spread = Contagion.of_interactions(src, dst, np.ones(src.size), 3_000, 2.0)
+    bought = np.zeros(3_000)
+    bought[::2] = 1.0
+    np.testing.assert_array_equal(spread.pull(bought), np.where(np.arange(3_000) % 2 == 1, 2.0, 0.0))
+
+    def run(contagion):
+        days, rewards = CampaignDays.start(world, users, 0, contagion=contagion), []
+        for _ in range(config.n_days):
+            active = days.active()
+            rewards.append(days.respond(active, world.logging_probabilities(users)[active])["reward"])
+        return rewards
+
+    plain, off = world.simulate(users, 0), run(Contagion.of_interactions(src, dst, np.ones(src.size), 3_000, 0.0))
+    np.testing.assert_array_equal(plain["reward"], np.concatenate(off))
+    assert sum(day.size for day in run(spread)) > sum(day.size for day in off)
