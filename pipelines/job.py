@@ -103,7 +103,7 @@ def build_job(data: dict[str, Any], *, base_dir: Path | None = None, source: str
     if isinstance(data, dict):
         given = date if date is not None else data.get("date")
         run_date = None if given is None else parse_date(given, "--date" if date is not None else "config: date")
-        data = {**fill_dates({k: v for k, v in data.items() if k != "date"}, run_date),
+        data = {**fill_dates({k: v for k, v in data.items() if k != "date"}, run_date, base_dir=base_dir),
                 **({"date": run_date.isoformat()} if run_date else {})}
         for stage in registered_stages():
             check_retired_keys(stage.name, stage.config_model, data.get(stage.name))

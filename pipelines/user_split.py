@@ -32,24 +32,36 @@ class UserSplit:
     holdout_share: float
     user_id: str | None = "user_id"
     row_key: tuple[str, ...] = ()
+    part: tuple[str, float, str] | None = None  # ("held back" or "rest", share, salt): a part of this side's users
+
+    def held_back(self, share: float, salt: str, held: bool) -> UserSplit:
+        """A part of this side's users by a second salted hash: the `share` held back (`held`), or the rest."""
+        return replace(self, part=("held back" if held else "rest", share, salt))
 
     @property
     def columns(self) -> list[str]:
         """The columns the split reads: the user id, else the row key (none for side "all")."""
-        if self.side == "all":
+        if self.side == "all" and self.part is None:
             return []
         return [self.user_id] if self.user_id else list(self.row_key)
 
     def mask(self, chunk: pd.DataFrame) -> np.ndarray:
-        """True for the chunk's rows of the users on this side."""
-        if self.side == "all":
+        """True for the chunk's rows of the users on this side (and in its part)."""
+        if self.side == "all" and self.part is None:
             return np.ones(len(chunk), dtype=bool)
         keys = chunk[self.user_id].to_numpy() if self.user_id else row_keys(chunk[list(self.row_key)])
-        holdout = in_holdout(keys, self.holdout_share, self.salt)
-        return holdout if self.side == "holdout" else ~holdout
+        mask = np.ones(len(chunk), dtype=bool)
+        if self.side != "all":
+            holdout = in_holdout(keys, self.holdout_share, self.salt)
+            mask = holdout if self.side == "holdout" else ~holdout
+        if self.part is not None:
+            which, share, salt = self.part
+            held = in_holdout(keys, share, salt)
+            mask &= held if which == "held back" else ~held
+        return mask
 
     def rows(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        return chunk if self.side == "all" else chunk[self.mask(chunk)]
+        return chunk if self.side == "all" and self.part is None else chunk[self.mask(chunk)]
 
     def other_side(self) -> UserSplit | None:
         """The users not on this side (None for "all": there are none)."""
@@ -58,11 +70,16 @@ class UserSplit:
 
     def describe(self) -> str:
         """The side in words, e.g. "holdout, 20% of users"."""
-        if self.side == "all":
-            return "all rows"
-        share = self.holdout_share if self.side == "holdout" else 1 - self.holdout_share
         unit = "users" if self.user_id else "rows"
-        return f"{self.side}, {share:.0%} of {unit}"
+        if self.side == "all":
+            text = "all rows"
+        else:
+            share = self.holdout_share if self.side == "holdout" else 1 - self.holdout_share
+            text = f"{self.side}, {share:.0%} of {unit}"
+        if self.part is not None:
+            which, share, _ = self.part
+            text += f", {which} ({share if which == 'held back' else 1 - share:.0%} of them)"
+        return text
 
 
 def split_salt(seed: int) -> str:

@@ -153,9 +153,11 @@ def checked_estimators(config: EvaluatePolicyConfig, stage: str) -> tuple[str, .
 
 
 def off_policy_evaluation(context: StageContext, config: EvaluatePolicyConfig, fitted: FittedPolicy, *,
-                          rows_of: FittedPolicy | None = None, stage: str = "evaluate-policy") -> Evaluation:
+                          rows_of: FittedPolicy | None = None, stage: str = "evaluate-policy",
+                          part: tuple[float, str, bool] | None = None) -> Evaluation:
     """OPE of `fitted` on the rows `config.split` picks for `rows_of` (default: `fitted`; the holdout of another
-    policy compares two policies on the same users), with the estimators, reward model and intervals of `config`."""
+    policy compares two policies on the same users), with the estimators, reward model and intervals of `config`.
+    `part` (share, salt, held): only the share of those users held back by a second salted hash, or the rest."""
     estimators = checked_estimators(config, stage)
     logs = read_table(config.logs, config.log_schema())
     missing = [name for name in fitted.features if name not in logs.columns]
@@ -168,6 +170,8 @@ def off_policy_evaluation(context: StageContext, config: EvaluatePolicyConfig, f
     if unknown:
         raise InputError(f"{stage}.reward_features: columns not in {config.logs}: {unknown}")
     split, in_sample = evaluation_split(config, context, rows_of or fitted, list(logs.columns))
+    if part is not None:
+        split = split.held_back(*part)
     if config.user_id is None or (split.side != "all" and split.user_id is None):
         warn_row_split(stage)
     logs = logs[read_columns(config, split, *fitted.features, *reward_features)]

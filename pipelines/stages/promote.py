@@ -7,7 +7,13 @@ same estimators, reward model and intervals as `evaluate-policy`. The alias move
 lower confidence bound (of `estimator`, default DR) is above the champion's estimate; both estimates, the rule
 and the decision are logged, and each version is tagged with its estimate. Until a version has been champion the
 incumbent is the logging policy (`incumbent: logging`, its mean logged reward on the same rows): a challenger that
-does not beat it is registered but not deployed, and the logs' own policy keeps deciding. A registered model whose
+does not beat it is registered but not deployed, and the logs' own policy keeps deciding.
+
+The rule reads an estimate it picked the challenger for, so that estimate runs high when the challenger won (the
+winner's curse: a challenger whose holdout happened to flatter it is the one promoted). `confirmation_share` of the
+holdout users (half by default) are therefore held back from the decision: the comparison runs on the rest, and
+the estimate and interval reported for each version (the `confirmed_*` columns, the version tags and what a
+promotion is later checked against) come from the held-back users alone. A registered model whose
 champion alias is gone (its version was deleted) is refused: a person sets the alias again (docs/operations.md,
 'Rollback').
 """
@@ -24,6 +30,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
+from campaign_core import seeded_salt
 from pipelines.config import ConfigPath
 from pipelines.errors import InputError
 from pipelines.io import write_csv
@@ -42,6 +49,10 @@ class PromoteConfig(EvaluatePolicyConfig):
     model_name: str = Field(min_length=1, description="registered model name in the MLflow Model Registry")
     estimator: str = Field("dr", description="the estimator whose interval the promotion rule reads")
     alias: str = Field(CHAMPION, min_length=1, description="the alias that marks the deployed version")
+    confirmation_share: float = Field(
+        0.5, ge=0.0, lt=1.0, description="share of the holdout users held back from the decision: the reported "
+                                         "estimates come from them, unbiased by the choice (0: decide and report on "
+                                         "the same rows)")
     incumbent: Literal["logging", "none"] = Field(
         "logging", description="what a model without a champion yet is compared with: the logging policy (its mean "
                                "logged reward on the same rows; the logs' policy stays deployed until a version "
@@ -83,14 +94,28 @@ def champion_version(client: mlflow.MlflowClient, name: str, alias: str):
                      f"version was deleted?); set it again (docs/operations.md, 'Rollback')")
 
 
-def _row(evaluation, estimator: str, role: str, version: str | None) -> dict:
+def _estimate(evaluation, estimator: str) -> pd.Series:
     table = evaluation.table.set_index("estimator")
     if estimator not in table.index:
         raise InputError(f"promote.estimator: {estimator!r} is not among the estimators {list(table.index)}")
-    row = table.loc[estimator]
-    return {"policy": role, "version": version, "estimator": estimator, "value": float(row["value"]),
-            "se": float(row["se"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"]),
-            "rows": int(row["n_rounds"]), "logged_value": float(row["logged_value"])}
+    return table.loc[estimator]
+
+
+def _row(context: StageContext, config: PromoteConfig, fitted: FittedPolicy, rows_of: FittedPolicy, role: str,
+         version: str | None) -> dict:
+    """One policy's estimate on the decision rows, and the one reported for it (on the held-back rows)."""
+    share = config.confirmation_share
+    salt = seeded_salt("promote-confirmation", context.stage_seed("promote"))
+    decided = _estimate(off_policy_evaluation(context, config, fitted, rows_of=rows_of, stage="promote",
+                                              part=(share, salt, False) if share > 0 else None), config.estimator)
+    confirmed = decided if share == 0 else _estimate(
+        off_policy_evaluation(context, config, fitted, rows_of=rows_of, stage="promote", part=(share, salt, True)),
+        config.estimator)
+    return {"policy": role, "version": version, "estimator": config.estimator, "value": float(decided["value"]),
+            "se": float(decided["se"]), "ci_low": float(decided["ci_low"]), "ci_high": float(decided["ci_high"]),
+            "rows": int(decided["n_rounds"]), "logged_value": float(decided["logged_value"]),
+            **{f"confirmed_{key}": float(confirmed[key]) for key in ("value", "se", "ci_low", "ci_high")},
+            "confirmed_rows": int(confirmed["n_rounds"])}
 
 
 @register_stage("promote", PromoteConfig, order=45)
@@ -103,12 +128,10 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
     client = mlflow.MlflowClient()
     champion = champion_version(client, config.model_name, config.alias)  # refused before any work
     challenger, uri = _challenger(context, config)
-    rows = [_row(off_policy_evaluation(context, config, challenger, stage="promote"), config.estimator,
-                 "challenger", None)]
+    rows = [_row(context, config, challenger, challenger, "challenger", None)]
     if champion is not None:
         deployed = load_fitted_policy(f"models:/{config.model_name}/{champion.version}")
-        rows.append(_row(off_policy_evaluation(context, config, deployed, rows_of=challenger, stage="promote"),
-                         config.estimator, "champion", str(champion.version)))
+        rows.append(_row(context, config, deployed, challenger, "champion", str(champion.version)))
     with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own notes of a registration; the summary says
         registered = mlflow.register_model(uri, config.model_name)
     rows[0]["version"] = str(registered.version)
@@ -125,7 +148,7 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
     for row in rows:
         for key in ("value", "ci_low", "ci_high"):
             client.set_model_version_tag(config.model_name, row["version"], f"ope.{config.estimator}.{key}",
-                                         f"{row[key]:.6g}")
+                                         f"{row[f'confirmed_{key}']:.6g}")
     if promoted:
         client.set_registered_model_alias(config.model_name, config.alias, registered.version)
         client.set_model_version_tag(config.model_name, registered.version, WAS_CHAMPION, "true")
@@ -134,7 +157,9 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
     write_csv(table, config.out, index=False)
     context.log.params({"model_name": config.model_name, "challenger_version": registered.version,
                         "champion_version": None if champion is None else champion.version, "rule": rule})
-    context.log.metrics({f"{row['policy']}.{key}": row[key] for row in rows for key in ("value", "ci_low", "ci_high")}
+    context.log.params({"confirmation_share": config.confirmation_share})
+    context.log.metrics({f"{row['policy']}.{prefix}{key}": row[f"{prefix}{key}"] for row in rows
+                         for prefix in ("", "confirmed_") for key in ("value", "ci_low", "ci_high")}
                         | {"promoted": float(promoted)})
     context.log.table(table, "promotion", index=False)
     deployed = (registered.version if promoted else None if champion is None else champion.version)

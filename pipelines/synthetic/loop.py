@@ -75,7 +75,7 @@ class LoopDay:
     decisions: int
     served_version: int
     promoted: bool
-    promoted_estimate: float = float("nan")  # the promoted challenger's OPE value and interval (promote's table)
+    promoted_estimate: float = float("nan")  # the promoted challenger's reported (confirmed) OPE value and interval
     promoted_ci_low: float = float("nan")
     promoted_ci_high: float = float("nan")
     promoted_true_value: float = float("nan")  # the promoted policy's expected purchases on this day's users and states
@@ -141,7 +141,7 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         if promoted:  # the estimate, its interval, and the truth on the same day's users and states
             estimate = promote.data["table"].iloc[0]
             chosen = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
-            gate = [*(float(estimate[key]) for key in ("value", "ci_low", "ci_high")),
+            gate = [*(float(estimate[f"confirmed_{key}"]) for key in ("value", "ci_low", "ci_high")),
                     float((mu * chosen).sum(axis=1).mean())]
         result.append(LoopDay(date.isoformat(), float((mu * probabilities[loop]).sum(axis=1).mean()),
                               float((mu * logging_p[active[loop]]).sum(axis=1).mean()),

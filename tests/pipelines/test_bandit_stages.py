@@ -323,3 +323,20 @@ def test_the_holdout_is_the_other_side_of_the_training_split():
     chunk = pd.DataFrame({"user_id": np.arange(1000)})
     assert (train.mask(chunk) ^ train.other_side().mask(chunk)).all()  # every user on exactly one side
     assert train.describe() == "train, 80% of users"
+
+
+def test_a_held_back_part_and_the_rest_split_a_side_of_the_users_in_two():
+    """promote decides on the rest of the holdout and reports on the held-back part: every holdout user is in
+    exactly one of them, the part is about its share, and no training user is in either."""
+    from pipelines.user_split import UserSplit
+
+    holdout = UserSplit("holdout", split_salt(0), 0.3)
+    held, rest = holdout.held_back(0.5, "confirm", True), holdout.held_back(0.5, "confirm", False)
+    chunk = pd.DataFrame({"user_id": np.arange(20_000)})
+    np.testing.assert_array_equal(held.mask(chunk) | rest.mask(chunk), holdout.mask(chunk))
+    assert not (held.mask(chunk) & rest.mask(chunk)).any()
+    assert 0.46 < held.mask(chunk).sum() / holdout.mask(chunk).sum() < 0.54
+    assert len(held.rows(chunk)) == held.mask(chunk).sum() and held.columns == ["user_id"]
+    assert held.describe() == "holdout, 30% of users, held back (50% of them)"
+    everyone = UserSplit("all", split_salt(0), 0.3).held_back(0.25, "confirm", False)
+    assert everyone.columns == ["user_id"] and 0.72 < everyone.mask(chunk).mean() < 0.78

@@ -101,6 +101,42 @@ def test_a_finished_date_is_not_recomputed_unless_forced_or_its_inputs_change(da
     assert main(run) == 0 and output.exists()
 
 
+WINDOW_JOB = """
+experiment: daily
+profile-logs:
+  logs: ../logs/date={date-6..date-1}     # the last week's exports
+  out: ../out/{date}/profile.csv
+  randomized: randomized
+"""
+
+
+def test_a_window_of_dates_reads_the_dates_that_exist_as_one_table_and_reruns_when_one_arrives(
+        daily, small_campaign, mlflow_uri, capsys):
+
+    daily.write_text(WINDOW_JOB)
+    logs = daily.parent.parent / "logs"
+    section = load_job(daily, date="2026-12-06").stages[0][1]
+    assert section.logs == logs / ".windows" / "date=2026-11-30..2026-12-05"
+    # 2026-12-03, -04 and -05 exist: their files, in date order, as one table (every row of the three exports)
+    names = sorted(link.name for link in section.logs.iterdir())
+    assert names[0].startswith("2026-12-03-") and names[-1].startswith("2026-12-05-")
+    table = pd.read_parquet(section.logs)
+    assert len(table) == 3 * len(pd.read_parquet(small_campaign.paths.logs))
+    assert pd.read_parquet(logs).shape[0] == 3 * len(pd.read_parquet(small_campaign.paths.logs))  # root unchanged
+    run = ["run", str(daily), "--date", "2026-12-06", "--tracking-uri", mlflow_uri]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main(run) == 0 and "done before" in capsys.readouterr().out
+    shutil.copytree(small_campaign.paths.logs, logs / "date=2026-12-01")  # a late export inside the window
+    assert main(run) == 0 and "done before" not in capsys.readouterr().out
+    assert len(_job_runs(mlflow_uri, "2026-12-06")) == 2
+    assert len(list(section.logs.iterdir())) == 4 * len(names) // 3
+    with pytest.raises(InputError, match=r"config: profile-logs.logs: no date of the window 2026-11-21..2026-11-26 has a path"):
+        load_job(daily, date="2026-11-27")
+    with pytest.raises(InputError, match=r"ends \(2026-12-04\) before it starts \(2026-12-06\)"):
+        fill_dates({"a": {"logs": "x/{date+1..date-1}"}}, DAY)
+
+
 def test_a_backfill_runs_the_dates_in_order_and_stops_at_the_first_failure(daily, mlflow_uri, capsys):
     assert main(["run", str(daily), "--date", "2026-12-05", "--tracking-uri", mlflow_uri]) == 0
     code = main(["backfill", str(daily), "--from", "2026-12-04", "--to", "2026-12-08", "--tracking-uri",

@@ -92,7 +92,10 @@ def test_the_first_policy_becomes_champion_and_an_equal_challenger_does_not_repl
     assert _alias(mlflow_uri) == "1"
     assert set(pd.read_parquet(campaign / "out" / "tuesday" / "decisions")["model_version"]) == {"1"}
     version = MlflowClient(mlflow_uri).get_model_version("offers", "2")
-    assert float(version.tags["ope.dr.value"]) == pytest.approx(table.loc[0, "value"], rel=1e-5)
+    # the version reports its estimate on the held-back half of the holdout, not on the rows it was chosen on
+    assert float(version.tags["ope.dr.value"]) == pytest.approx(table.loc[0, "confirmed_value"], rel=1e-5)
+    assert table.loc[0, "confirmed_value"] != table.loc[0, "value"]
+    assert 0.4 < table.loc[0, "confirmed_rows"] / (table.loc[0, "rows"] + table.loc[0, "confirmed_rows"]) < 0.6
     runs = mlflow.search_runs(experiment_names=["registry"])
     stage = runs[runs["tags.campaign.stage"] == "promote"].sort_values("start_time").iloc[-1]
     assert stage["metrics.promoted"] == 0.0 and stage["params.champion_version"] == "1"
@@ -104,8 +107,8 @@ def test_a_challenger_whose_lower_bound_beats_the_champion_is_promoted_and_the_a
     estimates = {"challenger": (0.40, 0.35, 0.45), "champion": (0.30, 0.25, 0.35)}  # (value, ci_low, ci_high)
     calls = []
 
-    def evaluated(context, config, fitted, *, rows_of=None, stage="evaluate-policy"):
-        role = "challenger" if rows_of is None else "champion"
+    def evaluated(context, config, fitted, *, rows_of=None, stage="evaluate-policy", part=None):
+        role = "challenger" if rows_of is None or rows_of is fitted else "champion"
         calls.append(role)
         value, low, high = estimates[role]
         table = pd.DataFrame({"estimator": ["ips", "dr"], "value": value, "se": 0.02, "ci_low": low, "ci_high": high,
@@ -114,7 +117,8 @@ def test_a_challenger_whose_lower_bound_beats_the_champion_is_promoted_and_the_a
 
     monkeypatch.setattr(promote_stage, "off_policy_evaluation", evaluated)
     assert main(["run", str(_job(campaign, "tuesday", "lin-ucb")), "--tracking-uri", mlflow_uri]) == 0
-    assert calls == ["challenger", "champion"] and _alias(mlflow_uri) == "2"
+    # each on the decision rows, then on the held-back rows its reported estimate comes from
+    assert calls == ["challenger", "challenger", "champion", "champion"] and _alias(mlflow_uri) == "2"
     assert set(pd.read_parquet(campaign / "out" / "tuesday" / "decisions")["model_version"]) == {"2"}
     # rollback: the alias moved back by hand, and the next decide serves version 1 again
     MlflowClient(mlflow_uri).set_registered_model_alias("offers", "champion", "1")
@@ -145,9 +149,10 @@ def test_a_champion_alias_whose_version_was_deleted_is_refused(campaign, mlflow_
 
 def test_until_a_version_beats_the_logging_policy_the_logs_policy_keeps_deciding(campaign, mlflow_uri, monkeypatch,
                                                                                   capsys):
-    values = iter([(0.20, 0.15, 0.25), (0.40, 0.35, 0.45)])  # (value, ci_low, ci_high) of each day's challenger
+    # (value, ci_low, ci_high) of each day's challenger, on the decision rows and then on the held-back rows
+    values = iter([(0.20, 0.15, 0.25)] * 2 + [(0.40, 0.35, 0.45)] * 2)
 
-    def evaluated(context, config, fitted, *, rows_of=None, stage="evaluate-policy"):
+    def evaluated(context, config, fitted, *, rows_of=None, stage="evaluate-policy", part=None):
         value, low, high = next(values)
         table = pd.DataFrame({"estimator": ["ips", "dr"], "value": value, "se": 0.02, "ci_low": low,
                               "ci_high": high, "n_rounds": 100, "logged_value": 0.30})
