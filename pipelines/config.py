@@ -52,6 +52,11 @@ class StageConfig(BaseModel):
         """Checks of what the stage needs besides its tables (e.g. a model registry's state), run with the tables'
         checks before any stage starts; one-line InputErrors."""
 
+    def reads_earlier_runs(self) -> bool:
+        """Whether the stage reads what the same job's earlier dates left (a warm start from the previous date):
+        a dated run's key then includes the earlier run it reads, so redoing that date redoes this one."""
+        return False
+
     def input_tables(self) -> dict[Path, Any]:
         """Tables this stage reads, {path: pipelines.tables.Schema}: the job checks those that no earlier stage
         writes (existence, readable parquet, columns, types, not empty) before any stage runs."""

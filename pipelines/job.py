@@ -213,7 +213,10 @@ def run_job(job: Job, *, scheduler: str | None = None, tracking_uri: str | None 
         tags = {"campaign.input_fingerprint": inputs, "campaign.seed": str(job.settings.seed),
                 "campaign.stages": ",".join(stage.name for stage, _ in job.stages)}
         if date is not None:
-            key = hashlib.sha256(json.dumps([effective, inputs], sort_keys=True, default=str).encode()).hexdigest()
+            keyed = [effective, inputs]
+            if any(section.reads_earlier_runs() for _, section in job.stages):
+                keyed.append(EarlierRuns(tracker, name, job.settings.date).latest_run_id())
+            key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
             earlier = tracker.dated_runs(name, date)
             done = next((run for run in earlier if run.info.status == "FINISHED"
                          and run.data.tags.get(RUN_KEY_TAG) == key), None)

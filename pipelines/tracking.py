@@ -206,16 +206,25 @@ class EarlierRuns:
     job: str
     date: dt.date
 
-    def latest_stage(self, stage: str) -> tuple[dt.date, dict[str, str]] | None:
-        """(run date, logged params) of `stage` in this job's latest FINISHED run of a date before `date`; None
-        when there is none."""
+    def finished(self) -> list[tuple[str, Any]]:
+        """(date, run) of this job's FINISHED runs of dates before `date`, the latest first (by date, then start)."""
         earlier = []
         for run in self.tracker.dated_runs(self.job, None):
             day = run.data.tags.get(DATE_TAG, "")
             if run.info.status == "FINISHED" and day < self.date.isoformat():
                 earlier.append((day, run))
+        return sorted(earlier, key=lambda pair: (pair[0], pair[1].info.start_time or 0), reverse=True)
+
+    def latest_run_id(self) -> str | None:
+        """The id of this job's latest FINISHED run of a date before `date` (None: there is none)."""
+        earlier = self.finished()
+        return earlier[0][1].info.run_id if earlier else None
+
+    def latest_stage(self, stage: str) -> tuple[dt.date, dict[str, str]] | None:
+        """(run date, logged params) of `stage` in this job's latest FINISHED run of a date before `date`; None
+        when there is none."""
         client = mlflow.MlflowClient()
-        for day, run in sorted(earlier, key=lambda pair: pair[0], reverse=True):
+        for day, run in self.finished():
             stages = client.search_runs([run.info.experiment_id],
                                         f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and "
                                         f"tags.`campaign.stage` = '{stage}' and attributes.status = 'FINISHED'")

@@ -72,6 +72,10 @@ class FitBanditConfig(BanditLogConfig):
                                                            "all of them, the same model as one fit on every day)")
 
 
+    def reads_earlier_runs(self) -> bool:
+        return self.warm_start == "previous"
+
+
 def _demo(inputs: DemoInputs) -> dict:
     return {"logs": str(inputs.campaign_dir / "logs"), "out": str(inputs.out_dir / "policy"),
             "policy": "lin-ts", "params": {"alpha": 0.3}}

@@ -227,6 +227,26 @@ def test_a_warm_started_linear_policy_is_the_fit_on_every_day_with_older_days_fo
         np.testing.assert_allclose(second.policy.theta_, alone.theta_, rtol=1e-10, atol=1e-12)
 
 
+def test_a_warm_started_date_is_redone_when_the_date_it_started_from_is_redone(two_days, mlflow_uri, capsys):
+    """The run key of a date that continues from the previous date's policy includes that date's run: rerunning
+    the later date is a no-op until the earlier date is run again (`--force`), and then it recomputes."""
+    jobs, out, _ = two_days
+    cold, warm = jobs / "cold.yaml", jobs / "warm.yaml"
+    cold.write_text(_warm_job("lin-ucb", ""))
+    warm.write_text(_warm_job("lin-ucb", "  warm_start: previous\n"))
+    monday = ["run", str(cold), "--date", "2026-12-04", "--tracking-uri", mlflow_uri]
+    tuesday = ["run", str(warm), "--date", "2026-12-05", "--tracking-uri", mlflow_uri]
+    assert main(monday) == 0 and main(tuesday) == 0
+    capsys.readouterr()
+    assert main(tuesday) == 0 and "done before" in capsys.readouterr().out
+    assert main([*monday, "--force"]) == 0
+    capsys.readouterr()
+    assert main(tuesday) == 0 and "done before" not in capsys.readouterr().out
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["daily"], filter_string=f"tags.`{DATE_TAG}` = '2026-12-05'")
+    assert (runs[f"tags.{JOB_KIND_TAG}"] == "job").sum() == 2
+
+
 def test_a_warm_started_neural_policy_continues_from_its_weights(two_days, mlflow_uri):
     jobs, out, logs = two_days
     cold, warm = jobs / "cold.yaml", jobs / "warm.yaml"
