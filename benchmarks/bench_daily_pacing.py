@@ -6,7 +6,9 @@ one-step reward and cost models, ridge, importance-weighted, learned from the wo
 - `fixed share`: b / 14 per user every day (`budget_rl.baselines.MyopicAllocator`);
 - `paced`: each day's budget re-solved from the realised spend so far and the days left, in planned units
   (`budget_rl.baselines.PacedAllocator`, `budget_rl.pacing.daily_budget`: (b n (1 - safety) - spent) / days left /
-  (spent / planned)), safety share 0.5%.
+  kappa), safety share 0.5%, kappa = spent so far / planned so far (the default);
+- `paced, trend`: the same with kappa from the trend of the daily ratios from the third day on
+  (`budget_rl.pacing.spend_calibration`; `allocate`'s `calibration: trend`).
 
 Each runs in the simulator on evaluation seed 11 (the same users and draws). Goal: the paced campaign ends within
 1% of its budget and never over, at b = 1, 2, 4, 8 in both worlds.
@@ -29,18 +31,25 @@ from benchmarks.bench_constrained_rl import BUDGETS, EVALUATION_SEED, HORIZON, L
 SAFETY = 0.005
 
 
-def _paced(allocator, env):
-    """The paced allocator as a daily job runs it: it knows the realised spend so far (yesterday's level's face
-    value on a purchase, from the `purchased_yesterday` feature) and the expected cost of the days run."""
+def _paced(allocator, env, calibration: str):
+    """The paced allocator as a daily job runs it: it knows each day's realised spend (yesterday's level's face
+    value on a purchase, from the `purchased_yesterday` feature) and expected cost; `calibration`: "trend"
+    (`spend_calibration` of the days' figures) or "total" (spent so far over planned so far)."""
+    from budget_rl.pacing import spend_calibration
+
     bought = env.feature_names.index("purchased_yesterday")
     faces = env.world.arm_costs
-    spent, planned, yesterday = [0.0], [0.0], [None]
+    spent: list[float] = []
+    planned: list[float] = []
+    yesterday = [None]
 
     def act(features: np.ndarray, day: int) -> np.ndarray:
         if day > 0:
-            spent[0] += float((faces[yesterday[0]] * features[:, bought]).sum())
-        level, expected = allocator.act(features, day, spent[0], planned[0] if day > 0 else None)
-        planned[0] += float(expected.sum())
+            spent.append(float((faces[yesterday[0]] * features[:, bought]).sum()))
+        kappa = spend_calibration(spent, planned) if calibration == "trend" else None
+        level, expected = allocator.act(features, day, sum(spent), sum(planned) if day > 0 else None,
+                                        calibration=kappa)
+        planned.append(float(expected.sum()))
         yesterday[0] = level
         return level
 
@@ -57,7 +66,9 @@ def measure_world(n_users: int, world_seed: int, overrides: dict, budgets: Seque
     rows = []
     for budget in budgets:
         for name, policy in (("fixed share", MyopicAllocator(rewards, costs, budget / HORIZON).act),
-                             ("paced", _paced(PacedAllocator(rewards, costs, budget, SAFETY), env))):
+                             ("paced", _paced(PacedAllocator(rewards, costs, budget, SAFETY), env, "total")),
+                             ("paced, trend", _paced(PacedAllocator(rewards, costs, budget, SAFETY), env,
+                                                     "trend"))):
             started = time.perf_counter()
             episodes = env.run(policy, random_state=EVALUATION_SEED)
             rows.append({"budget": budget, "method": name, "value": episodes.value, "spend": episodes.spend,

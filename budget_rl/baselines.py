@@ -106,13 +106,14 @@ class PacedAllocator:
     budget_per_user: float  # over the whole campaign
     safety: float = 0.0
 
-    def act(self, features: np.ndarray, day: int, spent_so_far: float,
-            planned_so_far: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def act(self, features: np.ndarray, day: int, spent_so_far: float, planned_so_far: float | None = None, *,
+            calibration: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(levels, expected cost per user of today's levels): today's allocation for these users, given the
-        campaign's realised spend so far and the summed expected cost of the days run (both totals, currency)."""
+        campaign's realised spend so far and the summed expected cost of the days run (both totals, currency), or
+        the realised over planned spend to expect today (`budget_rl.pacing.spend_calibration`)."""
         n = len(features)
         today = daily_budget(self.budget_per_user * n, spent_so_far, day, len(self.cost_models),
-                             planned_so_far=planned_so_far, safety=self.safety)
+                             planned_so_far=planned_so_far, safety=self.safety, calibration=calibration)
         value = self.reward_models[day].predict(features)
         cost = np.maximum(self.cost_models[day].predict(features), 0.0)
         level = allocate(value, cost, today).level.astype(np.int64)

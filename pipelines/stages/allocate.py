@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from budget_rl import AllocationConstraints, frontier_figure
 from budget_rl.evaluation import response_metrics
-from budget_rl.pacing import daily_budget
+from budget_rl.pacing import daily_budget, spend_calibration
 from budget_rl.response import DebiasedResponseModel, ResponseModel
 from campaign_core import seeded_salt
 from pipelines.allocation import allocate_frame
@@ -71,6 +71,13 @@ class AllocateConfig(StageConfig):
     spent_so_far: float = Field(0.0, ge=0, description="realised spend of the days run, cost units")
     planned_so_far: float | None = Field(None, ge=0, description="summed planned spend of the days run (the "
                                                                   "earlier allocations' spend; none: no calibration)")
+    spent_by_day: list[float] | None = Field(None, description="realised spend of each day run (instead of "
+                                                               "spent_so_far and planned_so_far), cost units")
+    planned_by_day: list[float] | None = Field(None, description="planned spend of each day run, beside "
+                                                                 "spent_by_day")
+    calibration: Literal["total", "trend"] = Field(
+        "total", description="realised over planned spend expected today: of the totals so far, or the trend of "
+                             "the daily ratios (spend_calibration; needs spent_by_day and planned_by_day)")
     safety: float = Field(0.005, ge=0, lt=1, description="share of the campaign budget held back, with "
                                                         "campaign_budget")
     method: Literal["dual", "lp"] = Field("dual", description="dual (any size) or the cvxpy LP (in memory)")
@@ -103,6 +110,19 @@ class AllocateConfig(StageConfig):
             raise InputError("days: campaign_budget needs the campaign's days")
         if self.day >= self.days:
             raise InputError(f"day: {self.day} is past the campaign's last day ({self.days - 1})")
+        by_day = (self.spent_by_day, self.planned_by_day)
+        if (by_day[0] is None) != (by_day[1] is None):
+            raise InputError("spent_by_day, planned_by_day: give both, one figure per day run")
+        if by_day[0] is not None:
+            if self.spent_so_far or self.planned_so_far is not None:
+                raise InputError("spent_by_day: give the days' figures or the totals (spent_so_far, "
+                                 "planned_so_far), not both")
+            if not len(by_day[0]) == len(by_day[1]) == self.day:
+                raise InputError(f"spent_by_day, planned_by_day: need one figure per day run ({self.day} before day "
+                                 f"{self.day}), got {len(by_day[0])} and {len(by_day[1])}")
+            spend_calibration(*by_day)  # refuses negative or missing figures before any work
+        elif self.calibration == "trend":
+            raise InputError("calibration: 'trend' needs spent_by_day and planned_by_day")
 
     def input_tables(self) -> dict:
         tables = {self.users: USERS}
@@ -170,13 +190,22 @@ def _fit_models(config: AllocateConfig, sample: pd.DataFrame, features: list[str
     return models, pd.DataFrame(rows)
 
 
+def _spent_so_far(config: AllocateConfig) -> float:
+    return config.spent_so_far if config.spent_by_day is None else float(sum(config.spent_by_day))
+
+
 def _todays_budget(config: AllocateConfig, n_users: int) -> float:
     """`budget`, else `budget_per_user` x users, else (with `campaign_budget`) today's share re-solved from the
     campaign's realised spend so far and the days left."""
     if config.campaign_budget is None:
         return config.budget if config.budget is not None else config.budget_per_user * n_users
-    return daily_budget(config.campaign_budget, config.spent_so_far, config.day, config.days,
-                        planned_so_far=config.planned_so_far, safety=config.safety)
+    if config.spent_by_day is None:
+        return daily_budget(config.campaign_budget, config.spent_so_far, config.day, config.days,
+                            planned_so_far=config.planned_so_far, safety=config.safety)
+    spent, planned = config.spent_by_day, config.planned_by_day
+    trend = spend_calibration(spent, planned) if config.calibration == "trend" else None
+    return daily_budget(config.campaign_budget, sum(spent), config.day, config.days, planned_so_far=sum(planned),
+                        safety=config.safety, calibration=trend)
 
 
 @register_stage("allocate", AllocateConfig, order=50, demo=_demo)
@@ -244,12 +273,12 @@ def allocate_stage(context: StageContext, config: AllocateConfig) -> StageResult
     if not metrics_table.empty:
         context.log.table(metrics_table, "response_models", index=False)
     if config.campaign_budget is not None:
-        context.log.metrics({"campaign_budget": config.campaign_budget, "spent_so_far": config.spent_so_far,
+        context.log.metrics({"campaign_budget": config.campaign_budget, "spent_so_far": _spent_so_far(config),
                              "days_left": config.days - config.day})
     paced = ""
     if config.campaign_budget is not None:
         spent = "; the campaign budget is spent, nobody is paid" if budget == 0 else ""
-        paced = (f" (day {config.day} of {config.days}: re-solved from {config.spent_so_far:,.0f} spent of "
+        paced = (f" (day {config.day} of {config.days}: re-solved from {_spent_so_far(config):,.0f} spent of "
                  f"{config.campaign_budget:,.0f}{spent})")
     summary = {"budget": f"{budget:,.0f}{paced}", "spend": f"{allocation.spend:,.0f}",
                "value": f"{allocation.value:,.1f}", "multiplier": f"{allocation.budget_multiplier:.4g}"}

@@ -28,6 +28,7 @@ from budget_rl.pacing import (
     paced_policy,
     paced_policy_from_sweeps,
     paced_policy_from_transitions,
+    spend_calibration,
 )
 from budget_rl.ridge_statistics import ridge_sweeps
 from budget_rl.tabular import TabularCMDP, log_transitions, random_cmdp
@@ -370,6 +371,52 @@ def test_the_daily_budget_splits_what_is_left_over_the_days_left_in_planned_unit
     assert daily_budget(1000.0, 0.0, 0, 10, safety=0.02) == pytest.approx(98.0)
     with pytest.raises(InputError, match=r"^day: must be in 0..13"):
         daily_budget(1400.0, 0.0, 14, 14)
+
+
+def test_the_spend_calibration_follows_the_trend_of_the_daily_ratios_from_the_third_day():
+    assert spend_calibration([], []) == 1.0
+    assert spend_calibration([80.0], [100.0]) == pytest.approx(0.8)
+    assert spend_calibration([80.0, 60.0], [100.0, 100.0]) == pytest.approx(0.7)  # the total, before the third day
+    # ratios 0.9, 0.8, 0.7, 0.6 on equal plans: the line reads 0.5 today
+    assert spend_calibration([90.0, 80.0, 70.0, 60.0], [100.0] * 4) == pytest.approx(0.5)
+    # a steep fall is kept within half the total ratio (here 0.5 / 2)
+    assert spend_calibration([90.0, 50.0, 10.0], [100.0] * 3) == pytest.approx(0.25)
+    # a day with nothing planned does not count in the line
+    assert spend_calibration([90.0, 0.0, 80.0, 70.0], [100.0, 0.0, 100.0, 100.0]) == pytest.approx(
+        np.polyval(np.polyfit([0, 2, 3], [0.9, 0.8, 0.7], 1), 4))
+    with pytest.raises(InputError, match="one figure per day run each, got 2 and 1"):
+        spend_calibration([1.0, 2.0], [1.0])
+    with pytest.raises(InputError, match="calibration: must be a finite ratio > 0"):
+        daily_budget(100.0, 0.0, 1, 3, calibration=0.0)
+    assert daily_budget(1400.0, 560.0, 7, 14, calibration=0.5) == pytest.approx(840.0 / 7 / 0.5)
+
+
+def test_a_drifting_overstatement_is_followed_closer_by_the_trend_than_by_the_total():
+    """Cost models whose overstatement grows from 0% to 60% over the campaign: the ratio of the totals lags behind
+    and under-spends by about 6%; the trend of the daily ratios ends closer to the budget, but over it: the ratio
+    falls ever more slowly (1 / (1 + 0.046 day)), and a line through the days run reads it too low. That is why the
+    trend is not the default."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    rewards = [_Table(MODEL.reward)] * MODEL.horizon
+    costs = [_Table((1.0 + 0.6 * day / (MODEL.horizon - 1)) * MODEL.cost) for day in range(MODEL.horizon)]
+    budget = _budgets(MODEL)[1]
+    shares = {}
+    for rule in ("trend", "total"):
+        state = rng.choice(MODEL.n_states, size=n, p=MODEL.initial)
+        spent, planned, eye = [], [], np.eye(MODEL.n_states)
+        paced = PacedAllocator(rewards, costs, budget, safety=0.005)
+        for day in range(MODEL.horizon):
+            kappa = spend_calibration(spent, planned) if rule == "trend" else None
+            level, expected = paced.act(eye[state], day, sum(spent), sum(planned) if day else None,
+                                        calibration=kappa)
+            spent.append(float(MODEL.cost[state, level].sum()))
+            planned.append(float(expected.sum()))
+            cumulative = MODEL.transition[state, level].cumsum(axis=1)
+            state = np.minimum((rng.random(n)[:, None] > cumulative).sum(axis=1), MODEL.n_states - 1)
+        shares[rule] = sum(spent) / (budget * n)
+    assert shares["total"] < 0.95 and abs(shares["trend"] - 1) < abs(shares["total"] - 1) / 5, shares
+    assert 1.0 < shares["trend"] < 1.01, shares
 
 
 @pytest.mark.parametrize("overstated", [1.0, 1.3])

@@ -15,7 +15,7 @@ from budget_rl import AllocationConstraints, allocate
 from pipelines.allocation import allocate_frame
 from pipelines.cli import main
 from pipelines.errors import InputError
-from pipelines.job import load_job, run_job
+from pipelines.job import build_job, load_job, run_job
 
 LEVELS = 4
 
@@ -239,3 +239,32 @@ def test_a_daily_job_gets_todays_budget_from_the_campaigns_spend_so_far(tmp_path
     assert main([*common, "--out", str(tmp_path / "spent"), "--day", "5", "--spent-so-far", "1000"]) == 0
     spent = pd.read_parquet(tmp_path / "spent")
     assert (spent["level"] == "control").all()
+
+
+def test_a_daily_job_can_give_each_days_figures_and_follow_the_trend_of_their_ratios(tmp_path, mlflow_uri,
+                                                                                     small_campaign):
+    """With the days' figures, `calibration: total` is the ratio of their totals; `trend` reads the line through
+    the daily ratios (0.9, 0.8, 0.7 on equal plans: 0.6 today). Figures that do not fit the day are refused."""
+    def job(out: str, **extra) -> dict:
+        return {"allocate": {"users": str(small_campaign.paths.users), "logs": str(small_campaign.paths.logs),
+                             "out": str(tmp_path / out), "max_iter": 5, "campaign_budget": 1000.0, "days": 7,
+                             "day": 3, "planned_by_day": [100.0, 100.0, 100.0], **extra}}
+
+    budgets = {}
+    for calibration in ("total", "trend"):
+        report = run_job(build_job(job(calibration, spent_by_day=[90.0, 80.0, 70.0], calibration=calibration)),
+                         tracking_uri=mlflow_uri)
+        budgets[calibration] = report.results["allocate"].data["allocation"].budget
+    assert budgets["total"] == pytest.approx((0.995 * 1000 - 240) / 4 / 0.8)
+    assert budgets["trend"] == pytest.approx((0.995 * 1000 - 240) / 4 / 0.6)
+    for extra, message in (
+            ({"spent_by_day": [90.0, 80.0]}, r"need one figure per day run \(3 before day 3\), got 2 and 3"),
+            ({"spent_by_day": [90.0, 80.0, 70.0], "spent_so_far": 240.0}, "not both"),
+            ({"spent_by_day": [90.0, -1.0, 70.0]}, "must be finite and >= 0")):
+        with pytest.raises(InputError, match=message):
+            run_job(build_job(job("bad", **extra)), tracking_uri=mlflow_uri)
+    with pytest.raises(InputError, match="calibration: 'trend' needs spent_by_day and planned_by_day"):
+        section = job("bad", calibration="trend")["allocate"]
+        section.pop("planned_by_day")
+        run_job(build_job({"allocate": section}), tracking_uri=mlflow_uri)
+    assert not (tmp_path / "bad").exists()

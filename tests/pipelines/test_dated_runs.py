@@ -131,7 +131,7 @@ def test_a_window_of_dates_reads_the_dates_that_exist_as_one_table_and_reruns_wh
     assert main(run) == 0 and "done before" not in capsys.readouterr().out
     assert len(_job_runs(mlflow_uri, "2026-12-06")) == 2
     assert len(list(section.logs.iterdir())) == 4 * len(names) // 3
-    with pytest.raises(InputError, match=r"config: profile-logs.logs: no date of the window 2026-11-21..2026-11-26 has a path"):
+    with pytest.raises(InputError, match=r"profile-logs.logs: no date of the window 2026-11-21..2026-11-26 has a"):
         load_job(daily, date="2026-11-27")
     with pytest.raises(InputError, match=r"ends \(2026-12-04\) before it starts \(2026-12-06\)"):
         fill_dates({"a": {"logs": "x/{date+1..date-1}"}}, DAY)
