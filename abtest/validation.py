@@ -32,11 +32,16 @@ def checked_assignment(assignment: pd.DataFrame) -> pd.DataFrame:
 
 def infer_design(assignment: pd.DataFrame, design: str | None) -> str:
     """The design named, or the one the table shows: a `design` column is a network test, a `pair` column paired,
-    otherwise cluster-Bernoulli ("user" must be named: the table cannot show it)."""
+    a cluster holding both groups a user-randomized test, otherwise cluster-Bernoulli."""
     if design is None:
         if "design" in assignment.columns:
             return "network_test"
-        return "paired" if "pair" in assignment.columns else "bernoulli"
+        if "pair" in assignment.columns:
+            return "paired"
+        if {"cluster", "group"} <= set(assignment.columns) and len(assignment):
+            mixed = assignment.groupby("cluster", sort=False)["group"].nunique().max() > 1
+            return "user" if mixed else "bernoulli"
+        return "bernoulli"
     if design not in ANALYSIS_DESIGNS:
         raise InputError(f"design: must be one of {ANALYSIS_DESIGNS}, got {design!r}")
     if design == "paired" and "pair" not in assignment.columns:

@@ -194,7 +194,7 @@ def _readout(settings: dict[str, Any], features: pd.DataFrame, purchases: np.nda
     section = {"assignment": "experiment/assignment.parquet", "outcomes": "experiment/outcomes.parquet",
                "out": "experiment/readout.csv", "metric": "purchases", "pre_metric": "past_purchases",
                "edges": "experiment/edges", "users": "experiment/users", "p": settings.get("p", 0.5),
-               "exposure": settings.get("exposure", "fractional:0.75")}
+               "exposure": settings.get("exposure", "fractional:0.75"), "design": settings.get("design")}
     job = {"experiment": settings.get("experiment", "campaign-loop"), "seed": settings.get("seed", 0),
            "readout": section}
     run_job(build_job(job, base_dir=folder, source="loop", date=date), tracking_uri=tracking_uri)

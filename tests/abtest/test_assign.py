@@ -184,3 +184,15 @@ def test_assignment_table_columns():
     assert list(assign(frame, salt="x", design="paired").columns) == ["user_id", "cluster", "group", "pair"]
     assert list(assign(frame, salt="x", design="network_test").columns) == ["user_id", "cluster", "group", "design"]
     assert list(assign(frame, salt="x", design="user").columns) == ["user_id", "cluster", "group"]
+
+
+def test_a_table_whose_clusters_hold_both_groups_is_read_as_user_randomized():
+    """The readout and the diagnostics infer the design from the table: without a `design` or `pair` column, a
+    cluster with users in both groups can only come from user randomization (the exposure probabilities and the
+    standard errors then count users, not clusters)."""
+    from abtest.validation import infer_design
+
+    frame = pd.DataFrame({"user_id": np.arange(400), "cluster": np.arange(400) // 20})
+    assert infer_design(assign(frame, salt="u", design="user"), None) == "user"
+    assert infer_design(assign(frame, salt="u", design="bernoulli"), None) == "bernoulli"
+    assert infer_design(assign(frame, salt="u", design="bernoulli"), "user") == "user"  # a named design wins
