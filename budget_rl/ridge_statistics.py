@@ -680,7 +680,12 @@ class RidgeSweeps:
 
     def evaluate(self, policy: GreedyQPolicy) -> np.ndarray:
         """(value, cost) per episode of a policy greedy on linear Q-functions (`coefficients_`, e.g. from `fit`)."""
-        return self._evaluate([(self.layout, self.factors, policy)])[0]
+        return self.evaluate_many([policy])[0]
+
+    def evaluate_many(self, policies: Sequence[GreedyQPolicy]) -> np.ndarray:
+        """(policies, 2): `evaluate` of each policy, all in one backward sweep (policies learned elsewhere, e.g. a
+        deployed mixture's components on new users)."""
+        return self._evaluate([(self.layout, self.factors, policy) for policy in policies])
 
     def _evaluate(self, evaluations: Sequence[tuple[TransitionLayout, tuple, GreedyQPolicy]]) -> np.ndarray:
         """(evaluations, 2) FQE (value, cost) of each (layout, its factors, policy), all in one backward sweep (one

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import dask
 import dask.dataframe as dd
 import mlflow
 import numpy as np
@@ -64,9 +65,12 @@ from pipelines.execution import Partitions, run_statistic
 from pipelines.io import atomic_output
 from pipelines.models import FittedMixedPolicy, mixed_policy_arguments, quiet_pyfunc
 from pipelines.stages.levels import face_values, face_values_of_counts
+from pipelines.stages.mixed_registry import DeployedMixed, HoldoutComparison, deployed_mixed, register_mixed
+from pipelines.stages.promote import CHAMPION, champion_version
 from pipelines.stages.registry import DemoInputs, StageContext, StageResult, register_stage
 from pipelines.synthetic.episodes import rollout
 from pipelines.tables import INTEGER, LABEL, NUMERIC, Column, Schema, csv_files, day_tables, read_table
+from pipelines.user_split import in_holdout, split_salt
 
 TRANSITIONS = Schema(
     "transitions",
@@ -131,6 +135,21 @@ class ConstrainedRLConfig(StageConfig):
                                                                   "before decision_day (none: no calibration)")
     truth_users: int = Field(200_000, ge=1, description="on a campaign generated in the same job: how many of its "
                                                         "users the simulator runs under the learned policies")
+    model_name: str | None = Field(None, min_length=1, description="register the mixed policy in the MLflow Model "
+                                                                   "Registry under this name; it is learned on the "
+                                                                   "training users and compared with the champion on "
+                                                                   "the held-out ones (none: not registered)")
+    alias: str = Field(CHAMPION, min_length=1, description="with model_name: the alias of the deployed version")
+    holdout_share: float = Field(0.2, gt=0, lt=1, description="with model_name: share of users held out for the "
+                                                              "comparison (a salted hash of the user id)")
+
+    def check_ready(self) -> None:
+        """With `model_name`: the ridge Q-model, and a registered model whose champion alias is in place."""
+        if self.model_name is None:
+            return
+        if self.q_model != "ridge":
+            raise InputError("model_name: the registry's comparison on held-out users needs q_model: ridge")
+        champion_version(mlflow.MlflowClient(), self.model_name, self.alias)
 
     def input_tables(self) -> dict:
         tables = {self.transitions: transitions_schema(self.transitions)}
@@ -161,6 +180,8 @@ class _Learned:
     budget: float
     day_tables: list | None  # per day, the transitions as Dask frames (None: in memory)
     frame: pd.DataFrame | None  # the transitions in memory (MLP path)
+    comparison: HoldoutComparison | None = None  # with model_name: challenger and champion on held-out users
+    champion: DeployedMixed | None = None
 
 
 def _level_summary(chunk: pd.DataFrame) -> tuple[pd.DataFrame, frozenset]:
@@ -182,10 +203,17 @@ def _weighted(config: ConstrainedRLConfig, has_propensity: bool) -> bool:
     return weighted
 
 
-def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, seed: int) -> _Learned:
+def _users_side(frame: pd.DataFrame, share: float, salt: str, held: bool) -> pd.DataFrame:
+    """The rows of the held-out users (`held`) or of the others."""
+    return frame[in_holdout(frame["user_id"].to_numpy(), share, salt) == held]
+
+
+def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, seed: int, state_columns: list[str],
+                         split_salt_: str) -> _Learned:
     """Ridge FQI/FQE from sufficient statistics: one pass for the levels, one for the Gram matrices, then each oracle
     call reads the table one day at a time (`day_tables`: a parquet table written one day per file is read once per
-    sweep); bootstrap replicates weight whole episodes."""
+    sweep); bootstrap replicates weight whole episodes. With `model_name`, learned on the training users and
+    compared with the champion on the held-out ones."""
     levels, days = run_statistic(StatisticOf(_level_summary, _merge_levels), table,
                                  columns=["day", "action", "reward", "cost"])
     redeemed = {str(level): (int(row.responses), float(row.cost)) for level, row in levels.iterrows()}
@@ -195,15 +223,33 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     # split so that each pass keeps every core busy
     days = [day.repartition(npartitions=max(day.npartitions, os.cpu_count() or 1))
             for day in day_tables(config.transitions, table, "day", range(horizon), by_row_group=True)]
+    champion, held = None, None
+    if config.model_name is not None:
+        champion = deployed_mixed(config.model_name, config.alias, actions, state_columns)
+        sides = [[day.map_partitions(_users_side, config.holdout_share, split_salt_, held, meta=day._meta)
+                  for day in days] for held in (False, True)]
+        held = ridge_sweeps([Partitions(day) for day in sides[1]], actions=actions, importance_weighted=weighted)
+        days = sides[0]
     sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)
-    budget = config.budget / sweeps.episodes if config.budget is not None else config.budget_per_user
+    users = sweeps.episodes + (held.episodes if held is not None else 0)
+    budget = config.budget / users if config.budget is not None else config.budget_per_user
     mixed = _mixture(sweeps, budget, config, oracle_many=sweeps.best_responses,
                      first=[(-1.0, m) for m in (*_grid(config), STOP_MULTIPLIER)])
     replicates = sweeps.replicates(mixed.components, n_bootstrap=config.bootstrap, random_state=seed)
     reward_models, cost_models = sweeps.one_step()
     paced = paced_policy(lambda ms: sweeps.evaluated_many([(1.0, -m) for m in ms]), cost_models,
                          multipliers=_grid(config), safety=config.safety)
-    return _Learned(mixed, replicates, paced, reward_models, actions, horizon, budget, days, None)
+    comparison = None
+    if held is not None:
+        policies = [*mixed.components, *(champion.fitted.mixed.components if champion else ())]
+        logged = dask.compute(*[day[["reward", "cost"]].sum() for day in sides[1]])
+        comparison = HoldoutComparison.of(
+            mixed.weights, held.evaluate_many(policies),
+            held.replicates(policies, n_bootstrap=config.bootstrap, random_state=seed),
+            champion.fitted.mixed.weights if champion else np.zeros(0), held.episodes,
+            tuple(float(sum(day[key] for day in logged)) / held.episodes for key in ("reward", "cost")))
+    return _Learned(mixed, replicates, paced, reward_models, actions, horizon, budget, days, None, comparison,
+                    champion)
 
 
 def _mlp_in_memory(frame: pd.DataFrame, config: ConstrainedRLConfig, weighted: bool, seed: int) -> _Learned:
@@ -387,7 +433,7 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
         # the ridge kernels multiply tall, thin matrices inside Dask's threads: BLAS threads on top of those only
         # contend (a sweep at 10^6 users x 14 days: 47.8 s with two, 30.6 s with one; RESULTS.md 6c)
         with threadpool_limits(1):
-            learned = _ridge_on_partitions(table, config, weighted, seed)
+            learned = _ridge_on_partitions(table, config, weighted, seed, state_columns, split_salt(context.seed))
     else:
         learned = _mlp_in_memory(table.compute().reset_index(drop=True), config, weighted, seed)
     mixed, actions, horizon, budget = learned.mixed, learned.actions, learned.horizon, learned.budget
@@ -417,6 +463,19 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
         path = Path(folder) / "paced_policy.pkl"
         path.write_bytes(pickle.dumps(learned.paced))
         mlflow.log_artifact(str(path))
+    registry = {}
+    if learned.comparison is not None:
+        registry = register_mixed(info.model_uri, config.model_name, config.alias, learned.comparison,
+                                  learned.champion, budget)
+        context.log.params({"model_name": config.model_name, "challenger_version": registry["version"],
+                            "champion_version": None if learned.champion is None else learned.champion.version,
+                            "rule": registry["rule"], "holdout_share": config.holdout_share})
+        context.log.metrics({"promoted": float(registry["promoted"]),
+                             **{f"holdout.{row.policy}.{key}": float(getattr(row, key))
+                                for row in learned.comparison.to_frame().itertuples()
+                                for key in ("value", "spend", "ci_low", "ci_high")
+                                if np.isfinite(getattr(row, key))}})
+        context.log.table(learned.comparison.to_frame(), "promotion", index=False)
     value, spend = mixed.expected
     context.log.params({"actions": ",".join(map(str, actions)), "horizon": horizon, "q_model": config.q_model,
                         "salt": salt,
@@ -441,6 +500,10 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
         outputs["decisions"] = config.decisions
         summary["decisions"] = (f"day {config.decision_day}: {day_figures['users']:.0f} users, expected cost "
                                 f"{day_figures['expected_cost']:.4g}")
+    if registry:
+        summary["registry"] = (f"{'promoted' if registry['promoted'] else 'kept'}: {registry['rule']}; "
+                               f"{config.alias}: " + (f"{config.model_name} version {registry['champion']}"
+                                                      if registry["champion"] else "none yet"))
     if not truth.empty:
         served = truth.iloc[0]
         context.log.metrics({"true_value": float(served["value"]), "true_spend": float(served["spend"]),
@@ -451,4 +514,5 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
                                      for row in truth.itertuples())
     return StageResult(summary=summary, outputs=outputs,
                        data={"mixed": mixed, "fitted": fitted, "model_uri": info.model_uri, "paced": learned.paced,
+                             "registry": registry, "comparison": learned.comparison,
                              "decisions": config.decisions if decisions is not None else None, "truth": truth})

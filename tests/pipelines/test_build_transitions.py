@@ -217,3 +217,42 @@ def test_a_day_written_in_slices_of_users_is_the_same_table(small_campaign, buil
     assert code == 0, capsys.readouterr().err
     assert len(list(out.glob("part-00002-*.parquet"))) == 3
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(built))
+
+
+def test_the_mixed_policy_is_registered_and_becomes_champion_only_when_it_beats_the_champion_on_held_out_users(
+        built, tmp_path, mlflow_uri, capsys):
+    """With model_name, constrained-rl learns on the training users and evaluates the challenger and the champion on
+    the held-out ones (FQE with the same bootstrap replicates): the first version becomes champion, the same policy
+    again is kept (its lower bound is below its own value), and both runs read the same held-out value of that
+    policy."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    def run(out: str, *extra: str) -> int:
+        return main(["constrained-rl", "--transitions", str(built), "--out", str(tmp_path / out),
+                     "--budget-per-user", "1.0", "--bootstrap", "4", "--pacing-multipliers", "5",
+                     "--model-name", "allocation", "--tracking-uri", mlflow_uri, *extra])
+
+    assert run("first") == 0, capsys.readouterr().err
+    assert run("second") == 0, capsys.readouterr().err
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["campaign"], order_by=["start_time ASC"])
+    stages = runs[runs["tags.campaign.stage"] == "constrained-rl"]
+    first, second = stages.iloc[0], stages.iloc[1]
+    client = MlflowClient(mlflow_uri)
+    assert first["metrics.promoted"] == 1.0 and "the first version" in first["params.rule"]
+    # planned within 1.0 per user on the training users; on the held-out ones about that, where the logs spent 4
+    assert abs(first["metrics.holdout.challenger.spend"] - 1.0) < 0.05 < 3 < first["metrics.holdout.logging.spend"]
+    assert second["metrics.promoted"] == 0.0 and second["params.champion_version"] == "1"
+    assert second["metrics.holdout.champion.value"] == pytest.approx(first["metrics.holdout.challenger.value"],
+                                                                     rel=1e-9)
+    assert {k: str(v) for k, v in client.get_registered_model("allocation").aliases.items()} == {"champion": "1"}
+    version = client.get_model_version("allocation", "2")
+    assert float(version.tags["fqe.value"]) == pytest.approx(second["metrics.holdout.challenger.value"], rel=1e-5)
+    held = 0.2 * pd.read_parquet(built, columns=["user_id"])["user_id"].nunique()
+    assert "held-out users" in second["params.rule"] and abs(int(second["params.rule"].split(" on ")[1].split()[0]
+                                                                 .replace(",", "")) - held) < 0.25 * held
+    assert main(["constrained-rl", "--transitions", str(built), "--out", str(tmp_path / "mlp"), "--q-model", "mlp",
+                 "--model-name", "allocation", "--tracking-uri", mlflow_uri]) == 2
+    assert capsys.readouterr().err.strip() == ("error: constrained-rl: model_name: the registry's comparison on "
+                                               "held-out users needs q_model: ridge")
