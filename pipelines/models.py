@@ -340,12 +340,21 @@ def log_policy_model(fitted: FittedPolicy, name: str, example: pd.DataFrame) -> 
 
 def load_fitted_policy(path_or_uri: str | Path) -> FittedPolicy:
     """The `FittedPolicy` inside a saved or logged policy model (a folder path or an MLflow model URI)."""
+    return load_fitted(path_or_uri, (FittedPolicy,))
+
+
+def load_fitted(path_or_uri: str | Path, kinds: tuple[type, ...] = (FittedPolicy, FittedMixedPolicy)
+                ) -> FittedPolicy | FittedMixedPolicy:
+    """The fitted policy inside a saved or logged campaign model (a bandit policy or a mixed allocation policy),
+    if it is one of `kinds`; one-line InputError otherwise."""
     try:
         model = mlflow.pyfunc.load_model(str(path_or_uri))
     except (OSError, mlflow.exceptions.MlflowException) as error:
         raise InputError(f"policy: cannot load a policy model from {path_or_uri}: {str(error).splitlines()[0]}") \
             from None
-    wrapper = model.unwrap_python_model()
-    if not isinstance(getattr(wrapper, "fitted", None), FittedPolicy):
-        raise InputError(f"policy: {path_or_uri} is not a campaign policy model")
-    return wrapper.fitted
+    fitted = getattr(model.unwrap_python_model(), "fitted", None)
+    if not isinstance(fitted, kinds):
+        what = " or ".join("a campaign policy model" if kind is FittedPolicy else "a mixed allocation policy model"
+                           for kind in kinds)
+        raise InputError(f"policy: {path_or_uri} is not {what}")
+    return fitted

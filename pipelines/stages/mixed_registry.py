@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import InputError
-from pipelines.models import FittedMixedPolicy
+from pipelines.models import FittedMixedPolicy, load_fitted
 from pipelines.stages.promote import HAD_CHAMPION, WAS_CHAMPION, champion_version
 
 
@@ -40,10 +40,7 @@ def deployed_mixed(name: str, alias: str, actions: list, state_columns: list[str
     version = champion_version(mlflow.MlflowClient(), name, alias)
     if version is None:
         return None
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    fitted = getattr(model.unwrap_python_model(), "fitted", None)
-    if not isinstance(fitted, FittedMixedPolicy):
-        raise InputError(f"model_name: version {version.version} of {name!r} is not a mixed allocation policy")
+    fitted = load_fitted(f"models:/{name}/{version.version}", (FittedMixedPolicy,))
     if [str(a) for a in fitted.actions] != [str(a) for a in actions] or fitted.state_columns != state_columns:
         raise InputError(f"model_name: the champion (version {version.version} of {name!r}) decides over actions "
                          f"{fitted.actions} and states {fitted.state_columns[:3]}..., these transitions have "

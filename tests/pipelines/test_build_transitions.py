@@ -252,6 +252,21 @@ def test_the_mixed_policy_is_registered_and_becomes_champion_only_when_it_beats_
     held = 0.2 * pd.read_parquet(built, columns=["user_id"])["user_id"].nunique()
     assert "held-out users" in second["params.rule"] and abs(int(second["params.rule"].split(" on ")[1].split()[0]
                                                                  .replace(",", "")) - held) < 0.25 * held
+    # `decide` serves the champion: each user's component for the campaign, and its incentive level today
+    transitions = pd.read_parquet(built)
+    today = transitions[transitions["day"] == 1][["user_id", "day",
+                                                   *[c for c in transitions.columns if c.startswith("state_")]]]
+    today.to_parquet(tmp_path / "today.parquet", index=False)
+    assert main(["decide", "--users", str(tmp_path / "today.parquet"), "--model-name", "allocation",
+                 "--out", str(tmp_path / "decisions"), "--tracking-uri", mlflow_uri]) == 0
+    decisions = pd.read_parquet(tmp_path / "decisions").set_index("user_id").loc[today["user_id"]]
+    from pipelines.models import load_fitted
+
+    champion = load_fitted(tmp_path / "first")
+    expected = champion.decide(today.reset_index(drop=True))
+    np.testing.assert_array_equal(decisions["arm"].to_numpy(), expected["action"].astype(str).to_numpy())
+    np.testing.assert_allclose(decisions["propensity"].to_numpy(), expected["propensity"].to_numpy())
+    assert set(decisions["decision_key"]) == {""} and set(decisions["model_version"]) == {"1"}
     assert main(["constrained-rl", "--transitions", str(built), "--out", str(tmp_path / "mlp"), "--q-model", "mlp",
                  "--model-name", "allocation", "--tracking-uri", mlflow_uri]) == 2
     assert capsys.readouterr().err.strip() == ("error: constrained-rl: model_name: the registry's comparison on "
