@@ -274,25 +274,35 @@ def promotions(frame: pd.DataFrame) -> pd.DataFrame:
 
 def loop_figure(frame: pd.DataFrame):
     """Per day: expected purchases per decision of the loop, the logging policy, the feature ceiling and the oracle,
-    promotions marked; and the loop's cumulative share of the ceiling's and the oracle's gain over logging."""
+    each promotion's reported OPE interval beside what its version delivered when it served (the next day); the
+    loop's regret per day against the ceiling and the oracle; and its cumulative share of their gain over logging."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 6))
-    top, bottom = figure.subplots(2, 1, sharex=True)
-    day = range(len(frame))
+    figure = Figure(figsize=(8, 8.5))
+    top, middle, bottom = figure.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1, 1]})
+    day = np.arange(len(frame))
     for column, label, style in (("oracle_value", "oracle (full truth)", "--"),
                                  ("ceiling_value", "feature ceiling", "-."), ("served_value", "the loop", "-"),
                                  ("logging_value", "logging policy", ":")):
         top.plot(day, frame[column], style, label=label)
-    for promoted in frame.index[frame["promoted"]]:
-        top.axvline(promoted + 1, color="tab:green", alpha=0.3)  # the promoted champion serves the next day
+    gate = promotions(frame)
+    if len(gate):  # the promoted version serves from the next day: its interval is drawn there
+        served_from = frame.index[frame["promoted"]].to_numpy() + 1
+        top.errorbar(served_from, gate["estimate"], yerr=[gate["estimate"] - gate["ci_low"],
+                                                          gate["ci_high"] - gate["estimate"]],
+                     fmt="o", color="tab:green", capsize=3, label="promoted: reported OPE interval")
+        top.plot(served_from, gate["delivered_next_day"], "x", color="black", label="promoted: delivered")
     top.set_ylabel("expected purchases per decision")
-    top.legend(fontsize=8)
+    top.legend(fontsize=7)
+    for reference, style in (("ceiling", "-."), ("oracle", "--")):
+        middle.plot(day, frame[f"{reference}_value"] - frame["served_value"], style, label=f"against the {reference}")
+    middle.set_ylabel("regret per decision")
+    middle.legend(fontsize=7)
     for reference in ("ceiling", "oracle"):
         share = [cumulative_share(frame.iloc[:end], reference) for end in range(1, len(frame) + 1)]
         bottom.plot(day, share, label=f"of the {reference}'s gain")
     bottom.set_ylabel("cumulative share")
     bottom.set_xlabel("day")
-    bottom.legend(fontsize=8)
+    bottom.legend(fontsize=7)
     figure.tight_layout()
     return figure
