@@ -25,6 +25,8 @@ from functools import cached_property
 
 import numpy as np
 
+from causal_fs._table_kernels import replicate_sums
+
 STATISTICS = ("rows", "weight", "wy", "wyy")
 
 
@@ -140,51 +142,24 @@ def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight
     shuffling every feature column together, and needs no re-binning; a user permutation moves the code columns.
     """
     n_rows = len(arms)
-    cell_base = (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[:, None] + codes
+    cell_base = np.array(codes.T, dtype=np.int64, order="C")  # a copy, (rows, features): a row's cells side by side
+    cell_base += (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[None, :]
     cell_base *= layout.n_arms
     binary = bool(np.all((reward == 0) | (reward == 1)))
     out = [np.empty((len(replicates), *layout.shape()[1:])) for _ in STATISTICS]
+    none = np.zeros(0, dtype=np.int64)
+    weight = np.zeros(0) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    arms, reward = np.ascontiguousarray(arms, dtype=np.int64), np.ascontiguousarray(reward, dtype=np.float64)
+    scratch = np.empty((layout.cells, 2, 2) if binary else (0, 2, 2))
     for position, replicate in enumerate(replicates):
         rng = np.random.default_rng([*seed, replicate])
-        target = [array[position] for array in out]
-        if replicate == 0:
-            _one_replicate(cell_base, arms, reward, weight, None, layout, binary, target)
-        elif replicate <= layout.n_permutations and users is None:
+        columns, order, resample = none, none, np.zeros(0)
+        if 0 < replicate <= layout.n_permutations and users is None:
             order = rng.permutation(n_rows)
-            _one_replicate(cell_base, arms[order], reward[order], None if weight is None else weight[order], None,
-                           layout, binary, target)
-        elif replicate <= layout.n_permutations:
-            _one_replicate(cell_base[:, users.partner_rows(rng)], arms, reward, weight, None, layout, binary, target)
-        else:
+        elif 0 < replicate <= layout.n_permutations:
+            columns = users.partner_rows(rng)
+        elif replicate > layout.n_permutations:
             resample = rng.poisson(1.0, n_rows).astype(np.float64) if users is None else users.weights(rng)
-            _one_replicate(cell_base, arms, reward, weight, resample, layout, binary, target)
+        replicate_sums(cell_base, columns, order, arms, reward, resample, weight, binary,
+                       *(array[position].reshape(-1) for array in out), scratch)
     return Tables(*out)
-
-
-def _one_replicate(cell_base: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
-                   resample: np.ndarray | None, layout: Layout, binary: bool, out: list[np.ndarray]) -> None:
-    """Write one replicate's rows, weight, wy and wyy tables into `out` (four (features, bins, arms) arrays)."""
-    n_features = cell_base.shape[0]
-    unit = resample if weight is None else (weight if resample is None else resample * weight)
-
-    def total(index: np.ndarray, values: np.ndarray | None, cells: int) -> np.ndarray:
-        repeated = None if values is None else np.tile(values, n_features)
-        return np.bincount(index, weights=repeated, minlength=cells).astype(np.float64, copy=False)
-
-    rows, weights, wy, wyy = out
-    if binary:  # 0/1 rewards: counts per (cell, reward) give every statistic, wy = wyy
-        index = (cell_base * 2 + (arms * 2 + reward.astype(np.int64))[None, :]).ravel()
-        counts = total(index, resample, layout.cells * 2).reshape(*rows.shape, 2)
-        np.add(counts[..., 0], counts[..., 1], out=rows)
-        if unit is not resample:
-            counts = total(index, unit, layout.cells * 2).reshape(*rows.shape, 2)
-        np.add(counts[..., 0], counts[..., 1], out=weights)
-        wy[...] = counts[..., 1]
-        wyy[...] = counts[..., 1]
-        return
-    index = (cell_base + arms[None, :]).ravel()
-    unit = np.ones(len(arms)) if unit is None else unit
-    rows[...] = total(index, resample, layout.cells).reshape(rows.shape)
-    weights[...] = total(index, unit, layout.cells).reshape(rows.shape)
-    wy[...] = total(index, unit * reward, layout.cells).reshape(rows.shape)
-    wyy[...] = total(index, unit * reward * reward, layout.cells).reshape(rows.shape)

@@ -173,3 +173,68 @@ def test_causalml_compat_scores_in_blocks_equal_one_block():
     blocks = score_features(data, ["x", "y"], replicate_memory_mb=0.25, **options)
     assert whole.passes == 1 and blocks.passes > 5
     pd.testing.assert_frame_equal(whole.to_frame(), blocks.to_frame())
+
+
+def _bincount_tables(codes, arms, reward, weight, layout, replicates, seed, users):
+    """The tables by four `np.bincount` calls over the (features, rows) cell index per replicate: the form the
+    compiled pass replaced, kept here as its reference."""
+    cell_base = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms
+    binary = bool(np.all((reward == 0) | (reward == 1)))
+    out = [np.empty((len(replicates), *layout.shape()[1:])) for _ in range(4)]
+    for position, replicate in enumerate(replicates):
+        rng = np.random.default_rng([*seed, replicate])
+        base, a, y, w, resample = cell_base, arms, reward, weight, None
+        if 0 < replicate <= layout.n_permutations and users is None:
+            order = rng.permutation(len(arms))
+            a, y, w = arms[order], reward[order], None if weight is None else weight[order]
+        elif 0 < replicate <= layout.n_permutations:
+            base = cell_base[:, users.partner_rows(rng)]
+        elif replicate > layout.n_permutations:
+            resample = rng.poisson(1.0, len(arms)).astype(float) if users is None else users.weights(rng)
+        unit = resample if w is None else (w if resample is None else resample * w)
+
+        def total(index, values, cells):
+            repeated = None if values is None else np.tile(values, layout.n_features)
+            return np.bincount(index, weights=repeated, minlength=cells).astype(float)
+
+        rows, weights, wy, wyy = (array[position] for array in out)
+        if binary:
+            index = (base * 2 + (a * 2 + y.astype(np.int64))[None, :]).ravel()
+            counts = total(index, resample, layout.cells * 2).reshape(*rows.shape, 2)
+            rows[...] = counts[..., 0] + counts[..., 1]
+            if unit is not resample:
+                counts = total(index, unit, layout.cells * 2).reshape(*rows.shape, 2)
+            weights[...] = counts[..., 0] + counts[..., 1]
+            wy[...] = wyy[...] = counts[..., 1]
+        else:
+            index = (base + a[None, :]).ravel()
+            unit = np.ones(len(a)) if unit is None else unit
+            rows[...] = total(index, resample, layout.cells).reshape(rows.shape)
+            weights[...] = total(index, unit, layout.cells).reshape(rows.shape)
+            wy[...] = total(index, unit * y, layout.cells).reshape(rows.shape)
+            wyy[...] = total(index, unit * y * y, layout.cells).reshape(rows.shape)
+    return out
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("by_user", [False, True])
+def test_the_compiled_pass_gives_the_bincount_tables_bit_for_bit(binary, weighted, by_user):
+    from causal_fs.tables import Layout, Users, chunk_tables
+
+    rng = np.random.default_rng(3)
+    n, layout = 2_000, Layout(4, 6, 3, 15, 15)
+    codes = rng.integers(0, 6, size=(4, n))
+    arms = rng.integers(0, 3, n)
+    reward = (rng.random(n) < 0.3).astype(float) if binary else rng.normal(size=n)
+    weight = rng.uniform(0.5, 3.0, n) if weighted else None
+    users = Users.of_sorted(np.sort(rng.integers(0, 500, n))) if by_user else None
+    before = codes.copy()
+    ours = chunk_tables(codes, arms, reward, weight, layout, range(0, 31), [5, 6], users)
+    reference = _bincount_tables(codes, arms, reward, weight, layout, range(0, 31), [5, 6], users)
+    for name, expected in zip(("rows", "weight", "wy", "wyy"), reference, strict=True):
+        np.testing.assert_array_equal(getattr(ours, name), expected, err_msg=name)
+    np.testing.assert_array_equal(codes, before)  # the caller's codes are not touched
+    one = chunk_tables(codes[:1], arms, reward, weight, Layout(1, 6, 3, 15, 15), range(0, 2), [5, 6], users)
+    np.testing.assert_array_equal(codes, before)  # nor a single feature's (its transpose is contiguous)
+    assert one.rows.shape == (2, 1, 6, 3)
