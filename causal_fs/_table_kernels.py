@@ -41,7 +41,11 @@ def replicate_sums(cell_base: np.ndarray, columns: np.ndarray, order: np.ndarray
         r = resample[source] if has_resample else 1.0
         u = r * weight[source] if (has_resample and has_weight) else (weight[source] if has_weight else r)
         arm = arms[source]
-        if binary:
+        if binary and not has_weight:  # u is r: one sum per (cell, reward) gives both
+            y = 1 if reward[source] == 1.0 else 0
+            for f in range(n_features):
+                scratch[cell_base[column, f] + arm, y, 0] += r
+        elif binary:
             y = 1 if reward[source] == 1.0 else 0
             for f in range(n_features):
                 cell = cell_base[column, f] + arm
@@ -58,8 +62,20 @@ def replicate_sums(cell_base: np.ndarray, columns: np.ndarray, order: np.ndarray
                 wy[cell] += uy
                 wyy[cell] += uyy
     if binary:
+        w = 1 if has_weight else 0
         for cell in range(rows.size):
             rows[cell] = scratch[cell, 0, 0] + scratch[cell, 1, 0]
-            weights[cell] = scratch[cell, 0, 1] + scratch[cell, 1, 1]
-            wy[cell] = scratch[cell, 1, 1]
-            wyy[cell] = scratch[cell, 1, 1]
+            weights[cell] = scratch[cell, 0, w] + scratch[cell, 1, w]
+            wy[cell] = scratch[cell, 1, w]
+            wyy[cell] = scratch[cell, 1, w]
+
+
+@njit(cache=True, nogil=True)
+def poisson_of_uniform(uniform: np.ndarray, cdf: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = the Poisson count whose CDF interval holds uniform[i] (inverse-CDF sampling): the number of CDF
+    values at or below it. `cdf` is increasing and ends at or above 1 - 2^-53."""
+    for i in range(uniform.size):
+        k = 0
+        while k < cdf.size - 1 and cdf[k] <= uniform[i]:
+            k += 1
+        out[i] = k

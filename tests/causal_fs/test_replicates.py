@@ -14,7 +14,7 @@ import pytest
 from campaign_core import InputError
 from causal_fs import score_features
 from causal_fs.scores import PROBABILITY_CLIP, _bernoulli_pair_sum, _gaussian_pair_sum
-from causal_fs.tables import Users
+from causal_fs.tables import Users, poisson_ones
 
 
 def _pairwise(shares, kl):
@@ -190,7 +190,7 @@ def _bincount_tables(codes, arms, reward, weight, layout, replicates, seed, user
         elif 0 < replicate <= layout.n_permutations:
             base = cell_base[:, users.partner_rows(rng)]
         elif replicate > layout.n_permutations:
-            resample = rng.poisson(1.0, len(arms)).astype(float) if users is None else users.weights(rng)
+            resample = poisson_ones(rng, len(arms)) if users is None else users.weights(rng)
         unit = resample if w is None else (w if resample is None else resample * w)
 
         def total(index, values, cells):
@@ -238,3 +238,16 @@ def test_the_compiled_pass_gives_the_bincount_tables_bit_for_bit(binary, weighte
     one = chunk_tables(codes[:1], arms, reward, weight, Layout(1, 6, 3, 15, 15), range(0, 2), [5, 6], users)
     np.testing.assert_array_equal(codes, before)  # nor a single feature's (its transpose is contiguous)
     assert one.rows.shape == (2, 1, 6, 3)
+
+
+def test_the_bootstrap_weights_are_poisson_one():
+    """Inverse-CDF draws: the counts 0..5 in 10^6 draws against Poisson(1) by chi-square, and the mean and variance."""
+    from scipy import stats
+
+    draws = poisson_ones(np.random.default_rng(4), 1_000_000)
+    observed = np.bincount(draws.astype(np.int64), minlength=7)[:7].astype(float)
+    observed[6] = (draws >= 6).sum()
+    expected = np.r_[stats.poisson.pmf(np.arange(6), 1.0), stats.poisson.sf(5, 1.0)] * draws.size
+    assert stats.chisquare(observed, expected).pvalue > 0.001
+    assert abs(draws.mean() - 1) < 0.005 and abs(draws.var() - 1) < 0.01
+    assert poisson_ones(np.random.default_rng(4), 10).dtype == np.float64
