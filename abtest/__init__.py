@@ -2,7 +2,7 @@
 design before launch, and read out with estimators that account for interference.
 
     graph = build_graph(edges, users)
-    clusters = cluster_graph(graph, method="louvain", max_cluster_size=500, random_state=7)
+    clusters = cluster_graph(graph, max_cluster_size=500, random_state=7)  # Leiden
     groups = assign(clusters, salt="spring-invite-2026", p=0.5)
     design_diagnostics(graph, groups).summary()
     readout(outcomes, groups, metric="conversions", graph=graph).to_frame()

@@ -65,17 +65,19 @@ class Clustering:
                 "singleton_clusters": int(np.sum(sizes == 1))}
 
 
-def cluster_graph(graph_or_edges, *, users=None, method: str = "louvain", resolution: float = 1.0,
+def cluster_graph(graph_or_edges, *, users=None, method: str = "leiden", resolution: float = 1.0,
                   max_cluster_size: int | None = None, random_state: int = 0, backend: str = "auto",
                   link_predictor=None, past_kind: str = "invite") -> Clustering:
     """Cluster users for randomization.
 
     graph_or_edges: an `InteractionGraph`, or an edges table (`src`, `dst`, optional `weight`, `kind`) that is
         built with `build_graph(edges, users)`.
-    method: "louvain" on the given graph; "linklouvain" on the graph of predicted interactions (needs an edges
-        table whose edges of kind `past_kind` are past interactions; see `abtest.linkpred`); "leiden" on the given
-        graph (igraph's Leiden with the modularity objective: the fastest on large graphs, clusters always
-        connected; no networkx backend); "connected_components".
+    method: "leiden" (the default) on the given graph: igraph's Leiden with the modularity objective, clusters
+        always connected, no networkx backend; at 10^6 edges 17.7-26.6x networkx's Louvain with equal or higher
+        modularity, where igraph's own Louvain, the floor of "louvain", is 8-11x (benchmarks/RESULTS.md 7a).
+        "louvain" on the given graph (networkx up to 20,000 edges, igraph above, with `backend="auto"`);
+        "linklouvain" on the graph of predicted interactions (needs an edges table whose edges of kind `past_kind`
+        are past interactions; see `abtest.linkpred`); "connected_components".
     resolution: the modularity resolution of Louvain and Leiden (higher: more, smaller clusters).
     max_cluster_size: users per cluster at most; larger clusters are re-split.
     random_state: seeds Louvain / Leiden (and, for "linklouvain", the link prediction's draws).

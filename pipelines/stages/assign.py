@@ -2,10 +2,10 @@
 
 1. Graph: `abtest.build_graph` on the edges table (edges of `kinds`, or all), restricted to the users table when one
    is given (edges naming other users are dropped and the count logged).
-2. Clusters: Louvain on that graph, LinkLouvain (a link predictor trained on past interactions of kind `past_kind`
-   scores friend and friend-of-friend pairs; Louvain on the predicted graph), Leiden on that graph, or connected
-   components; clusters above `max_cluster_size` are re-split. The demo uses Leiden: on the synthetic campaign it
-   cuts less of the hidden interaction weight than Louvain (benchmarks/RESULTS.md section 7) and runs faster.
+2. Clusters: Leiden on that graph (the default: on the synthetic campaign it cuts less of the hidden interaction
+   weight than Louvain and runs faster, benchmarks/RESULTS.md section 7), Louvain on that graph, LinkLouvain (a link
+   predictor trained on past interactions of kind `past_kind` scores friend and friend-of-friend pairs; Louvain on
+   the predicted graph), or connected components; clusters above `max_cluster_size` are re-split.
 3. Assignment: a deterministic function of (cluster, salt); the salt defaults to one derived from the job seed.
 4. Diagnostics to MLflow: clusters and their sizes (histogram), share of edge weight cut, share of neighbours in the
    same cluster and arm, covariate balance (users-table numeric columns), exposure probabilities.
@@ -40,8 +40,8 @@ class AssignConfig(StageConfig):
                                         "exposure_p0")
     kinds: list[str] | None = Field(None, description="edge kinds that make the graph (none: all)")
     method: Literal["louvain", "linklouvain", "leiden", "connected_components"] = Field(
-        "louvain", description="louvain on the graph; linklouvain on predicted interactions; leiden on the graph "
-                               "(igraph, fastest on large graphs); connected components")
+        "leiden", description="leiden on the graph (igraph, fastest on large graphs, connected clusters); louvain "
+                              "on the graph; linklouvain on predicted interactions; connected components")
     past_kind: str = Field("invite", description="linklouvain: edge kind of past interactions (training labels)")
     link_model: Literal["features", "gnn"] = Field("features", description="linklouvain: feature classifier or "
                                                                            "torch GNN link predictor")

@@ -51,7 +51,7 @@ def test_modularity_equals_networkx_on_weighted_graph(weighted_graph, resolution
 
 
 def test_clustering_reports_modularity_of_its_own_labels(weighted_graph):
-    clusters = cluster_graph(weighted_graph, resolution=1.7, random_state=3)
+    clusters = cluster_graph(weighted_graph, method="louvain", resolution=1.7, random_state=3)
     want = nx.community.modularity(weighted_graph.to_networkx(), communities(clusters.cluster), weight="weight",
                                    resolution=1.7)
     assert clusters.modularity == pytest.approx(want, abs=1e-12)
@@ -65,7 +65,7 @@ def test_clustering_reports_modularity_of_its_own_labels(weighted_graph):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_louvain_backends_reach_the_planted_modularity(planted, backend):
     planted_q = modularity(planted, np.arange(planted.n_users) // 25)
-    clusters = cluster_graph(planted, random_state=0, backend=backend)
+    clusters = cluster_graph(planted, method="louvain", random_state=0, backend=backend)
     assert clusters.modularity == pytest.approx(planted_q, abs=0.02)
     # and it recovers the planted communities (they are well separated): most pairs agree
     same_found = clusters.cluster[planted.src] == clusters.cluster[planted.dst]
@@ -74,8 +74,8 @@ def test_louvain_backends_reach_the_planted_modularity(planted, backend):
 
 
 def test_backends_agree_with_each_other(planted):
-    a = cluster_graph(planted, random_state=5, backend="networkx").modularity
-    b = cluster_graph(planted, random_state=5, backend="igraph").modularity
+    a = cluster_graph(planted, method="louvain", random_state=5, backend="networkx").modularity
+    b = cluster_graph(planted, method="louvain", random_state=5, backend="igraph").modularity
     assert abs(a - b) < 0.02
 
 
@@ -83,21 +83,22 @@ def test_backends_agree_with_each_other(planted):
 def test_same_seed_gives_identical_clusters(backend):
     """Watts-Strogatz: different seeds give different partitions, so equality under one seed is informative."""
     graph = watts_strogatz(400, 6, 0.1, random_state=3)
-    first = cluster_graph(graph, random_state=0, backend=backend).cluster
-    other = cluster_graph(graph, random_state=1, backend=backend).cluster  # interleaved: no state carried over
-    again = cluster_graph(graph, random_state=0, backend=backend).cluster
+    # interleaved: no state carried over
+    first = cluster_graph(graph, method="louvain", random_state=0, backend=backend).cluster
+    other = cluster_graph(graph, method="louvain", random_state=1, backend=backend).cluster
+    again = cluster_graph(graph, method="louvain", random_state=0, backend=backend).cluster
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
 
 
 def test_auto_backend_uses_networkx_on_small_graphs(planted):
-    np.testing.assert_array_equal(cluster_graph(planted, random_state=2).cluster,
-                                  cluster_graph(planted, random_state=2, backend="networkx").cluster)
+    np.testing.assert_array_equal(cluster_graph(planted, method="louvain", random_state=2).cluster,
+                                  cluster_graph(planted, method="louvain", random_state=2, backend="networkx").cluster)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_max_cluster_size_on_planted_partition(planted, backend):
-    clusters = cluster_graph(planted, random_state=0, backend=backend, max_cluster_size=10)
+    clusters = cluster_graph(planted, method="louvain", random_state=0, backend=backend, max_cluster_size=10)
     assert clusters.sizes.max() <= 10
     assert clusters.sizes.sum() == planted.n_users
     # splitting happens inside the planted communities: at least 3 parts for each 25, not shattered into singletons
@@ -109,7 +110,7 @@ def test_max_cluster_size_on_planted_partition(planted, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_max_cluster_size_on_a_clique(backend):
     clique = graph_from_networkx(nx.complete_graph(30))
-    clusters = cluster_graph(clique, random_state=0, backend=backend, max_cluster_size=7)
+    clusters = cluster_graph(clique, method="louvain", random_state=0, backend=backend, max_cluster_size=7)
     assert clusters.sizes.max() <= 7 and clusters.sizes.sum() == 30
     # all parts touch each other, so no two could be merged under the cap: at most one part is <= 7/2
     assert clusters.n_clusters <= 2 * 30 // 7 + 1
@@ -118,14 +119,14 @@ def test_max_cluster_size_on_a_clique(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_max_cluster_size_on_a_star(backend):
     star = graph_from_networkx(nx.star_graph(40))  # centre 0 and 40 leaves
-    clusters = cluster_graph(star, random_state=0, backend=backend, max_cluster_size=5)
+    clusters = cluster_graph(star, method="louvain", random_state=0, backend=backend, max_cluster_size=5)
     assert clusters.sizes.max() <= 5 and clusters.sizes.sum() == 41
     assert clusters.sizes[clusters.cluster[0]] == 5  # the centre's cluster is filled up to the cap
 
 
 @pytest.mark.parametrize("cap", [1, 3])
 def test_max_cluster_size_small_caps(planted, cap):
-    clusters = cluster_graph(planted, random_state=0, max_cluster_size=cap)
+    clusters = cluster_graph(planted, method="louvain", random_state=0, max_cluster_size=cap)
     assert clusters.sizes.max() <= cap
 
 
@@ -151,12 +152,12 @@ def test_several_clusters_do_not_warn(planted):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SingleClusterWarning)
         assert cluster_graph(two_cycles, method="connected_components").n_clusters == 2
-        assert cluster_graph(planted, random_state=0).n_clusters > 1
+        assert cluster_graph(planted, method="louvain", random_state=0).n_clusters > 1
 
 
 def test_louvain_at_tiny_resolution_warns_single_cluster(planted):
     with pytest.warns(SingleClusterWarning, match="louvain"):
-        assert cluster_graph(planted, resolution=0.01, random_state=0).n_clusters == 1
+        assert cluster_graph(planted, method="louvain", resolution=0.01, random_state=0).n_clusters == 1
 
 
 def test_canonical_labels_by_decreasing_size_ties_by_smallest_member():
@@ -220,7 +221,7 @@ def test_leiden_modularity_is_at_least_louvains_and_clusters_are_connected():
     Louvain, and its refinement guarantees that every cluster is connected."""
     graph = watts_strogatz(2_000, 8, 0.2, random_state=4)
     leiden = cluster_graph(graph, method="leiden", random_state=0)
-    louvain = cluster_graph(graph, random_state=0, backend="igraph")
+    louvain = cluster_graph(graph, method="louvain", random_state=0, backend="igraph")
     assert leiden.modularity >= louvain.modularity - 0.005
     reference = graph.to_networkx()
     for members in communities(leiden.cluster):
@@ -240,3 +241,16 @@ def test_leiden_same_seed_same_clusters_and_size_cap():
 def test_leiden_has_no_networkx_backend(planted):
     with pytest.raises(ValueError, match="backend: leiden runs on igraph only"):
         cluster_graph(planted, method="leiden", backend="networkx")
+
+
+def test_leiden_is_the_default_method_of_the_library_and_of_the_assign_stage(planted):
+    """Leiden is the default: it is the faster of the two at scale (RESULTS.md 7a) and its clusters are connected;
+    Louvain stays available by name."""
+    from pipelines.stages.assign import AssignConfig
+
+    default = cluster_graph(planted, random_state=0)
+    leiden = cluster_graph(planted, method="leiden", random_state=0)
+    assert default.method == "leiden"
+    np.testing.assert_array_equal(default.cluster, leiden.cluster)
+    assert AssignConfig.model_fields["method"].default == "leiden"
+    assert cluster_graph(planted, method="louvain", random_state=0).method == "louvain"

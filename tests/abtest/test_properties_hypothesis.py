@@ -156,8 +156,8 @@ def test_size_cap_refines_the_uncapped_clustering(n, density, cap, seed, backend
     graph = graph_from_networkx(nx.gnp_random_graph(n, density, seed=seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SingleClusterWarning)
-        free = cluster_graph(graph, random_state=seed, backend=backend).cluster
-        capped = cluster_graph(graph, random_state=seed, backend=backend, max_cluster_size=cap)
+        free = cluster_graph(graph, method="louvain", random_state=seed, backend=backend).cluster
+        capped = cluster_graph(graph, method="louvain", random_state=seed, backend=backend, max_cluster_size=cap)
     assert capped.sizes.max() <= cap and capped.sizes.sum() == n
     np.testing.assert_array_equal(canonical_labels(capped.cluster), capped.cluster)
     for c in range(capped.n_clusters):
