@@ -346,12 +346,23 @@ def _grouped_by_user(chunk: pd.DataFrame, options: ScoringOptions) -> tuple[pd.D
 
 def _causalml_bins(values: Any, name: str, n_bins: int) -> FeatureBins:
     """CausalML's qcut bins as our right-closed bins (the same codes as `pd.qcut(..., labels=False)`)."""
-    x = numeric_values(values)
-    try:
-        _, edges = pd.qcut(x, n_bins, retbins=True, duplicates="drop")
-    except (ValueError, IndexError):  # a constant column has no bins at all
-        edges = np.array([np.nanmin(x), np.nanmax(x)])
+    edges = qcut_edges(numeric_values(values), n_bins)  # one edge for a constant column: no bins at all
     return FeatureBins(name, False, edges=np.asarray(edges[1:-1], dtype=np.float64))
+
+
+def qcut_edges(x: np.ndarray, n_bins: int) -> np.ndarray:
+    """The edges `pd.qcut(x, n_bins, retbins=True, duplicates="drop")` returns, without the codes it assigns and then
+    discards: linear quantiles of the non-NaN values at pandas' levels (linspace, nudged up one ulp where n_bins x
+    level is not an integer, as `pd.qcut` does), repeated edges dropped (one edge for a constant column, [nan] for
+    one without values). Bit-identical to pandas' edges (tested), in about half its time."""
+    finite = x[~np.isnan(x)]
+    if finite.size == 0:
+        return np.array([np.nan])
+    levels = np.linspace(0, 1, n_bins + 1)
+    np.putmask(levels, n_bins * levels != np.arange(n_bins + 1), np.nextafter(levels, 1))
+    edges = np.quantile(finite, levels, method="linear")
+    unique = pd.unique(edges)
+    return unique if len(unique) < len(edges) and len(edges) != 2 else edges
 
 
 # --- scores and significance ------------------------------------------------------------------------------------
