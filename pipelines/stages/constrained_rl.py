@@ -209,7 +209,7 @@ def _users_side(frame: pd.DataFrame, share: float, salt: str, held: bool) -> pd.
 
 
 def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, seed: int, state_columns: list[str],
-                         split_salt_: str) -> _Learned:
+                         holdout_salt: str) -> _Learned:
     """Ridge FQI/FQE from sufficient statistics: one pass for the levels, one for the Gram matrices, then each oracle
     call reads the table one day at a time (`day_tables`: a parquet table written one day per file is read once per
     sweep); bootstrap replicates weight whole episodes. With `model_name`, learned on the training users and
@@ -223,14 +223,13 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     # split so that each pass keeps every core busy
     days = [day.repartition(npartitions=max(day.npartitions, os.cpu_count() or 1))
             for day in day_tables(config.transitions, table, "day", range(horizon), by_row_group=True)]
-    champion, held = None, None
-    if config.model_name is not None:
+    champion, held, learn_on = None, None, days
+    if config.model_name is not None:  # learn on the training users, compare on the held-out ones
         champion = deployed_mixed(config.model_name, config.alias, actions, state_columns)
-        sides = [[day.map_partitions(_users_side, config.holdout_share, split_salt_, held, meta=day._meta)
-                  for day in days] for held in (False, True)]
-        held = ridge_sweeps([Partitions(day) for day in sides[1]], actions=actions, importance_weighted=weighted)
-        days = sides[0]
-    sweeps = ridge_sweeps([Partitions(day) for day in days], actions=actions, importance_weighted=weighted)
+        learn_on, held_out = ([day.map_partitions(_users_side, config.holdout_share, holdout_salt, side,
+                                                  meta=day._meta) for day in days] for side in (False, True))
+        held = ridge_sweeps([Partitions(day) for day in held_out], actions=actions, importance_weighted=weighted)
+    sweeps = ridge_sweeps([Partitions(day) for day in learn_on], actions=actions, importance_weighted=weighted)
     users = sweeps.episodes + (held.episodes if held is not None else 0)
     budget = config.budget / users if config.budget is not None else config.budget_per_user
     mixed = _mixture(sweeps, budget, config, oracle_many=sweeps.best_responses,
@@ -242,7 +241,7 @@ def _ridge_on_partitions(table, config: ConstrainedRLConfig, weighted: bool, see
     comparison = None
     if held is not None:
         policies = [*mixed.components, *(champion.fitted.mixed.components if champion else ())]
-        logged = dask.compute(*[day[["reward", "cost"]].sum() for day in sides[1]])
+        logged = dask.compute(*[day[["reward", "cost"]].sum() for day in held_out])
         comparison = HoldoutComparison.of(
             mixed.weights, held.evaluate_many(policies),
             held.replicates(policies, n_bootstrap=config.bootstrap, random_state=seed),

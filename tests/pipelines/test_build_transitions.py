@@ -233,8 +233,12 @@ def test_the_mixed_policy_is_registered_and_becomes_champion_only_when_it_beats_
                      "--budget-per-user", "1.0", "--bootstrap", "4", "--pacing-multipliers", "5",
                      "--model-name", "allocation", "--tracking-uri", mlflow_uri, *extra])
 
-    assert run("first") == 0, capsys.readouterr().err
+    assert run("first", "--decisions", str(tmp_path / "day1"), "--decision-day", "1") == 0, capsys.readouterr().err
     assert run("second") == 0, capsys.readouterr().err
+    # learned on the training users, it still decides for every user of the day
+    transitions = pd.read_parquet(built)
+    assert sorted(pd.read_parquet(tmp_path / "day1")["user_id"]) == sorted(
+        transitions.loc[transitions["day"] == 1, "user_id"])
     mlflow.set_tracking_uri(mlflow_uri)
     runs = mlflow.search_runs(experiment_names=["campaign"], order_by=["start_time ASC"])
     stages = runs[runs["tags.campaign.stage"] == "constrained-rl"]
@@ -253,7 +257,6 @@ def test_the_mixed_policy_is_registered_and_becomes_champion_only_when_it_beats_
     assert "held-out users" in second["params.rule"] and abs(int(second["params.rule"].split(" on ")[1].split()[0]
                                                                  .replace(",", "")) - held) < 0.25 * held
     # `decide` serves the champion: each user's component for the campaign, and its incentive level today
-    transitions = pd.read_parquet(built)
     today = transitions[transitions["day"] == 1][["user_id", "day",
                                                    *[c for c in transitions.columns if c.startswith("state_")]]]
     today.to_parquet(tmp_path / "today.parquet", index=False)
