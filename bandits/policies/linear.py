@@ -18,6 +18,7 @@ from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
+from bandits.policies._linear_kernels import PAIRWISE_BLOCK, ucb_probabilities, widths
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
 
@@ -160,12 +161,19 @@ class LinearPolicy(BasePolicy):
 
     def _mean_and_width(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean reward x'theta_k and width sqrt(x' A_k^-1 x) for each row and arm, (n, K) each."""
-        Z = design(X, self.fit_intercept)
+        mean, projected = self._mean_and_projected(X)
         n_arms, d = self.theta_.shape
-        projected = Z @ self._stacked_factors
-        projected *= projected
-        width = np.sqrt(projected.reshape(len(Z), n_arms, d).sum(axis=2))
-        return Z @ self.theta_.T, width
+        if d > PAIRWISE_BLOCK:  # numpy sums a longer run in another order: keep its arithmetic
+            return mean, np.sqrt((projected * projected).reshape(len(mean), n_arms, d).sum(axis=2))
+        width = np.empty_like(mean)
+        widths(projected, n_arms, width)
+        return mean, width
+
+    def _mean_and_projected(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean reward x'theta_k (n, K) and the contexts projected on every arm's factor F_k (n, K d), whose row
+        blocks' squared norms are the squared widths x' A_k^-1 x."""
+        Z = design(X, self.fit_intercept)
+        return Z @ self.theta_.T, Z @ self._stacked_factors
 
     def _check_X(self, X) -> np.ndarray:
         self._cold_start(X)
@@ -189,8 +197,13 @@ class LinUCB(LinearPolicy):
         return mean + self.alpha * width
 
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
-        mean, width = self._mean_and_width(X)
-        return argmax_probabilities(mean + self.alpha * width)
+        if self.theta_.shape[1] > PAIRWISE_BLOCK:
+            mean, width = self._mean_and_width(X)
+            return argmax_probabilities(mean + self.alpha * width)
+        mean, projected = self._mean_and_projected(X)
+        out = np.empty_like(mean)
+        ucb_probabilities(projected, mean, float(self.alpha), out)
+        return out
 
 
 class LinEpsilonGreedy(LinearPolicy):

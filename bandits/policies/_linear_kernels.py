@@ -1,0 +1,77 @@
+"""Compiled per-row pass of the linear policies' scoring (numba): uncertainty widths, and LinUCB's probabilities.
+
+The widths are sqrt(sum_j P[r, k d + j]^2) over the projected contexts P = Z F (F F' = A_k^-1 per arm), summed in
+numpy's pairwise order for a contiguous row (eight running sums, then the rest), so they are bit-identical to
+`sqrt((P * P).reshape(n, K, d).sum(axis=2))`; but no squared copy of P or (n, K, d) view is reduced, and LinUCB's
+scores, their maximum and the tie split are taken in the same pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: The longest run numpy's pairwise summation adds in the order `_sum_of_squares` follows (its PW_BLOCKSIZE): the
+#: kernels serve models with at most this many design columns, the numpy form the others.
+PAIRWISE_BLOCK = 128
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sum_of_squares(row: np.ndarray, start: int, n: int) -> float:
+    """sum(row[start:start + n] ** 2) in the order numpy's pairwise summation adds a contiguous run of n <= 128."""
+    if n < 8:
+        total = 0.0
+        for i in range(n):
+            total += row[start + i] * row[start + i]
+        return total
+    x = row[start:start + n]
+    r0, r1, r2, r3 = x[0] * x[0], x[1] * x[1], x[2] * x[2], x[3] * x[3]
+    r4, r5, r6, r7 = x[4] * x[4], x[5] * x[5], x[6] * x[6], x[7] * x[7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += x[i] * x[i]
+        r1 += x[i + 1] * x[i + 1]
+        r2 += x[i + 2] * x[i + 2]
+        r3 += x[i + 3] * x[i + 3]
+        r4 += x[i + 4] * x[i + 4]
+        r5 += x[i + 5] * x[i + 5]
+        r6 += x[i + 6] * x[i + 6]
+        r7 += x[i + 7] * x[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += x[i] * x[i]
+        i += 1
+    return total
+
+
+@njit(cache=True, nogil=True)
+def widths(projected: np.ndarray, n_arms: int, out: np.ndarray) -> None:
+    """out[r, k] = sqrt(sum_j projected[r, k d + j]^2), d = projected.shape[1] / n_arms (at most 128)."""
+    d = projected.shape[1] // n_arms
+    for r in range(projected.shape[0]):
+        for k in range(n_arms):
+            out[r, k] = math.sqrt(_sum_of_squares(projected[r], k * d, d))
+
+
+@njit(cache=True, nogil=True)
+def ucb_probabilities(projected: np.ndarray, mean: np.ndarray, alpha: float, out: np.ndarray) -> None:
+    """LinUCB's action probabilities: one-hot of each row's largest mean + alpha width, ties split equally."""
+    n, n_arms = mean.shape
+    d = projected.shape[1] // n_arms
+    scores = np.empty(n_arms)
+    for r in range(n):
+        best = -np.inf
+        for k in range(n_arms):
+            width = math.sqrt(_sum_of_squares(projected[r], k * d, d))
+            scores[k] = mean[r, k] + alpha * width
+            if scores[k] > best:
+                best = scores[k]
+        count = 0.0
+        for k in range(n_arms):
+            if scores[k] >= best:
+                count += 1.0
+        for k in range(n_arms):
+            out[r, k] = (1.0 if scores[k] >= best else 0.0) / count
