@@ -359,3 +359,29 @@ def test_action_probabilities_are_distributions_for_any_finite_contexts(fitted, 
         assert np.isfinite(probabilities).all(), name
         assert ((probabilities >= 0) & (probabilities <= 1)).all(), name
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("n_features, n_arms, alpha", [(20, 10, 1.0), (5, 3, 0.3), (1, 2, 2.0), (40, 5, 0.0),
+                                                      (130, 3, 1.0)])
+def test_linucb_probabilities_and_widths_are_the_numpy_forms_bit_for_bit(n_features, n_arms, alpha):
+    """The compiled pass (widths in numpy's pairwise order, scores, tie split) gives exactly what the numpy form
+    gives: sqrt((Z F)^2 summed per arm), then one-hot of the largest mean + alpha width with ties split; models
+    wider than numpy's pairwise block (129 design columns here) keep the numpy form."""
+    from bandits.policies.base import argmax_probabilities
+    from bandits.policies.linear import design
+
+    rng = np.random.default_rng(n_features)
+    n = 5_000
+    X = rng.normal(size=(n, n_features))
+    arms = rng.integers(0, n_arms, n)
+    feedback = LoggedFeedback(X, arms, (rng.random(n) < 0.3).astype(float), np.full(n, 1.0 / n_arms),
+                              tuple(range(n_arms)))
+    policy = LinUCB(alpha=alpha).fit(feedback)
+    Z = design(X, True)
+    projected = Z @ policy._stacked_factors
+    width = np.sqrt((projected * projected).reshape(n, n_arms, Z.shape[1]).sum(axis=2))
+    mean = Z @ policy.theta_.T
+    np.testing.assert_array_equal(policy.action_probabilities(X), argmax_probabilities(mean + alpha * width))
+    np.testing.assert_array_equal(policy._mean_and_width(X)[1], width)
+    cold = LinUCB(arms=[0, 1, 2]).action_probabilities(rng.normal(size=(10, 4)))  # every arm tied: split
+    np.testing.assert_array_equal(cold, np.full((10, 3), 1 / 3))
