@@ -18,7 +18,7 @@ from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
-from bandits.policies._linear_kernels import PAIRWISE_BLOCK, ucb_probabilities, widths
+from bandits.policies._linear_kernels import PAIRWISE_BLOCK, gaussian_argmax_counts, ucb_probabilities, widths
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
 
@@ -251,23 +251,14 @@ def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int
     out[rows[decided], best[decided]] = 1.0
     undecided = np.flatnonzero(~decided)
     step = max(1, block_cells // n_draws)
+    normals = np.ascontiguousarray(normals)
     for start in range(0, undecided.size, step):
         block = undecided[start:start + step]
-        m, s = mean[block].astype(np.float32), sd[block].astype(np.float32)
         candidates = high[block] >= low[block].max(axis=1, keepdims=True) - slack
-        best_draw = np.full((len(block), n_draws), -np.inf, dtype=np.float32)
-        winner = np.zeros((len(block), n_draws), dtype=np.int64)
-        for k in range(n_arms):
-            members = np.flatnonzero(candidates[:, k])
-            if members.size == 0:
-                continue
-            draws = m[members, k, None] + s[members, k, None] * normals[None, :, k]
-            better = draws > best_draw[members]
-            best_draw[members] = np.where(better, draws, best_draw[members])
-            winner[members] = np.where(better, k, winner[members])
-        counts = np.bincount((winner + (np.arange(len(block)) * n_arms)[:, None]).ravel(),
-                             minlength=len(block) * n_arms)
-        out[block] = counts.reshape(len(block), n_arms) / n_draws
+        shares = np.empty((len(block), n_arms))
+        gaussian_argmax_counts(mean[block].astype(np.float32), sd[block].astype(np.float32), candidates, normals,
+                               shares)
+        out[block] = shares
     return out
 
 

@@ -385,3 +385,46 @@ def test_linucb_probabilities_and_widths_are_the_numpy_forms_bit_for_bit(n_featu
     np.testing.assert_array_equal(policy._mean_and_width(X)[1], width)
     cold = LinUCB(arms=[0, 1, 2]).action_probabilities(rng.normal(size=(10, 4)))  # every arm tied: split
     np.testing.assert_array_equal(cold, np.full((10, 3), 1 / 3))
+
+
+def _gaussian_argmax_by_numpy(mean, sd, n_draws, random_state):
+    """LinTS's Monte Carlo probabilities in the numpy form the compiled pass replaced (every undecided row, every
+    candidate arm, all draws at once): the reference of the test below."""
+    n, n_arms = mean.shape
+    half = np.random.default_rng(random_state).standard_normal(((n_draws + 1) // 2, n_arms))
+    normals = np.concatenate([half, -half])[:n_draws].astype(np.float32)
+    z_max = float(np.abs(normals).max())
+    slack = 1e-5 * (1.0 + np.abs(mean).max(initial=0.0) + z_max * sd.max(initial=0.0))
+    low, high = mean - sd * z_max, mean + sd * z_max
+    best, rows = mean.argmax(axis=1), np.arange(n)
+    high_other = high.copy()
+    high_other[rows, best] = -np.inf
+    decided = low[rows, best] > high_other.max(axis=1) + slack
+    out = np.zeros((n, n_arms))
+    out[rows[decided], best[decided]] = 1.0
+    block = np.flatnonzero(~decided)
+    m, s = mean[block].astype(np.float32), sd[block].astype(np.float32)
+    candidates = high[block] >= low[block].max(axis=1, keepdims=True) - slack
+    best_draw = np.full((len(block), n_draws), -np.inf, dtype=np.float32)
+    winner = np.zeros((len(block), n_draws), dtype=np.int64)
+    for k in range(n_arms):
+        members = np.flatnonzero(candidates[:, k])
+        draws = m[members, k, None] + s[members, k, None] * normals[None, :, k]
+        better = draws > best_draw[members]
+        best_draw[members] = np.where(better, draws, best_draw[members])
+        winner[members] = np.where(better, k, winner[members])
+    counts = np.bincount((winner + (np.arange(len(block)) * n_arms)[:, None]).ravel(), minlength=len(block) * n_arms)
+    out[block] = counts.reshape(len(block), n_arms) / n_draws
+    return out
+
+
+@pytest.mark.parametrize("n_arms, scale, n_draws", [(10, 0.1, 100), (3, 1.0, 50), (2, 0.01, 7), (6, 0.3, 1)])
+def test_lints_probabilities_are_the_numpy_monte_carlo_exactly(n_arms, scale, n_draws):
+    from bandits.policies.linear import gaussian_argmax_probabilities
+
+    rng = np.random.default_rng(n_arms)
+    mean = rng.normal(size=(3_000, n_arms)) * scale
+    sd = rng.exponential(size=(3_000, n_arms)) * scale
+    mean[:, 1], sd[:, 1] = mean[:, 0], sd[:, 0]  # two identical arms: every tie goes to the lower one
+    np.testing.assert_array_equal(gaussian_argmax_probabilities(mean, sd, n_draws, 4),
+                                  _gaussian_argmax_by_numpy(mean, sd, n_draws, 4))
