@@ -8,9 +8,7 @@ in-memory fit to rounding. theta_k = A_k^-1 b_k is the arm's reward model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,40 +250,16 @@ def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int
     out = np.zeros((n, n_arms))
     out[rows[decided], best[decided]] = 1.0
     undecided = np.flatnonzero(~decided)
+    step = max(1, block_cells // n_draws)
     normals = np.ascontiguousarray(normals)
-
-    def shares_of(block: np.ndarray) -> None:
+    for start in range(0, undecided.size, step):
+        block = undecided[start:start + step]
         candidates = high[block] >= low[block].max(axis=1, keepdims=True) - slack
         shares = np.empty((len(block), n_arms))
         gaussian_argmax_counts(mean[block].astype(np.float32), sd[block].astype(np.float32), candidates, normals,
                                shares)
         out[block] = shares
-
-    # rows are independent and the pass releases the GIL: blocks of at most block_cells draws, split across cores
-    step = max(1, min(block_cells // n_draws, -(-undecided.size // _SCORING_THREADS)))
-    blocks = [undecided[start:start + step] for start in range(0, undecided.size, step)]
-    if len(blocks) > 1 and undecided.size >= MIN_THREADED_ROWS:
-        list(_scoring_pool().map(shares_of, blocks))
-    else:
-        for block in blocks:
-            shares_of(block)
     return out
-
-
-#: Threads of LinTS's Monte Carlo pass, and the fewest undecided rows worth splitting across them.
-_SCORING_THREADS = max(1, min(os.cpu_count() or 1, 8))
-MIN_THREADED_ROWS = 1024
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _scoring_pool() -> ThreadPoolExecutor:
-    """This process's pool (a forked worker does not inherit its parent's threads, so it makes its own)."""
-    pid = os.getpid()
-    if pid not in _POOLS:
-        _POOLS[pid] = ThreadPoolExecutor(max_workers=_SCORING_THREADS, thread_name_prefix="lints")
-    return _POOLS[pid]
 
 
 class LinTS(LinearPolicy):
