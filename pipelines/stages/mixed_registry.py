@@ -13,8 +13,6 @@ never learned from those users.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 
 import mlflow
@@ -23,7 +21,7 @@ import pandas as pd
 
 from pipelines.errors import InputError
 from pipelines.models import FittedMixedPolicy, load_fitted
-from pipelines.stages.promote import HAD_CHAMPION, WAS_CHAMPION, champion_version
+from pipelines.stages.promote import champion_version, crown, register_version
 
 
 @dataclass(frozen=True)
@@ -95,11 +93,10 @@ class HoldoutComparison:
 
 def register_mixed(model_uri: str, name: str, alias: str, comparison: HoldoutComparison,
                    champion: DeployedMixed | None, budget: float) -> dict:
-    """Register the logged mixed policy as a new version, tag it (and the champion) with the held-out estimates,
-    and move the alias when the challenger wins; what was decided, for the stage's run and summary."""
+    """Register the logged mixed policy as a new version, tag it with its held-out estimates, and move the alias
+    when it wins; what was decided, for the stage's run and summary."""
     client = mlflow.MlflowClient()
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own notes of a registration
-        registered = mlflow.register_model(model_uri, name)
+    registered = register_version(model_uri, name)
     promoted, rule = comparison.promoted()
     tags = {"fqe.value": comparison.challenger[0], "fqe.spend": comparison.challenger[1],
             "fqe.value_ci_low": comparison.challenger_interval[0],
@@ -107,9 +104,7 @@ def register_mixed(model_uri: str, name: str, alias: str, comparison: HoldoutCom
     for key, value in tags.items():
         client.set_model_version_tag(name, registered.version, key, f"{value:.6g}")
     if promoted:
-        client.set_registered_model_alias(name, alias, registered.version)
-        client.set_model_version_tag(name, registered.version, WAS_CHAMPION, "true")
-        client.set_registered_model_tag(name, HAD_CHAMPION, "true")
+        crown(client, name, alias, registered.version)
     deployed = registered.version if promoted else None if champion is None else champion.version
     return {"version": str(registered.version), "promoted": promoted, "rule": rule,
             "champion": None if deployed is None else str(deployed)}

@@ -101,6 +101,20 @@ def _estimate(evaluation, estimator: str) -> pd.Series:
     return table.loc[estimator]
 
 
+def register_version(model_uri: str, name: str):
+    """Register a logged model as a new version of `name` (MLflow's own notes of it silenced: the summary says)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return mlflow.register_model(model_uri, name)
+
+
+def crown(client: mlflow.MlflowClient, name: str, alias: str, version) -> None:
+    """Move the alias to `version`, and mark the version and the model as having had a champion (`champion_version`
+    then tells a deleted champion from none yet)."""
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, WAS_CHAMPION, "true")
+    client.set_registered_model_tag(name, HAD_CHAMPION, "true")
+
+
 def _row(context: StageContext, config: PromoteConfig, fitted: FittedPolicy, rows_of: FittedPolicy, role: str,
          version: str | None) -> dict:
     """One policy's estimate on the decision rows, and the one reported for it (on the held-back rows)."""
@@ -132,8 +146,7 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
     if champion is not None:
         deployed = load_fitted_policy(f"models:/{config.model_name}/{champion.version}")
         rows.append(_row(context, config, deployed, challenger, "champion", str(champion.version)))
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own notes of a registration; the summary says
-        registered = mlflow.register_model(uri, config.model_name)
+    registered = register_version(uri, config.model_name)
     rows[0]["version"] = str(registered.version)
     if champion is not None:
         against, incumbent = rows[1]["value"], "champion estimate"
@@ -150,9 +163,7 @@ def promote(context: StageContext, config: PromoteConfig) -> StageResult:
             client.set_model_version_tag(config.model_name, row["version"], f"ope.{config.estimator}.{key}",
                                          f"{row[f'confirmed_{key}']:.6g}")
     if promoted:
-        client.set_registered_model_alias(config.model_name, config.alias, registered.version)
-        client.set_model_version_tag(config.model_name, registered.version, WAS_CHAMPION, "true")
-        client.set_registered_model_tag(config.model_name, HAD_CHAMPION, "true")
+        crown(client, config.model_name, config.alias, registered.version)
     table = pd.DataFrame(rows)
     write_csv(table, config.out, index=False)
     context.log.params({"model_name": config.model_name, "challenger_version": registered.version,
