@@ -117,9 +117,9 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         active = campaign.active()
         probabilities = logging_p[active].copy()
         loop = np.flatnonzero(treated[active])  # the active users the loop serves (positions in `active`)
-        frame = features.iloc[active[loop]].assign(recent_purchases=campaign.recent_purchases(active[loop]))
+        frame = _day_frame(features, campaign, active[loop])
         if champion is not None:
-            probabilities[loop] = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
+            probabilities[loop] = _in_world_order(champion[1], frame, world.arm_labels)
         served_policies.append(None if champion is None else champion[1])
         served_version = 0 if champion is None else champion[0]
         ceiling = world.ceiling_arm(users.take(active[loop]), campaign.habit[active[loop]])
@@ -140,7 +140,7 @@ def closed_loop(world: CampaignWorld, n_users: int, days: int, daily_job: DailyJ
         gate: list[float] = []
         if promoted:  # the estimate, its interval, and the truth on the same day's users and states
             estimate = promote.data["table"].iloc[0]
-            chosen = _in_world_order(champion[1], champion[1].probabilities(frame), world.arm_labels)
+            chosen = _in_world_order(champion[1], frame, world.arm_labels)
             gate = [*(float(estimate[f"confirmed_{key}"]) for key in ("value", "ci_low", "ci_high")),
                     float((mu * chosen).sum(axis=1).mean())]
         result.append(LoopDay(date.isoformat(), float((mu * probabilities[loop]).sum(axis=1).mean()),
@@ -211,8 +211,7 @@ def _expected_purchases(world: CampaignWorld, users: UserBlock, features: pd.Dat
         active = campaign.active()
         probabilities = logging_p[active]
         if policy is not None:
-            frame = features.iloc[active].assign(recent_purchases=campaign.recent_purchases(active))
-            probabilities = _in_world_order(policy, policy.probabilities(frame), world.arm_labels)
+            probabilities = _in_world_order(policy, _day_frame(features, campaign, active), world.arm_labels)
         row = campaign.respond(active, probabilities)
         expected[active] += (row["mu"] * probabilities).sum(axis=1)
     return expected
@@ -227,9 +226,15 @@ def experiment_frame(readout: pd.DataFrame, true_lift: float) -> pd.DataFrame:
     return frame
 
 
-def _in_world_order(fitted: FittedPolicy, probabilities: np.ndarray, labels: list[str]) -> np.ndarray:
-    """A policy's (n, its arms) probabilities as (n, the world's arms), columns in the world's order (an arm the
-    policy does not know: probability 0)."""
+def _day_frame(features: pd.DataFrame, campaign: CampaignDays, positions: np.ndarray) -> pd.DataFrame:
+    """What a policy sees of the users at `positions` today: their features and `recent_purchases`."""
+    return features.iloc[positions].assign(recent_purchases=campaign.recent_purchases(positions))
+
+
+def _in_world_order(fitted: FittedPolicy, frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """A policy's probabilities for the rows of `frame`, as (n, the world's arms), columns in the world's order (an
+    arm the policy does not know: probability 0)."""
+    probabilities = fitted.probabilities(frame)
     position = {str(arm): k for k, arm in enumerate(fitted.arms)}
     ordered = np.zeros((len(probabilities), len(labels)))
     for k, label in enumerate(labels):
