@@ -66,8 +66,9 @@ def decide(context: StageContext, config: DecideConfig) -> StageResult:
     missing = [name for name in features if name not in users.columns]
     if missing:
         raise InputError(f"users: the champion's features are not in {config.users}: {missing}")
-    key = config.decision_key if mixed else (config.decision_key or (context.date.isoformat() if context.date
-                                                                     else today_key()))
+    key = config.decision_key
+    if not key and not mixed:  # a bandit draws afresh each day; a mixed policy keeps the campaign's own draw
+        key = context.date.isoformat() if context.date else today_key()
     frame = users[["user_id", *features]]
     meta = _decisions(frame._meta, fitted, key, str(version.version))
     decisions = frame.map_partitions(_decisions, fitted, key, str(version.version), meta=meta)
