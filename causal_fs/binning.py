@@ -12,10 +12,11 @@ Rules (shared by every bin-based score):
   `min_level_share` of the rows, or beyond the `max_levels` most frequent, share an "other" bin.
 - NaN (or a missing label) always gets a bin of its own, the last one.
 
-For a pandas frame the quantiles are exact. For a partitioned (Dask) frame each partition contributes a seeded
-random sample of its values with weights, and merged samples are compressed to a fixed size by keeping evenly
-spaced points of the weighted distribution, so the edges come from a bounded summary while the bin tables later
-use every row.
+For a pandas frame the quantiles are exact: each column is sorted once (numpy's vectorised sort is about three
+times faster than selecting the order statistics with `np.partition`) and its edges are read off. For a
+partitioned (Dask) frame each partition contributes a seeded random sample of its values with weights, and merged
+samples are compressed to a fixed size by keeping evenly spaced points of the weighted distribution, so the edges
+come from a bounded summary while the bin tables later use every row.
 """
 
 from __future__ import annotations
@@ -117,17 +118,24 @@ class FeatureSketch:
     sample_weight: np.ndarray = field(default_factory=lambda: np.empty(0))
     distinct: np.ndarray | None = field(default_factory=lambda: np.empty(0))  # None: more than n_bins values
     level_counts: pd.Series | None = None
+    edges: np.ndarray | None = None  # exact inner edges of a whole in-memory column (no sample kept)
 
 
 def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng: np.random.Generator
                    ) -> FeatureSketch:
-    """The sketch of one chunk of a feature; `sample_size` None keeps every value (exact quantiles)."""
+    """The sketch of one chunk of a feature; `sample_size` None: the whole column is in memory and its exact edges
+    are taken here (such a sketch is final: it is not merged)."""
     if is_categorical(values.dtype):
         counts = level_counts(values)
         return FeatureSketch(True, present=int(counts.sum()), level_counts=counts)
     x = numeric_values(values)
+    if sample_size is None:
+        ordered = np.sort(x)  # NaN last
+        ordered = ordered[:np.searchsorted(ordered, np.nan)]  # searchsorted orders NaN last, as sort does
+        edges = sorted_quantile_edges(ordered, n_bins) if len(ordered) else np.empty(0)
+        return FeatureSketch(False, present=len(ordered), distinct=_few_distinct(ordered, n_bins), edges=edges)
     x = x[~np.isnan(x)]
-    if sample_size is None or len(x) <= sample_size:
+    if len(x) <= sample_size:
         sample, weight = x, np.ones(len(x))
     else:
         sample = rng.choice(x, size=sample_size, replace=False)
@@ -138,6 +146,18 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
         all_distinct = pd.unique(x)
         distinct = np.sort(all_distinct) if len(all_distinct) <= n_bins else None
     return FeatureSketch(False, present=len(x), sample=sample, sample_weight=weight, distinct=distinct)
+
+
+def _few_distinct(ordered: np.ndarray, n_bins: int) -> np.ndarray | None:
+    """The distinct values of sorted values when there are at most `n_bins` of them, else None (at most n_bins + 1
+    binary searches, not a scan)."""
+    distinct, position = [], 0
+    while position < len(ordered):
+        if len(distinct) == n_bins:
+            return None
+        distinct.append(ordered[position])
+        position = int(np.searchsorted(ordered, ordered[position], side="right"))
+    return np.array(distinct, dtype=np.float64)
 
 
 def _compress(values: np.ndarray, weights: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +174,8 @@ def _compress(values: np.ndarray, weights: np.ndarray, size: int) -> tuple[np.nd
 
 def merge_sketches(left: FeatureSketch, right: FeatureSketch, n_bins: int) -> FeatureSketch:
     """One sketch for the union of two chunks (associative up to the compression of large samples)."""
+    if left.edges is not None or right.edges is not None:
+        raise TypeError("merge_sketches: a sketch with exact edges covers a whole in-memory column and is final")
     if left.categorical:
         counts = left.level_counts.add(right.level_counts, fill_value=0)
         return FeatureSketch(True, present=left.present + right.present, level_counts=counts)
@@ -167,14 +189,19 @@ def merge_sketches(left: FeatureSketch, right: FeatureSketch, n_bins: int) -> Fe
                          distinct=distinct)
 
 
+def sorted_quantile_edges(ordered: np.ndarray, n_bins: int) -> np.ndarray:
+    """Inner bin edges of sorted values: the inverted-CDF quantiles at 1/q, ..., (q-1)/q (the ceil(j n / q)-th
+    smallest value), duplicates (and the maximum) dropped."""
+    ranks = np.ceil(np.arange(1, n_bins) * len(ordered) / n_bins - 1e-9).astype(np.int64) - 1
+    edges = np.unique(ordered[np.clip(ranks, 0, len(ordered) - 1)])
+    return edges[edges < ordered[-1]]
+
+
 def weighted_quantile_edges(values: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
-    """Inner bin edges: the inverted-CDF quantiles at 1/q, ..., (q-1)/q, duplicates (and the maximum) dropped."""
-    if np.all(weights == 1):  # exact data: order statistics by selection, no full sort
-        ranks = np.ceil(np.arange(1, n_bins) * len(values) / n_bins - 1e-9).astype(np.int64) - 1
-        ranks = np.clip(ranks, 0, len(values) - 1)
-        selected = np.partition(values, np.unique(np.append(ranks, len(values) - 1)))
-        edges = np.unique(selected[ranks])
-        return edges[edges < selected[-1]]
+    """Inner bin edges of a weighted sample: the weighted inverted-CDF quantiles at 1/q, ..., (q-1)/q, duplicates
+    (and the maximum) dropped; with unit weights, those of `sorted_quantile_edges`."""
+    if np.all(weights == 1):
+        return sorted_quantile_edges(np.sort(values), n_bins)
     order = np.argsort(values, kind="stable")
     values, cumulative = values[order], np.cumsum(weights[order])
     targets = np.arange(1, n_bins) / n_bins * cumulative[-1]
@@ -195,5 +222,7 @@ def feature_bins(name: str, sketch: FeatureSketch, n_bins: int, *, max_levels: i
         return FeatureBins(name, True, levels=tuple(kept), has_other=len(kept) < len(sketch.level_counts))
     if sketch.distinct is not None:
         return FeatureBins(name, False, edges=np.asarray(sketch.distinct[:-1], dtype=np.float64))
+    if sketch.edges is not None:
+        return FeatureBins(name, False, edges=sketch.edges)
     return FeatureBins(name, False, edges=weighted_quantile_edges(sketch.sample, sketch.sample_weight, n_bins))
 

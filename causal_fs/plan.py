@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from campaign_core import InputError, chunk_generator, sorted_labels
+from campaign_core.parallel import available_threads, thread_map
 from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, level_counts, merge_sketches, sketch_feature
 from causal_fs.options import ScoringOptions
 
@@ -47,7 +48,8 @@ class Plan:
 
 
 def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int | None) -> DataSketch:
-    """The sketch of one chunk; numeric features keep `sample_size` values (None: all, exact quantiles)."""
+    """The sketch of one chunk; numeric features keep `sample_size` values (None: the data is in memory, exact
+    quantiles, the features on threads)."""
     arms = chunk[options.arm_col]
     reward = chunk[options.reward_col].to_numpy(dtype=np.float64, na_value=np.nan)
     rng = chunk_generator(options.seed, 1, arms, reward)
@@ -64,7 +66,8 @@ def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int 
         non_binary_rewards=int((finite & (reward != 0) & (reward != 1)).sum()),
         bad_propensities=bad_propensities,
         missing_users=int(chunk[options.user_col].isna().sum()) if options.user_col else 0,
-        features=[sketch_feature(chunk[name], options.n_bins, sample_size, rng) for name in options.features],
+        features=thread_map(lambda name: sketch_feature(chunk[name], options.n_bins, sample_size, rng),
+                            options.features, available_threads() if sample_size is None else 1),
     )
 
 

@@ -26,7 +26,9 @@ import pandas as pd
 
 from campaign_core import InputError, chunk_seed, compute, is_chunked
 from campaign_core.hashing import id_words
+from campaign_core.parallel import available_threads, thread_map
 from causal_fs import regression, scores
+from causal_fs._table_kernels import observed_feature_sums
 from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_codes, numeric_values
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
 from causal_fs.plan import Plan, SketchPass
@@ -126,16 +128,17 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     layouts = (layout, compat_layout) if compat_methods else (layout,)  # both tables of a block are held at once
     plan_blocks = replicate_blocks(layouts, options, is_chunked(data), plan.rows)
     value_bins = np.array([b.n_bins - 1 for b in compat_bins])
+    threads = 1 if is_chunked(data) else available_threads()  # a chunked table already runs chunks in parallel
     replicate_scores: dict[str, list[np.ndarray]] = {}
     for block in plan_blocks.blocks:
-        table_pass = TablePass(plan.bins, plan, layout, options, block, plan_blocks.block_rows)
+        table_pass = TablePass(plan.bins, plan, layout, options, block, plan_blocks.block_rows, threads)
         tables, block_extras = compute(table_pass, data, columns=columns)
         if block.start == 0:  # a copy: a view would keep the whole block's tables alive
             observed, extras = tables.replicate(slice(0, 1)).copy(), block_extras
         block_scores = _bin_scores(tables, bin_methods, plan, options, plan_blocks.score_block)
         if compat_methods:
             compat_tables, _ = compute(TablePass(compat_bins, plan, compat_layout, options, block,
-                                                 plan_blocks.block_rows), data)
+                                                 plan_blocks.block_rows, threads), data)
             for method in compat_methods:
                 block_scores[method] = _in_score_blocks(
                     compat_tables, plan_blocks.score_block,
@@ -271,10 +274,12 @@ class TablePass:
     options: ScoringOptions
     replicates: range
     block_rows: int = CHUNK_ROWS
+    threads: int = 1  # features built at once when only the observed data is asked for
 
     def partial(self, chunk: pd.DataFrame) -> tuple[Tables, ObservedExtras | None]:
         """Built in blocks of at most `block_rows` rows (a user's rows stay in one block), so the per-row code
-        matrices stay small; the blocks' tables are added up in place."""
+        matrices stay small; the blocks' tables are added up in place. The observed data alone needs no code
+        matrix: each feature's tables are then one compiled pass over its column, features on threads."""
         starts: list[int] = list(range(0, max(len(chunk), 1), self.block_rows))
         user_words = None
         if self.options.user_col is not None:
@@ -283,6 +288,8 @@ class TablePass:
             starts = sorted({int(users.start[np.searchsorted(users.start, start)]) for start in starts
                              if start < len(chunk)} | {0})
         bounds = [*starts[1:], len(chunk)]
+        if self.replicates == range(1):
+            return self._observed(chunk, np.array([*starts, len(chunk)], dtype=np.int64))
         state = None
         for start, stop in zip(starts, bounds, strict=True):
             part = self._block(chunk.iloc[start:stop], None if user_words is None else user_words[start:stop])
@@ -302,6 +309,31 @@ class TablePass:
     @staticmethod
     def finalize(state: tuple[Tables, ObservedExtras | None]) -> tuple[Tables, ObservedExtras | None]:
         return state
+
+    def _observed(self, chunk: pd.DataFrame, starts: np.ndarray) -> tuple[Tables, ObservedExtras]:
+        """The observed tables and extras, the same numbers as `_block` on each row block added up."""
+        layout, options = self.layout, self.options
+        tables = Tables(*(np.empty(layout.shape()) for _ in STATISTICS))
+        extras = ObservedExtras(np.empty((layout.n_features, layout.n_bins)), np.empty(layout.shape()[1:]))
+        arms = label_codes(chunk[options.arm_col], self.plan.arms)
+        reward = chunk[options.reward_col].to_numpy(dtype=np.float64)
+        weight = np.zeros(0)
+        if options.propensity_col is not None:
+            weight = 1.0 / chunk[options.propensity_col].to_numpy(dtype=np.float64)
+        binary = bool(np.all((reward == 0) | (reward == 1)))
+        none_float, none_int = np.zeros(0), np.zeros(0, dtype=np.int64)
+
+        def one_feature(f: int) -> None:
+            feature = self.bins[f]
+            values = chunk[feature.name]
+            x, codes = (none_float, feature.codes(values)) if feature.categorical else \
+                (np.ascontiguousarray(numeric_values(values)), none_int)
+            observed_feature_sums(x, feature.edges, codes, feature.missing_bin, arms, reward, weight, binary, starts,
+                                  *(getattr(tables, name)[0, f].reshape(-1) for name in STATISTICS),
+                                  extras.x_sum[f], extras.weight_sq[f].reshape(-1))
+
+        thread_map(one_feature, range(len(self.bins)), self.threads)
+        return tables, extras
 
     def _block(self, block: pd.DataFrame, user_words: np.ndarray | None) -> tuple[Tables, ObservedExtras | None]:
         bins, layout, options = self.bins, self.layout, self.options

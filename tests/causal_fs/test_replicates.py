@@ -251,3 +251,64 @@ def test_the_bootstrap_weights_are_poisson_one():
     assert stats.chisquare(observed, expected).pvalue > 0.001
     assert abs(draws.mean() - 1) < 0.005 and abs(draws.var() - 1) < 0.01
     assert poisson_ones(np.random.default_rng(4), 10).dtype == np.float64
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("by_user", [False, True])
+def test_the_observed_pass_gives_the_row_block_tables_bit_for_bit(binary, weighted, by_user):
+    """The observed data alone is one compiled pass per feature (no code matrix, features on threads); with
+    replicates it goes through the row blocks' code matrices. Replicate 0 is the same in both, bit for bit, and so
+    are the extras of the interaction tests: numeric features with NaN and infinite values, few-valued and
+    categorical ones with an "other" level, over several row blocks."""
+    from causal_fs.options import ScoringOptions
+    from causal_fs.plan import SketchPass
+    from causal_fs.scoring import TablePass
+    from causal_fs.tables import Layout
+
+    rng = np.random.default_rng(11)
+    n = 9_000
+    x = rng.normal(size=n) * 1e3
+    x[rng.random(n) < 0.1] = np.nan
+    x[:3] = [np.inf, -np.inf, np.inf]
+    data = pd.DataFrame({"x": x, "small": rng.integers(0, 4, n).astype(float),
+                         "c": rng.choice(list("pqrstuvwxyz"), n, p=[0.3, 0.3, 0.3] + [0.0125] * 8),
+                         "arm": rng.choice(["a", "b", "c"], n), "user": rng.integers(0, 2_000, n)})
+    data["reward"] = (rng.random(n) < 0.3).astype(float) if binary else rng.normal(size=n)
+    data["propensity"] = rng.uniform(0.1, 1.0, n)
+    options = ScoringOptions(features=("x", "small", "c"), arm_col="arm", reward_col="reward", methods=("hie",),
+                             n_bins=10, control=None, propensity_col="propensity" if weighted else None,
+                             user_col="user" if by_user else None, n_permutations=1, n_bootstrap=0, compat=None,
+                             seed=3, smoothing=1.0, confidence=0.95, combined_weights=(0.5, 0.5), max_levels=50,
+                             min_level_share=0.02, forest_rows=1000)
+    plan = SketchPass(options, None).finalize(SketchPass(options, None).partial(data))
+    assert plan.bins[2].has_other and plan.binary_reward == binary
+    layout = Layout(3, plan.max_bins, 3, 1, 0)
+    fast, fast_extras = TablePass(plan.bins, plan, layout, options, range(1), 2_048, threads=2).partial(data)
+    blocks, block_extras = TablePass(plan.bins, plan, layout, options, range(2), 2_048).partial(data)
+    for name in ("rows", "weight", "wy", "wyy"):
+        np.testing.assert_array_equal(getattr(fast, name)[0], getattr(blocks, name)[0], err_msg=name)
+    np.testing.assert_array_equal(fast_extras.x_sum, block_extras.x_sum)
+    np.testing.assert_array_equal(fast_extras.weight_sq, block_extras.weight_sq)
+    assert fast.rows[0].sum() == 3 * n
+
+
+def test_exact_bin_edges_are_the_inverted_cdf_deciles():
+    """An in-memory column's edges (one sort, read off) against numpy's inverted-CDF quantiles of its present values,
+    repeats and the maximum dropped; a column with at most n_bins distinct values gets one bin per value."""
+    from causal_fs.binning import feature_bins, sketch_feature
+
+    rng = np.random.default_rng(4)
+    columns = [rng.normal(size=10_001), rng.integers(0, 40, 5_000).astype(float), np.round(rng.lognormal(size=777), 1),
+               np.r_[np.zeros(900), rng.normal(size=100)], np.where(rng.random(3_000) < 0.4, np.nan, rng.normal(size=3_000)),
+               rng.integers(0, 7, 500).astype(float), np.r_[np.full(20, np.nan), np.arange(10.0)]]
+    for index, column in enumerate(columns):
+        bins = feature_bins("x", sketch_feature(pd.Series(column), 10, None, np.random.default_rng(0)), 10)
+        present = column[~np.isnan(column)]
+        distinct = np.unique(present)
+        if len(distinct) <= 10:
+            expected = distinct[:-1]
+        else:
+            expected = np.unique(np.quantile(present, np.arange(1, 10) / 10, method="inverted_cdf"))
+            expected = expected[expected < present.max()]
+        np.testing.assert_array_equal(bins.edges, expected, err_msg=f"column {index}")
