@@ -81,9 +81,12 @@ def poisson_of_uniform(uniform: np.ndarray, cdf: np.ndarray, out: np.ndarray) ->
         out[i] = k
 
 
+STRETCH = 512  # rows binned together: one vectorised compare-and-count loop per edge
+
+
 @njit(cache=True, nogil=True)
-def observed_feature_sums(x: np.ndarray, edges: np.ndarray, codes: np.ndarray, missing_bin: int, arms: np.ndarray,
-                          reward: np.ndarray, weight: np.ndarray, binary: bool, starts: np.ndarray,
+def observed_feature_sums(x: np.ndarray, edges: np.ndarray, codes: np.ndarray, missing_bin: int,
+                          arms: np.ndarray, reward: np.ndarray, weight: np.ndarray, binary: bool, starts: np.ndarray,
                           rows: np.ndarray, weights: np.ndarray, wy: np.ndarray, wyy: np.ndarray,
                           x_sum: np.ndarray, weight_sq: np.ndarray) -> None:
     """One feature's observed (bin, arm) tables, summed block by block over the row blocks `starts` (block b is
@@ -92,19 +95,21 @@ def observed_feature_sums(x: np.ndarray, edges: np.ndarray, codes: np.ndarray, m
     weights (`weight_sq`), added block after block.
 
     A numeric feature gives its float64 values `x` and inner `edges` (x <= edges[j] is bin j, NaN the
-    `missing_bin`); a categorical one its bin `codes` (x and edges empty). The tables are (bins, arms) flattened,
-    zeroed here; `x_sum` has one entry per bin; `weight` empty means 1."""
+    `missing_bin`); a categorical one its bin `codes` (x and edges empty). The tables are
+    (bins, arms) flattened, zeroed here; `x_sum` has one entry per bin; `weight` empty means 1. Row counts are
+    kept as integers within a block (exact, and faster to add than floats)."""
     n_arms = rows.size // x_sum.size
     has_weight = weight.size > 0
     numeric = codes.size == 0
     cells = rows.size
-    block_rows = np.empty(cells)
-    block_weights = np.empty(cells)
+    counts = np.empty(cells * 2, dtype=np.int64)  # rows per (cell, reward 0/1), or per cell
+    block_weights = np.empty(cells * 2)  # weight per (cell, reward 0/1), or per cell
     block_wy = np.empty(cells)
     block_wyy = np.empty(cells)
     block_x = np.empty(x_sum.size)
     block_sq = np.empty(cells)
-    scratch = np.empty((cells, 2, 2))
+    values = np.zeros(STRETCH)
+    stretch = np.zeros(STRETCH, dtype=np.int64)
     rows[:] = 0.0
     weights[:] = 0.0
     wy[:] = 0.0
@@ -112,56 +117,71 @@ def observed_feature_sums(x: np.ndarray, edges: np.ndarray, codes: np.ndarray, m
     x_sum[:] = 0.0
     weight_sq[:] = 0.0
     for b in range(starts.size - 1):
+        counts[:] = 0
+        block_weights[:] = 0.0
+        block_wy[:] = 0.0
+        block_wyy[:] = 0.0
         block_x[:] = 0.0
         block_sq[:] = 0.0
-        if binary:
-            scratch[:] = 0.0
-        else:
-            block_rows[:] = 0.0
-            block_weights[:] = 0.0
-            block_wy[:] = 0.0
-            block_wyy[:] = 0.0
-        for i in range(starts[b], starts[b + 1]):
-            if numeric:
-                value = x[i]
-                if np.isnan(value):
-                    code = missing_bin
+        for first in range(starts[b], starts[b + 1], STRETCH):
+            size = min(STRETCH, starts[b + 1] - first)
+            if numeric:  # bin the stretch: a fixed-length compare-and-count loop per edge vectorises
+                values[:size] = x[first:first + size]
+                stretch[:] = 0
+                for edge in edges:
+                    for k in range(STRETCH):
+                        stretch[k] += np.int64(values[k] > edge)
+                for k in range(size):
+                    value = values[k]
+                    if np.isnan(value):
+                        stretch[k] = missing_bin
+                    elif not np.isinf(value):
+                        block_x[stretch[k]] += value
+            else:
+                stretch[:size] = codes[first:first + size]
+            for k in range(size):
+                i = first + k
+                cell = stretch[k] * n_arms + arms[i]
+                if binary:
+                    slot = cell * 2 + (1 if reward[i] == 1.0 else 0)
+                    counts[slot] += 1
+                    if has_weight:
+                        u = weight[i]
+                        block_weights[slot] += u
+                        block_sq[cell] += u * u
                 else:
-                    code = 0
-                    for edge in edges:
-                        code += value > edge
-                    if not np.isinf(value):
-                        block_x[code] += value
-            else:
-                code = codes[i]
-            cell = code * n_arms + arms[i]
-            u = weight[i] if has_weight else 1.0
-            if has_weight:
-                block_sq[cell] += u * u
-            if binary:
-                y = 1 if reward[i] == 1.0 else 0
-                scratch[cell, y, 0] += 1.0
-                if has_weight:
-                    scratch[cell, y, 1] += u
-            else:
-                y = reward[i]
-                uy = u * y
-                block_rows[cell] += 1.0
-                block_weights[cell] += u
-                block_wy[cell] += uy
-                block_wyy[cell] += uy * y
-        if binary:
-            w = 1 if has_weight else 0
-            for cell in range(cells):
-                block_rows[cell] = scratch[cell, 0, 0] + scratch[cell, 1, 0]
-                block_weights[cell] = scratch[cell, 0, w] + scratch[cell, 1, w]
-                block_wy[cell] = scratch[cell, 1, w]
-                block_wyy[cell] = scratch[cell, 1, w]
+                    counts[cell] += 1
+                    y = reward[i]
+                    if has_weight:
+                        u = weight[i]
+                        uy = u * y
+                        block_weights[cell] += u
+                        block_wy[cell] += uy
+                        block_wyy[cell] += uy * y
+                        block_sq[cell] += u * u
+                    else:
+                        block_wy[cell] += y
+                        block_wyy[cell] += y * y
         for cell in range(cells):
-            rows[cell] += block_rows[cell]
-            weights[cell] += block_weights[cell]
-            wy[cell] += block_wy[cell]
-            wyy[cell] += block_wyy[cell]
-            weight_sq[cell] += block_sq[cell] if has_weight else block_rows[cell]
+            if binary:
+                n_rows = float(counts[cell * 2] + counts[cell * 2 + 1])
+                if has_weight:
+                    positive = block_weights[cell * 2 + 1]
+                    total = block_weights[cell * 2] + positive
+                else:
+                    positive = float(counts[cell * 2 + 1])
+                    total = n_rows
+                rows[cell] += n_rows
+                weights[cell] += total
+                wy[cell] += positive
+                wyy[cell] += positive
+            else:
+                n_rows = float(counts[cell])
+                rows[cell] += n_rows
+                weights[cell] += block_weights[cell] if has_weight else n_rows
+                wy[cell] += block_wy[cell]
+                wyy[cell] += block_wyy[cell]
+            weight_sq[cell] += block_sq[cell] if has_weight else n_rows
         for code in range(x_sum.size):
             x_sum[code] += block_x[code]
+

@@ -12,6 +12,9 @@ Rules (shared by every bin-based score):
   `min_level_share` of the rows, or beyond the `max_levels` most frequent, share an "other" bin.
 - NaN (or a missing label) always gets a bin of its own, the last one.
 
+CausalML-compatible bins (`compat="causalml"`) are `pd.qcut`'s instead: linear quantiles at evenly spaced levels
+(`qcut_edges`), computed from the same sorted column.
+
 For a pandas frame the quantiles are exact: each column is sorted once (numpy's vectorised sort is about three
 times faster than selecting the order statistics with `np.partition`) and its edges are read off. For a
 partitioned (Dask) frame each partition contributes a seeded random sample of its values with weights, and merged
@@ -119,12 +122,13 @@ class FeatureSketch:
     distinct: np.ndarray | None = field(default_factory=lambda: np.empty(0))  # None: more than n_bins values
     level_counts: pd.Series | None = None
     edges: np.ndarray | None = None  # exact inner edges of a whole in-memory column (no sample kept)
+    qcut_edges: np.ndarray | None = None  # `pd.qcut`'s edges of a whole in-memory column, when asked for
 
 
-def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng: np.random.Generator
-                   ) -> FeatureSketch:
+def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng: np.random.Generator,
+                   compat: bool = False) -> FeatureSketch:
     """The sketch of one chunk of a feature; `sample_size` None: the whole column is in memory and its exact edges
-    are taken here (such a sketch is final: it is not merged)."""
+    are taken here (such a sketch is final: it is not merged), with `pd.qcut`'s edges as well when `compat`."""
     if is_categorical(values.dtype):
         counts = level_counts(values)
         return FeatureSketch(True, present=int(counts.sum()), level_counts=counts)
@@ -133,7 +137,8 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
         ordered = np.sort(x)  # NaN last
         ordered = ordered[:np.searchsorted(ordered, np.nan)]  # searchsorted orders NaN last, as sort does
         edges = sorted_quantile_edges(ordered, n_bins) if len(ordered) else np.empty(0)
-        return FeatureSketch(False, present=len(ordered), distinct=_few_distinct(ordered, n_bins), edges=edges)
+        return FeatureSketch(False, present=len(ordered), distinct=_few_distinct(ordered, n_bins), edges=edges,
+                             qcut_edges=sorted_qcut_edges(ordered, n_bins) if compat else None)
     x = x[~np.isnan(x)]
     if len(x) <= sample_size:
         sample, weight = x, np.ones(len(x))
@@ -208,6 +213,43 @@ def weighted_quantile_edges(values: np.ndarray, weights: np.ndarray, n_bins: int
     picks = np.searchsorted(cumulative, targets * (1 - 1e-12), side="left")
     edges = np.unique(values[np.minimum(picks, len(values) - 1)])
     return edges[edges < values[-1]]
+
+
+def qcut_edges(x: np.ndarray, n_bins: int) -> np.ndarray:
+    """The edges `pd.qcut(x, n_bins, retbins=True, duplicates="drop")` returns, without the codes it assigns and then
+    discards (see `sorted_qcut_edges`)."""
+    ordered = np.sort(x)
+    return sorted_qcut_edges(ordered[:np.searchsorted(ordered, np.nan)], n_bins)
+
+
+def sorted_qcut_edges(ordered: np.ndarray, n_bins: int) -> np.ndarray:
+    """`pd.qcut`'s edges of sorted values without NaN: `np.quantile(values, levels, method="linear")` at pandas'
+    levels (linspace, nudged up one ulp where n_bins x level is not an integer, as `pd.qcut` does), read off the
+    sorted values with numpy's own index and interpolation arithmetic, then repeated edges dropped (one edge for a
+    constant column, [nan] for one without values). Bit-identical to pandas' edges (tested)."""
+    if ordered.size == 0:
+        return np.array([np.nan])
+    levels = np.linspace(0, 1, n_bins + 1)
+    np.putmask(levels, n_bins * levels != np.arange(n_bins + 1), np.nextafter(levels, 1))
+    virtual = (ordered.size - 1) * levels
+    previous = np.floor(virtual)
+    following = previous + 1
+    last = virtual >= ordered.size - 1  # numpy takes index -1, the maximum, for both
+    previous[last] = following[last] = -1
+    previous, following = previous.astype(np.intp), following.astype(np.intp)
+    gamma = virtual - previous
+    low, high = ordered[previous], ordered[following]
+    difference = high - low  # numpy's `_lerp`, operation for operation
+    edges = np.add(low, difference * gamma)
+    np.subtract(high, difference * (1 - gamma), out=edges, where=gamma >= 0.5)
+    unique = pd.unique(edges)
+    return unique if len(unique) < len(edges) and len(edges) != 2 else edges
+
+
+def compat_bins(name: str, sketch: FeatureSketch) -> FeatureBins:
+    """CausalML's qcut bins as our right-closed bins (the same codes as `pd.qcut(..., labels=False)`); a constant
+    column has one edge and so no bins at all."""
+    return FeatureBins(name, False, edges=np.asarray(sketch.qcut_edges[1:-1], dtype=np.float64))
 
 
 def feature_bins(name: str, sketch: FeatureSketch, n_bins: int, *, max_levels: int = 50,

@@ -14,7 +14,15 @@ import pandas as pd
 
 from campaign_core import InputError, chunk_generator, sorted_labels
 from campaign_core.parallel import available_threads, thread_map
-from causal_fs.binning import FeatureBins, FeatureSketch, feature_bins, level_counts, merge_sketches, sketch_feature
+from causal_fs.binning import (
+    FeatureBins,
+    FeatureSketch,
+    compat_bins,
+    feature_bins,
+    level_counts,
+    merge_sketches,
+    sketch_feature,
+)
 from causal_fs.options import ScoringOptions
 
 
@@ -41,6 +49,7 @@ class Plan:
     binary_reward: bool
     bins: tuple[FeatureBins, ...]
     rows: int
+    compat_bins: tuple[FeatureBins, ...] = ()  # CausalML's qcut bins, with `compat`
 
     @property
     def max_bins(self) -> int:
@@ -66,7 +75,8 @@ def sketch_chunk(chunk: pd.DataFrame, options: ScoringOptions, sample_size: int 
         non_binary_rewards=int((finite & (reward != 0) & (reward != 1)).sum()),
         bad_propensities=bad_propensities,
         missing_users=int(chunk[options.user_col].isna().sum()) if options.user_col else 0,
-        features=thread_map(lambda name: sketch_feature(chunk[name], options.n_bins, sample_size, rng),
+        features=thread_map(lambda name: sketch_feature(chunk[name], options.n_bins, sample_size, rng,
+                                                        options.compat is not None),
                             options.features, available_threads() if sample_size is None else 1),
     )
 
@@ -122,7 +132,10 @@ def make_plan(sketch: DataSketch, options: ScoringOptions) -> Plan:
     bins = tuple(feature_bins(name, feature, options.n_bins, max_levels=options.max_levels,
                               min_level_share=options.min_level_share)
                  for name, feature in zip(options.features, sketch.features, strict=True))
-    return Plan(arms=arms, control=control, binary_reward=sketch.non_binary_rewards == 0, bins=bins, rows=sketch.rows)
+    compat = tuple(compat_bins(name, feature) for name, feature in zip(options.features, sketch.features, strict=True)
+                   if feature.qcut_edges is not None)
+    return Plan(arms=arms, control=control, binary_reward=sketch.non_binary_rewards == 0, bins=bins, rows=sketch.rows,
+                compat_bins=compat)
 
 
 def _control_index(arms: tuple, options: ScoringOptions) -> int:

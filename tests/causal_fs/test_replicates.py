@@ -300,7 +300,8 @@ def test_exact_bin_edges_are_the_inverted_cdf_deciles():
 
     rng = np.random.default_rng(4)
     columns = [rng.normal(size=10_001), rng.integers(0, 40, 5_000).astype(float), np.round(rng.lognormal(size=777), 1),
-               np.r_[np.zeros(900), rng.normal(size=100)], np.where(rng.random(3_000) < 0.4, np.nan, rng.normal(size=3_000)),
+               np.r_[np.zeros(900), rng.normal(size=100)],
+               np.where(rng.random(3_000) < 0.4, np.nan, rng.normal(size=3_000)),
                rng.integers(0, 7, 500).astype(float), np.r_[np.full(20, np.nan), np.arange(10.0)]]
     for index, column in enumerate(columns):
         bins = feature_bins("x", sketch_feature(pd.Series(column), 10, None, np.random.default_rng(0)), 10)

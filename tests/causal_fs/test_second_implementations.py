@@ -107,7 +107,7 @@ def test_f_and_lr_p_values_stay_calibrated_with_unequal_propensities():
 def test_the_compat_bin_edges_are_pandas_qcut_edges_bit_for_bit():
     """`qcut_edges` against `pd.qcut(..., retbins=True, duplicates="drop")` on continuous, discrete, rounded and
     heavy-tailed columns with and without NaN, at several bin counts, and on constant and empty columns."""
-    from causal_fs.scoring import qcut_edges
+    from causal_fs.binning import qcut_edges
 
     rng = np.random.default_rng(0)
     columns = [np.full(50, 3.0), np.r_[np.full(49, 3.0), 4.0], np.full(5, np.nan), np.r_[np.full(9, np.nan), 1.0]]
@@ -122,3 +122,23 @@ def test_the_compat_bin_edges_are_pandas_qcut_edges_bit_for_bit():
         q = (10, 5, 7, 20)[(index // 4) % 4]
         _, expected = pd.qcut(x, q, retbins=True, duplicates="drop")
         np.testing.assert_array_equal(qcut_edges(x, q), expected, err_msg=f"column {index}, {q} bins")
+
+
+def test_the_compat_bin_edges_follow_numpy_quantile_with_infinite_values():
+    """With +-inf among the values, pandas' edges are numpy's linear quantiles (nan where inf - inf appears): read off
+    the sorted column with numpy's own interpolation arithmetic, they are the same bit for bit."""
+    from causal_fs.binning import qcut_edges
+
+    rng = np.random.default_rng(1)
+    levels = np.linspace(0, 1, 11)
+    np.putmask(levels, 10 * levels != np.arange(11), np.nextafter(levels, 1))
+    for trial in range(100):
+        x = rng.normal(size=int(rng.integers(20, 500)))
+        x[:int(rng.integers(1, 5))] = np.inf if trial % 2 else -np.inf
+        if trial % 3 == 0:
+            x[-1] = np.nan
+        with np.errstate(invalid="ignore"):
+            expected = np.quantile(x[~np.isnan(x)], levels, method="linear")
+            unique = pd.unique(expected)
+            expected = unique if len(unique) < len(expected) else expected
+            np.testing.assert_array_equal(qcut_edges(x, 10), expected, err_msg=f"trial {trial}")
