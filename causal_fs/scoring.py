@@ -113,6 +113,8 @@ def score_features(data: Any, features: Sequence[str] | None = None, *, arm_col:
     columns = options.needed_columns() if is_chunked(data) else None  # a chunked table reads only these
     if columns is None:
         data = data[options.needed_columns()]
+        if isinstance(data[options.arm_col].dtype, pd.StringDtype):  # hashed once here, not once per pass
+            data = data.assign(**{options.arm_col: data[options.arm_col].astype("category")})
     sample_size = max(1024, SKETCH_SIZE // data.n_chunks) if is_chunked(data) else None
     plan = compute(SketchPass(options, sample_size), data, columns=columns)
     _check_method_inputs(data, plan, options)
