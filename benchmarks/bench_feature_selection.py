@@ -26,7 +26,8 @@ Measured, each in a fresh subprocess (`benchmarks._harness.measure_in_subprocess
 4. Out of core: 10^8 rows x 10 features as zstd parquet (20 files of 5M rows, written once under
    benchmarks/.data/feature_selection/, chunkwise, memory-flat; the arm column is a plain arrow `string`, which
    parquet stores dictionary-encoded and pandas reads as `str`),
-   `score_features(Partitions(dd.read_parquet(files)), ...)` with ("hie", "hdd") inside
+   `score_features(Partitions(open_parquet(files)), ...)` (the platform's reader: one partition per 1M-row row
+   group) with ("hie", "hdd") inside
    `pipelines.execution.dask_client()`: wall time, peak RSS, and the scores against their population values.
 5. The EconML causal forest (`methods=("causal_forest",)`, 50k x 10) against hie + hdd: time ratio, Spearman
    correlation of the rankings and whether each finds the true effect modifiers first.
@@ -39,7 +40,7 @@ data, not imports.
                                                              # first run also writes the 10^8-row dataset, 7.96 GB)
     python -m benchmarks.bench_feature_selection --quick    # small sizes (about 25 s)
     python -m benchmarks.bench_feature_selection --parts causalml paper   # some of the five measurements
-    python -m benchmarks.bench_feature_selection --parts out_of_core --split-row-groups   # 1M-row partitions
+    python -m benchmarks.bench_feature_selection --parts out_of_core --dask-partitions   # Dask's own partitions
     python -m benchmarks.bench_feature_selection --causalml-features 20   # CausalML on 20 features, extrapolated
 """
 
@@ -260,19 +261,20 @@ def measure_causalml(n_rows: int, n_features: int, seed: int, n_measured: int | 
 
 
 def measure_out_of_core(files: list[str], n_features: int, seed: int, methods: Sequence[str],
-                        split_row_groups: bool = False) -> dict:
-    """`score_features(Partitions(dd.read_parquet(files)), ...)` inside dask_client() (subprocess side): read and
-    both passes.
-    `split_row_groups`: one partition per row group (1M rows) instead of one per file."""
+                        dask_partitions: bool = False) -> dict:
+    """`score_features(Partitions(open_parquet(files)), ...)` inside dask_client() (subprocess side): read and
+    both passes, with the platform's default partitions (a row group, or small row groups up to 128 MiB).
+    `dask_partitions`: plain `dd.read_parquet(files)` instead (Dask's default: here one partition per file)."""
     import dask.dataframe as dd
 
     from causal_fs import score_features
     from pipelines.execution import Partitions, dask_client
+    from pipelines.tables import open_parquet
 
     with dask_client() as client:
         threads = sum(client.nthreads().values())
         started, cpu_started = time.perf_counter(), time.process_time()
-        data = dd.read_parquet(files, split_row_groups=True) if split_row_groups else dd.read_parquet(files)
+        data = dd.read_parquet(files) if dask_partitions else open_parquet(files)
         scored = score_features(Partitions(data), feature_names(n_features), arm_col=ARM, reward_col=REWARD,
                                 methods=tuple(methods), n_bins=N_BINS, random_state=seed)
         result = scored.to_frame()
@@ -280,7 +282,7 @@ def measure_out_of_core(files: list[str], n_features: int, seed: int, methods: S
         partitions, arm_dtype = data.npartitions, str(data[ARM].dtype)
     return {"tool": "causal_fs (dask)", "n_rows": scored.rows, "n_features": n_features,
             "methods": list(methods), "files": len(files), "partitions": partitions, "threads": threads,
-            "split_row_groups": split_row_groups,
+            "dask_partitions": dask_partitions,
             "arm_dtype": arm_dtype, "wall_s": wall, "cpu_s": cpu, "features": list(result.index),
             "scores": _columns(result), "bins": scored.bins}
 
@@ -415,7 +417,7 @@ def out_of_core_check(run: dict) -> dict:
 
 
 def run_out_of_core(n_rows: int, rows_per_file: int, *, seed: int, repeat: int, warmup: int,
-                    split_row_groups: bool = False) -> dict:
+                    dask_partitions: bool = False) -> dict:
     """Part 4: hie + hdd over n_rows x 10 parquet on disk through Dask."""
     files = ensure_dataset(n_rows, n_features=PAPER_FEATURES, rows_per_file=rows_per_file, seed=seed)
     on_disk = sum(f.stat().st_size for f in files)
@@ -423,7 +425,7 @@ def run_out_of_core(n_rows: int, rows_per_file: int, *, seed: int, repeat: int, 
           f"({on_disk / 1e9:.2f} GB) ...", flush=True)
     result = _series("benchmarks.bench_feature_selection:measure_out_of_core", repeat, warmup, timeout=3600,
                      prepare=lambda: warm_page_cache(files), files=[str(f) for f in files],
-                     n_features=PAPER_FEATURES, seed=seed, methods=("hie", "hdd"), split_row_groups=split_row_groups)
+                     n_features=PAPER_FEATURES, seed=seed, methods=("hie", "hdd"), dask_partitions=dask_partitions)
     result["bytes_on_disk"] = on_disk
     result["dataset"] = str(dataset_dir(PAPER_FEATURES, rows_per_file, seed).relative_to(DATA_DIR.parent.parent))
     result["check"] = out_of_core_check(result)
@@ -558,7 +560,7 @@ def _library_changed(commits: Sequence[tuple[str, tuple[str, ...]]]) -> bool:
 
 def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: int, compare=None,
         causalml_features: int | None = None, ooc_rows: int | None = None, rows_per_file: int | None = None,
-        ooc_repeat: int | None = None, split_row_groups: bool = False, command: str = "") -> dict:
+        ooc_repeat: int | None = None, dask_partitions: bool = False, command: str = "") -> dict:
     results: dict = {}
     paper_rows = QUICK_PAPER_ROWS if quick else PAPER_ROWS
     if "causalml" in parts:
@@ -572,7 +574,7 @@ def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: in
         results |= run_out_of_core(ooc_rows or (QUICK_OOC_ROWS if quick else DEFAULT_OOC_ROWS),
                                    rows_per_file or (QUICK_ROWS_PER_FILE if quick else DEFAULT_ROWS_PER_FILE),
                                    seed=seed, repeat=ooc_repeat or (1 if quick else 2), warmup=warmup,
-                                   split_row_groups=split_row_groups)
+                                   dask_partitions=dask_partitions)
     if "forest" in parts:
         results |= run_forest(QUICK_FOREST_ROWS if quick else PAPER_ROWS, seed=seed, repeat=1,
                               paper=results.get("paper"), compare=results.get("compare"))
@@ -582,7 +584,7 @@ def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: in
         print(f"WARNING: not one clean library version: the runs were taken at {commits} (commit, modified files)")
     name = ("feature_selection" + ("-quick" if quick else "")
             + ("" if set(parts) == set(PARTS) else "-" + "-".join(parts))
-            + ("-split-row-groups" if split_row_groups and "out_of_core" in parts else ""))
+            + ("-dask-partitions" if dask_partitions and "out_of_core" in parts else ""))
     path = save_results(name, command, {"parts": list(parts), "quick": quick, "seed": seed, "run_commits": commits,
                                         **results})
     print(f"results: {path}")
@@ -601,8 +603,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--rows-per-file", type=int, default=None,
                         help=f"rows per parquet file (default {DEFAULT_ROWS_PER_FILE:,})")
     parser.add_argument("--ooc-repeat", type=int, default=None, help="out-of-core runs after the warm-up (default 2)")
-    parser.add_argument("--split-row-groups", action="store_true",
-                        help="out of core: one Dask partition per parquet row group (1M rows) instead of per file")
+    parser.add_argument("--dask-partitions", action="store_true",
+                        help="out of core: plain dd.read_parquet (here one partition per 5M-row file) instead of the "
+                             "platform's open_parquet (one per 1M-row row group)")
     add_common_arguments(parser, repeat=3)
     args = parser.parse_args(argv)
     warmup = apply_common_arguments(args)
@@ -611,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         compare = [tuple(int(v) for v in size.lower().split("x")) for size in args.compare]
     return run(args.parts, quick=args.quick, seed=args.seed, repeat=args.repeat if not args.quick else 1,
                warmup=warmup, compare=compare, causalml_features=args.causalml_features, ooc_rows=args.ooc_rows,
-               rows_per_file=args.rows_per_file, ooc_repeat=args.ooc_repeat, split_row_groups=args.split_row_groups,
+               rows_per_file=args.rows_per_file, ooc_repeat=args.ooc_repeat, dask_partitions=args.dask_partitions,
                command=command_line("benchmarks.bench_feature_selection", argv))
 
 

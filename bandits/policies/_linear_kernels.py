@@ -87,17 +87,23 @@ def gaussian_argmax_counts(mean: np.ndarray, sd: np.ndarray, candidates: np.ndar
     n, n_arms = mean.shape
     n_draws = normals.shape[0]
     counts = np.zeros(n_arms, dtype=np.int64)
+    arms = np.empty(n_arms, dtype=np.int64)  # the row's candidate arms, in increasing order
     for r in range(n):
+        n_candidates = 0
+        for k in range(n_arms):
+            if candidates[r, k]:
+                arms[n_candidates] = k
+                n_candidates += 1
         counts[:] = 0
         for d in range(n_draws):
             best = np.float32(-np.inf)
             winner = 0
-            for k in range(n_arms):
-                if candidates[r, k]:
-                    draw = mean[r, k] + sd[r, k] * normals[d, k]
-                    if draw > best:
-                        best = draw
-                        winner = k
+            for c in range(n_candidates):
+                k = arms[c]
+                draw = mean[r, k] + sd[r, k] * normals[d, k]
+                if draw > best:
+                    best = draw
+                    winner = k
             counts[winner] += 1
         for k in range(n_arms):
             out[r, k] = counts[k] / n_draws
