@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MISSING_LABEL = "missing"
 OTHER_LABEL = "other"
@@ -46,7 +48,12 @@ def numeric_values(values: pd.Series) -> np.ndarray:
 
 
 def label_codes(values: pd.Series, labels: tuple) -> np.ndarray:
-    """Position of every value in `labels` (-1 when absent or missing), hashing each distinct value once."""
+    """Position of every value in `labels` (-1 when absent or missing), hashing each distinct value once (Arrow
+    strings against text labels: Arrow's own lookup, about twice as fast as factorizing them)."""
+    if (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
+            and all(isinstance(label, str) for label in labels)):
+        positions = pc.index_in(pa.array(values.array), value_set=pa.array(labels, type=pa.large_string()))
+        return pc.fill_null(positions, -1).to_numpy().astype(np.int64, copy=False)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     position = {label: i for i, label in enumerate(labels)}
     lookup = np.array([position.get(value, -1) for value in uniques] + [-1], dtype=np.int64)
@@ -139,7 +146,9 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
         edges = sorted_quantile_edges(ordered, n_bins) if len(ordered) else np.empty(0)
         return FeatureSketch(False, present=len(ordered), distinct=_few_distinct(ordered, n_bins), edges=edges,
                              qcut_edges=sorted_qcut_edges(ordered, n_bins) if compat else None)
-    x = x[~np.isnan(x)]
+    missing = np.isnan(x)
+    if missing.any():
+        x = x[~missing]
     if len(x) <= sample_size:
         sample, weight = x, np.ones(len(x))
     else:
