@@ -1,9 +1,11 @@
-"""Compiled per-row pass of the linear policies' scoring (numba): uncertainty widths, and LinUCB's probabilities.
+"""Compiled per-row passes of the linear policies' scoring (numba): uncertainty widths, LinUCB's probabilities and
+LinTS's Monte Carlo probabilities.
 
 The widths are sqrt(sum_j P[r, k d + j]^2) over the projected contexts P = Z F (F F' = A_k^-1 per arm), summed in
 numpy's pairwise order for a contiguous row (eight running sums, then the rest), so they are bit-identical to
 `sqrt((P * P).reshape(n, K, d).sum(axis=2))`; but no squared copy of P or (n, K, d) view is reduced, and LinUCB's
-scores, their maximum and the tie split are taken in the same pass.
+scores, their maximum and the tie split are taken in the same pass. LinTS's pass (`gaussian_argmax_shares`) does the
+numpy form's shortcuts and float32 draws row by row, without its (rows x arms) and (rows x draws) temporaries.
 """
 
 from __future__ import annotations
@@ -78,31 +80,53 @@ def ucb_probabilities(projected: np.ndarray, mean: np.ndarray, alpha: float, out
 
 
 @njit(cache=True, nogil=True)
-def gaussian_argmax_counts(mean: np.ndarray, sd: np.ndarray, candidates: np.ndarray, normals: np.ndarray,
+def gaussian_argmax_shares(mean: np.ndarray, sd: np.ndarray, normals: np.ndarray, z_max: float, slack: float,
                            out: np.ndarray) -> None:
-    """out[r, k] = the share of the draws d whose largest mean[r, k] + sd[r, k] normals[d, k] (float32, over the
-    candidate arms of row r; ties to the lower arm) is arm k's: LinTS's Monte Carlo probabilities of a block of
-    rows, the arithmetic of the numpy form draw by draw (so the shares are identical), without its (rows x draws)
-    arrays."""
+    """out[r, k] = the share of the draws d whose largest mean[r, k] + sd[r, k] normals[d, k] is arm k's (ties to the
+    lower arm): LinTS's Monte Carlo probabilities, row by row, with the numpy form's two shortcuts and arithmetic, so
+    the shares are identical to it.
+
+    A row whose best mean beats every other arm even at the extremes of the draws (its mean - sd z_max above the
+    others' mean + sd z_max, by more than `slack`) is one-hot without drawing. Otherwise only the candidate arms
+    (whose mean + sd z_max reaches the largest mean - sd z_max, less `slack`) are drawn, in float32 as the numpy form
+    draws them."""
     n, n_arms = mean.shape
     n_draws = normals.shape[0]
     counts = np.zeros(n_arms, dtype=np.int64)
     arms = np.empty(n_arms, dtype=np.int64)  # the row's candidate arms, in increasing order
     for r in range(n):
+        best = 0
+        for k in range(1, n_arms):
+            if mean[r, k] > mean[r, best]:
+                best = k
+        other_high = -np.inf
+        largest_low = -np.inf
+        for k in range(n_arms):
+            low = mean[r, k] - sd[r, k] * z_max
+            if low > largest_low:
+                largest_low = low
+            if k != best:
+                high = mean[r, k] + sd[r, k] * z_max
+                if high > other_high:
+                    other_high = high
+        out[r, :] = 0.0
+        if mean[r, best] - sd[r, best] * z_max > other_high + slack:
+            out[r, best] = 1.0
+            continue
         n_candidates = 0
         for k in range(n_arms):
-            if candidates[r, k]:
+            if mean[r, k] + sd[r, k] * z_max >= largest_low - slack:
                 arms[n_candidates] = k
                 n_candidates += 1
         counts[:] = 0
         for d in range(n_draws):
-            best = np.float32(-np.inf)
+            best_draw = np.float32(-np.inf)
             winner = 0
             for c in range(n_candidates):
                 k = arms[c]
-                draw = mean[r, k] + sd[r, k] * normals[d, k]
-                if draw > best:
-                    best = draw
+                draw = np.float32(mean[r, k]) + np.float32(sd[r, k]) * normals[d, k]
+                if draw > best_draw:
+                    best_draw = draw
                     winner = k
             counts[winner] += 1
         for k in range(n_arms):

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -41,10 +42,30 @@ def sample_from(probabilities: np.ndarray, random_state: int | np.random.Generat
 
 def inverse_cdf(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     """The arm code of each row at its uniform in [0, 1): the inverse CDF of the row's probabilities, so the arm
-    is drawn with exactly its probability when the uniform is uniform."""
-    cumulative = np.cumsum(probabilities, axis=1)
-    draws = uniforms * cumulative[:, -1]
-    return np.minimum((draws[:, None] >= cumulative).sum(axis=1), probabilities.shape[1] - 1)
+    is drawn with exactly its probability when the uniform is uniform. (The uniform is scaled by the row's total, so
+    rounding in the probabilities cannot push it past the last arm.)"""
+    codes = np.empty(probabilities.shape[0], dtype=np.int64)
+    _inverse_cdf(np.ascontiguousarray(probabilities, dtype=np.float64),
+                 np.ascontiguousarray(uniforms, dtype=np.float64), codes)
+    return codes
+
+
+@njit(cache=True, nogil=True)
+def _inverse_cdf(probabilities: np.ndarray, uniforms: np.ndarray, codes: np.ndarray) -> None:
+    """codes[r] = the number of running sums of row r's probabilities at or below uniforms[r] x the row's total
+    (at most K - 1), with the running sums added left to right as `np.cumsum` adds them."""
+    n, n_arms = probabilities.shape
+    for r in range(n):
+        total = 0.0
+        for k in range(n_arms):
+            total += probabilities[r, k]
+        draw = uniforms[r] * total
+        running = 0.0
+        count = 0
+        for k in range(n_arms):
+            running += probabilities[r, k]
+            count += draw >= running
+        codes[r] = min(count, n_arms - 1)
 
 
 class BasePolicy(BaseEstimator, ABC):

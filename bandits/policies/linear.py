@@ -18,14 +18,19 @@ from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
-from bandits.policies._linear_kernels import PAIRWISE_BLOCK, gaussian_argmax_counts, ucb_probabilities, widths
+from bandits.policies._linear_kernels import PAIRWISE_BLOCK, gaussian_argmax_shares, ucb_probabilities, widths
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
 
 
 def design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
     """Contexts with a leading column of ones when the model has an intercept."""
-    return np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+    if not fit_intercept:
+        return X
+    Z = np.empty((X.shape[0], X.shape[1] + 1))
+    Z[:, 0] = 1.0
+    Z[:, 1:] = X
+    return Z
 
 
 @dataclass(frozen=True)
@@ -225,8 +230,7 @@ class LinEpsilonGreedy(LinearPolicy):
         return epsilon_greedy_probabilities(design(X, self.fit_intercept) @ self.theta_.T, self.epsilon)
 
 
-def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int, random_state: int,
-                                  block_cells: int = 1 << 21) -> np.ndarray:
+def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int, random_state: int) -> np.ndarray:
     """P(arm k has the largest draw) for independent N(mean_k, sd_k^2) per row, by Monte Carlo, shape (n, K).
 
     The same draws are used for every row (common random numbers, seeded by `random_state`; antithetic pairs z, -z,
@@ -234,31 +238,16 @@ def gaussian_argmax_probabilities(mean: np.ndarray, sd: np.ndarray, n_draws: int
     function of (mean, sd), each a multiple of 1/n_draws. Two shortcuts give exactly the Monte Carlo answer at a
     fraction of its cost: a row whose best arm beats every other arm even at the extremes of the draws gets
     probability 1 without drawing; otherwise only the arms that can win some draw (their largest draw reaches the
-    largest smallest draw of any arm) are drawn, with a running maximum (ties go to the lower arm, as argmax).
+    largest smallest draw of any arm) are drawn, with a running maximum (ties go to the lower arm, as argmax). One
+    compiled pass over the rows (`gaussian_argmax_shares`).
     """
-    n, n_arms = mean.shape
+    n_arms = mean.shape[1]
     half = np.random.default_rng(random_state).standard_normal(((n_draws + 1) // 2, n_arms))
-    normals = np.concatenate([half, -half])[:n_draws].astype(np.float32)
+    normals = np.ascontiguousarray(np.concatenate([half, -half])[:n_draws].astype(np.float32))
     z_max = float(np.abs(normals).max())
     slack = 1e-5 * (1.0 + np.abs(mean).max(initial=0.0) + z_max * sd.max(initial=0.0))  # covers float32 rounding
-    low, high = mean - sd * z_max, mean + sd * z_max
-    best = mean.argmax(axis=1)
-    rows = np.arange(n)
-    high_other = high.copy()
-    high_other[rows, best] = -np.inf
-    decided = low[rows, best] > high_other.max(axis=1) + slack
-    out = np.zeros((n, n_arms))
-    out[rows[decided], best[decided]] = 1.0
-    undecided = np.flatnonzero(~decided)
-    step = max(1, block_cells // n_draws)
-    normals = np.ascontiguousarray(normals)
-    for start in range(0, undecided.size, step):
-        block = undecided[start:start + step]
-        candidates = high[block] >= low[block].max(axis=1, keepdims=True) - slack
-        shares = np.empty((len(block), n_arms))
-        gaussian_argmax_counts(mean[block].astype(np.float32), sd[block].astype(np.float32), candidates, normals,
-                               shares)
-        out[block] = shares
+    out = np.empty(mean.shape)
+    gaussian_argmax_shares(np.ascontiguousarray(mean), np.ascontiguousarray(sd), normals, z_max, float(slack), out)
     return out
 
 

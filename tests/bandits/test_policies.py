@@ -428,3 +428,19 @@ def test_lints_probabilities_are_the_numpy_monte_carlo_exactly(n_arms, scale, n_
     mean[:, 1], sd[:, 1] = mean[:, 0], sd[:, 0]  # two identical arms: every tie goes to the lower one
     np.testing.assert_array_equal(gaussian_argmax_probabilities(mean, sd, n_draws, 4),
                                   _gaussian_argmax_by_numpy(mean, sd, n_draws, 4))
+
+
+@pytest.mark.parametrize("n_arms", [1, 2, 3, 10])
+def test_the_compiled_inverse_cdf_draws_the_arms_of_the_cumsum_form(n_arms):
+    """Every served arm is drawn by `inverse_cdf`: the compiled pass against the numpy form it replaced (running sums
+    by `np.cumsum`, the uniform scaled by the row's total), on random, one-hot and boundary cases."""
+    from bandits.policies.base import inverse_cdf
+
+    rng = np.random.default_rng(n_arms)
+    probabilities = rng.dirichlet(np.ones(n_arms), size=20_000)
+    probabilities[::7] = np.eye(n_arms)[rng.integers(0, n_arms, len(probabilities[::7]))]
+    uniforms = rng.random(len(probabilities))
+    uniforms[:4] = [0.0, np.nextafter(1.0, 0.0), 0.5, 1 / 3]
+    cumulative = np.cumsum(probabilities, axis=1)
+    expected = np.minimum(((uniforms * cumulative[:, -1])[:, None] >= cumulative).sum(axis=1), n_arms - 1)
+    np.testing.assert_array_equal(inverse_cdf(probabilities, uniforms), expected)
