@@ -131,3 +131,31 @@ def gaussian_argmax_shares(mean: np.ndarray, sd: np.ndarray, normals: np.ndarray
             counts[winner] += 1
         for k in range(n_arms):
             out[r, k] = counts[k] / n_draws
+
+
+@njit(cache=True, nogil=True)
+def arm_order(arms: np.ndarray, n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, bounds): the rows grouped by arm code, each arm's rows in row order (what a stable argsort of `arms`
+    gives, by counting), and arm k's rows order[bounds[k]:bounds[k + 1]]."""
+    bounds = np.zeros(n_arms + 1, dtype=np.int64)
+    for arm in arms:
+        bounds[arm + 1] += 1
+    for k in range(n_arms):
+        bounds[k + 1] += bounds[k]
+    filled = bounds[:-1].copy()
+    order = np.empty(arms.size, dtype=np.int64)
+    for i in range(arms.size):
+        order[filled[arms[i]]] = i
+        filled[arms[i]] += 1
+    return order, bounds
+
+
+@njit(cache=True, nogil=True)
+def gather_design(X: np.ndarray, rows: np.ndarray, fit_intercept: bool, out: np.ndarray) -> None:
+    """out[i] = the design row of X[rows[i]]: a leading 1 when `fit_intercept`, then the contexts."""
+    offset = 1 if fit_intercept else 0
+    for i in range(rows.size):
+        if fit_intercept:
+            out[i, 0] = 1.0
+        for j in range(X.shape[1]):
+            out[i, offset + j] = X[rows[i], j]

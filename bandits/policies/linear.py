@@ -18,7 +18,14 @@ from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts
-from bandits.policies._linear_kernels import PAIRWISE_BLOCK, gaussian_argmax_shares, ucb_probabilities, widths
+from bandits.policies._linear_kernels import (
+    PAIRWISE_BLOCK,
+    arm_order,
+    gather_design,
+    gaussian_argmax_shares,
+    ucb_probabilities,
+    widths,
+)
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
 
@@ -50,18 +57,24 @@ class LinearStats:
     @classmethod
     def partial(cls, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray, n_arms: int, *,
                 weights: np.ndarray | None = None, fit_intercept: bool = True) -> LinearStats:
-        """Statistics of one chunk of rows (contexts X, arm codes, rewards, optional row weights)."""
-        Z = design(np.asarray(X, dtype=np.float64), fit_intercept)
-        stats = cls.zeros(n_arms, Z.shape[1])
-        order = np.argsort(arms, kind="stable")
-        bounds = np.searchsorted(arms[order], np.arange(n_arms + 1))
+        """Statistics of one chunk of rows (contexts X, arm codes, rewards, optional row weights). Each arm's rows
+        are gathered (with the intercept's ones) into one buffer reused arm after arm, so the fresh memory is one
+        arm's rows, not three copies of the chunk."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        stats = cls.zeros(n_arms, X.shape[1] + int(fit_intercept))
+        order, bounds = arm_order(np.ascontiguousarray(arms, dtype=np.int64), n_arms)
+        largest = int(np.diff(bounds).max(initial=0))
+        gathered, weighted = (np.empty((largest, stats.gram.shape[1])) for _ in range(2))
         for k in range(n_arms):
             rows = order[bounds[k]:bounds[k + 1]]
             if rows.size == 0:
                 continue
-            Zk, yk = Z[rows], rewards[rows]
+            Zk, WZ = gathered[:rows.size], weighted[:rows.size]
+            gather_design(X, rows, fit_intercept, Zk)
+            yk = rewards[rows]
             wk = np.ones(rows.size) if weights is None else weights[rows]
-            WZ = Zk * wk[:, None]
+            np.multiply(Zk, wk[:, None], out=WZ)
             stats.gram[k] = Zk.T @ WZ
             stats.xty[k] = WZ.T @ yk
             stats.weight[k] = wk.sum()
