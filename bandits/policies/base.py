@@ -15,9 +15,11 @@ import numpy as np
 from numba import njit
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from bandits.feedback import LoggedFeedback, check_contexts, encode_arms
 from campaign_core import InputError
+from campaign_core.parallel import available_threads, thread_map
 
 #: Rows per block when scoring, so memory stays flat for any number of rows.
 BLOCK_ROWS = 8_192
@@ -82,6 +84,10 @@ class BasePolicy(BaseEstimator, ABC):
     given its `arms` can act before any fit (cold start: context-free policies are uniform or follow their prior,
     linear ones their ridge prior).
     """
+
+    #: Whether blocks of rows may be scored at once on threads: `_probabilities` is a pure function of the block
+    #: that spends its time in BLAS or compiled code releasing the GIL.
+    _blocks_on_threads = False
 
     arms: Sequence | None
     weight_by_propensity: bool
@@ -148,8 +154,17 @@ class BasePolicy(BaseEstimator, ABC):
         """(n, K) probability of each arm for each context row; rows sum to 1; columns follow `arms_`."""
         X = self._check_X(X)
         out = np.empty((X.shape[0], self.n_arms))
-        for start in range(0, X.shape[0], BLOCK_ROWS):
+
+        def fill(start: int) -> None:
             out[start:start + BLOCK_ROWS] = self._probabilities(X[start:start + BLOCK_ROWS])
+
+        starts = range(0, X.shape[0], BLOCK_ROWS)
+        if self._blocks_on_threads and len(starts) > 1:  # BLAS on one thread per block, blocks on every core
+            with threadpool_limits(1):
+                thread_map(fill, starts, available_threads())
+        else:
+            for start in starts:
+                fill(start)
         return out
 
     def sample(self, X, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:

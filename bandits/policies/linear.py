@@ -16,6 +16,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies._linear_kernels import (
@@ -28,6 +29,7 @@ from bandits.policies._linear_kernels import (
 )
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
+from campaign_core.parallel import available_threads, thread_map
 
 
 def design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -58,27 +60,34 @@ class LinearStats:
     def partial(cls, X: np.ndarray, arms: np.ndarray, rewards: np.ndarray, n_arms: int, *,
                 weights: np.ndarray | None = None, fit_intercept: bool = True) -> LinearStats:
         """Statistics of one chunk of rows (contexts X, arm codes, rewards, optional row weights). Each arm's rows
-        are gathered (with the intercept's ones) into one buffer reused arm after arm, so the fresh memory is one
-        arm's rows, not three copies of the chunk."""
+        are gathered (with the intercept's ones) into a buffer reused arm after arm, so the fresh memory is a few
+        arms' rows, not three copies of the chunk; the arms are shared out over the cores (BLAS on one thread
+        each: the same products)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         rewards = np.asarray(rewards, dtype=np.float64)
         stats = cls.zeros(n_arms, X.shape[1] + int(fit_intercept))
         order, bounds = arm_order(np.ascontiguousarray(arms, dtype=np.int64), n_arms)
         largest = int(np.diff(bounds).max(initial=0))
-        gathered, weighted = (np.empty((largest, stats.gram.shape[1])) for _ in range(2))
-        for k in range(n_arms):
-            rows = order[bounds[k]:bounds[k + 1]]
-            if rows.size == 0:
-                continue
-            Zk, WZ = gathered[:rows.size], weighted[:rows.size]
-            gather_design(X, rows, fit_intercept, Zk)
-            yk = rewards[rows]
-            wk = np.ones(rows.size) if weights is None else weights[rows]
-            np.multiply(Zk, wk[:, None], out=WZ)
-            stats.gram[k] = Zk.T @ WZ
-            stats.xty[k] = WZ.T @ yk
-            stats.weight[k] = wk.sum()
-            stats.yy[k] = wk @ (yk * yk)
+
+        def arms_of(share: range) -> None:
+            gathered, weighted = (np.empty((largest, stats.gram.shape[1])) for _ in range(2))
+            for k in share:
+                rows = order[bounds[k]:bounds[k + 1]]
+                if rows.size == 0:
+                    continue
+                Zk, WZ = gathered[:rows.size], weighted[:rows.size]
+                gather_design(X, rows, fit_intercept, Zk)
+                yk = rewards[rows]
+                wk = np.ones(rows.size) if weights is None else weights[rows]
+                np.multiply(Zk, wk[:, None], out=WZ)
+                stats.gram[k] = Zk.T @ WZ
+                stats.xty[k] = WZ.T @ yk
+                stats.weight[k] = wk.sum()
+                stats.yy[k] = wk @ (yk * yk)
+
+        threads = min(available_threads(), n_arms)
+        with threadpool_limits(1):
+            thread_map(arms_of, [range(first, n_arms, threads) for first in range(threads)], threads)
         return stats
 
     def merge(self, other: LinearStats) -> LinearStats:
@@ -118,6 +127,8 @@ class LinearPass(SelfMerging):
 
 class LinearPolicy(BasePolicy):
     """Shared state: stats_ (LinearStats), theta_ (K, d) ridge coefficients, and a factor of each A_k^-1."""
+
+    _blocks_on_threads = True
 
     def _check_hyperparameters(self) -> None:
         """Subclass checks of their own hyperparameters (one-line ValueErrors)."""

@@ -444,3 +444,34 @@ def test_the_compiled_inverse_cdf_draws_the_arms_of_the_cumsum_form(n_arms):
     cumulative = np.cumsum(probabilities, axis=1)
     expected = np.minimum(((uniforms * cumulative[:, -1])[:, None] >= cumulative).sum(axis=1), n_arms - 1)
     np.testing.assert_array_equal(inverse_cdf(probabilities, uniforms), expected)
+
+
+@pytest.mark.parametrize("weighted, fit_intercept, empty_arm", [(False, True, False), (True, True, True),
+                                                                (False, False, True), (True, False, False)])
+def test_the_linear_statistics_are_the_gathered_numpy_products_bit_for_bit(weighted, fit_intercept, empty_arm):
+    """`LinearStats.partial` groups rows by counting and gathers each arm's design rows into a reused buffer: the
+    same single-threaded BLAS products on the same values as the plain numpy form (design copy, stable argsort,
+    fancy-index gathers), so the statistics are identical (and do not depend on how many cores BLAS would use)."""
+    from threadpoolctl import threadpool_limits
+
+    from bandits.policies.linear import design
+
+    rng = np.random.default_rng(7)
+    n, n_features, n_arms = 20_000, 6, 5
+    X = rng.normal(size=(n, n_features))
+    arms = rng.integers(0, n_arms - int(empty_arm), n)
+    rewards = rng.random(n)
+    weights = rng.uniform(0.2, 3.0, n) if weighted else None
+    stats = LinearStats.partial(X, arms, rewards, n_arms, weights=weights, fit_intercept=fit_intercept)
+    Z = design(X, fit_intercept)
+    order = np.argsort(arms, kind="stable")
+    for k in range(n_arms):
+        rows = order[arms[order] == k]
+        Zk, yk = Z[rows], rewards[rows]
+        wk = np.ones(rows.size) if weights is None else weights[rows]
+        WZ = Zk * wk[:, None]
+        with threadpool_limits(1):
+            gram, xty = Zk.T @ WZ, WZ.T @ yk
+        np.testing.assert_array_equal(stats.gram[k], gram if rows.size else 0.0)
+        np.testing.assert_array_equal(stats.xty[k], xty if rows.size else 0.0)
+        assert stats.weight[k] == wk.sum() and stats.yy[k] == wk @ (yk * yk)
