@@ -314,7 +314,7 @@ class TablePass:
     def _observed(self, chunk: pd.DataFrame, starts: np.ndarray) -> tuple[Tables, ObservedExtras]:
         """The observed tables and extras, the same numbers as `_block` on each row block added up."""
         layout, options = self.layout, self.options
-        tables = Tables(*(np.empty(layout.shape()) for _ in STATISTICS))
+        tables = Tables(*(np.empty((1, *layout.shape()[1:])) for _ in STATISTICS))  # replicate 0 alone
         extras = ObservedExtras(np.empty((layout.n_features, layout.n_bins)), np.empty(layout.shape()[1:]))
         arms = label_codes(chunk[options.arm_col], self.plan.arms)
         reward = chunk[options.reward_col].to_numpy(dtype=np.float64)

@@ -16,7 +16,6 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.lapack import dtrtri
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from bandits.feedback import LoggedFeedback, check_contexts
 from bandits.policies._linear_kernels import (
@@ -29,7 +28,9 @@ from bandits.policies._linear_kernels import (
 )
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
-from campaign_core.parallel import available_threads, thread_map
+from campaign_core.parallel import available_threads, one_blas_thread, thread_map
+
+PARALLEL_ROWS = 50_000  # a fit of fewer rows runs its arms on one thread (a pool costs more than it saves)
 
 
 def design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -85,8 +86,8 @@ class LinearStats:
                 stats.weight[k] = wk.sum()
                 stats.yy[k] = wk @ (yk * yk)
 
-        threads = min(available_threads(), n_arms)
-        with threadpool_limits(1):
+        threads = min(available_threads(), n_arms) if len(order) >= PARALLEL_ROWS else 1
+        with one_blas_thread():
             thread_map(arms_of, [range(first, n_arms, threads) for first in range(threads)], threads)
         return stats
 

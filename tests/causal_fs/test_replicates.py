@@ -313,3 +313,36 @@ def test_exact_bin_edges_are_the_inverted_cdf_deciles():
             expected = np.unique(np.quantile(present, np.arange(1, 10) / 10, method="inverted_cdf"))
             expected = expected[expected < present.max()]
         np.testing.assert_array_equal(bins.edges, expected, err_msg=f"column {index}")
+
+
+def test_one_replicate_per_block_gives_the_numbers_of_one_block():
+    """At a cap that fits a single replicate per pass, the first pass holds the observed data alone (its compiled
+    per-feature pass); every p-value and interval equals that of one block."""
+    from dataclasses import replace
+
+    from causal_fs.options import ScoringOptions
+    from causal_fs.scoring import replicate_blocks
+    from causal_fs.tables import Layout
+
+    rng = np.random.default_rng(5)
+    n = 3_000
+    data = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "arm": rng.integers(0, 3, n)})
+    data["reward"] = (rng.random(n) < 0.2 + 0.2 * (data["x"] > 0) * (data["arm"] == 1)).astype(float)
+    options = {"n_permutations": 6, "n_bootstrap": 6, "random_state": 1}
+    whole = score_features(data, ["x", "y"], **options)
+    scoring = ScoringOptions(features=("x", "y"), arm_col="arm", reward_col="reward", methods=("hie", "hdd"),
+                             n_bins=10, control=None, propensity_col=None, user_col=None, n_permutations=6,
+                             n_bootstrap=6, compat=None, seed=1, smoothing=1.0, confidence=0.95,
+                             combined_weights=(0.5, 0.5), max_levels=50, min_level_share=0.005, forest_rows=1000)
+    layout = Layout(2, 11, 3, 6, 6)  # ten quantile bins and the NaN bin
+
+    def first_block(mb: float) -> int:
+        try:
+            return len(replicate_blocks([layout], replace(scoring, replicate_memory_mb=mb), False, n).blocks[0])
+        except InputError:  # not even one replicate fits
+            return 0
+
+    cap = next(float(mb) for mb in np.linspace(0.01, 1.0, 991) if first_block(float(mb)) == 1)
+    single = score_features(data, ["x", "y"], **options, replicate_memory_mb=cap)
+    assert single.passes == 13
+    pd.testing.assert_frame_equal(whole.to_frame(), single.to_frame())
