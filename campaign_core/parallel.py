@@ -1,4 +1,5 @@
-"""Work that is independent per item (a feature, a column) spread over threads, for kernels that release the GIL."""
+"""Work spread over threads (features, columns, blocks of rows) for kernels that release the GIL, and the native
+thread pools (BLAS, OpenMP) held to one thread while it runs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import cache
 from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
@@ -34,31 +34,30 @@ def thread_map(function: Callable[[T], R], items: Iterable[T], threads: int = 1)
         return list(pool.map(function, items))
 
 
-@cache
-def _controller() -> ThreadpoolController:
-    """The BLAS and OpenMP pools loaded when first asked (numpy's BLAS by then); inspecting them once costs about
-    0.6 ms, which `threadpool_limits` would pay on every call."""
-    return ThreadpoolController()
-
-
 _limit_lock = threading.Lock()
 _limit_holders = 0
 _limiter = None
 
 
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread inside the block: for work that runs its own threads, and for products whose rounding
-    must not depend on the machine's core count. Threads may overlap in it: the first in sets the limit, the last
-    out restores the original (so an overlap cannot leave BLAS on one thread)."""
+def single_thread_pools() -> Iterator[None]:
+    """The native thread pools (BLAS, OpenMP) on one thread inside the block: for work that runs its own threads
+    (Dask tasks, `thread_map`), and for products whose rounding must not depend on the machine's core count.
+
+    BLAS's size is one setting for the whole process, so holders share it: the first one in sets it, the last one
+    out restores it (`threadpool_limits` saves and restores per call, so two overlapping calls, as Dask tasks make,
+    can leave BLAS on one thread for the rest of the process). OpenMP's size belongs to the calling thread, so each
+    holder sets and restores its own."""
     global _limit_holders, _limiter
     with _limit_lock:
         if _limit_holders == 0:
-            _limiter = _controller().limit(limits=1)
+            _limiter = ThreadpoolController().limit(limits=1, user_api="blas")
         _limit_holders += 1
+    openmp = ThreadpoolController().limit(limits=1, user_api="openmp")
     try:
         yield
     finally:
+        openmp.restore_original_limits()
         with _limit_lock:
             _limit_holders -= 1
             if _limit_holders == 0:

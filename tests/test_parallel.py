@@ -1,15 +1,12 @@
-"""campaign_core.parallel: threads for GIL-free work and one BLAS thread for products that must not depend on the
+"""campaign_core.parallel: threads for GIL-free work and one native thread for products that must not depend on the
 core count."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np  # noqa: F401  (loads the BLAS the limit applies to)
 from threadpoolctl import threadpool_info
 
-from campaign_core.parallel import one_blas_thread, thread_map
+from campaign_core.parallel import single_thread_pools, thread_map
 
 
 def _blas_threads() -> list[int]:
@@ -17,23 +14,22 @@ def _blas_threads() -> list[int]:
 
 
 def test_overlapping_holders_restore_the_original_blas_threads():
-    """Three threads hold the limit over overlapping spans: BLAS is on one thread while any holds it and back to
-    its original count after the last leaves (a plain save-and-restore per thread would leave it at one)."""
+    """Two holders overlap as Dask tasks do (A in, B in, A out, B out): the pools stay on one thread until the last
+    holder leaves, then get their original sizes back (a plain save-and-restore per holder would leave B's saved
+    size, one thread, in place). Read from the thread that set the limit: OpenBLAS reports a limit set elsewhere
+    per thread, though it applies it to all."""
+    import campaign_core.parallel as parallel
+
+    assert parallel._limit_holders == 0
     before = _blas_threads()
-    seen = []
-
-    def hold(seconds: float) -> None:
-        with one_blas_thread():
-            seen.append(_blas_threads())
-            time.sleep(seconds)
-
-    threads = [threading.Thread(target=hold, args=(0.05 * (i + 1),)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(counts == [1] * len(counts) for counts in seen)
-    assert _blas_threads() == before
+    first, second = single_thread_pools(), single_thread_pools()
+    first.__enter__()
+    second.__enter__()
+    assert set(_blas_threads()) == {1}
+    first.__exit__(None, None, None)
+    assert set(_blas_threads()) == {1}
+    second.__exit__(None, None, None)
+    assert _blas_threads() == before and parallel._limit_holders == 0
 
 
 def test_thread_map_keeps_the_order_of_the_items():

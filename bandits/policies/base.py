@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bandits.feedback import LoggedFeedback, check_contexts, encode_arms
 from campaign_core import InputError
-from campaign_core.parallel import available_threads, one_blas_thread, thread_map
+from campaign_core.parallel import available_threads, single_thread_pools, thread_map
 
 #: Rows per block when scoring, so memory stays flat for any number of rows.
 BLOCK_ROWS = 8_192
@@ -159,7 +159,7 @@ class BasePolicy(BaseEstimator, ABC):
 
         starts = range(0, X.shape[0], BLOCK_ROWS)
         if self._blocks_on_threads and len(starts) > 1:  # BLAS on one thread per block, blocks on every core
-            with one_blas_thread():
+            with single_thread_pools():
                 thread_map(fill, starts, available_threads())
         else:
             for start in starts:

@@ -28,7 +28,7 @@ from bandits.policies._linear_kernels import (
 )
 from bandits.policies.base import BasePolicy, argmax_probabilities, epsilon_greedy_probabilities
 from campaign_core import InputError, SelfMerging
-from campaign_core.parallel import available_threads, one_blas_thread, thread_map
+from campaign_core.parallel import available_threads, single_thread_pools, thread_map
 
 PARALLEL_ROWS = 50_000  # a fit of fewer rows runs its arms on one thread (a pool costs more than it saves)
 
@@ -87,7 +87,7 @@ class LinearStats:
                 stats.yy[k] = wk @ (yk * yk)
 
         threads = min(available_threads(), n_arms) if len(order) >= PARALLEL_ROWS else 1
-        with one_blas_thread():
+        with single_thread_pools():
             thread_map(arms_of, [range(first, n_arms, threads) for first in range(threads)], threads)
         return stats
 

@@ -23,13 +23,13 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from threadpoolctl import threadpool_limits
 
 from budget_rl import AllocationConstraints, frontier_figure
 from budget_rl.evaluation import response_metrics
 from budget_rl.pacing import daily_budget, spend_calibration
 from budget_rl.response import DebiasedResponseModel, ResponseModel
 from campaign_core import seeded_salt
+from campaign_core.parallel import single_thread_pools
 from pipelines.allocation import allocate_frame
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
@@ -155,7 +155,7 @@ class _Scorer:
     def __call__(self, partition: pd.DataFrame) -> pd.DataFrame:
         frame = partition[self.features].reset_index(drop=True).assign(**{name: 0 for name in self.history})
         # One OpenMP thread per task: the Dask workers are the parallelism (nested threads thrash on few cores).
-        with threadpool_limits(1):
+        with single_thread_pools():
             response = self.model.predict_proba(frame) if len(frame) else np.zeros((0, len(self.levels)))
         scores = pd.DataFrame({"user_id": partition["user_id"].to_numpy()})
         if self.config.segment:

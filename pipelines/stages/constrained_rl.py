@@ -37,7 +37,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import torch
 from pydantic import Field
-from threadpoolctl import threadpool_limits
 
 from budget_rl.baselines import MyopicAllocator
 from budget_rl.mixed import MixedPolicy, maximize_under_budget, maximize_under_budget_batched
@@ -59,6 +58,7 @@ from budget_rl.pacing import (
 )
 from budget_rl.ridge_statistics import ridge_sweeps
 from campaign_core import StatisticOf
+from campaign_core.parallel import single_thread_pools
 from pipelines.config import ConfigPath, StageConfig
 from pipelines.errors import InputError
 from pipelines.execution import Partitions, run_statistic
@@ -431,7 +431,7 @@ def constrained_rl(context: StageContext, config: ConstrainedRLConfig) -> StageR
     if config.q_model == "ridge":
         # the ridge kernels multiply tall, thin matrices inside Dask's threads: BLAS threads on top of those only
         # contend (a sweep at 10^6 users x 14 days: 47.8 s with two, 30.6 s with one; RESULTS.md 6c)
-        with threadpool_limits(1):
+        with single_thread_pools():
             learned = _ridge_on_partitions(table, config, weighted, seed, state_columns, split_salt(context.seed))
     else:
         learned = _mlp_in_memory(table.compute().reset_index(drop=True), config, weighted, seed)
