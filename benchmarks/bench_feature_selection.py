@@ -40,7 +40,7 @@ data, not imports.
                                                              # first run also writes the 10^8-row dataset, 7.96 GB)
     python -m benchmarks.bench_feature_selection --quick    # small sizes (about 25 s)
     python -m benchmarks.bench_feature_selection --parts causalml paper   # some of the five measurements
-    python -m benchmarks.bench_feature_selection --parts out_of_core --dask-partitions   # Dask's own partitions
+    python -m benchmarks.bench_feature_selection --parts out_of_core --reader dask   # Dask's own partitions
     python -m benchmarks.bench_feature_selection --causalml-features 20   # CausalML on 20 features, extrapolated
 """
 
@@ -260,21 +260,46 @@ def measure_causalml(n_rows: int, n_features: int, seed: int, n_measured: int | 
             "data_digest": frame_digest(frame)}
 
 
-def measure_out_of_core(files: list[str], n_features: int, seed: int, methods: Sequence[str],
-                        dask_partitions: bool = False) -> dict:
-    """`score_features(Partitions(open_parquet(files)), ...)` inside dask_client() (subprocess side): read and
-    both passes, with the platform's default partitions (a row group, or small row groups up to 128 MiB).
-    `dask_partitions`: plain `dd.read_parquet(files)` instead (Dask's default: here one partition per file)."""
-    import dask.dataframe as dd
+READERS = ("platform", "dask", "dictionary-arm")
 
+
+def _row_group_with_dictionary_arm(piece: tuple[str, int]) -> pd.DataFrame:
+    """One row group with the arm column read as Arrow's dictionary (a pandas categorical): no strings built."""
+    import pyarrow.parquet as pq
+
+    path, row_group = piece
+    return pq.ParquetFile(path, read_dictionary=[ARM]).read_row_group(row_group, use_threads=False).to_pandas()
+
+
+def open_files(files: list[str], reader: str):
+    """The benchmark's parquet files as a Dask DataFrame. `platform`: `pipelines.tables.open_parquet`, what every
+    stage reads with (one partition per 1M-row row group here); `dask`: plain `dd.read_parquet` (here one partition
+    per 5M-row file); `dictionary-arm`: one partition per row group with the arm read as a dictionary (an
+    experiment for reading label columns as categoricals; not what the platform does)."""
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    from pipelines.tables import open_parquet
+
+    if reader == "platform":
+        return open_parquet(files)
+    if reader == "dask":
+        return dd.read_parquet(files)
+    pieces = [(path, group) for path in files for group in range(pq.ParquetFile(path).metadata.num_row_groups)]
+    return dd.from_map(_row_group_with_dictionary_arm, pieces, enforce_metadata=False)
+
+
+def measure_out_of_core(files: list[str], n_features: int, seed: int, methods: Sequence[str],
+                        reader: str = "platform") -> dict:
+    """`score_features(Partitions(open_files(files, reader)), ...)` inside dask_client() (subprocess side): the read
+    and both passes."""
     from causal_fs import score_features
     from pipelines.execution import Partitions, dask_client
-    from pipelines.tables import open_parquet
 
     with dask_client() as client:
         threads = sum(client.nthreads().values())
         started, cpu_started = time.perf_counter(), time.process_time()
-        data = dd.read_parquet(files) if dask_partitions else open_parquet(files)
+        data = open_files(files, reader)
         scored = score_features(Partitions(data), feature_names(n_features), arm_col=ARM, reward_col=REWARD,
                                 methods=tuple(methods), n_bins=N_BINS, random_state=seed)
         result = scored.to_frame()
@@ -282,8 +307,7 @@ def measure_out_of_core(files: list[str], n_features: int, seed: int, methods: S
         partitions, arm_dtype = data.npartitions, str(data[ARM].dtype)
     return {"tool": "causal_fs (dask)", "n_rows": scored.rows, "n_features": n_features,
             "methods": list(methods), "files": len(files), "partitions": partitions, "threads": threads,
-            "dask_partitions": dask_partitions,
-            "arm_dtype": arm_dtype, "wall_s": wall, "cpu_s": cpu, "features": list(result.index),
+            "reader": reader, "arm_dtype": arm_dtype, "wall_s": wall, "cpu_s": cpu, "features": list(result.index),
             "scores": _columns(result), "bins": scored.bins}
 
 
@@ -417,7 +441,7 @@ def out_of_core_check(run: dict) -> dict:
 
 
 def run_out_of_core(n_rows: int, rows_per_file: int, *, seed: int, repeat: int, warmup: int,
-                    dask_partitions: bool = False) -> dict:
+                    reader: str = "platform") -> dict:
     """Part 4: hie + hdd over n_rows x 10 parquet on disk through Dask."""
     files = ensure_dataset(n_rows, n_features=PAPER_FEATURES, rows_per_file=rows_per_file, seed=seed)
     on_disk = sum(f.stat().st_size for f in files)
@@ -425,7 +449,7 @@ def run_out_of_core(n_rows: int, rows_per_file: int, *, seed: int, repeat: int, 
           f"({on_disk / 1e9:.2f} GB) ...", flush=True)
     result = _series("benchmarks.bench_feature_selection:measure_out_of_core", repeat, warmup, timeout=3600,
                      prepare=lambda: warm_page_cache(files), files=[str(f) for f in files],
-                     n_features=PAPER_FEATURES, seed=seed, methods=("hie", "hdd"), dask_partitions=dask_partitions)
+                     n_features=PAPER_FEATURES, seed=seed, methods=("hie", "hdd"), reader=reader)
     result["bytes_on_disk"] = on_disk
     result["dataset"] = str(dataset_dir(PAPER_FEATURES, rows_per_file, seed).relative_to(DATA_DIR.parent.parent))
     result["check"] = out_of_core_check(result)
@@ -560,7 +584,7 @@ def _library_changed(commits: Sequence[tuple[str, tuple[str, ...]]]) -> bool:
 
 def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: int, compare=None,
         causalml_features: int | None = None, ooc_rows: int | None = None, rows_per_file: int | None = None,
-        ooc_repeat: int | None = None, dask_partitions: bool = False, command: str = "") -> dict:
+        ooc_repeat: int | None = None, reader: str = "platform", command: str = "") -> dict:
     results: dict = {}
     paper_rows = QUICK_PAPER_ROWS if quick else PAPER_ROWS
     if "causalml" in parts:
@@ -574,7 +598,7 @@ def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: in
         results |= run_out_of_core(ooc_rows or (QUICK_OOC_ROWS if quick else DEFAULT_OOC_ROWS),
                                    rows_per_file or (QUICK_ROWS_PER_FILE if quick else DEFAULT_ROWS_PER_FILE),
                                    seed=seed, repeat=ooc_repeat or (1 if quick else 2), warmup=warmup,
-                                   dask_partitions=dask_partitions)
+                                   reader=reader)
     if "forest" in parts:
         results |= run_forest(QUICK_FOREST_ROWS if quick else PAPER_ROWS, seed=seed, repeat=1,
                               paper=results.get("paper"), compare=results.get("compare"))
@@ -584,7 +608,7 @@ def run(parts: Sequence[str], *, quick: bool, seed: int, repeat: int, warmup: in
         print(f"WARNING: not one clean library version: the runs were taken at {commits} (commit, modified files)")
     name = ("feature_selection" + ("-quick" if quick else "")
             + ("" if set(parts) == set(PARTS) else "-" + "-".join(parts))
-            + ("-dask-partitions" if dask_partitions and "out_of_core" in parts else ""))
+            + (f"-{reader}" if reader != "platform" and "out_of_core" in parts else ""))
     path = save_results(name, command, {"parts": list(parts), "quick": quick, "seed": seed, "run_commits": commits,
                                         **results})
     print(f"results: {path}")
@@ -603,9 +627,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--rows-per-file", type=int, default=None,
                         help=f"rows per parquet file (default {DEFAULT_ROWS_PER_FILE:,})")
     parser.add_argument("--ooc-repeat", type=int, default=None, help="out-of-core runs after the warm-up (default 2)")
-    parser.add_argument("--dask-partitions", action="store_true",
-                        help="out of core: plain dd.read_parquet (here one partition per 5M-row file) instead of the "
-                             "platform's open_parquet (one per 1M-row row group)")
+    parser.add_argument("--reader", choices=READERS, default="platform",
+                        help="out of core: how the parquet files are opened (default: the platform's open_parquet)")
     add_common_arguments(parser, repeat=3)
     args = parser.parse_args(argv)
     warmup = apply_common_arguments(args)
@@ -614,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         compare = [tuple(int(v) for v in size.lower().split("x")) for size in args.compare]
     return run(args.parts, quick=args.quick, seed=args.seed, repeat=args.repeat if not args.quick else 1,
                warmup=warmup, compare=compare, causalml_features=args.causalml_features, ooc_rows=args.ooc_rows,
-               rows_per_file=args.rows_per_file, ooc_repeat=args.ooc_repeat, dask_partitions=args.dask_partitions,
+               rows_per_file=args.rows_per_file, ooc_repeat=args.ooc_repeat, reader=args.reader,
                command=command_line("benchmarks.bench_feature_selection", argv))
 
 
