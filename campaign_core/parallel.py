@@ -17,7 +17,10 @@ R = TypeVar("R")
 
 
 def available_threads() -> int:
-    """The cores this process may use."""
+    """The threads a call may start: the cores this process may use, from the main thread; 1 from any other thread
+    (a Dask worker or the caller's own pool already runs such calls side by side, and nesting pools thrashes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return 1
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

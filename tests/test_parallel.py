@@ -35,3 +35,14 @@ def test_overlapping_holders_restore_the_original_blas_threads():
 def test_thread_map_keeps_the_order_of_the_items():
     assert thread_map(lambda x: x * x, range(20), threads=4) == [x * x for x in range(20)]
     assert thread_map(lambda x: -x, [3], threads=4) == [-3]
+
+
+def test_calls_off_the_main_thread_start_no_threads_of_their_own():
+    """A Dask worker thread (or the caller's own pool) already runs calls side by side: they get one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from campaign_core.parallel import available_threads
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(available_threads).result() == 1
+    assert available_threads() >= 1
