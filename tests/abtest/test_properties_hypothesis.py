@@ -24,7 +24,7 @@ from abtest import (
 from abtest.cluster import canonical_labels
 from tests.abtest.helpers import cluster_frame, enumerated_exposure
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 QS = [0.1, 0.25, 1 / 3, 0.5, 0.6, 0.75, 0.9, 1.0]
 
 
