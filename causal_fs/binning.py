@@ -141,8 +141,7 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
         return FeatureSketch(True, present=int(counts.sum()), level_counts=counts)
     x = numeric_values(values)
     if sample_size is None:
-        ordered = np.sort(x)  # NaN last
-        ordered = ordered[:np.searchsorted(ordered, np.nan)]  # searchsorted orders NaN last, as sort does
+        ordered = sorted_present(x)
         edges = sorted_quantile_edges(ordered, n_bins) if len(ordered) else np.empty(0)
         return FeatureSketch(False, present=len(ordered), distinct=_few_distinct(ordered, n_bins), edges=edges,
                              qcut_edges=sorted_qcut_edges(ordered, n_bins) if compat else None)
@@ -160,6 +159,12 @@ def sketch_feature(values: pd.Series, n_bins: int, sample_size: int | None, rng:
         all_distinct = pd.unique(x)
         distinct = np.sort(all_distinct) if len(all_distinct) <= n_bins else None
     return FeatureSketch(False, present=len(x), sample=sample, sample_weight=weight, distinct=distinct)
+
+
+def sorted_present(x: np.ndarray) -> np.ndarray:
+    """The non-NaN values of x in increasing order (a sorted copy; NaN sorts last and `searchsorted` agrees)."""
+    ordered = np.sort(x)
+    return ordered[:np.searchsorted(ordered, np.nan)]
 
 
 def _few_distinct(ordered: np.ndarray, n_bins: int) -> np.ndarray | None:
@@ -227,8 +232,7 @@ def weighted_quantile_edges(values: np.ndarray, weights: np.ndarray, n_bins: int
 def qcut_edges(x: np.ndarray, n_bins: int) -> np.ndarray:
     """The edges `pd.qcut(x, n_bins, retbins=True, duplicates="drop")` returns, without the codes it assigns and then
     discards (see `sorted_qcut_edges`)."""
-    ordered = np.sort(x)
-    return sorted_qcut_edges(ordered[:np.searchsorted(ordered, np.nan)], n_bins)
+    return sorted_qcut_edges(sorted_present(x), n_bins)
 
 
 def sorted_qcut_edges(ordered: np.ndarray, n_bins: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from causal_fs.binning import SKETCH_SIZE, FeatureBins, is_categorical, label_co
 from causal_fs.options import BIN_METHODS, UPLIFT_METHODS, ScoringOptions
 from causal_fs.plan import Plan, SketchPass
 from causal_fs.significance import basic_interval, benjamini_hochberg, permutation_p_values
-from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, Users, chunk_tables
+from causal_fs.tables import STATISTICS, Layout, ObservedExtras, Tables, Users, binary_rewards, chunk_tables
 
 CHUNK_ROWS = 1 << 16  # most rows per block (bounds the per-block code matrices: features x rows)
 MIN_BLOCK_ROWS = 4096  # fewest rows per block, however many features
@@ -288,11 +288,10 @@ class TablePass:
             users = Users.of_sorted(user_words)
             starts = sorted({int(users.start[np.searchsorted(users.start, start)]) for start in starts
                              if start < len(chunk)} | {0})
-        bounds = [*starts[1:], len(chunk)]
         if self.replicates == range(1):
             return self._observed(chunk, np.array([*starts, len(chunk)], dtype=np.int64))
         state = None
-        for start, stop in zip(starts, bounds, strict=True):
+        for start, stop in zip(starts, [*starts[1:], len(chunk)], strict=True):
             part = self._block(chunk.iloc[start:stop], None if user_words is None else user_words[start:stop])
             if state is None:
                 state = part
@@ -321,7 +320,7 @@ class TablePass:
         weight = np.zeros(0)
         if options.propensity_col is not None:
             weight = 1.0 / chunk[options.propensity_col].to_numpy(dtype=np.float64)
-        binary = bool(np.all((reward == 0) | (reward == 1)))
+        binary = binary_rewards(reward)
         none_float, none_int = np.zeros(0), np.zeros(0, dtype=np.int64)
 
         def one_feature(f: int) -> None:

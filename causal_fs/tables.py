@@ -143,6 +143,11 @@ def poisson_ones(rng: np.random.Generator, n: int) -> np.ndarray:
     return out
 
 
+def binary_rewards(reward: np.ndarray) -> bool:
+    """Whether every reward of a chunk is 0 or 1: its tables are then counted per (cell, reward)."""
+    return bool(np.all((reward == 0) | (reward == 1)))
+
+
 def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
                  layout: Layout, replicates: range, seed: list[int], users: Users | None = None) -> Tables:
     """The tables of one chunk for the replicate numbers in `replicates` (0 observed, 1..P permutations, then
@@ -157,7 +162,7 @@ def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight
     cell_base = np.array(codes.T, dtype=np.int64, order="C")  # a copy, (rows, features): a row's cells side by side
     cell_base += (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[None, :]
     cell_base *= layout.n_arms
-    binary = bool(np.all((reward == 0) | (reward == 1)))
+    binary = binary_rewards(reward)
     out = [np.empty((len(replicates), *layout.shape()[1:])) for _ in STATISTICS]
     none = np.zeros(0, dtype=np.int64)
     weight = np.zeros(0) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
