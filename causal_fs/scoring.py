@@ -275,12 +275,13 @@ class TablePass:
     options: ScoringOptions
     replicates: range
     block_rows: int = CHUNK_ROWS
-    threads: int = 1  # features built at once when only the observed data is asked for
+    threads: int = 1  # features of the observed pass built at once
 
     def partial(self, chunk: pd.DataFrame) -> tuple[Tables, ObservedExtras | None]:
-        """Built in blocks of at most `block_rows` rows (a user's rows stay in one block), so the per-row code
-        matrices stay small; the blocks' tables are added up in place. The observed data alone needs no code
-        matrix: each feature's tables are then one compiled pass over its column, features on threads."""
+        """The observed data (replicate 0) is one compiled pass per feature over its column, features on threads. The
+        resampled replicates are built in row blocks of at most `block_rows` rows (a user's rows stay in one
+        block), so the per-row code matrices stay small; the blocks' tables are added up in place. Both sum row
+        block by row block, so the numbers do not depend on which replicates share a pass."""
         starts: list[int] = list(range(0, max(len(chunk), 1), self.block_rows))
         user_words = None
         if self.options.user_col is not None:
@@ -288,18 +289,22 @@ class TablePass:
             users = Users.of_sorted(user_words)
             starts = sorted({int(users.start[np.searchsorted(users.start, start)]) for start in starts
                              if start < len(chunk)} | {0})
-        if self.replicates == range(1):
-            return self._observed(chunk, np.array([*starts, len(chunk)], dtype=np.int64))
-        state = None
-        for start, stop in zip(starts, [*starts[1:], len(chunk)], strict=True):
-            part = self._block(chunk.iloc[start:stop], None if user_words is None else user_words[start:stop])
-            if state is None:
-                state = part
-                continue
-            state[0].add_into(part[0])
-            if state[1] is not None:
-                state[1].add_into(part[1])
-        return state
+        stops = [*starts[1:], len(chunk)]
+        tables = Tables(*(np.empty((len(self.replicates), *self.layout.shape()[1:])) for _ in STATISTICS))
+        extras = None
+        resampled = range(max(self.replicates.start, 1), self.replicates.stop)
+        if self.replicates.start == 0:
+            extras = self._observed(chunk, np.array([*starts, len(chunk)], dtype=np.int64),
+                                    tables.replicate(slice(0, 1)))
+        into = tables.replicate(slice(len(self.replicates) - len(resampled), None))
+        for index, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+            if not resampled:
+                break
+            block = self._resampled(chunk.iloc[start:stop], None if user_words is None else user_words[start:stop],
+                                    resampled, into if index == 0 else None)
+            if index > 0:
+                into.add_into(block)
+        return tables, extras
 
     @staticmethod
     def merge(left: tuple[Tables, ObservedExtras | None], right: tuple[Tables, ObservedExtras | None]
@@ -310,10 +315,10 @@ class TablePass:
     def finalize(state: tuple[Tables, ObservedExtras | None]) -> tuple[Tables, ObservedExtras | None]:
         return state
 
-    def _observed(self, chunk: pd.DataFrame, starts: np.ndarray) -> tuple[Tables, ObservedExtras]:
-        """The observed tables and extras, the same numbers as `_block` on each row block added up."""
+    def _observed(self, chunk: pd.DataFrame, starts: np.ndarray, tables: Tables) -> ObservedExtras:
+        """Fill `tables` (replicate 0 alone) with the observed tables, summed block by block over the row blocks
+        `starts`; returns the observed extras of the regression filters."""
         layout, options = self.layout, self.options
-        tables = Tables(*(np.empty((1, *layout.shape()[1:])) for _ in STATISTICS))  # replicate 0 alone
         extras = ObservedExtras(np.empty((layout.n_features, layout.n_bins)), np.empty(layout.shape()[1:]))
         arms = label_codes(chunk[options.arm_col], self.plan.arms)
         reward = chunk[options.reward_col].to_numpy(dtype=np.float64)
@@ -333,38 +338,23 @@ class TablePass:
                                   extras.x_sum[f], extras.weight_sq[f].reshape(-1))
 
         thread_map(one_feature, range(len(self.bins)), self.threads)
-        return tables, extras
+        return extras
 
-    def _block(self, block: pd.DataFrame, user_words: np.ndarray | None) -> tuple[Tables, ObservedExtras | None]:
-        bins, layout, options = self.bins, self.layout, self.options
-        codes = np.empty((len(bins), len(block)), dtype=np.int64)
-        x_sum = np.zeros((layout.n_features, layout.n_bins))
-        for f, feature in enumerate(bins):
-            if feature.categorical:
-                codes[f] = feature.codes(block[feature.name])
-            else:
-                values = numeric_values(block[feature.name])
-                codes[f] = feature.numeric_codes(values)
-                x_sum[f, :feature.n_bins] = np.bincount(codes[f], weights=np.nan_to_num(values, nan=0.0, posinf=0.0,
-                                                                                        neginf=0.0),
-                                                        minlength=feature.n_bins)
+    def _resampled(self, block: pd.DataFrame, user_words: np.ndarray | None, replicates: range,
+                   out: Tables | None) -> Tables:
+        """The tables of the permutation and bootstrap `replicates` on one row block (into `out` when given)."""
+        options = self.options
+        codes = np.empty((len(self.bins), len(block)), dtype=np.int64)
+        for f, feature in enumerate(self.bins):
+            codes[f] = feature.codes(block[feature.name])
         arms = label_codes(block[options.arm_col], self.plan.arms)
         reward = block[options.reward_col].to_numpy(dtype=np.float64)
         weight = None
         if options.propensity_col is not None:
             weight = 1.0 / block[options.propensity_col].to_numpy(dtype=np.float64)
         users = None if user_words is None else Users.of_sorted(user_words)
-        tables = chunk_tables(codes, arms, reward, weight, layout, self.replicates,
-                              chunk_seed(options.seed, 2, arms, reward), users)
-        if self.replicates.start != 0:
-            return tables, None
-        if weight is None:
-            weight_sq = tables.rows[0].copy()  # its own array: block tables are added up in place
-        else:
-            cells = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms + arms[None, :]
-            weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(bins)),
-                                    minlength=layout.cells).reshape(layout.shape()[1:])
-        return tables, ObservedExtras(x_sum, weight_sq)
+        return chunk_tables(codes, arms, reward, weight, self.layout, replicates,
+                            chunk_seed(options.seed, 2, arms, reward), users, out)
 
 
 def _grouped_by_user(chunk: pd.DataFrame, options: ScoringOptions) -> tuple[pd.DataFrame, np.ndarray]:

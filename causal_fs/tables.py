@@ -149,10 +149,12 @@ def binary_rewards(reward: np.ndarray) -> bool:
 
 
 def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight: np.ndarray | None,
-                 layout: Layout, replicates: range, seed: list[int], users: Users | None = None) -> Tables:
+                 layout: Layout, replicates: range, seed: list[int], users: Users | None = None,
+                 out: Tables | None = None) -> Tables:
     """The tables of one chunk for the replicate numbers in `replicates` (0 observed, 1..P permutations, then
     bootstrap). `codes` is (features, rows) bin indices, `arms` 0..K-1, `weight` None for 1, `seed` the chunk's
-    entropy (`campaign_core.chunk_seed`), `users` None when rows are independent.
+    entropy (`campaign_core.chunk_seed`), `users` None when rows are independent, `out` tables of
+    `len(replicates)` replicates to write into (None: new ones).
 
     When the reward is 0/1, counts per (cell, reward) give all four statistics (one count, two with weights);
     otherwise four weighted counts. A row permutation shuffles (arm, reward, weight) rows, the same null as
@@ -163,7 +165,8 @@ def chunk_tables(codes: np.ndarray, arms: np.ndarray, reward: np.ndarray, weight
     cell_base += (np.arange(layout.n_features, dtype=np.int64) * layout.n_bins)[None, :]
     cell_base *= layout.n_arms
     binary = binary_rewards(reward)
-    out = [np.empty((len(replicates), *layout.shape()[1:])) for _ in STATISTICS]
+    out = [np.empty((len(replicates), *layout.shape()[1:])) for _ in STATISTICS] if out is None else \
+        [getattr(out, name) for name in STATISTICS]
     none = np.zeros(0, dtype=np.int64)
     weight = np.zeros(0) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     arms, reward = np.ascontiguousarray(arms, dtype=np.int64), np.ascontiguousarray(reward, dtype=np.float64)

@@ -257,10 +257,10 @@ def test_the_bootstrap_weights_are_poisson_one():
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("by_user", [False, True])
 def test_the_observed_pass_gives_the_row_block_tables_bit_for_bit(binary, weighted, by_user):
-    """The observed data alone is one compiled pass per feature (no code matrix, features on threads); with
-    replicates it goes through the row blocks' code matrices. Replicate 0 is the same in both, bit for bit, and so
-    are the extras of the interaction tests: numeric features with NaN and infinite values, few-valued and
-    categorical ones with an "other" level, over several row blocks."""
+    """The observed data is one compiled pass per feature (no code matrix, features on threads). Its tables are, bit
+    for bit, replicate 0 of the row blocks' code matrices added up block by block, and so are the extras of the
+    interaction tests (`_row_block_reference`, the form the pass replaced): numeric features with NaN and infinite
+    values, few-valued and categorical ones with an "other" level, over several row blocks."""
     from causal_fs.options import ScoringOptions
     from causal_fs.plan import SketchPass
     from causal_fs.scoring import TablePass
@@ -285,12 +285,48 @@ def test_the_observed_pass_gives_the_row_block_tables_bit_for_bit(binary, weight
     assert plan.bins[2].has_other and plan.binary_reward == binary
     layout = Layout(3, plan.max_bins, 3, 1, 0)
     fast, fast_extras = TablePass(plan.bins, plan, layout, options, range(1), 2_048, threads=2).partial(data)
-    blocks, block_extras = TablePass(plan.bins, plan, layout, options, range(2), 2_048).partial(data)
+    blocks, block_extras = _row_block_reference(data, plan, layout, options, 2_048)
     for name in ("rows", "weight", "wy", "wyy"):
         np.testing.assert_array_equal(getattr(fast, name)[0], getattr(blocks, name)[0], err_msg=name)
     np.testing.assert_array_equal(fast_extras.x_sum, block_extras.x_sum)
     np.testing.assert_array_equal(fast_extras.weight_sq, block_extras.weight_sq)
     assert fast.rows[0].sum() == 3 * n
+
+
+def _row_block_reference(data, plan, layout, options, block_rows):
+    """The observed tables and extras as row blocks' code matrices, summed block by block: replicate 0 of
+    `chunk_tables` per block, the values' sums per bin and the squared weights per cell by `np.bincount`."""
+    from causal_fs.binning import label_codes, numeric_values
+    from causal_fs.scoring import _grouped_by_user
+    from causal_fs.tables import ObservedExtras, chunk_tables
+
+    starts = list(range(0, len(data), block_rows))
+    if options.user_col is not None:
+        data, words = _grouped_by_user(data, options)
+        user_starts = Users.of_sorted(words).start
+        starts = sorted({int(user_starts[np.searchsorted(user_starts, start)]) for start in starts} | {0})
+    total = None
+    for start, stop in zip(starts, [*starts[1:], len(data)], strict=True):
+        block = data.iloc[start:stop]
+        codes = np.array([feature.codes(block[feature.name]) for feature in plan.bins])
+        x_sum = np.zeros((layout.n_features, layout.n_bins))
+        for f, feature in enumerate(plan.bins):
+            if not feature.categorical:
+                values = np.nan_to_num(numeric_values(block[feature.name]), nan=0.0, posinf=0.0, neginf=0.0)
+                x_sum[f, :feature.n_bins] = np.bincount(codes[f], weights=values, minlength=feature.n_bins)
+        arms = label_codes(block[options.arm_col], plan.arms)
+        reward = block[options.reward_col].to_numpy(dtype=np.float64)
+        weight = None if options.propensity_col is None else 1.0 / block[options.propensity_col].to_numpy()
+        tables = chunk_tables(codes, arms, reward, weight, layout, range(1), [0])
+        if weight is None:
+            weight_sq = tables.rows[0].copy()
+        else:
+            cells = ((np.arange(layout.n_features) * layout.n_bins)[:, None] + codes) * layout.n_arms + arms[None, :]
+            weight_sq = np.bincount(cells.ravel(), weights=np.tile(weight**2, len(plan.bins)),
+                                    minlength=layout.cells).reshape(layout.shape()[1:])
+        part = (tables, ObservedExtras(x_sum, weight_sq))
+        total = part if total is None else (total[0] + part[0], total[1] + part[1])
+    return total
 
 
 def test_exact_bin_edges_are_the_inverted_cdf_deciles():
